@@ -1,0 +1,63 @@
+"""centralpath: neural collapse under MSE loss — the loss decomposition, the central path and
+its closed-form dynamics (Han, Papyan & Donoho, ICLR 2022), in JAX.
+
+Importing this package loads JAX and Equinox only; Diffrax, the networks and the plotting code
+load when first used.
+"""
+
+from ._eigen import (
+    LogPotential as LogPotential,
+    asymptotic_loss as asymptotic_loss,
+    asymptotic_nc1 as asymptotic_nc1,
+    asymptotic_omega as asymptotic_omega,
+    asymptotic_ratio_gap as asymptotic_ratio_gap,
+    central_path_loss_terms as central_path_loss_terms,
+    eigen_dynamics as eigen_dynamics,
+    nc1_from_snr as nc1_from_snr,
+    omega_rate as omega_rate,
+    potential as potential,
+)
+from ._errors import InputError as InputError, NumericalError as NumericalError
+from ._etf import (
+    collapsed_features as collapsed_features,
+    simplex_etf as simplex_etf,
+    ufm_collapsed_logits as ufm_collapsed_logits,
+    ufm_global_minimum as ufm_global_minimum,
+    ufm_threshold as ufm_threshold,
+)
+from ._least_squares import (
+    LeastSquaresClassifier as LeastSquaresClassifier,
+    least_squares_classifier as least_squares_classifier,
+)
+from ._loss import (
+    LossDecomposition as LossDecomposition,
+    least_squares_loss_terms as least_squares_loss_terms,
+    loss_decomposition as loss_decomposition,
+    mse_loss as mse_loss,
+    mse_loss_from_stats as mse_loss_from_stats,
+)
+from ._metrics import (
+    NC1_VARIANTS as NC1_VARIANTS,
+    CollapseMetrics as CollapseMetrics,
+    collapse_metrics as collapse_metrics,
+    etf_distance as etf_distance,
+    nc1 as nc1,
+    nc1_cdnv as nc1_cdnv,
+    nc2_equiangular_classifier as nc2_equiangular_classifier,
+    nc2_equiangular_means as nc2_equiangular_means,
+    nc2_equinorm_classifier as nc2_equinorm_classifier,
+    nc2_equinorm_means as nc2_equinorm_means,
+    nc3 as nc3,
+    nc4 as nc4,
+    renormalised_features as renormalised_features,
+    simplex_etf_gram as simplex_etf_gram,
+    snr_matrix as snr_matrix,
+    snr_singular_values as snr_singular_values,
+)
+from ._stats import (
+    ClassStats as ClassStats,
+    class_stats as class_stats,
+    within_class_deviations as within_class_deviations,
+)
+
+__version__ = "0.1.0"

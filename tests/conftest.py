@@ -1,0 +1,12 @@
+"""Every test runs at float64 (THEORY.md: identities hold to ~1e-12 only there)."""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import hypothesis  # noqa: E402
+
+hypothesis.settings.register_profile(
+    "centralpath", deadline=None, max_examples=25, derandomize=True, print_blob=True
+)
+hypothesis.settings.load_profile("centralpath")
