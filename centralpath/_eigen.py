@@ -108,7 +108,9 @@ def potential(
     return LogPotential(*(jnp.asarray(ci / kappa, dtype=float) for ci in c))
 
 
-def omega_rate(omega: ArrayLike, num_classes: int, per_class: float, *, flow: Flow = "renormalised"):
+def omega_rate(
+    omega: ArrayLike, num_classes: int, per_class: float, *, flow: Flow = "renormalised"
+):
     """dω/dt of the scalar eigen-ODE: ω / (N (C + ω²)²) for F3, ω / (C N (C + ω²)) for F3′."""
     omega = jnp.asarray(omega)
     C, N = num_classes, per_class
@@ -141,7 +143,9 @@ def eigen_dynamics(
     """
     omega0 = jnp.asarray(omega0, dtype=float)
     if is_concrete(omega0):
-        require(omega0.ndim == 1, f"omega0 must be a 1-D array of C-1 values, got shape {omega0.shape}")
+        require(
+            omega0.ndim == 1, f"omega0 must be a 1-D array of C-1 values, got shape {omega0.shape}"
+        )
         require(
             bool(jnp.all(jnp.isfinite(omega0)) & jnp.all(omega0 >= 0)),
             "omega0 must be finite and >= 0; SNR singular values are non-negative",

@@ -136,7 +136,7 @@ def nc4(
     # ‖h − μ_c‖² up to the c-independent ‖h‖².
     dist = -2.0 * features @ M + jnp.sum(M**2, axis=0)
     nearest = jnp.argmin(dist, axis=1)
-    return jnp.mean(predicted != nearest)
+    return jnp.mean((predicted != nearest).astype(features.dtype))
 
 
 def snr_matrix(stats: ClassStats, *, rtol: float = DEFAULT_RTOL) -> Float[Array, "p C"]:
@@ -194,4 +194,3 @@ def collapse_metrics(
         nc2_equiangular_classifier=None if W is None else nc2_equiangular_classifier(W),
         nc3=None if W is None else nc3(stats, W),
     )
-

@@ -100,8 +100,14 @@ class ClassStats(eqx.Module):
 
 def validate_labelled_features(features, labels, num_classes: int, *, min_per_class: int = 1):
     """Check shapes, finiteness and labels of concrete inputs; raise `InputError` otherwise."""
-    require(isinstance(num_classes, int | np.integer), f"num_classes must be an int, got {num_classes!r}")
-    require(num_classes >= 2, f"need at least 2 classes, got {num_classes}; neural collapse compares classes")
+    require(
+        isinstance(num_classes, int | np.integer),
+        f"num_classes must be an int, got {num_classes!r}",
+    )
+    require(
+        num_classes >= 2,
+        f"need at least 2 classes, got {num_classes}; neural collapse compares classes",
+    )
     require(
         np.ndim(features) == 2,
         f"features must be a 2-D array [n, p], got shape {np.shape(features)}",

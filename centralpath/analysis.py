@@ -1,0 +1,114 @@
+"""Measure a features file with the yardstick of THEORY.md §3, §5, §7 — one record per checkpoint.
+
+Used by `centralpath analyze`, by `train` (to report while training) and by `compare`.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._errors import InputError, require
+from ._io import FeaturesFile
+from ._least_squares import least_squares_classifier
+from ._linalg import DEFAULT_RTOL
+from ._loss import least_squares_loss_terms, loss_decomposition
+from ._metrics import collapse_metrics, nc4
+from ._stats import _class_stats
+
+RECORD_KEYS = (
+    "epoch",
+    "nc1",
+    "nc2_equinorm_means",
+    "nc2_equinorm_classifier",
+    "nc2_equiangular_means",
+    "nc2_equiangular_classifier",
+    "nc3",
+    "nc4",
+    "loss",
+    "loss_nc1",
+    "loss_nc23",
+    "loss_perp",
+    "w_ls_distance",
+    "snr",
+)
+
+
+def check_analysable(ff: FeaturesFile, source: str = "features file") -> None:
+    """Conditions under which every metric is defined (Σ_W invertible on its range, p ≥ C−1)."""
+    C, p = ff.num_classes, ff.features.shape[2]
+    require(
+        p >= C - 1,
+        f"{source}: feature dimension p = {p} is below C-1 = {C - 1}; the class means need C-1 "
+        "dimensions — capture a wider layer",
+    )
+    counts = np.bincount(ff.labels, minlength=C)
+    if np.any(counts < 2):
+        c = int(np.argmax(counts < 2))
+        raise InputError(
+            f"{source}: class {c} has {counts[c]} sample; Sigma_W (inverted for NC1 and the SNR) needs "
+            "at least 2 samples per class — add samples or drop the class"
+        )
+
+
+@eqx.filter_jit
+def _checkpoint(H, labels, W, b, lam, num_classes: int, rtol: float):
+    stats = _class_stats(H, labels, num_classes)
+    out = {}
+    m = collapse_metrics(stats, W, rtol=rtol)
+    out.update(
+        nc1=m.nc1,
+        nc2_equinorm_means=m.nc2_equinorm_means,
+        nc2_equiangular_means=m.nc2_equiangular_means,
+        etf_distance=m.etf_distance,
+        snr=m.snr,
+    )
+    if W is None:
+        ls = least_squares_classifier(stats, lam, rtol=rtol)
+        out["loss_nc1"], out["loss_nc23"] = least_squares_loss_terms(stats, ls, lam)
+        out["ls_singular"] = ls.singular
+    else:
+        d = loss_decomposition(stats, W, b, lam, rtol=rtol)
+        out.update(
+            nc2_equinorm_classifier=m.nc2_equinorm_classifier,
+            nc2_equiangular_classifier=m.nc2_equiangular_classifier,
+            nc3=m.nc3,
+            nc4=nc4(H, stats, W, b),
+            loss=d.loss,
+            loss_nc1=d.nc1,
+            loss_nc23=d.nc23,
+            loss_perp=d.perp,
+            w_ls_distance=d.w_ls_distance,
+            ls_singular=least_squares_classifier(stats, lam, rtol=rtol).singular,
+        )
+    return out
+
+
+def analyze(
+    ff: FeaturesFile, *, weight_decay: float | None = None, rtol: float = DEFAULT_RTOL
+) -> list[dict]:
+    """One record per checkpoint with the keys of `RECORD_KEYS` (classifier keys None without W).
+
+    λ for the decomposition is the file's `weight_decay` unless `weight_decay` is given: THEORY.md
+    §7½ — with λ = 0 the least-squares classifier of real features is ill-conditioned and the
+    distance to it meaningless.
+    """
+    check_analysable(ff)
+    lam = ff.weight_decay if weight_decay is None else float(weight_decay)
+    require(lam >= 0, f"weight decay must be >= 0, got {lam}")
+    labels = jnp.asarray(ff.labels)
+    records = []
+    for k in range(ff.num_checkpoints):
+        W = None if ff.W is None else jnp.asarray(ff.W[k])
+        b = None if ff.b is None else jnp.asarray(ff.b[k])
+        out = jax.device_get(
+            _checkpoint(jnp.asarray(ff.features[k]), labels, W, b, lam, ff.num_classes, rtol)
+        )
+        rec = {key: None for key in RECORD_KEYS}
+        rec["epoch"] = float(ff.epochs[k])
+        for key, v in out.items():
+            rec[key] = np.asarray(v).tolist()
+        records.append(rec)
+    return records

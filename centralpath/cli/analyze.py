@@ -1,0 +1,93 @@
+"""`centralpath analyze FEATURES.npz`: neural-collapse metrics and the loss decomposition."""
+
+from __future__ import annotations
+
+import sys
+
+HELP = "Measure a features file: NC1-NC4, SNR singular values, loss decomposition per checkpoint."
+EXAMPLE = "centralpath analyze run/features.npz --json run/analysis.json"
+
+
+def register(p) -> None:
+    p.add_argument("features", help="features file (.npz; schema in the README)")
+    p.add_argument("--json", metavar="OUT", help="also write the records as JSON")
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        metavar="LAMBDA",
+        help="ridge λ (paper scale) for the least-squares classifier; default: the file's weight_decay",
+    )
+    p.add_argument(
+        "--rtol",
+        type=float,
+        default=1e-10,
+        help="relative eigenvalue cutoff of the pseudo-inverses (default 1e-10, THEORY.md §7½)",
+    )
+
+
+def run(args) -> int:
+    from .._errors import require
+    from .._io import load_features, write_json
+    from ..analysis import analyze
+    from ._table import table
+
+    require(args.rtol > 0 and args.rtol < 1, f"--rtol must lie in (0, 1), got {args.rtol}")
+    require(
+        args.weight_decay is None or args.weight_decay >= 0,
+        f"--weight-decay must be >= 0, got {args.weight_decay}",
+    )
+    ff = load_features(args.features)
+    records = analyze(ff, weight_decay=args.weight_decay, rtol=args.rtol)
+    if any(r.get("ls_singular") for r in records):
+        print(
+            "centralpath analyze: warning: the least-squares normal matrix is singular at some "
+            "checkpoints (p > n-1, dead units or collapsed features); used its pseudo-inverse — "
+            "pass --weight-decay > 0 for a ridge instead",
+            file=sys.stderr,
+        )
+    if args.json:
+        write_json(args.json, {"checkpoints": records})
+    if not args.quiet:
+        rows = []
+        for r in records:
+            row = dict(r)
+            snr = r["snr"]
+            row["snr_min"], row["snr_max"] = min(snr), max(snr)
+            if r["loss"] is not None:
+                row["perp_rel"] = r["loss_perp"] / r["loss"] if r["loss"] else 0.0
+            rows.append(row)
+        cols = [
+            "epoch",
+            "nc1",
+            "nc2_equinorm_means",
+            "nc2_equiangular_means",
+            "nc3",
+            "nc4",
+            "loss",
+            "loss_nc1",
+            "loss_nc23",
+            "loss_perp",
+            "perp_rel",
+            "w_ls_distance",
+            "snr_min",
+            "snr_max",
+        ]
+        heads = [
+            "epoch",
+            "NC1",
+            "NC2 norm",
+            "NC2 angle",
+            "NC3",
+            "NC4",
+            "L",
+            "L_NC1",
+            "L_NC2/3",
+            "L_perp",
+            "L_perp/L",
+            "|W-W_LS|",
+            "omega_min",
+            "omega_max",
+        ]
+        print(table(rows, cols, heads))
+    return 0
