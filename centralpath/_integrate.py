@@ -1,0 +1,144 @@
+"""Integrate a flow with Diffrax: adaptive steps, snapshots at requested times, an NC1 stop."""
+
+from __future__ import annotations
+
+import diffrax
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import ArrayLike, PyTree
+
+from ._errors import NumericalError, require
+from ._metrics import nc1
+from ._trajectory import Trajectory
+from .flows._base import AbstractFlow
+
+
+def _check_times(ts, t1) -> np.ndarray:
+    ts = np.asarray(ts, dtype=float)
+    require(
+        ts.ndim == 1 and ts.size >= 1,
+        f"save times must be a non-empty 1-D array, got shape {ts.shape}",
+    )
+    require(bool(np.all(np.isfinite(ts))), "save times must be finite")
+    require(bool(np.all(ts >= 0)), f"save times must be >= 0, got min {ts.min()}")
+    require(bool(np.all(np.diff(ts) > 0)), "save times must be strictly increasing")
+    require(ts[-1] <= t1, f"the last save time {ts[-1]} is past t_end = {t1}")
+    return ts
+
+
+def integrate(
+    flow: AbstractFlow,
+    y0: PyTree,
+    t1: float,
+    *,
+    ts: ArrayLike | None = None,
+    solver: diffrax.AbstractSolver | None = None,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+    dt0: float | None = None,
+    max_steps: int = 100_000,
+    nc1_target: float | None = None,
+    progress: bool = False,
+) -> Trajectory:
+    """Solve dy/dt = flow(t, y) from t = 0 to t1 with Diffrax and record snapshots.
+
+    **Arguments:**
+
+    - `flow`, `y0`: the flow (a vector field) and its initial state.
+    - `t1`: final time (> 0), in the time of gradient descent (t = kη).
+    - `ts`: save times in [0, t1] (default: 0 and t1).
+    - `solver`: a Diffrax solver (default `Tsit5()`); `rtol`, `atol`: the PID controller's
+      tolerances; `dt0`: first step (default: chosen by the controller); `max_steps`.
+    - `nc1_target`: stop as soon as NC1 (the paper variant) falls below it; later save times
+      are dropped and `stopped_early` is set.
+    - `progress`: show a tqdm progress meter.
+
+    **Returns:** a `Trajectory`. A failed solve raises `NumericalError` saying what to change.
+    """
+    require(np.isfinite(t1) and t1 > 0, f"t_end must be a finite number > 0, got {t1}")
+    require(rtol > 0 and atol > 0, f"rtol and atol must be > 0, got {rtol}, {atol}")
+    if nc1_target is not None:
+        require(nc1_target > 0, f"the NC1 target must be > 0, got {nc1_target}")
+    ts = _check_times([0.0, t1] if ts is None else ts, t1)
+    solver = diffrax.Tsit5() if solver is None else solver
+    event = None
+    if nc1_target is not None:
+
+        def below_target(t, y, args, **kwargs):
+            return nc1(flow.class_stats(y)) < nc1_target
+
+        event = diffrax.Event(below_target)
+    saveat = diffrax.SaveAt(
+        subs=[diffrax.SubSaveAt(ts=jnp.asarray(ts), fn=flow.snapshot), diffrax.SubSaveAt(t1=True)]
+    )
+    sol = _solve(
+        flow,
+        y0,
+        jnp.asarray(t1, float),
+        dt0,
+        solver,
+        saveat,
+        rtol,
+        atol,
+        max_steps,
+        event,
+        diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter(),
+    )
+    result = sol.result
+    stopped_early = bool(result == diffrax.RESULTS.event_occurred)
+    if not (result == diffrax.RESULTS.successful or stopped_early):
+        t_reached = float(sol.ts[1][-1]) if sol.ts is not None else float("nan")
+        message = (
+            diffrax.RESULTS[result] if hasattr(diffrax.RESULTS, "__getitem__") else str(result)
+        )
+        hint = (
+            f"raise max_steps above {max_steps} or shorten t_end"
+            if result == diffrax.RESULTS.max_steps_reached
+            else "loosen rtol/atol, shorten t_end, or use an implicit solver (e.g. Kvaerno5) if stiff"
+        )
+        raise NumericalError(
+            f"the ODE solve failed before t = {t1} (reached t = {t_reached}): {message}; {hint}"
+        )
+    snaps_ts, _ = sol.ts
+    keep = np.isfinite(np.asarray(snaps_ts))
+    if stopped_early:
+        # Diffrax fills save times after the event with inf; the stop itself is the last time.
+        keep &= np.asarray(snaps_ts) <= float(sol.ts[1][-1])
+    snapshots = jax_tree_take(sol.ys[0], np.flatnonzero(keep))
+    final = jax_tree_take(sol.ys[1], -1)
+    return Trajectory(
+        times=jnp.asarray(np.asarray(snaps_ts)[keep]),
+        snapshots=snapshots,
+        final_state=final,
+        decomposition_lambda=float(flow.decomposition_lambda),
+        method="ode",
+        flow=flow.name,
+        reduced=flow.reduced,
+        num_steps=int(sol.stats["num_steps"]),
+        stopped_early=stopped_early,
+    )
+
+
+def jax_tree_take(tree, index):
+    import jax
+
+    return jax.tree_util.tree_map(lambda a: a[index], tree)
+
+
+@eqx.filter_jit
+def _solve(flow, y0, t1, dt0, solver, saveat, rtol, atol, max_steps, event, progress_meter):
+    return diffrax.diffeqsolve(
+        diffrax.ODETerm(flow),
+        solver,
+        t0=0.0,
+        t1=t1,
+        dt0=dt0,
+        y0=y0,
+        saveat=saveat,
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        event=event,
+        max_steps=max_steps,
+        throw=False,
+        progress_meter=progress_meter,
+    )

@@ -1,0 +1,96 @@
+"""A trajectory: snapshots of a flow or of gradient descent at given times, and their metrics."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PyTree
+
+from ._linalg import DEFAULT_RTOL
+from ._loss import loss_decomposition
+from ._metrics import collapse_metrics
+from .flows._base import Snapshot
+
+METRIC_KEYS = (
+    "objective",
+    "loss",
+    "loss_nc1",
+    "loss_nc23",
+    "loss_perp",
+    "perp_rel",
+    "w_ls_distance",
+    "nc1",
+    "nc2_equinorm_means",
+    "nc2_equinorm_classifier",
+    "nc2_equiangular_means",
+    "nc2_equiangular_classifier",
+    "etf_distance",
+    "nc3",
+    "nc4",
+    "snr",
+)
+
+
+class Trajectory(eqx.Module):
+    """Snapshots at `times` (time t = kη for gradient descent) and the state at the last time.
+
+    **Fields:**
+
+    - `times`: [T] save times actually reached (a stopping event truncates them).
+    - `snapshots`: a `Snapshot` with a leading axis T (class statistics, classifier, objective,
+      NC4).
+    - `final_state`: the flow's state at `times[-1]`.
+    - `decomposition_lambda`: λ of the loss decomposition in `metrics()`.
+    - `method`: `"ode"` or `"gd"`; `flow`: the flow's name; `reduced`: moments or samples.
+    - `num_steps`: solver or GD steps taken; `stopped_early`: an NC1 target was reached.
+    """
+
+    times: Float[Array, " T"]
+    snapshots: Snapshot
+    final_state: PyTree
+    decomposition_lambda: float
+    method: str = eqx.field(static=True)
+    flow: str = eqx.field(static=True)
+    reduced: bool = eqx.field(static=True)
+    num_steps: int = 0
+    stopped_early: bool = False
+
+    def metrics(self, *, rtol: float = DEFAULT_RTOL) -> dict[str, np.ndarray]:
+        """Every quantity of THEORY.md §3, §5, §7 at every saved time, as numpy arrays [T, …]."""
+        return snapshot_metrics(self.snapshots, self.decomposition_lambda, rtol=rtol)
+
+
+@eqx.filter_jit
+def _metrics(snapshots: Snapshot, lam, rtol: float):
+    def one(s: Snapshot):
+        d = loss_decomposition(s.stats, s.W, s.b, lam, rtol=rtol)
+        m = collapse_metrics(s.stats, s.W, rtol=rtol)
+        return dict(
+            objective=s.objective,
+            loss=d.loss,
+            loss_nc1=d.nc1,
+            loss_nc23=d.nc23,
+            loss_perp=d.perp,
+            perp_rel=d.perp / d.loss,
+            w_ls_distance=d.w_ls_distance,
+            nc1=m.nc1,
+            nc2_equinorm_means=m.nc2_equinorm_means,
+            nc2_equinorm_classifier=m.nc2_equinorm_classifier,
+            nc2_equiangular_means=m.nc2_equiangular_means,
+            nc2_equiangular_classifier=m.nc2_equiangular_classifier,
+            etf_distance=m.etf_distance,
+            nc3=m.nc3,
+            nc4=s.nc4,
+            snr=m.snr,
+        )
+
+    return jax.vmap(one)(snapshots)
+
+
+def snapshot_metrics(
+    snapshots: Snapshot, lam, *, rtol: float = DEFAULT_RTOL
+) -> dict[str, np.ndarray]:
+    out = jax.device_get(_metrics(snapshots, jnp.asarray(lam, float), rtol))
+    return {k: np.asarray(out[k]) for k in METRIC_KEYS}

@@ -1,0 +1,105 @@
+"""The unconstrained-features model (UFM): its state, random initial states, and its loss.
+
+THEORY.md §6 F1: the features H are free parameters, trained jointly with the classifier.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from ._errors import require
+
+
+class UFMState(eqx.Module):
+    """(W, b, H) of the UFM: classifier [C, p], bias [C], features [n, p] (rows = samples)."""
+
+    W: Float[Array, "C p"]
+    b: Float[Array, " C"]
+    H: Float[Array, "n p"]
+
+
+def balanced_labels(num_classes: int, per_class: int) -> Int[Array, " n"]:
+    """Labels 0…0 1…1 … of a balanced problem, N of each class."""
+    return jnp.repeat(jnp.arange(num_classes), per_class)
+
+
+def check_problem_size(num_classes: int, per_class: int, dim: int) -> None:
+    """The sizes every flow needs: C ≥ 2, N ≥ 2 (Σ_W defined), p ≥ C − 1 (room for the means)."""
+    require(num_classes >= 2, f"need at least 2 classes, got C = {num_classes}")
+    require(per_class >= 2, f"need at least 2 samples per class for Sigma_W, got N = {per_class}")
+    require(
+        dim >= num_classes - 1,
+        f"feature dimension p = {dim} is below C-1 = {num_classes - 1}; the class means need C-1 "
+        "dimensions — raise p",
+    )
+
+
+def init_features(
+    key: PRNGKeyArray,
+    num_classes: int,
+    per_class: int,
+    dim: int,
+    *,
+    mean_scale: float = 1.0,
+    noise_scale: float = 1.0,
+    dtype=None,
+) -> tuple[Float[Array, "n p"], Int[Array, " n"]]:
+    """Random labelled features: class means ~ N(0, mean_scale²/p · I), noise ~ N(0, noise_scale²/p · I).
+
+    The 1/p scaling keeps ‖h‖ of order one for any p.
+    """
+    check_problem_size(num_classes, per_class, dim)
+    k_means, k_noise = jax.random.split(key)
+    dtype = dtype or jnp.result_type(float)
+    means = mean_scale * jax.random.normal(k_means, (num_classes, dim), dtype) / jnp.sqrt(dim)
+    labels = balanced_labels(num_classes, per_class)
+    noise = noise_scale * jax.random.normal(k_noise, (num_classes * per_class, dim), dtype)
+    return means[labels] + noise / jnp.sqrt(dim), labels
+
+
+def init_ufm(
+    key: PRNGKeyArray,
+    num_classes: int,
+    per_class: int,
+    dim: int,
+    *,
+    mean_scale: float = 1.0,
+    noise_scale: float = 1.0,
+    weight_scale: float = 1.0,
+    dtype=None,
+) -> tuple[UFMState, Int[Array, " n"]]:
+    """A random UFM state (W ~ N(0, weight_scale²/p), b = 0, H from `init_features`) and labels."""
+    k_h, k_w = jax.random.split(key)
+    H, labels = init_features(
+        k_h,
+        num_classes,
+        per_class,
+        dim,
+        mean_scale=mean_scale,
+        noise_scale=noise_scale,
+        dtype=dtype,
+    )
+    W = weight_scale * jax.random.normal(k_w, (num_classes, dim), H.dtype) / jnp.sqrt(dim)
+    return UFMState(W, jnp.zeros(num_classes, H.dtype), H), labels
+
+
+def ufm_loss(
+    state: UFMState,
+    labels: Int[Array, " n"],
+    num_classes: int,
+    lam_W=0.0,
+    lam_H=0.0,
+    lam_b=0.0,
+) -> Float[Array, ""]:
+    """L_UFM = (1/2n)‖W H + b 1ᵀ − Y‖² + (λ_W/2)‖W‖² + (λ_H/2)‖H‖² + (λ_b/2)‖b‖² (THEORY.md §6 F1)."""
+    Y = jax.nn.one_hot(labels, num_classes, dtype=state.H.dtype)
+    residual = state.H @ state.W.T + state.b - Y
+    return (
+        0.5 * jnp.mean(jnp.sum(residual**2, axis=1))
+        + 0.5 * lam_W * jnp.sum(state.W**2)
+        + 0.5 * lam_H * jnp.sum(state.H**2)
+        + 0.5 * lam_b * jnp.sum(state.b**2)
+    )

@@ -1,0 +1,96 @@
+"""What every flow provides: a Diffrax vector field, a gradient-descent step, and a snapshot.
+
+A flow is an `eqx.Module` holding the problem's data (labels or class counts, ridges). Calling it
+is the vector field `flow(t, y, args)`, so `diffrax.ODETerm(flow)` integrates it and
+`flow.gd_step(y, eta)` takes one discrete step of gradient descent on the same objective; time is
+t = kη after k steps (THEORY.md §6).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PyTree
+
+from .._stats import ClassStats
+
+
+class Snapshot(eqx.Module):
+    """What a trajectory records of a state: enough for every metric of THEORY.md §3, §5, §7.
+
+    `nc4` is NaN for moment-reduced flows (NC4 needs the samples themselves).
+    """
+
+    stats: ClassStats
+    W: Float[Array, "C p"]
+    b: Float[Array, " C"]
+    objective: Float[Array, ""]
+    nc4: Float[Array, ""]
+
+
+class AbstractFlow(eqx.Module):
+    """Base class: subclasses define `__call__` (the vector field), `class_stats`, `classifier`
+    and `objective`; `gd_step` defaults to an explicit Euler step."""
+
+    name: ClassVar[str]
+    reduced: ClassVar[bool]
+
+    @abc.abstractmethod
+    def __call__(self, t, y: PyTree, args=None) -> PyTree:
+        """dy/dt = −(gradient of the objective), possibly projected."""
+
+    @abc.abstractmethod
+    def class_stats(self, y: PyTree) -> ClassStats:
+        """Class statistics of the state's features."""
+
+    @abc.abstractmethod
+    def classifier(self, y: PyTree) -> tuple[Array, Array]:
+        """(W, b) of the state: its own for the UFM, the least-squares one on the central path."""
+
+    @abc.abstractmethod
+    def objective(self, y: PyTree) -> Float[Array, ""]:
+        """The objective the flow descends (L_UFM, or L_LS on the central path)."""
+
+    @property
+    def decomposition_lambda(self):
+        """λ at which the loss decomposition of a snapshot is taken."""
+        return 0.0
+
+    def features(self, y: PyTree) -> Float[Array, "n p"] | None:
+        """The features, for flows that carry samples (None for moment-reduced flows)."""
+        return None
+
+    def gd_step(self, y: PyTree, eta) -> PyTree:
+        """One step of gradient descent with step η: y + η·vf(y) unless overridden."""
+        v = self(0.0, y, None)
+        return jax.tree_util.tree_map(lambda a, da: a + eta * da, y, v)
+
+    def snapshot(self, t, y: PyTree, args=None) -> Snapshot:
+        """`SaveAt(fn=flow.snapshot)`: the statistics, classifier, objective and NC4 of y."""
+        from .._metrics import nc4
+
+        stats = self.class_stats(y)
+        W, b = self.classifier(y)
+        H = self.features(y)
+        nc4_value = jnp.nan if H is None else nc4(H, stats, W, b)
+        return Snapshot(stats, W, b, self.objective(y), jnp.asarray(nc4_value, stats.sigma_w.dtype))
+
+
+def least_squares_residual(stats: ClassStats, W, b) -> Float[Array, "C C"]:
+    """R = W M + b 1ᵀ − I: column c is the residual W μ_c + b − e_c of class c's mean."""
+    return W @ stats.class_means + b[:, None] - jnp.eye(stats.num_classes, dtype=W.dtype)
+
+
+def congruence(B: Float[Array, "p p"], eta, sigma: Float[Array, "p p"]) -> Float[Array, "p p"]:
+    """(I − ηB) Σ (I − ηB)ᵀ: one exact GD step of within-class deviations ε ↦ (I − ηB) ε."""
+    T = jnp.eye(B.shape[0], dtype=B.dtype) - eta * B
+    return T @ sigma @ T.T
+
+
+def symmetric_sum(B: Float[Array, "p p"], sigma: Float[Array, "p p"]) -> Float[Array, "p p"]:
+    """B Σ + Σ Bᵀ: the rate of Σ_W when every deviation moves as dε/dt = −B ε (with a minus)."""
+    return B @ sigma + sigma @ B.T

@@ -1,0 +1,130 @@
+"""F1: gradient flow of the unconstrained-features model, on samples and on moments (F4)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from .._stats import ClassStats, _class_stats
+from .._ufm import UFMState, ufm_loss
+from ._base import AbstractFlow, congruence, least_squares_residual, symmetric_sum
+
+
+class UFMFlow(AbstractFlow):
+    """d(W, b, H)/dt = −∇ L_UFM on every sample (THEORY.md §6 F1).
+
+    **Fields:** `labels` [n]; `num_classes` C; ridges `lam_W`, `lam_H`, `lam_b` ≥ 0; `bias`
+    (False freezes b at its initial value, normally 0).
+    """
+
+    labels: Int[Array, " n"]
+    num_classes: int = eqx.field(static=True)
+    lam_W: float = 0.0
+    lam_H: float = 0.0
+    lam_b: float = 0.0
+    bias: bool = eqx.field(static=True, default=True)
+
+    name: ClassVar[str] = "ufm"
+    reduced: ClassVar[bool] = False
+
+    def __call__(self, t, y: UFMState, args=None) -> UFMState:
+        g = jax.grad(self.objective)(y)
+        db = -g.b if self.bias else jnp.zeros_like(y.b)
+        return UFMState(-g.W, db, -g.H)
+
+    def objective(self, y: UFMState):
+        return ufm_loss(y, self.labels, self.num_classes, self.lam_W, self.lam_H, self.lam_b)
+
+    def class_stats(self, y: UFMState) -> ClassStats:
+        return _class_stats(y.H, self.labels, self.num_classes)
+
+    def classifier(self, y: UFMState):
+        return y.W, y.b
+
+    def features(self, y: UFMState):
+        return y.H
+
+    @property
+    def decomposition_lambda(self):
+        return self.lam_W
+
+
+class ReducedUFMState(eqx.Module):
+    """(W, b) and the class statistics of H: the UFM state up to the within-class frame."""
+
+    W: Float[Array, "C p"]
+    b: Float[Array, " C"]
+    stats: ClassStats
+
+    @classmethod
+    def from_state(cls, state: UFMState, labels, num_classes: int) -> ReducedUFMState:
+        return cls(state.W, state.b, _class_stats(state.H, labels, num_classes))
+
+
+class ReducedUFMFlow(AbstractFlow):
+    """F1 closed on moments (THEORY.md §6 F4): cost independent of the number of samples.
+
+    With R = W M + b 1ᵀ − I, B = (1/n) WᵀW + λ_H I, π = counts/n:
+
+        dM/dt = −(1/n) Wᵀ R − λ_H M,        dΣ_W/dt = −(B Σ_W + Σ_W B)
+        dW/dt = −(W Σ_W + R diag(π) Mᵀ) − λ_W W,    db/dt = −R π − λ_b b
+
+    `gd_step` is exact: the deviations move as ε ↦ (I − ηB) ε, so Σ_W ↦ (I − ηB) Σ_W (I − ηB)ᵀ.
+    """
+
+    lam_W: float = 0.0
+    lam_H: float = 0.0
+    lam_b: float = 0.0
+    bias: bool = eqx.field(static=True, default=True)
+
+    name: ClassVar[str] = "ufm"
+    reduced: ClassVar[bool] = True
+
+    def _rates(self, y: ReducedUFMState):
+        s = y.stats
+        n = s.n
+        R = least_squares_residual(s, y.W, y.b)
+        dM = -(y.W.T @ R) / n - self.lam_H * s.class_means
+        dW = -(y.W @ s.sigma_w + (R * s.priors) @ s.class_means.T) - self.lam_W * y.W
+        db = -(R @ s.priors) - self.lam_b * y.b if self.bias else jnp.zeros_like(y.b)
+        B = y.W.T @ y.W / n + self.lam_H * jnp.eye(s.dim, dtype=y.W.dtype)
+        return dW, db, dM, B
+
+    def __call__(self, t, y: ReducedUFMState, args=None) -> ReducedUFMState:
+        dW, db, dM, B = self._rates(y)
+        s = y.stats
+        d_stats = ClassStats(jnp.zeros_like(s.counts), dM, -symmetric_sum(B, s.sigma_w))
+        return ReducedUFMState(dW, db, d_stats)
+
+    def gd_step(self, y: ReducedUFMState, eta) -> ReducedUFMState:
+        dW, db, dM, B = self._rates(y)
+        s = y.stats
+        stats = ClassStats(s.counts, s.class_means + eta * dM, congruence(B, eta, s.sigma_w))
+        return ReducedUFMState(y.W + eta * dW, y.b + eta * db, stats)
+
+    def objective(self, y: ReducedUFMState):
+        s = y.stats
+        R = least_squares_residual(s, y.W, y.b)
+        fit = 0.5 * jnp.sum((y.W @ s.sigma_w) * y.W) + 0.5 * jnp.sum(s.priors * jnp.sum(R**2, 0))
+        # ‖H‖² = n tr(Ave h hᵀ) = n (tr Σ_W + Σ_c π_c ‖μ_c‖²).
+        h2 = s.n * (jnp.trace(s.sigma_w) + jnp.sum(s.priors * jnp.sum(s.class_means**2, 0)))
+        return (
+            fit
+            + 0.5 * self.lam_W * jnp.sum(y.W**2)
+            + 0.5 * self.lam_H * h2
+            + 0.5 * self.lam_b * jnp.sum(y.b**2)
+        )
+
+    def class_stats(self, y: ReducedUFMState) -> ClassStats:
+        return y.stats
+
+    def classifier(self, y: ReducedUFMState):
+        return y.W, y.b
+
+    @property
+    def decomposition_lambda(self):
+        return self.lam_W
