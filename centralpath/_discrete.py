@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, PyTree
@@ -43,6 +44,22 @@ def _run(flow: AbstractFlow, y0, eta, gaps):
     return y, k, bad, snaps
 
 
+@eqx.filter_jit
+def _spectral_radius(flow: AbstractFlow, y0, v0, iterations: int):
+    flat, unravel = jax.flatten_util.ravel_pytree(y0)
+
+    def jvp(v):
+        tangent = jax.jvp(lambda z: flow(0.0, unravel(z), None), (flat,), (v,))[1]
+        return jax.flatten_util.ravel_pytree(tangent)[0]
+
+    def body(_, v):
+        w = jvp(v)
+        return w / jnp.linalg.norm(w)
+
+    v = jax.lax.fori_loop(0, iterations, body, v0 / jnp.linalg.norm(v0))
+    return jnp.linalg.norm(jvp(v))
+
+
 def stable_step_size(flow: AbstractFlow, y0: PyTree, *, iterations: int = 50, key=None) -> float:
     """2/ρ with ρ the spectral radius of the flow's Jacobian at y0 (power iteration on JVPs).
 
@@ -50,23 +67,8 @@ def stable_step_size(flow: AbstractFlow, y0: PyTree, *, iterations: int = 50, ke
     flow ρ is the largest Hessian eigenvalue of the objective.
     """
     key = jax.random.PRNGKey(0) if key is None else key
-    flat, unravel = jax.flatten_util.ravel_pytree(y0)
-
-    def jvp(v):
-        return jax.flatten_util.ravel_pytree(
-            jax.jvp(lambda z: flow(0.0, unravel(z), None), (flat,), (v,))[1]
-        )[0]
-
-    @jax.jit
-    def power(v):
-        def body(_, v):
-            w = jvp(v)
-            return w / jnp.linalg.norm(w)
-
-        v = jax.lax.fori_loop(0, iterations, body, v / jnp.linalg.norm(v))
-        return jnp.linalg.norm(jvp(v))
-
-    rho = float(power(jax.random.normal(key, flat.shape, flat.dtype)))
+    flat, _ = jax.flatten_util.ravel_pytree(y0)
+    rho = float(_spectral_radius(flow, y0, jax.random.normal(key, flat.shape, flat.dtype), iterations))
     return 2.0 / rho if rho > 0 else float("inf")
 
 

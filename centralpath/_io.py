@@ -47,6 +47,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
         dir=path.parent,
     )
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a result file should read like any other
     try:
         yield Path(tmp)
         os.replace(tmp, path)

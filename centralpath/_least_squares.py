@@ -20,7 +20,12 @@ class LeastSquaresClassifier(eqx.Module):
 
 
 def least_squares_classifier(
-    stats: ClassStats, lam=0.0, *, bias: bool = True, rtol: float = DEFAULT_RTOL
+    stats: ClassStats,
+    lam=0.0,
+    *,
+    bias: bool = True,
+    rtol: float = DEFAULT_RTOL,
+    pinv_fallback: bool = True,
 ) -> LeastSquaresClassifier:
     """Minimiser of L(W, b) = ½ Ave ‖W h + b − y‖² + (λ/2)(‖W‖² + ‖b‖²) for fixed features.
 
@@ -40,6 +45,7 @@ def least_squares_classifier(
     - `bias`: whether the classifier has a bias.
     - `rtol`: relative eigenvalue cutoff of the pseudo-inverse used when the normal matrix is
       singular (λ = 0 with p > n − 1, dead units, collapsed features).
+    - `pinv_fallback`: use the pseudo-inverse when singular (False: plain solve, for flows).
 
     **Returns:** a `LeastSquaresClassifier`; its `singular` flag says the pseudo-inverse
     (minimum-norm, the λ → 0⁺ limit) was used.
@@ -51,11 +57,11 @@ def least_squares_classifier(
     if bias:
         K = stats.sigma_t + (lam / (1.0 + lam)) * jnp.outer(mu, mu) + lam * eye
         R = pi[:, None] * stats.class_means.T - jnp.outer(pi, mu) / (1.0 + lam)
-        W, singular = psd_right_solve(K, R, rtol)
+        W, singular = psd_right_solve(K, R, rtol, pinv_fallback=pinv_fallback)
         b = (pi - W @ mu) / (1.0 + lam)
     else:
         K = stats.second_moment + lam * eye
         R = pi[:, None] * stats.class_means.T
-        W, singular = psd_right_solve(K, R, rtol)
+        W, singular = psd_right_solve(K, R, rtol, pinv_fallback=pinv_fallback)
         b = jnp.zeros_like(pi)
     return LeastSquaresClassifier(W, b, singular)

@@ -33,29 +33,37 @@ def psd_inv_sqrt(A: Float[Array, "p p"], rtol: float = DEFAULT_RTOL) -> Float[Ar
 
 
 def psd_right_solve(
-    K: Float[Array, "p p"], R: Float[Array, "C p"], rtol: float = DEFAULT_RTOL
+    K: Float[Array, "p p"],
+    R: Float[Array, "C p"],
+    rtol: float = DEFAULT_RTOL,
+    *,
+    pinv_fallback: bool = True,
 ) -> tuple[Float[Array, "C p"], Bool[Array, ""]]:
-    """X = R K⁻¹ for symmetric PSD K, by Cholesky; pseudo-inverse fallback when singular.
+    """X = R K⁻¹ for symmetric PSD K by an LU solve; pseudo-inverse fallback when singular.
 
-    Returns `(X, singular)`. A leading principal submatrix of a rank-r matrix is singular past
-    size r, so an exactly singular K shows a Cholesky pivot ≈ 0 (or NaN); then X = R K^+ with the
-    cutoff rtol, which is the λ → 0 limit of the ridge solution.
+    Returns `(X, singular)`. `singular` is set when the smallest LU pivot is ≤ rtol times the
+    largest (or not finite): an exactly singular K (dead units, p > n − 1, collapsed features)
+    always shows such a pivot. Then, with `pinv_fallback`, X = R K^+ over eigenvalues above
+    rtol·max — the minimum-norm solution, the λ → 0⁺ limit of the ridge. Flows, whose states are
+    non-degenerate, pass `pinv_fallback=False`: the fallback's eigendecomposition triples the
+    compile time of an ODE solve.
     """
     import jax
     import jax.scipy.linalg as jsl
 
-    L = jnp.linalg.cholesky(K)
-    pivots = jnp.diagonal(L) ** 2
-    scale = jnp.max(jnp.diagonal(K), initial=0.0)
-    singular = jnp.logical_or(
-        ~jnp.all(jnp.isfinite(L)), jnp.min(pivots, initial=jnp.inf) <= rtol * scale
+    lu, piv = jsl.lu_factor(K)
+    pivots = jnp.abs(jnp.diagonal(lu))
+    singular = ~jnp.all(jnp.isfinite(lu)) | (
+        jnp.min(pivots, initial=jnp.inf) <= rtol * jnp.max(pivots, initial=0.0)
     )
 
     def regular(_):
-        return jsl.cho_solve((L, True), R.T).T
+        return jsl.lu_solve((lu, piv), R.T).T  # K symmetric: R K⁻¹ = (K⁻¹ Rᵀ)ᵀ
+
+    if not pinv_fallback:
+        return regular(None), singular
 
     def fallback(_):
         return R @ psd_pinv(K, rtol)
 
-    X = jax.lax.cond(singular, fallback, regular, None)
-    return X, singular
+    return jax.lax.cond(singular, fallback, regular, None), singular

@@ -13,6 +13,8 @@ import sys
 
 # name -> module; each module defines HELP, EXAMPLE, register(parser) and run(args) -> int.
 COMMANDS = {
+    "simulate": "centralpath.cli.simulate",
+    "predict": "centralpath.cli.predict",
     "analyze": "centralpath.cli.analyze",
 }
 

@@ -38,7 +38,9 @@ class CentralPathFlow(AbstractFlow):
         return _class_stats(y, self.labels, self.num_classes)
 
     def classifier(self, y):
-        ls = least_squares_classifier(self.class_stats(y), self.lam, bias=self.bias)
+        ls = least_squares_classifier(
+            self.class_stats(y), self.lam, bias=self.bias, pinv_fallback=False
+        )
         return ls.W, ls.b
 
     def __call__(self, t, y: Float[Array, "n p"], args=None):
@@ -82,7 +84,7 @@ class ReducedCentralPathFlow(AbstractFlow):
         return y
 
     def classifier(self, y: ClassStats):
-        ls = least_squares_classifier(y, self.lam, bias=self.bias)
+        ls = least_squares_classifier(y, self.lam, bias=self.bias, pinv_fallback=False)
         return ls.W, ls.b
 
     def _rates(self, y: ClassStats):

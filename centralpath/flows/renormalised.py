@@ -59,12 +59,12 @@ class RenormalisedFlow(AbstractFlow):
         return _class_stats(y, self.labels, self.num_classes)
 
     def classifier(self, y):
-        ls = least_squares_classifier(self.class_stats(y), 0.0)
+        ls = least_squares_classifier(self.class_stats(y), 0.0, pinv_fallback=False)
         return ls.W, ls.b
 
     def __call__(self, t, y: Float[Array, "n p"], args=None):
         stats = self.class_stats(y)
-        ls = least_squares_classifier(stats, 0.0)
+        ls = least_squares_classifier(stats, 0.0, pinv_fallback=False)
         Y = jax.nn.one_hot(self.labels, self.num_classes, dtype=y.dtype)
         V = -((y @ ls.W.T + ls.b - Y) @ ls.W) / y.shape[0]
         eps = y - stats.class_means.T[self.labels]
@@ -113,7 +113,7 @@ class ReducedRenormalisedFlow(AbstractFlow):
         return y
 
     def classifier(self, y: ClassStats):
-        ls = least_squares_classifier(y, 0.0)
+        ls = least_squares_classifier(y, 0.0, pinv_fallback=False)
         return ls.W, ls.b
 
     def _gradient_means(self, y: ClassStats):

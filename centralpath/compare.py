@@ -1,0 +1,131 @@
+"""Fit the renormalised-flow theory to a measured trajectory of ω_j (THEORY.md §8).
+
+Theory F3 says there is one monotone time map τ(e) with F(ω_j(e)) = a_j + τ(e) for every j.
+Given measured ω_j(e_k), the least-squares fit of this two-way additive model is closed-form:
+with F_jk = F(ω_j(e_k)),
+
+    τ_k = mean_j F_jk − mean_j F_j0            (τ(e_0) = 0 fixes the additive constant)
+    a_j = mean_k F_jk − mean_k τ_k
+
+and the predicted ω̂_j(e_k) = F⁻¹(a_j + τ_k). The invariant D_jk(e) = F(ω_j(e)) − F(ω_k(e)) is
+constant along the theory; its drift measures how far the network is from the renormalised
+central-path dynamics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ._eigen import potential
+from ._errors import require
+
+
+@dataclass(frozen=True)
+class TheoryFit:
+    """The fit of THEORY.md §8 (arrays are numpy; m = number of singular values compared).
+
+    - `epochs` [K]; `omega_measured`, `omega_predicted` [K, m]; `a` [m]; `time_map` τ [K].
+    - `relative_error` [m]: RMS over checkpoints of |ω̂ − ω|/ω per j;
+      `relative_error_by_checkpoint` [K, m].
+    - `variance_explained`: 1 − SS_res/SS_tot of the additive model on F(ω) (1 = exact).
+    - `drift` [K, m]: F(ω_j(e)) − mean_i F(ω_i(e)) minus its value at e_0 (0 along the theory);
+      `drift_relative`: max |drift| / max |τ| (scale-free; 0 along the theory).
+    - `time_map_monotone`: whether τ is non-decreasing, as the theory requires.
+    - `nc1_exponent`: slope of log NC1 against log τ over the late half of the checkpoints with
+      τ > 0 (theory: −1/2 in the late phase), or NaN when there are fewer than 3 such points.
+    """
+
+    epochs: np.ndarray
+    omega_measured: np.ndarray
+    omega_predicted: np.ndarray
+    a: np.ndarray
+    time_map: np.ndarray
+    relative_error: np.ndarray
+    relative_error_by_checkpoint: np.ndarray
+    variance_explained: float
+    drift: np.ndarray
+    drift_relative: float
+    time_map_monotone: bool
+    nc1_exponent: float
+    num_classes: int
+    per_class: float
+    flow: str
+
+    def to_dict(self) -> dict:
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
+
+
+def fit_theory(
+    epochs,
+    omega,
+    num_classes: int,
+    per_class: float,
+    *,
+    flow: str = "renormalised",
+    nc1=None,
+) -> TheoryFit:
+    """Fit a_j and τ(e) to measured ω_j(e) (THEORY.md §8).
+
+    **Arguments:**
+
+    - `epochs`: [K] checkpoint epochs (increasing).
+    - `omega`: [K, m] measured SNR singular values (> 0), any consistent column order.
+    - `num_classes`, `per_class`: C and N of the training set (F depends on them).
+    - `flow`: the closed form to fit, `"renormalised"` (F3) or `"whitened"` (F3′).
+    - `nc1`: optional [K] measured NC1, for the late-phase exponent against τ.
+
+    **Returns:** a `TheoryFit`.
+    """
+    epochs = np.asarray(epochs, dtype=float)
+    omega = np.asarray(omega, dtype=float)
+    require(omega.ndim == 2, f"omega must be [K checkpoints, m values], got shape {omega.shape}")
+    K, m = omega.shape
+    require(K >= 2, f"comparing dynamics needs at least 2 checkpoints, got {K}")
+    require(m >= 1, "omega has no singular values to compare")
+    require(epochs.shape == (K,), f"epochs must be [K] = [{K}], got {epochs.shape}")
+    require(
+        bool(np.all(np.isfinite(omega)) and np.all(omega > 0)),
+        "measured omega must be finite and > 0 (collapsed or degenerate features give 0 or inf); "
+        "drop those checkpoints",
+    )
+    F = potential(num_classes, per_class, flow=flow)
+    Fv = np.asarray(F(omega))
+    row = Fv.mean(axis=1)  # mean over j at each checkpoint
+    tau = row - row[0]
+    a = Fv.mean(axis=0) - tau.mean()
+    fitted = a[None, :] + tau[:, None]
+    omega_hat = np.asarray(F.inverse(fitted))
+    rel = np.abs(omega_hat - omega) / omega
+    ss_res = float(np.sum((Fv - fitted) ** 2))
+    ss_tot = float(np.sum((Fv - Fv.mean()) ** 2))
+    explained = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
+    centred = Fv - row[:, None]
+    drift = centred - centred[0]
+    scale = float(np.max(np.abs(tau)))
+    drift_rel = float(np.max(np.abs(drift)) / scale) if scale > 0 else float("inf")
+    exponent = float("nan")
+    if nc1 is not None:
+        nc1 = np.asarray(nc1, dtype=float)
+        late = np.flatnonzero(tau > 0)
+        late = late[len(late) // 2 :]
+        if late.size >= 3 and np.all(nc1[late] > 0):
+            exponent = float(np.polyfit(np.log(tau[late]), np.log(nc1[late]), 1)[0])
+    return TheoryFit(
+        epochs=epochs,
+        omega_measured=omega,
+        omega_predicted=omega_hat,
+        a=a,
+        time_map=tau,
+        relative_error=np.sqrt(np.mean(rel**2, axis=0)),
+        relative_error_by_checkpoint=rel,
+        variance_explained=explained,
+        drift=drift,
+        drift_relative=drift_rel,
+        time_map_monotone=bool(np.all(np.diff(tau) >= 0)),
+        nc1_exponent=exponent,
+        num_classes=int(num_classes),
+        per_class=float(per_class),
+        flow=flow,
+    )
