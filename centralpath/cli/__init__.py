@@ -16,6 +16,8 @@ COMMANDS = {
     "simulate": "centralpath.cli.simulate",
     "predict": "centralpath.cli.predict",
     "analyze": "centralpath.cli.analyze",
+    "compare": "centralpath.cli.compare",
+    "plot": "centralpath.cli.plot",
 }
 
 

@@ -1,0 +1,107 @@
+"""`centralpath compare FEATURES.npz`: measured ω_j(epoch) against the renormalised theory (§8)."""
+
+from __future__ import annotations
+
+from ._common import add_run_options, draw_figures, log
+
+HELP = "Compare a network's measured SNR dynamics with the closed-form theory (THEORY.md §8)."
+EXAMPLE = "centralpath compare runs/train/features.npz --json compare.json --out runs/compare"
+
+
+def register(p) -> None:
+    p.add_argument("features", help="features file with K >= 2 checkpoints (schema in the README)")
+    p.add_argument("--json", metavar="OUT", help="also write the fit and the metrics as JSON")
+    p.add_argument("--flow", choices=["renormalised", "whitened"], default="renormalised",
+                   help="closed form to fit: renormalised (F3, the paper's; default) or whitened (F3')")
+    p.add_argument("--weight-decay", type=float, default=None, metavar="LAMBDA",
+                   help="ridge λ for the decomposition; default: the file's weight_decay")
+    p.add_argument("--rtol", type=float, default=1e-10, help="pseudo-inverse cutoff (default 1e-10)")
+    add_run_options(p)
+
+
+def compare_features(ff, *, flow="renormalised", weight_decay=None, rtol=1e-10):
+    """(fit, results, summary) for a features file: analysis per checkpoint and the §8 fit."""
+    import numpy as np
+
+    from ..analysis import analyze
+    from ..compare import fit_theory
+
+    records = analyze(ff, weight_decay=weight_decay, rtol=rtol)
+    epochs = np.asarray([r["epoch"] for r in records], float)
+    omega = np.asarray([r["snr"] for r in records], float)
+    counts = np.bincount(ff.labels, minlength=ff.num_classes)
+    per_class = float(counts.mean())
+    nc1 = np.asarray([r["nc1"] for r in records], float)
+    fit = fit_theory(epochs, omega, ff.num_classes, per_class, flow=flow, nc1=nc1)
+    results = {"train/times": epochs}
+    for key in records[0]:
+        if key == "epoch":
+            continue
+        vals = [np.nan if r[key] is None else r[key] for r in records]
+        results[f"train/{key}"] = np.asarray(vals, dtype=float)
+    if records[0]["loss"] is not None:
+        results["train/perp_rel"] = results["train/loss_perp"] / results["train/loss"]
+    results.update({
+        "fit/times": epochs, "fit/omega_measured": fit.omega_measured,
+        "fit/omega_predicted": fit.omega_predicted, "fit/time_map": fit.time_map,
+        "fit/drift": fit.drift, "fit/relative_error_by_checkpoint": fit.relative_error_by_checkpoint,
+        "fit/a": fit.a, "fit/relative_error": fit.relative_error,
+    })
+    summary = fit.to_dict()
+    summary["balanced"] = bool(np.all(counts == counts[0]))
+    for key in ("nc1", "nc2_equinorm_means", "nc2_equiangular_means", "nc2_equinorm_classifier",
+                "nc2_equiangular_classifier", "nc3", "nc4", "loss", "loss_nc1", "loss_nc23",
+                "loss_perp", "w_ls_distance"):
+        summary[key] = [r[key] for r in records]
+    summary["perp_rel"] = (
+        None if records[0]["loss"] is None else [r["loss_perp"] / r["loss"] for r in records]
+    )
+    return fit, results, summary
+
+
+def run(args) -> int:
+    import sys
+
+    from .._errors import require
+    from .._io import load_features, write_json
+    from .._rundir import RunDir
+
+    require(0 < args.rtol < 1, f"--rtol must lie in (0, 1), got {args.rtol}")
+    ff = load_features(args.features)
+    require(
+        ff.num_checkpoints >= 2,
+        f"{args.features} has {ff.num_checkpoints} checkpoint; comparing dynamics needs at least 2 "
+        "(save features at several epochs)",
+    )
+    fit, results, summary = compare_features(
+        ff, flow=args.flow, weight_decay=args.weight_decay, rtol=args.rtol
+    )
+    if not summary["balanced"]:
+        print("centralpath compare: warning: classes are imbalanced; the closed form assumes "
+              "balance and uses the mean class size N", file=sys.stderr)
+    if args.json:
+        write_json(args.json, summary)
+    if args.out or args.config:
+        config = {"features": str(args.features), "flow": args.flow, "weight_decay": ff.weight_decay
+                  if args.weight_decay is None else args.weight_decay, "rtol": args.rtol}
+        run_dir = RunDir(args.out or "runs/compare", "compare", config, overwrite=args.overwrite)
+        try:
+            run_dir.save_results(results)
+            write_json(run_dir.file("compare.json"), summary)
+            draw_figures("compare", run_dir.partial, results, args)
+            path = run_dir.finish()
+        except BaseException:
+            run_dir.abandon()
+            raise
+        log(args)(f"run directory: {path}")
+    if not args.quiet:
+        from ._table import table
+
+        rows = [{"j": j + 1, "a_j": float(fit.a[j]), "rel_err": float(fit.relative_error[j]),
+                 "omega_first": float(fit.omega_measured[0, j]), "omega_last": float(fit.omega_measured[-1, j])}
+                for j in range(fit.a.shape[0])]
+        print(table(rows, ["j", "omega_first", "omega_last", "a_j", "rel_err"]))
+        print(f"variance of F(omega) explained: {fit.variance_explained:.4f}; "
+              f"drift of F(omega_j) - F(omega_k) / max|tau|: {fit.drift_relative:.3g}; "
+              f"time map monotone: {fit.time_map_monotone}; NC1 exponent vs tau (late): {fit.nc1_exponent:.3g}")
+    return 0
