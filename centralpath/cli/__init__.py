@@ -13,6 +13,7 @@ import sys
 
 # name -> module; each module defines HELP, EXAMPLE, register(parser) and run(args) -> int.
 COMMANDS = {
+    "demo": "centralpath.cli.demo",
     "simulate": "centralpath.cli.simulate",
     "predict": "centralpath.cli.predict",
     "analyze": "centralpath.cli.analyze",

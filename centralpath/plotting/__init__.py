@@ -91,7 +91,7 @@ def figure_nc_metrics(results: dict, series: str = "ode") -> object:
             ax.plot(t, np.where(y > 0, y, np.nan), marker=".", markersize=3)
             ax.set_yscale("log")
         else:
-            ax.text(0.5, 0.5, "not defined here", ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, "zero or not available\n(moment-reduced state, or on the central path)", ha="center", va="center", transform=ax.transAxes)
         ax.set(xscale="log", title=title, xlabel="epoch" if series == "train" else "time t")
     fig.suptitle(f"Neural-collapse metrics ({series})")
     return fig
