@@ -68,7 +68,9 @@ def stable_step_size(flow: AbstractFlow, y0: PyTree, *, iterations: int = 50, ke
     """
     key = jax.random.PRNGKey(0) if key is None else key
     flat, _ = jax.flatten_util.ravel_pytree(y0)
-    rho = float(_spectral_radius(flow, y0, jax.random.normal(key, flat.shape, flat.dtype), iterations))
+    rho = float(
+        _spectral_radius(flow, y0, jax.random.normal(key, flat.shape, flat.dtype), iterations)
+    )
     return 2.0 / rho if rho > 0 else float("inf")
 
 
@@ -124,4 +126,5 @@ def gradient_descent(
         flow=flow.name,
         reduced=flow.reduced,
         num_steps=int(k),
+        final_time=float(int(k) * eta),
     )

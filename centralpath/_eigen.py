@@ -38,52 +38,61 @@ class LogPotential(eqx.Module):
         w2 = omega**2
         return self.c1 * jnp.log(omega) + self.c2 * w2 + self.c3 * w2**2
 
+    def _log_potential(self, u):
+        """G(u) = F(e^u); the quartic term is guarded so that c₃ = 0 never meets an overflow."""
+        w2 = jnp.exp(2.0 * u)
+        return self.c1 * u + self.c2 * w2 + jnp.where(self.c3 > 0, self.c3 * w2**2, 0.0)
+
     def derivative_log(self, u: ArrayLike) -> Array:
         """dF/du at u = log ω: c₁ + 2c₂ ω² + 4c₃ ω⁴ (for F3: N (C + ω²)²)."""
         w2 = jnp.exp(2.0 * jnp.asarray(u))
-        return self.c1 + 2.0 * self.c2 * w2 + 4.0 * self.c3 * w2**2
+        return self.c1 + 2.0 * self.c2 * w2 + jnp.where(self.c3 > 0, 4.0 * self.c3 * w2**2, 0.0)
 
     def inverse(self, value: ArrayLike, *, max_iter: int = 100) -> Array:
         """ω = F⁻¹(value), elementwise, by Newton's method in u = log ω.
 
         G(u) = F(e^u) is increasing and convex in u, so Newton started at any u₀ with G(u₀) ≥
         value decreases monotonically to the root without overshoot. The candidates for u₀ are
-        the single-term solutions value/c₁, ½ log(value/c₂), ¼ log(value/c₃); the first always
-        satisfies G ≥ value (the other terms are positive) and we start from the smallest
-        candidate that does, which lies within a few Newton steps of the root.
+        the single-term solutions value/c₁, ½ log(value/c₂), ¼ log(value/c₃). Where the root is
+        positive every term is positive there, so each candidate lies right of it and the
+        smallest is the closest start; where the value is negative only value/c₁ qualifies.
+        A candidate is accepted when G(u) ≥ value up to the rounding of exp (a few |u| ulp), since
+        rounding can put the dominant term's own solution a hair left of the root; Newton
+        converges from there too.
         `value = +inf` maps to ω = +inf.
         """
-        value = jnp.asarray(value, dtype=jnp.result_type(float, self.c1))
-        finite = jnp.isfinite(value)
-        target = jnp.where(finite, value, 0.0)
-        tiny = jnp.finfo(target.dtype).tiny
-        positive = jnp.maximum(target, tiny)
-        c3_safe = jnp.where(self.c3 > 0, self.c3, 1.0)
-        eps = jnp.finfo(target.dtype).eps
+        return _inverse(self, jnp.asarray(value, dtype=jnp.result_type(float, self.c1)), max_iter)
 
-        def G(u):
-            w2 = jnp.exp(2.0 * u)
-            return self.c1 * u + self.c2 * w2 + self.c3 * w2**2
 
-        u_log = target / self.c1
-        u_quad = 0.5 * jnp.log(positive / self.c2)
-        u_quart = 0.25 * jnp.log(positive / c3_safe)
-        u0 = u_log
-        for u in (u_quad, u_quart):
-            valid = (G(u) >= target) & (u < u0)
-            u0 = jnp.where(valid, u, u0)
+@eqx.filter_jit
+def _inverse(F: LogPotential, value, max_iter: int):
+    finite = jnp.isfinite(value)
+    target = jnp.where(finite, value, 0.0)
+    info = jnp.finfo(target.dtype)
+    positive = jnp.maximum(target, 1.0)  # the log candidates only matter for large values
+    # exp(2u) carries a relative rounding of about 2|u|·eps (4|u|·eps for the quartic term).
+    slack = lambda u: 8 * info.eps * jnp.abs(target) * (1.0 + 4.0 * jnp.abs(u))  # noqa: E731
+    candidates = (
+        target / F.c1,
+        0.5 * jnp.log(positive / F.c2),
+        jnp.where(F.c3 > 0, 0.25 * jnp.log(positive / jnp.where(F.c3 > 0, F.c3, 1.0)), jnp.inf),
+    )
+    u0 = jnp.full_like(target, jnp.inf)
+    for u in candidates:
+        valid = jnp.isfinite(u) & (F._log_potential(u) >= target - slack(u))  # False for NaN
+        u0 = jnp.where(valid & (u < u0), u, u0)
 
-        def cond(state):
-            k, u, step = state
-            return (k < max_iter) & jnp.any(jnp.abs(step) > 4 * eps * jnp.maximum(1.0, jnp.abs(u)))
+    def cond(state):
+        k, u, step = state
+        return (k < max_iter) & jnp.any(jnp.abs(step) > 4 * info.eps * jnp.maximum(1.0, jnp.abs(u)))
 
-        def body(state):
-            k, u, _ = state
-            step = (G(u) - target) / self.derivative_log(u)
-            return k + 1, u - step, step
+    def body(state):
+        k, u, _ = state
+        step = (F._log_potential(u) - target) / F.derivative_log(u)
+        return k + 1, u - step, step
 
-        _, u, _ = jax.lax.while_loop(cond, body, (0, u0, jnp.full_like(u0, jnp.inf)))
-        return jnp.where(finite, jnp.exp(u), jnp.where(value > 0, jnp.inf, 0.0))
+    _, u, _ = jax.lax.while_loop(cond, body, (0, u0, jnp.full_like(u0, jnp.inf)))
+    return jnp.where(finite, jnp.exp(u), jnp.where(value > 0, jnp.inf, 0.0))
 
 
 def potential(

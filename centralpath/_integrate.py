@@ -117,6 +117,7 @@ def integrate(
         reduced=flow.reduced,
         num_steps=int(sol.stats["num_steps"]),
         stopped_early=stopped_early,
+        final_time=float(sol.ts[1][-1]),
     )
 
 

@@ -51,6 +51,12 @@ def least_squares_classifier(
     (minimum-norm, the λ → 0⁺ limit) was used.
     """
     check_lambda(lam, "the ridge lambda")
+    return _least_squares(stats, lam, bias, rtol, pinv_fallback)
+
+
+@eqx.filter_jit
+def _least_squares(stats: ClassStats, lam, bias: bool, rtol: float, pinv_fallback: bool):
+    # Jitted so that eager callers do not re-trace the solve's branches on every call.
     pi = stats.priors
     mu = stats.global_mean
     eye = jnp.eye(stats.dim, dtype=stats.sigma_w.dtype)

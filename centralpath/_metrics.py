@@ -155,9 +155,11 @@ def snr_singular_values(stats: ClassStats, *, rtol: float = DEFAULT_RTOL) -> Flo
     omega = jnp.linalg.svd(snr_matrix(stats, rtol=rtol), compute_uv=False)[: C - 1]
     mbar_sv = jnp.linalg.svd(stats.centred_means, compute_uv=False)[: C - 1]
     sw_max = jnp.max(jnp.linalg.eigvalsh(stats.sigma_w))
-    mb_max = jnp.max(mbar_sv)
-    collapsed = sw_max <= (jnp.finfo(stats.sigma_w.dtype).eps * mb_max) ** 2
-    return jnp.where(collapsed & (mbar_sv > DEFAULT_RTOL * mb_max), jnp.inf, omega)
+    # Exactly collapsed features still leave rounding in Σ_W of order (eps·‖h‖)², and ‖h‖ is set
+    # by the uncentred means: a far-away global mean must not turn +inf into 1e15.
+    scale = jnp.maximum(jnp.max(jnp.linalg.norm(stats.class_means, axis=0)), jnp.max(mbar_sv))
+    collapsed = sw_max <= (16 * jnp.finfo(stats.sigma_w.dtype).eps * scale) ** 2
+    return jnp.where(collapsed & (mbar_sv > DEFAULT_RTOL * jnp.max(mbar_sv)), jnp.inf, omega)
 
 
 def renormalised_features(

@@ -129,7 +129,16 @@ def metadata(command: str, config: dict, wall_time: float) -> dict:
     import importlib.metadata as im
 
     versions = {}
-    for pkg in ("centralpath", "jax", "jaxlib", "equinox", "diffrax", "numpy", "optax", "matplotlib"):
+    for pkg in (
+        "centralpath",
+        "jax",
+        "jaxlib",
+        "equinox",
+        "diffrax",
+        "numpy",
+        "optax",
+        "matplotlib",
+    ):
         try:
             versions[pkg] = im.version(pkg)
         except im.PackageNotFoundError:
@@ -204,6 +213,31 @@ class RunDir:
         (self.partial / "figures").mkdir(parents=True)
         write_text(self.partial / "config.toml", dumps_toml(config))
 
+    @classmethod
+    def reopen(cls, run, command: str) -> tuple[RunDir, dict[str, Any]]:
+        """Continue an interrupted run: RUN (or its `.RUN.partial`) must hold a partial directory.
+
+        Returns the run directory and the configuration saved in it.
+        """
+        run = Path(run)
+        if run.name.startswith(".") and run.name.endswith(".partial"):
+            run = run.parent / run.name[1 : -len(".partial")]
+        partial = run.parent / f".{run.name}.partial"
+        require(
+            partial.is_dir() and (partial / "config.toml").is_file(),
+            f"no interrupted {command} to resume at {run} (looked for {partial}); "
+            + (
+                "that run is already finished"
+                if run.is_dir()
+                else f"start one with centralpath {command} --out RUN"
+            ),
+        )
+        self = cls.__new__(cls)
+        self.path, self.partial, self.command = run, partial, command
+        self.config = load_config(partial / "config.toml")
+        self.start = time.perf_counter()
+        return self, dict(self.config)
+
     @property
     def figures(self) -> Path:
         return self.partial / "figures"
@@ -236,7 +270,9 @@ def load_results(run) -> dict[str, np.ndarray]:
     from ._io import load_npz
 
     run = Path(run)
-    require(run.is_dir(), f"run directory {run} does not exist; pass a directory written by centralpath")
+    require(
+        run.is_dir(), f"run directory {run} does not exist; pass a directory written by centralpath"
+    )
     require(
         (run / "results.npz").is_file(),
         f"{run} has no results.npz; it is not a finished centralpath run directory",

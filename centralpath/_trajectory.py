@@ -45,6 +45,7 @@ class Trajectory(eqx.Module):
     - `decomposition_lambda`: λ of the loss decomposition in `metrics()`.
     - `method`: `"ode"` or `"gd"`; `flow`: the flow's name; `reduced`: moments or samples.
     - `num_steps`: solver or GD steps taken; `stopped_early`: an NC1 target was reached.
+    - `final_time`: the time of `final_state` (the stopping time when stopped early).
     """
 
     times: Float[Array, " T"]
@@ -56,6 +57,7 @@ class Trajectory(eqx.Module):
     reduced: bool = eqx.field(static=True)
     num_steps: int = 0
     stopped_early: bool = False
+    final_time: float = float("nan")
 
     def metrics(self, *, rtol: float = DEFAULT_RTOL) -> dict[str, np.ndarray]:
         """Every quantity of THEORY.md §3, §5, §7 at every saved time, as numpy arrays [T, …]."""

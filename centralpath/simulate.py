@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import InputError, require
+from ._errors import require
 
 FLOW_NAMES = ("renormalised", "whitened", "central-path", "ufm")
 REPRESENTATIONS = ("reduced", "full")
@@ -47,26 +48,47 @@ DEFAULTS: dict[str, Any] = {
 
 def validate(config: dict[str, Any]) -> None:
     c = config
-    require(c["flow"] in FLOW_NAMES, f"unknown flow {c['flow']!r}; choose one of {', '.join(FLOW_NAMES)}")
+    require(
+        c["flow"] in FLOW_NAMES,
+        f"unknown flow {c['flow']!r}; choose one of {', '.join(FLOW_NAMES)}",
+    )
     require(
         c["representation"] in REPRESENTATIONS,
         f"unknown representation {c['representation']!r}; choose reduced or full",
     )
     for key in ("classes", "per_class", "dim", "num_saves", "max_steps", "max_gd_steps"):
-        require(isinstance(c[key], int | np.integer) and not isinstance(c[key], bool), f"{key} must be an integer, got {c[key]!r}")
+        require(
+            isinstance(c[key], int | np.integer) and not isinstance(c[key], bool),
+            f"{key} must be an integer, got {c[key]!r}",
+        )
     require(c["classes"] >= 2, f"classes must be >= 2, got {c['classes']}")
-    require(c["per_class"] >= 2, f"per-class must be >= 2 (Sigma_W needs two samples per class), got {c['per_class']}")
+    require(
+        c["per_class"] >= 2,
+        f"per-class must be >= 2 (Sigma_W needs two samples per class), got {c['per_class']}",
+    )
     require(
         c["dim"] >= c["classes"] - 1,
         f"dim p = {c['dim']} is below C-1 = {c['classes'] - 1}; the class means need C-1 dimensions — raise --dim",
     )
-    require(c["classes"] * c["per_class"] <= 50_000_000, "classes × per-class is too large (> 5e7 samples)")
+    require(
+        c["classes"] * c["per_class"] <= 50_000_000,
+        "classes × per-class is too large (> 5e7 samples)",
+    )
     require(c["dim"] <= 100_000, f"dim = {c['dim']} is too large; use at most 100000")
     for key in ("lam", "lam_w", "lam_h", "lam_b"):
-        require(np.isfinite(c[key]) and c[key] >= 0, f"{key.replace('_', '-')} must be a finite number >= 0, got {c[key]}")
-    require(np.isfinite(c["t_end"]) and c["t_end"] > 0, f"t-end must be a finite number > 0, got {c['t_end']}")
+        require(
+            np.isfinite(c[key]) and c[key] >= 0,
+            f"{key.replace('_', '-')} must be a finite number >= 0, got {c[key]}",
+        )
+    require(
+        np.isfinite(c["t_end"]) and c["t_end"] > 0,
+        f"t-end must be a finite number > 0, got {c['t_end']}",
+    )
     require(c["num_saves"] >= 2, f"num-saves must be >= 2, got {c['num_saves']}")
-    require(np.isfinite(c["eta"]) and c["eta"] >= 0, f"eta must be > 0 (or 0 for automatic), got {c['eta']}")
+    require(
+        np.isfinite(c["eta"]) and c["eta"] >= 0,
+        f"eta must be > 0 (or 0 for automatic), got {c['eta']}",
+    )
     require(c["rtol"] > 0 and c["atol"] > 0, "rtol and atol must be > 0")
     require(c["nc1_target"] >= 0, f"nc1-target must be >= 0 (0 = off), got {c['nc1_target']}")
     methods = list(c["methods"])
@@ -75,7 +97,10 @@ def validate(config: dict[str, Any]) -> None:
         f"methods must be a non-empty subset of ode, gd; got {methods}",
     )
     if c["flow"] in ("renormalised", "whitened"):
-        require(c["lam"] == 0, "the renormalised flows are defined for lam = 0 only; drop --lam or use --flow central-path")
+        require(
+            c["lam"] == 0,
+            "the renormalised flows are defined for lam = 0 only; drop --lam or use --flow central-path",
+        )
         require(c["bias"], "the renormalised flows need a classifier with bias; drop --no-bias")
     require(c["mean_scale"] > 0 and c["noise_scale"] > 0, "mean-scale and noise-scale must be > 0")
 
@@ -126,52 +151,213 @@ def _series(prefix: str, times, metrics: dict) -> dict[str, np.ndarray]:
     return out
 
 
+@eqx.filter_jit
+def _snapshot(flow, y):
+    return flow.snapshot(0.0, y)
+
+
+class _Checkpoint:
+    """The progress of `simulate` after every segment, so that a killed run can resume.
+
+    `state_dir/progress.npz` holds the finished series, the current method, the segment index,
+    the state's leaves and the snapshots so far — written atomically, loaded without pickle.
+    The run is cut into segments between consecutive save times whether or not it is resumed,
+    so a resumed run takes exactly the same steps as an uninterrupted one: bit-identical.
+    """
+
+    def __init__(self, state_dir):
+        from pathlib import Path
+
+        self.path = None if state_dir is None else Path(state_dir) / "progress.npz"
+
+    def load(self):
+        from ._io import load_npz
+
+        if self.path is None or not self.path.is_file():
+            return None
+        return load_npz(self.path, "checkpoint")
+
+    def save(
+        self, done: dict, method: str, segment: int, y, snapshots: list, stop_time: float
+    ) -> None:
+        from ._io import save_npz
+
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"done/{k}": v for k, v in done.items()}
+        arrays["current/method"] = np.asarray(method)
+        arrays["current/segment"] = np.asarray(segment)
+        arrays["current/stop_time"] = np.asarray(stop_time, float)
+        for i, leaf in enumerate(jax.tree_util.tree_leaves(y)):
+            arrays[f"state/{i}"] = np.asarray(leaf)
+        stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *snapshots)
+        for i, leaf in enumerate(jax.tree_util.tree_leaves(stacked)):
+            arrays[f"snapshots/{i}"] = np.asarray(leaf)
+        save_npz(self.path, **arrays)
+
+
+def _restore(saved: dict, y0, snapshot0):
+    """(method, segment, y, snapshots, stop_time) from a checkpoint, with the pytree shapes of y0."""
+    n_state = len(jax.tree_util.tree_leaves(y0))
+    y = jax.tree_util.tree_unflatten(
+        jax.tree_util.tree_structure(y0), [jnp.asarray(saved[f"state/{i}"]) for i in range(n_state)]
+    )
+    treedef = jax.tree_util.tree_structure(snapshot0)
+    leaves = [saved[f"snapshots/{i}"] for i in range(treedef.num_leaves)]
+    count = leaves[0].shape[0]
+    snapshots = [
+        jax.tree_util.tree_unflatten(treedef, [jnp.asarray(leaf[k]) for leaf in leaves])
+        for k in range(count)
+    ]
+    return (
+        str(saved["current/method"]),
+        int(saved["current/segment"]),
+        y,
+        snapshots,
+        float(saved["current/stop_time"]),
+    )
+
+
 def simulate(
-    config: dict[str, Any], *, progress: bool = False, log: Callable[[str], None] | None = None
+    config: dict[str, Any],
+    *,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    state_dir=None,
 ) -> dict[str, np.ndarray]:
-    """Run a configuration (keys of `DEFAULTS`); return the flat results dictionary."""
+    """Run a configuration (keys of `DEFAULTS`); return the flat results dictionary.
+
+    The ODE and gradient descent advance segment by segment between consecutive save times (the
+    flows are autonomous, so a segment is a solve from 0 to the gap). With `state_dir`, progress
+    is checkpointed after every segment and a later call with the same `state_dir` continues
+    where the last one stopped, with bit-identical results.
+    """
     from ._discrete import gradient_descent, stable_step_size
     from ._eigen import central_path_loss_terms, eigen_dynamics, nc1_from_snr
     from ._integrate import integrate
+    from ._trajectory import snapshot_metrics
 
     config = {**DEFAULTS, **config}
     validate(config)
     log = log or (lambda s: None)
     flow, y0, omega0 = build(config)
     ts = save_times(float(config["t_end"]), int(config["num_saves"]))
-    results: dict[str, np.ndarray] = {}
-    if "ode" in config["methods"]:
-        tr = integrate(
-            flow, y0, float(config["t_end"]), ts=ts, rtol=config["rtol"], atol=config["atol"],
-            max_steps=int(config["max_steps"]), progress=progress,
-            nc1_target=config["nc1_target"] or None,
-        )
-        log(f"ode: {tr.num_steps} adaptive steps" + (" (stopped at the NC1 target)" if tr.stopped_early else ""))
-        results.update(_series("ode", tr.times, tr.metrics()))
+    eta = None
     if "gd" in config["methods"]:
         eta = float(config["eta"]) or 0.5 * stable_step_size(flow, y0)
-        steps = np.unique(np.round(ts / eta).astype(np.int64))
+        steps = np.round(ts / eta).astype(np.int64)
         require(
             steps[-1] <= config["max_gd_steps"],
             f"gradient descent would take {steps[-1]} steps of eta = {eta:.3g} to reach t-end = "
             f"{config['t_end']}; raise --eta, lower --t-end, or raise max_gd_steps",
         )
-        steps = np.maximum(steps, 0)
-        if steps[-1] == 0:
-            raise InputError(f"eta = {eta:.3g} exceeds t-end; lower --eta")
-        tr = gradient_descent(flow, y0, eta, int(steps[-1]), save_steps=steps)
-        log(f"gd: {int(steps[-1])} steps of eta = {eta:.4g}")
-        results.update(_series("gd", tr.times, tr.metrics()))
-        results["gd/eta"] = np.asarray(eta)
+        require(steps[-1] >= 1, f"eta = {eta:.3g} exceeds t-end; lower --eta")
+    checkpoint = _Checkpoint(state_dir)
+    snapshot0 = flow.snapshot(0.0, y0)
+    saved = checkpoint.load()
+    done: dict[str, np.ndarray] = {}
+    resume = None
+    if saved is not None:
+        done = {k[len("done/") :]: v for k, v in saved.items() if k.startswith("done/")}
+        resume = _restore(saved, y0, snapshot0)
+        log(f"resuming {resume[0]} at segment {resume[1]} of {len(ts) - 1}")
+
+    from tqdm.auto import tqdm
+
+    methods = [m for m in ("ode", "gd") if m in config["methods"]]
+    bar = tqdm(
+        total=len(methods) * (len(ts) - 1), disable=not progress, unit="segment", leave=False
+    )
+    for method in methods:
+        if f"{method}/times" in done:
+            bar.update(len(ts) - 1)
+            continue
+        if resume is not None and resume[0] == method:
+            _, start, y, snapshots, stop_time = resume
+        else:
+            start, y, snapshots, stop_time = 0, y0, [snapshot0], float("nan")
+        bar.update(start)
+        num_steps = 0
+        for k in range(start, len(ts) - 1):
+            if np.isfinite(stop_time):
+                break
+            if method == "ode":
+                tr = integrate(
+                    flow,
+                    y,
+                    float(ts[k + 1] - ts[k]),
+                    rtol=config["rtol"],
+                    atol=config["atol"],
+                    max_steps=int(config["max_steps"]),
+                    nc1_target=config["nc1_target"] or None,
+                )
+                num_steps += tr.num_steps
+                if tr.stopped_early:
+                    stop_time = float(ts[k] + tr.final_time)
+            else:
+                gap = int(steps[k + 1] - steps[k])
+                if gap == 0:
+                    snapshots.append(snapshots[-1])
+                    checkpoint.save(done, method, k + 1, y, snapshots, stop_time)
+                    bar.update(1)
+                    continue
+                tr = gradient_descent(flow, y, eta, gap)
+                num_steps += gap
+            y = tr.final_state
+            # The last snapshot of a segment is at its end, except after an NC1 stop inside it.
+            snapshots.append(
+                _snapshot(flow, y)
+                if np.isfinite(stop_time)
+                else jax.tree_util.tree_map(lambda a: a[-1], tr.snapshots)
+            )
+            checkpoint.save(done, method, k + 1, y, snapshots, stop_time)
+            bar.update(1)
+        times = ts[: len(snapshots)].copy()
+        if np.isfinite(stop_time):
+            times[-1] = stop_time
+            log(f"ode: stopped at the NC1 target at t = {times[-1]:.4g}")
+        stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *snapshots)
+        series = _series(
+            method,
+            times if method == "ode" else steps[: len(snapshots)] * eta,
+            snapshot_metrics(stacked, flow.decomposition_lambda),
+        )
+        if method == "gd":
+            series["gd/eta"] = np.asarray(eta)
+        done.update(series)
+        log(
+            f"{method}: "
+            + (
+                f"{num_steps} adaptive steps in this call"
+                if method == "ode"
+                else f"{int(steps[len(snapshots) - 1])} steps of eta = {eta:.4g}"
+            )
+        )
+        checkpoint.save(done, method, len(ts) - 1, y, snapshots, stop_time)
+    bar.close()
+    results = dict(done)
     if omega0 is not None:
         flow_kind = "renormalised" if config["flow"] == "renormalised" else "whitened"
-        omega = np.asarray(eigen_dynamics(omega0, int(config["classes"]), int(config["per_class"]), flow=flow_kind)(ts))
-        loss, loss_nc1, loss_nc23 = (np.asarray(x) for x in central_path_loss_terms(omega, int(config["classes"])))
+        omega = np.asarray(
+            eigen_dynamics(
+                omega0, int(config["classes"]), int(config["per_class"]), flow=flow_kind
+            )(ts)
+        )
+        loss, loss_nc1, loss_nc23 = (
+            np.asarray(x) for x in central_path_loss_terms(omega, int(config["classes"]))
+        )
         results.update(
             _series(
-                "closed_form", ts,
-                {"snr": omega, "nc1": np.asarray(nc1_from_snr(omega)), "loss": loss,
-                 "loss_nc1": loss_nc1, "loss_nc23": loss_nc23},
+                "closed_form",
+                ts,
+                {
+                    "snr": omega,
+                    "nc1": np.asarray(nc1_from_snr(omega)),
+                    "loss": loss,
+                    "loss_nc1": loss_nc1,
+                    "loss_nc23": loss_nc23,
+                },
             )
         )
     return results

@@ -10,11 +10,11 @@ from numpy.testing import assert_allclose
 
 import centralpath as cp
 
-# n is fixed and (C, p) drawn from three pairs spanning C ∈ 2..5 and p ∈ 2..8 (p < C − 1
+# n is fixed and (C, p) drawn from two pairs at the ends of C ∈ 2..5 and p ∈ 2..8 (p < C − 1
 # included), so that the jitted functions below compile once per pair: each pair costs ~4 s of
 # tracing and XLA compilation on CPU, which bounds how many the suite can afford.
 N_SAMPLES = 60
-SHAPES = [(2, 8), (3, 5), (5, 2)]
+SHAPES = [(2, 8), (5, 2)]
 
 
 def random_counts(n, C, rng, min_per_class=2):
@@ -101,7 +101,7 @@ def test_decomposition_sums_to_loss(shape, balanced, lam, seed):
 
 @pytest.mark.parametrize("lam", [0.0, 0.25])
 @pytest.mark.parametrize("balanced", [True, False], ids=["balanced", "imbalanced"])
-@pytest.mark.parametrize("shape", [(3, 5), (5, 2)])
+@pytest.mark.parametrize("shape", SHAPES)
 def test_on_the_central_path_perp_vanishes(shape, balanced, lam):
     C, p = shape
     features, labels, _, _ = make_problem(C, p, balanced, seed=21)
@@ -120,7 +120,7 @@ def test_on_the_central_path_perp_vanishes(shape, balanced, lam):
 
 def test_perp_and_distance_away_from_the_central_path():
     # L_⊥LS is exactly quadratic in the offset from W̃_LS: scaling the offset by 3 scales it by 9.
-    C, p = 3, 5
+    C, p = 5, 2
     features, labels, W, b = make_problem(C, p, True, seed=5)
     ls = run(features, labels, W, b, 0.1, least_squares=True)
     dW, db = W - ls["W_ls"], b - ls["b_ls"]
@@ -135,7 +135,7 @@ def test_perp_and_distance_away_from_the_central_path():
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.25])
-@pytest.mark.parametrize("shape", [(3, 5), (5, 2)])
+@pytest.mark.parametrize("shape", SHAPES)
 def test_balanced_nc23_matches_theory_formula(shape, lam):
     # THEORY.md §3, balanced: L_NC2/3 = (1/(2C)) ‖W_LS M + b_LS 1ᵀ − I_C‖_F².
     C, p = shape
@@ -148,7 +148,9 @@ def test_balanced_nc23_matches_theory_formula(shape, lam):
     eps = features - M.T[labels]
     sigma_w = eps.T @ eps / len(labels)
     W_ls = out["W_ls"]
-    nc1 = 0.5 * (np.trace(W_ls @ (sigma_w + lam * np.eye(p)) @ W_ls.T) + lam * out["b_ls"] @ out["b_ls"])
+    nc1 = 0.5 * (
+        np.trace(W_ls @ (sigma_w + lam * np.eye(p)) @ W_ls.T) + lam * out["b_ls"] @ out["b_ls"]
+    )
     assert_allclose(out["d"].nc1, nc1, rtol=1e-12, atol=0)
 
 
@@ -184,10 +186,10 @@ def test_lambda_zero_terms_invariant_under_affine_maps(shape, balanced, seed):
 
 def test_least_squares_classifier_transforms_covariantly():
     # h ↦ A h + v maps W_LS ↦ W_LS A⁻¹ and b_LS ↦ b_LS − W_LS A⁻¹ v (λ = 0).
-    features, labels, W, b = make_problem(3, 5, False, seed=4)
+    features, labels, W, b = make_problem(2, 8, False, seed=4)
     rng = np.random.default_rng(9)
-    A = random_well_conditioned(5, rng)
-    v = rng.normal(size=5)
+    A = random_well_conditioned(8, rng)
+    v = rng.normal(size=8)
     before = run(features, labels, W, b, 0.0, least_squares=True)
     after = run(features @ A.T + v, labels, W, b, 0.0, least_squares=True)
     assert_allclose(after["W_ls"] @ A, before["W_ls"], rtol=1e-10, atol=1e-12)
@@ -196,7 +198,7 @@ def test_least_squares_classifier_transforms_covariantly():
 
 def test_ridge_terms_are_not_affine_invariant():
     # Sanity check of the previous test's power: with λ > 0 the terms do change under scaling.
-    features, labels, W, b = make_problem(3, 5, True, seed=3)
+    features, labels, W, b = make_problem(5, 2, True, seed=3)
     before = run(features, labels, W, b, 0.5)
     after = run(3.0 * features, labels, W, b, 0.5)
     assert abs(after["d"].nc1 - before["d"].nc1) > 1e-3 * before["d"].nc1

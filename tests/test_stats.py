@@ -47,7 +47,9 @@ def numpy_stats(features, labels, C):
     sigma_t /= n
     Mbar = M - mu_G[:, None]
     sigma_b = Mbar @ Mbar.T / C
-    return dict(counts=counts, M=M, mu_G=mu_G, Mbar=Mbar, sigma_w=sigma_w, sigma_b=sigma_b, sigma_t=sigma_t)
+    return dict(
+        counts=counts, M=M, mu_G=mu_G, Mbar=Mbar, sigma_w=sigma_w, sigma_b=sigma_b, sigma_t=sigma_t
+    )
 
 
 @jax.jit
@@ -121,14 +123,14 @@ def random_counts(n, C, rng, min_per_class=1):
     return tuple(int(k) for k in extra + min_per_class)
 
 
+# A few (C, p) pairs with n fixed: each new shape costs two compilations (~0.5 s).
 @given(
-    C=st.integers(2, 4),
-    p=st.integers(1, 4),
+    shape=st.sampled_from([(2, 1), (3, 4), (4, 4)]),
     balanced=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_sigma_t_property_equals_direct_computation(C, p, balanced, seed):
-    n = 12
+def test_sigma_t_property_equals_direct_computation(shape, balanced, seed):
+    (C, p), n = shape, 12
     counts = (n // C,) * C if balanced else random_counts(n, C, np.random.default_rng(seed))
     features, labels = make_features(counts, p, seed)
     s = cp.class_stats(features, labels, C)
@@ -160,10 +162,10 @@ def test_jit_matches_eager():
 
 
 def test_vmap_over_batch_of_feature_sets():
-    labels = np.repeat(np.arange(3), [2, 3, 4])
-    batch = np.stack([make_features((2, 3, 4), p=3, seed=k)[0] for k in range(4)])
+    labels = np.repeat(np.arange(3), [2, 3, 7])
+    batch = np.stack([make_features((2, 3, 7), p=4, seed=k)[0] for k in range(4)])
     batched = jax.vmap(lambda h: cp.class_stats(h, labels, 3))(jnp.asarray(batch))
-    assert batched.sigma_w.shape == (4, 3, 3)
+    assert batched.sigma_w.shape == (4, 4, 4)
     for k in range(4):
         ref = numpy_stats(batch[k], labels, 3)
         assert_allclose(batched.class_means[k], ref["M"], rtol=RTOL, atol=ATOL)
@@ -171,7 +173,7 @@ def test_vmap_over_batch_of_feature_sets():
 
 
 def test_within_class_deviations():
-    features, labels = make_features((3, 4), p=2, seed=5)
+    features, labels = make_features((5, 7), p=1, seed=5)
     s = cp.class_stats(features, labels, 2)
     eps = np.asarray(cp.within_class_deviations(features, labels, s))
     ref = numpy_stats(features, labels, 2)

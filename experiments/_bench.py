@@ -1,0 +1,100 @@
+"""Shared plumbing of the benchmark scripts: timing (medians of repeats, compile time apart),
+a plain table, and the configuration merge.
+
+Every benchmark is a script with `main(cfg) -> dict` and a `__main__` that prints its table. The
+dict holds `rows` (one per measurement: name, seconds, ratio, target, met) and `checks` (the
+correctness numbers, asserted inside `main`). Ratios are measured in the same run, so they are
+meaningful on a noisy shared machine even where the absolute times are not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# jax's CPU LAPACK kernels run in scipy's OpenBLAS; its worker threads fight XLA's own thread
+# pool (and any other process) and make a 128×128 triangular solve ~100× slower on 2 cores.
+# Small factorisations are fastest single-threaded. Set before the first linear-algebra call.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+
+def merged(defaults: dict, cfg: dict | None) -> dict:
+    cfg = dict(cfg or {})
+    unknown = set(cfg) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown benchmark settings {sorted(unknown)}; known: {sorted(defaults)}")
+    return {**defaults, **cfg}
+
+
+def block(x):
+    import jax
+
+    return jax.block_until_ready(x)
+
+
+def median_time(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of `fn()` (which must block until its result is ready) over `repeats`
+    runs after `warmup` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def compiled(jitted, *args):
+    """(the AOT-compiled executable, seconds to trace + lower + compile) of a jitted function."""
+    t = time.perf_counter()
+    exe = jitted.lower(*args).compile()
+    return exe, time.perf_counter() - t
+
+
+def row(name: str, seconds: float, *, baseline: float | None = None, target: float | None = None,
+        note: str = "", compile_s: float | None = None) -> dict:
+    """A table row; ratio = baseline / seconds (how many times faster than the baseline)."""
+    ratio = None if baseline is None else baseline / seconds
+    met = None if (target is None or ratio is None) else bool(ratio >= target)
+    return dict(name=name, seconds=seconds, compile_s=compile_s, ratio=ratio, target=target,
+                met=met, note=note)
+
+
+def fmt(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "NO"
+    if isinstance(x, float):
+        return f"{x:.3g}"
+    return str(x)
+
+
+def table(rows: list[dict], columns=("name", "seconds", "compile_s", "ratio", "target", "met", "note")) -> str:
+    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(x[i]) for x in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True))  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(x) for x in cells)])
+
+
+def report(result: dict) -> str:
+    lines = [table(result["rows"])]
+    if result.get("checks"):
+        lines.append("checks: " + json.dumps(result["checks"], default=float))
+    return "\n".join(lines)
+
+
+def enable_x64() -> None:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
