@@ -1,0 +1,310 @@
+"""Each command end to end on a tiny configuration: exit status, run directory, figures."""
+
+import json
+import tomllib
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+import centralpath as cp
+from centralpath.cli import main
+
+TINY = ["--classes", "3", "--per-class", "4", "--dim", "3", "--t-end", "100", "--num-saves", "6"]
+
+
+def _run(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _check_run_dir(path, series):
+    assert (path / "config.toml").is_file() and (path / "metadata.json").is_file()
+    meta = json.loads((path / "metadata.json").read_text())
+    assert meta["versions"]["jax"] and meta["wall_time_s"] > 0
+    results = dict(np.load(path / "results.npz"))
+    for s in series:
+        assert f"{s}/times" in results
+    header = (path / "results.csv").read_text().splitlines()[0]
+    assert header == "time,quantity,index,value"
+    assert not list(path.parent.glob(f".{path.name}.partial"))
+    return results
+
+
+@pytest.mark.parametrize("flow", ["renormalised", "whitened", "central-path", "ufm"])
+def test_simulate_each_flow(tmp_path, capsys, flow):
+    out = tmp_path / flow
+    args = [
+        "simulate",
+        "--flow",
+        flow,
+        *TINY,
+        "--eta",
+        "0.2" if flow == "ufm" else "1",
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-figures",
+    ]
+    code, stdout, err = _run(args, capsys)
+    assert code == 0, err
+    series = ["ode", "gd"] + (["closed_form"] if flow in ("renormalised", "whitened") else [])
+    results = _check_run_dir(out, series)
+    config = tomllib.loads((out / "config.toml").read_text())
+    assert config["flow"] == flow and config["classes"] == 3
+    # The ODE and the closed form agree (closed form only for the renormalised flows).
+    if "closed_form/snr" in results:
+        assert_allclose(results["ode/snr"], results["closed_form/snr"], rtol=1e-8)
+    assert np.all(np.diff(results["ode/objective"]) <= 1e-14)
+
+
+def test_simulate_config_file_and_flag_override(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        'flow = "central-path"\nclasses = 3\nper_class = 4\ndim = 3\nt_end = 50.0\nnum_saves = 4\n'
+        'methods = ["ode"]\n'
+    )
+    out = tmp_path / "run"
+    code, _, err = _run(
+        [
+            "simulate",
+            "--config",
+            str(cfg),
+            "--dim",
+            "4",
+            "--out",
+            str(out),
+            "--quiet",
+            "--no-figures",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    config = tomllib.loads((out / "config.toml").read_text())
+    assert config["flow"] == "central-path" and config["dim"] == 4 and config["methods"] == ["ode"]
+    results = _check_run_dir(out, ["ode"])
+    assert "gd/times" not in results
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--flow", "nope"],
+        ["--dim", "1"],  # p < C - 1
+        ["--per-class", "1"],
+        ["--t-end", "0"],
+        ["--t-end", "-5"],
+        ["--lam-w", "-1"],
+        ["--flow", "renormalised", "--lam", "0.1"],
+        ["--methods", "ode,euler"],
+        ["--representation", "sparse"],
+    ],
+)
+def test_simulate_bad_input(tmp_path, capsys, args):
+    base = ["simulate", "--classes", "3", "--per-class", "4", "--dim", "3", "--t-end", "10"]
+    code, _, err = _run([*base, *args, "--out", str(tmp_path / "x"), "--quiet"], capsys)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_simulate_bad_config_key(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("clases = 3\n")
+    code, _, err = _run(["simulate", "--config", str(cfg), "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "unknown key 'clases'" in err
+
+
+def test_simulate_diverging_step_is_runtime_failure(tmp_path, capsys):
+    args = [
+        "simulate",
+        "--flow",
+        "ufm",
+        *TINY,
+        "--methods",
+        "gd",
+        "--eta",
+        "500",
+        "--out",
+        str(tmp_path / "x"),
+        "--quiet",
+        "--no-figures",
+    ]
+    code, _, err = _run(args, capsys)
+    assert code == 1, err
+    assert "diverged" in err and "stable step" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_existing_out_needs_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    code, _, err = _run(["simulate", *TINY, "--out", str(out), "--quiet"], capsys)
+    assert code == 2 and "--overwrite" in err
+
+
+def test_predict_json_matches_closed_form(tmp_path, capsys):
+    out = tmp_path / "p.json"
+    code, stdout, _ = _run(
+        [
+            "predict",
+            "--classes",
+            "4",
+            "--per-class",
+            "10",
+            "--omega0",
+            "0.5,2,1",
+            "--times",
+            "0,10,1e5",
+            "--json",
+            str(out),
+        ],
+        capsys,
+    )
+    assert code == 0 and "omega_1" in stdout
+    data = json.loads(out.read_text())
+    assert data["times"] == [0.0, 10.0, 1e5]
+    omega = np.asarray(data["omega"])
+    assert omega.shape == (3, 3)
+    assert_allclose(omega[0], [0.5, 2.0, 1.0], rtol=1e-13)  # columns in the order given
+    F = cp.potential(4, 10)
+    assert_allclose(
+        np.asarray(F(omega)) - np.asarray(F(omega[0])),
+        [[0.0] * 3, [10.0] * 3, [1e5] * 3],
+        rtol=1e-10,
+        atol=1e-8,
+    )
+    code, _, _ = _run(
+        [
+            "predict",
+            "--classes",
+            "4",
+            "--per-class",
+            "10",
+            "--omega0",
+            "1",
+            "--times",
+            "5",
+            "--kappa",
+            "2",
+            "--json",
+            str(out),
+        ],
+        capsys,
+    )
+    assert_allclose(
+        json.loads(out.read_text())["omega"][0][0],
+        np.asarray(cp.eigen_dynamics(np.array([1.0]), 4, 10)(10.0))[0],
+        rtol=1e-12,
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--omega0", "0,1"],
+        ["--omega0", "-1"],
+        ["--omega0", "1,2,3,4"],  # more than C-1
+        ["--times", "-1"],
+        ["--times", "1,abc"],
+        ["--kappa", "0"],
+        ["--classes", "1"],
+        ["--per-class", "1"],
+    ],
+)
+def test_predict_bad_input(capsys, args):
+    base = {"--classes": "4", "--per-class": "10", "--omega0": "1,2", "--times": "0,1"}
+    for i in range(0, len(args), 2):
+        base[args[i]] = args[i + 1]
+    flat = [x for kv in base.items() for x in kv]
+    try:
+        code = main(["predict", *flat])
+    except SystemExit as e:  # argparse type errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def _flow_features(tmp_path):
+    """Features along the renormalised flow itself: the theory holds exactly."""
+    import jax.numpy as jnp
+
+    from centralpath._integrate import integrate
+    from centralpath._io import save_features
+    from centralpath.simulate import DEFAULTS, build
+
+    cfg = dict(DEFAULTS, classes=3, per_class=5, dim=3, representation="full", mean_scale=2.0)
+    flow, X, _ = build(cfg)
+    times = np.array([0.0, 5.0, 50.0, 500.0, 5000.0])
+    states = [np.asarray(X)] + [
+        np.asarray(integrate(flow, X, t, rtol=1e-12, atol=1e-14).final_state) for t in times[1:]
+    ]
+    path = tmp_path / "flow.npz"
+    save_features(path, features=np.stack(states), labels=np.asarray(flow.labels), epochs=times)
+    return path, times, jnp
+
+
+def test_compare_and_plot_round_trip(tmp_path, capsys):
+    path, times, _ = _flow_features(tmp_path)
+    out = tmp_path / "cmp"
+    js = tmp_path / "cmp.json"
+    code, stdout, err = _run(["compare", str(path), "--json", str(js), "--out", str(out)], capsys)
+    assert code == 0, err
+    summary = json.loads(js.read_text())
+    for key in ("epochs", "omega_measured", "omega_predicted", "a", "time_map", "relative_error"):
+        assert key in summary
+    assert_allclose(summary["time_map"][1:], times[1:], rtol=1e-6)
+    assert summary["drift_relative"] < 1e-6
+    results = _check_run_dir(out, ["train", "fit"])
+    pngs = sorted((out / "figures").glob("*.png"))
+    assert {p.stem for p in pngs} >= {
+        "measured_vs_predicted",
+        "invariant",
+        "time_map",
+        "nc_metrics_train",
+    }
+    before = {p.name: p.read_bytes() for p in (out / "figures").iterdir()}
+    redraw = tmp_path / "redraw"
+    code, _, err = _run(["plot", str(out), "--to", str(redraw), "--quiet"], capsys)
+    assert code == 0, err
+    after = {p.name: p.read_bytes() for p in (redraw / "figures").iterdir()}
+    assert before.keys() == after.keys()
+    for name in before:
+        assert before[name] == after[name], name
+    # The figure's data are the saved results, not a recomputation.
+    from centralpath.plotting import figure_measured_vs_predicted
+
+    fig = figure_measured_vs_predicted(results)
+    lines = fig.axes[0].get_lines()
+    assert_allclose(lines[0].get_ydata(), results["fit/omega_measured"][:, 0], rtol=0)
+    assert_allclose(lines[1].get_ydata(), results["fit/omega_predicted"][:, 0], rtol=0)
+
+
+def test_compare_flags_an_inconsistent_trajectory(tmp_path, capsys):
+    path, times, _ = _flow_features(tmp_path)
+    data = dict(np.load(path))
+    # Scale class 0's deviations up over time: Σ_W changes, ω_j no longer move together.
+    labels = data["labels"]
+    for k in range(len(times)):
+        data["features"][k][labels == 0] *= 1.0 + k
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **data)
+    js = tmp_path / "bad.json"
+    assert _run(["compare", str(bad), "--json", str(js), "--quiet"], capsys)[0] == 0
+    assert json.loads(js.read_text())["drift_relative"] > 1e-2
+
+
+def test_plot_missing_run(tmp_path, capsys):
+    code, _, err = _run(["plot", str(tmp_path / "nope")], capsys)
+    assert code == 2 and "does not exist" in err
+
+
+def test_help_has_example_for_every_command(capsys):
+    from centralpath.cli import COMMANDS
+
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+        assert "example:" in capsys.readouterr().out
