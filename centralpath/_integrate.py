@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import diffrax
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, PyTree
@@ -11,7 +12,7 @@ from jaxtyping import ArrayLike, PyTree
 from ._errors import NumericalError, require
 from ._metrics import nc1
 from ._trajectory import Trajectory
-from .flows._base import AbstractFlow
+from .flows._base import AbstractFlow, take_snapshot
 
 
 def _check_times(ts, t1) -> np.ndarray:
@@ -50,8 +51,9 @@ def integrate(
     - `ts`: save times in [0, t1] (default: 0 and t1).
     - `solver`: a Diffrax solver (default `Tsit5()`); `rtol`, `atol`: the PID controller's
       tolerances; `dt0`: first step (default: chosen by the controller); `max_steps`.
-    - `nc1_target`: stop as soon as NC1 (the paper variant) falls below it; later save times
-      are dropped and `stopped_early` is set.
+    - `nc1_target`: stop at the end of the first solver step where NC1 (the paper variant) is
+      below it; later save times are dropped, the stopping state is the last snapshot and
+      `stopped_early` is set.
     - `progress`: show a tqdm progress meter.
 
     **Returns:** a `Trajectory`. A failed solve raises `NumericalError` saying what to change.
@@ -101,14 +103,21 @@ def integrate(
             f"the ODE solve failed before t = {t1} (reached t = {t_reached}): {message}; {hint}"
         )
     snaps_ts, _ = sol.ts
-    keep = np.isfinite(np.asarray(snaps_ts))
-    if stopped_early:
-        # Diffrax fills save times after the event with inf; the stop itself is the last time.
-        keep &= np.asarray(snaps_ts) <= float(sol.ts[1][-1])
-    snapshots = jax_tree_take(sol.ys[0], np.flatnonzero(keep))
+    snaps_ts = np.asarray(snaps_ts)
+    final_time = float(sol.ts[1][-1])
     final = jax_tree_take(sol.ys[1], -1)
+    keep = np.isfinite(snaps_ts) & (snaps_ts <= final_time)
+    snapshots = jax_tree_take(sol.ys[0], np.flatnonzero(keep))
+    times = snaps_ts[keep]
+    if stopped_early and (times.size == 0 or times[-1] < final_time):
+        # The stop falls between save times: record the stopping state as the last snapshot.
+        last = take_snapshot(flow, final)
+        snapshots = jax.tree_util.tree_map(
+            lambda a, b: jnp.concatenate([a, b[None]]), snapshots, last
+        )
+        times = np.append(times, final_time)
     return Trajectory(
-        times=jnp.asarray(np.asarray(snaps_ts)[keep]),
+        times=jnp.asarray(times),
         snapshots=snapshots,
         final_state=final,
         decomposition_lambda=float(flow.decomposition_lambda),
@@ -117,13 +126,11 @@ def integrate(
         reduced=flow.reduced,
         num_steps=int(sol.stats["num_steps"]),
         stopped_early=stopped_early,
-        final_time=float(sol.ts[1][-1]),
+        final_time=final_time,
     )
 
 
 def jax_tree_take(tree, index):
-    import jax
-
     return jax.tree_util.tree_map(lambda a: a[index], tree)
 
 

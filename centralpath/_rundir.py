@@ -209,6 +209,11 @@ class RunDir:
             )
         self.partial = self.path.parent / f".{self.path.name}.partial"
         if self.partial.exists():
+            if not overwrite:
+                raise InputError(
+                    f"an interrupted run is waiting in {self.partial}; continue it with "
+                    f"--resume {self.path}, or pass --overwrite to start afresh"
+                )
             shutil.rmtree(self.partial)
         (self.partial / "figures").mkdir(parents=True)
         write_text(self.partial / "config.toml", dumps_toml(config))

@@ -1,13 +1,14 @@
 """Fit the renormalised-flow theory to a measured trajectory of ω_j (THEORY.md §8).
 
 Theory F3 says there is one monotone time map τ(e) with F(ω_j(e)) = a_j + τ(e) for every j.
-Given measured ω_j(e_k), the least-squares fit of this two-way additive model is closed-form:
-with F_jk = F(ω_j(e_k)),
+Given measured ω_j(e_k) and F_jk = F(ω_j(e_k)), a_j and τ_k (with τ(e_0) = 0 fixing the
+additive constant) are fitted by weighted least squares on this two-way additive model, and the
+predicted ω̂_j(e_k) = F⁻¹(a_j + τ_k).
 
-    τ_k = mean_j F_jk − mean_j F_j0            (τ(e_0) = 0 fixes the additive constant)
-    a_j = mean_k F_jk − mean_k τ_k
-
-and the predicted ω̂_j(e_k) = F⁻¹(a_j + τ_k). The invariant D_jk(e) = F(ω_j(e)) − F(ω_k(e)) is
+Weights: F grows like ω⁴, so plain least squares on F lets the largest ω dictate the fit. By
+default each residual is weighted by 1/(dF/d log ω), so that a residual δF counts as the
+relative error δω/ω it causes — the quantity reported. `weighting="uniform"` gives the plain
+fit, whose solution is closed-form (row and column means). The invariant D_jk(e) = F(ω_j(e)) − F(ω_k(e)) is
 constant along the theory; its drift measures how far the network is from the renormalised
 central-path dynamics.
 """
@@ -52,9 +53,28 @@ class TheoryFit:
     num_classes: int
     per_class: float
     flow: str
+    weighting: str
 
     def to_dict(self) -> dict:
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
+        return {
+            k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()
+        }
+
+
+def _weighted_additive_fit(Fv: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """min Σ_jk w_jk² (F_jk − a_j − τ_k)² with τ_0 = 0, by a least-squares solve."""
+    K, m = Fv.shape
+    # Unknowns: a_1..a_m, τ_1..τ_{K−1}; row (k, j) has a 1 for a_j and, for k ≥ 1, for τ_k.
+    A = np.zeros((K * m, m + K - 1))
+    rows = np.arange(K * m)
+    k_idx, j_idx = np.divmod(rows, m)
+    A[rows, j_idx] = 1.0
+    later = k_idx >= 1
+    A[rows[later], m + k_idx[later] - 1] = 1.0
+    wf = w.reshape(-1)
+    scale = np.max(np.abs(Fv))  # solve on O(1) numbers
+    sol = np.linalg.lstsq(A * wf[:, None], wf * Fv.reshape(-1) / scale, rcond=None)[0] * scale
+    return sol[:m], np.concatenate([[0.0], sol[m:]])
 
 
 def fit_theory(
@@ -65,6 +85,7 @@ def fit_theory(
     *,
     flow: str = "renormalised",
     nc1=None,
+    weighting: str = "relative",
 ) -> TheoryFit:
     """Fit a_j and τ(e) to measured ω_j(e) (THEORY.md §8).
 
@@ -75,6 +96,8 @@ def fit_theory(
     - `num_classes`, `per_class`: C and N of the training set (F depends on them).
     - `flow`: the closed form to fit, `"renormalised"` (F3) or `"whitened"` (F3′).
     - `nc1`: optional [K] measured NC1, for the late-phase exponent against τ.
+    - `weighting`: `"relative"` (default; residuals in units of δω/ω) or `"uniform"` (plain
+      least squares on F).
 
     **Returns:** a `TheoryFit`.
     """
@@ -90,11 +113,18 @@ def fit_theory(
         "measured omega must be finite and > 0 (collapsed or degenerate features give 0 or inf); "
         "drop those checkpoints",
     )
+    require(
+        weighting in ("relative", "uniform"),
+        f"unknown weighting {weighting!r}; use relative or uniform",
+    )
     F = potential(num_classes, per_class, flow=flow)
     Fv = np.asarray(F(omega))
     row = Fv.mean(axis=1)  # mean over j at each checkpoint
-    tau = row - row[0]
-    a = Fv.mean(axis=0) - tau.mean()
+    if weighting == "uniform":
+        tau = row - row[0]
+        a = Fv.mean(axis=0) - tau.mean()
+    else:
+        a, tau = _weighted_additive_fit(Fv, 1.0 / np.asarray(F.derivative_log(np.log(omega))))
     fitted = a[None, :] + tau[:, None]
     omega_hat = np.asarray(F.inverse(fitted))
     rel = np.abs(omega_hat - omega) / omega
@@ -128,4 +158,5 @@ def fit_theory(
         num_classes=int(num_classes),
         per_class=float(per_class),
         flow=flow,
+        weighting=weighting,
     )

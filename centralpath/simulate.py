@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -149,11 +148,6 @@ def _series(prefix: str, times, metrics: dict) -> dict[str, np.ndarray]:
     out = {f"{prefix}/times": np.asarray(times, float)}
     out.update({f"{prefix}/{k}": np.asarray(v) for k, v in metrics.items()})
     return out
-
-
-@eqx.filter_jit
-def _snapshot(flow, y):
-    return flow.snapshot(0.0, y)
 
 
 class _Checkpoint:

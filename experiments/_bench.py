@@ -41,13 +41,15 @@ def block(x):
     return jax.block_until_ready(x)
 
 
-def median_time(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1) -> float:
+def median_time(
+    fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1, budget_s: float = 20.0
+) -> float:
     """Median wall time of `fn()` (which must block until its result is ready) over `repeats`
-    runs after `warmup` untimed runs."""
+    runs after `warmup` untimed runs; stops repeating once `budget_s` is spent (≥ 1 run)."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    while len(times) < repeats and (not times or sum(times) < budget_s):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
@@ -61,13 +63,27 @@ def compiled(jitted, *args):
     return exe, time.perf_counter() - t
 
 
-def row(name: str, seconds: float, *, baseline: float | None = None, target: float | None = None,
-        note: str = "", compile_s: float | None = None) -> dict:
+def row(
+    name: str,
+    seconds: float,
+    *,
+    baseline: float | None = None,
+    target: float | None = None,
+    note: str = "",
+    compile_s: float | None = None,
+) -> dict:
     """A table row; ratio = baseline / seconds (how many times faster than the baseline)."""
     ratio = None if baseline is None else baseline / seconds
     met = None if (target is None or ratio is None) else bool(ratio >= target)
-    return dict(name=name, seconds=seconds, compile_s=compile_s, ratio=ratio, target=target,
-                met=met, note=note)
+    return dict(
+        name=name,
+        seconds=seconds,
+        compile_s=compile_s,
+        ratio=ratio,
+        target=target,
+        met=met,
+        note=note,
+    )
 
 
 def fmt(x) -> str:
@@ -80,9 +96,13 @@ def fmt(x) -> str:
     return str(x)
 
 
-def table(rows: list[dict], columns=("name", "seconds", "compile_s", "ratio", "target", "met", "note")) -> str:
+def table(
+    rows: list[dict], columns=("name", "seconds", "compile_s", "ratio", "target", "met", "note")
+) -> str:
     cells = [[fmt(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(x[i]) for x in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    widths = [
+        max(len(c), *(len(x[i]) for x in cells)) if cells else len(c) for i, c in enumerate(columns)
+    ]
     line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True))  # noqa: E731
     return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(x) for x in cells)])
 

@@ -15,7 +15,9 @@ def load_cfg(script: str, argv: list[str]) -> dict:
     return tomllib.loads(path.read_text())
 
 
-def write_figures(name: str, kind: str, results: dict, cfg: dict, out_root: Path | None = None) -> Path:
+def write_figures(
+    name: str, kind: str, results: dict, cfg: dict, out_root: Path | None = None
+) -> Path:
     from centralpath._rundir import RunDir
     from centralpath.plotting import draw_run
 

@@ -13,8 +13,19 @@ from __future__ import annotations
 
 import _bench
 
-DEFAULTS = dict(classes=10, per_class=2000, dim=128, steps=20, repeats=5, seed=0,
-                lam_w=5e-3, lam_h=5e-3, tol=1e-9, target_central_path=50.0, target_ufm=None)
+DEFAULTS = dict(
+    classes=10,
+    per_class=2000,
+    dim=128,
+    steps=20,
+    repeats=5,
+    seed=0,
+    lam_w=5e-3,
+    lam_h=5e-3,
+    tol=1e-9,
+    target_central_path=50.0,
+    target_ufm=None,
+)
 
 
 def _relative(a, b) -> float:
@@ -69,14 +80,27 @@ def main(cfg: dict | None = None) -> dict:
     red_flow, full_flow = ReducedCentralPathFlow(), CentralPathFlow(labels, C)
     eta = 0.5 * stable_step_size(red_flow, stats0)
     t_full, c_full, t_red, c_red, err = _pair(
-        full_flow, state.H, red_flow, stats0, eta, cfg,
+        full_flow,
+        state.H,
+        red_flow,
+        stats0,
+        eta,
+        cfg,
         lambda H: _class_stats(H, labels, C),
     )
     checks["central_path_rel_err"] = err
     note = f"{cfg['steps']} GD steps, C={C} N={N} p={p}, rel diff {err:.1e}"
     rows.append(_bench.row("central-path full (F2)", t_full, compile_s=c_full, note=note))
-    rows.append(_bench.row("central-path reduced (F4)", t_red, compile_s=c_red, baseline=t_full,
-                           target=cfg["target_central_path"], note="ratio = full / reduced"))
+    rows.append(
+        _bench.row(
+            "central-path reduced (F4)",
+            t_red,
+            compile_s=c_red,
+            baseline=t_full,
+            target=cfg["target_central_path"],
+            note="ratio = full / reduced",
+        )
+    )
 
     # (2) UFM F1: (W, b, H) against (W, b, class statistics of H).
     kw = dict(lam_W=cfg["lam_w"], lam_H=cfg["lam_h"])
@@ -84,14 +108,27 @@ def main(cfg: dict | None = None) -> dict:
     red_y0 = ReducedUFMState.from_state(state, labels, C)
     eta = 0.5 * stable_step_size(red_flow, red_y0)
     t_full, c_full, t_red, c_red, err_u = _pair(
-        full_flow, state, red_flow, red_y0, eta, cfg,
+        full_flow,
+        state,
+        red_flow,
+        red_y0,
+        eta,
+        cfg,
         lambda s: ReducedUFMState.from_state(s, labels, C),
     )
     checks["ufm_rel_err"] = err_u
     note = f"{cfg['steps']} GD steps, rel diff {err_u:.1e}"
     rows.append(_bench.row("UFM full (F1)", t_full, compile_s=c_full, note=note))
-    rows.append(_bench.row("UFM reduced (F4)", t_red, compile_s=c_red, baseline=t_full,
-                           target=cfg["target_ufm"], note="ratio = full / reduced"))
+    rows.append(
+        _bench.row(
+            "UFM reduced (F4)",
+            t_red,
+            compile_s=c_red,
+            baseline=t_full,
+            target=cfg["target_ufm"],
+            note="ratio = full / reduced",
+        )
+    )
     assert err <= cfg["tol"], f"reduced central-path flow differs from the full one by {err:.2e}"
     assert err_u <= cfg["tol"], f"reduced UFM differs from the full one by {err_u:.2e}"
     return {"name": "reduced", "rows": rows, "checks": checks}

@@ -1,6 +1,6 @@
 """Figure: gradient descent converges to the renormalised flow at first order in η.
 
-    python experiments/gd_convergence.py [experiments/gd_convergence.toml]
+python experiments/gd_convergence.py [experiments/gd_convergence.toml]
 """
 
 from __future__ import annotations

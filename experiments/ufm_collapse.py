@@ -19,7 +19,9 @@ def main(cfg: dict, out_root=None):
 
     sim = cfg["simulation"]
     results = simulate(sim)
-    optimum = float(ufm_global_minimum(sim["classes"], sim["per_class"], sim["lam_w"], sim["lam_h"]))
+    optimum = float(
+        ufm_global_minimum(sim["classes"], sim["per_class"], sim["lam_w"], sim["lam_h"])
+    )
     results["oracle/global_minimum"] = np.asarray(optimum)
     results["oracle/gap_final"] = np.asarray(results["gd/objective"][-1] - optimum)
     return write_figures(cfg.get("name", "ufm_collapse"), "simulate", results, cfg, out_root)

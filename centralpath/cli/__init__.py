@@ -15,8 +15,10 @@ import sys
 COMMANDS = {
     "demo": "centralpath.cli.demo",
     "simulate": "centralpath.cli.simulate",
+    "sweep": "centralpath.cli.sweep",
     "predict": "centralpath.cli.predict",
     "analyze": "centralpath.cli.analyze",
+    "train": "centralpath.cli.train",
     "compare": "centralpath.cli.compare",
     "plot": "centralpath.cli.plot",
 }

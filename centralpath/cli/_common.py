@@ -6,8 +6,12 @@ import sys
 
 
 def add_run_options(p) -> None:
-    p.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file; flags override it")
-    p.add_argument("--out", metavar="DIR", help="run directory to write (default runs/<command>-<time>)")
+    p.add_argument(
+        "--config", metavar="FILE.toml", help="read options from a TOML file; flags override it"
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="run directory to write (default runs/<command>-<time>)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--no-figures", action="store_true", help="skip drawing figures")
 

@@ -11,11 +11,22 @@ EXAMPLE = "centralpath compare runs/train/features.npz --json compare.json --out
 def register(p) -> None:
     p.add_argument("features", help="features file with K >= 2 checkpoints (schema in the README)")
     p.add_argument("--json", metavar="OUT", help="also write the fit and the metrics as JSON")
-    p.add_argument("--flow", choices=["renormalised", "whitened"], default="renormalised",
-                   help="closed form to fit: renormalised (F3, the paper's; default) or whitened (F3')")
-    p.add_argument("--weight-decay", type=float, default=None, metavar="LAMBDA",
-                   help="ridge λ for the decomposition; default: the file's weight_decay")
-    p.add_argument("--rtol", type=float, default=1e-10, help="pseudo-inverse cutoff (default 1e-10)")
+    p.add_argument(
+        "--flow",
+        choices=["renormalised", "whitened"],
+        default="renormalised",
+        help="closed form to fit: renormalised (F3, the paper's; default) or whitened (F3')",
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        metavar="LAMBDA",
+        help="ridge λ for the decomposition; default: the file's weight_decay",
+    )
+    p.add_argument(
+        "--rtol", type=float, default=1e-10, help="pseudo-inverse cutoff (default 1e-10)"
+    )
     add_run_options(p)
 
 
@@ -41,17 +52,34 @@ def compare_features(ff, *, flow="renormalised", weight_decay=None, rtol=1e-10):
         results[f"train/{key}"] = np.asarray(vals, dtype=float)
     if records[0]["loss"] is not None:
         results["train/perp_rel"] = results["train/loss_perp"] / results["train/loss"]
-    results.update({
-        "fit/times": epochs, "fit/omega_measured": fit.omega_measured,
-        "fit/omega_predicted": fit.omega_predicted, "fit/time_map": fit.time_map,
-        "fit/drift": fit.drift, "fit/relative_error_by_checkpoint": fit.relative_error_by_checkpoint,
-        "fit/a": fit.a, "fit/relative_error": fit.relative_error,
-    })
+    results.update(
+        {
+            "fit/times": epochs,
+            "fit/omega_measured": fit.omega_measured,
+            "fit/omega_predicted": fit.omega_predicted,
+            "fit/time_map": fit.time_map,
+            "fit/drift": fit.drift,
+            "fit/relative_error_by_checkpoint": fit.relative_error_by_checkpoint,
+            "fit/a": fit.a,
+            "fit/relative_error": fit.relative_error,
+        }
+    )
     summary = fit.to_dict()
     summary["balanced"] = bool(np.all(counts == counts[0]))
-    for key in ("nc1", "nc2_equinorm_means", "nc2_equiangular_means", "nc2_equinorm_classifier",
-                "nc2_equiangular_classifier", "nc3", "nc4", "loss", "loss_nc1", "loss_nc23",
-                "loss_perp", "w_ls_distance"):
+    for key in (
+        "nc1",
+        "nc2_equinorm_means",
+        "nc2_equiangular_means",
+        "nc2_equinorm_classifier",
+        "nc2_equiangular_classifier",
+        "nc3",
+        "nc4",
+        "loss",
+        "loss_nc1",
+        "loss_nc23",
+        "loss_perp",
+        "w_ls_distance",
+    ):
         summary[key] = [r[key] for r in records]
     summary["perp_rel"] = (
         None if records[0]["loss"] is None else [r["loss_perp"] / r["loss"] for r in records]
@@ -77,13 +105,20 @@ def run(args) -> int:
         ff, flow=args.flow, weight_decay=args.weight_decay, rtol=args.rtol
     )
     if not summary["balanced"]:
-        print("centralpath compare: warning: classes are imbalanced; the closed form assumes "
-              "balance and uses the mean class size N", file=sys.stderr)
+        print(
+            "centralpath compare: warning: classes are imbalanced; the closed form assumes "
+            "balance and uses the mean class size N",
+            file=sys.stderr,
+        )
     if args.json:
         write_json(args.json, summary)
     if args.out or args.config:
-        config = {"features": str(args.features), "flow": args.flow, "weight_decay": ff.weight_decay
-                  if args.weight_decay is None else args.weight_decay, "rtol": args.rtol}
+        config = {
+            "features": str(args.features),
+            "flow": args.flow,
+            "weight_decay": ff.weight_decay if args.weight_decay is None else args.weight_decay,
+            "rtol": args.rtol,
+        }
         run_dir = RunDir(args.out or "runs/compare", "compare", config, overwrite=args.overwrite)
         try:
             run_dir.save_results(results)
@@ -97,11 +132,20 @@ def run(args) -> int:
     if not args.quiet:
         from ._table import table
 
-        rows = [{"j": j + 1, "a_j": float(fit.a[j]), "rel_err": float(fit.relative_error[j]),
-                 "omega_first": float(fit.omega_measured[0, j]), "omega_last": float(fit.omega_measured[-1, j])}
-                for j in range(fit.a.shape[0])]
+        rows = [
+            {
+                "j": j + 1,
+                "a_j": float(fit.a[j]),
+                "rel_err": float(fit.relative_error[j]),
+                "omega_first": float(fit.omega_measured[0, j]),
+                "omega_last": float(fit.omega_measured[-1, j]),
+            }
+            for j in range(fit.a.shape[0])
+        ]
         print(table(rows, ["j", "omega_first", "omega_last", "a_j", "rel_err"]))
-        print(f"variance of F(omega) explained: {fit.variance_explained:.4f}; "
-              f"drift of F(omega_j) - F(omega_k) / max|tau|: {fit.drift_relative:.3g}; "
-              f"time map monotone: {fit.time_map_monotone}; NC1 exponent vs tau (late): {fit.nc1_exponent:.3g}")
+        print(
+            f"variance of F(omega) explained: {fit.variance_explained:.4f}; "
+            f"drift of F(omega_j) - F(omega_k) / max|tau|: {fit.drift_relative:.3g}; "
+            f"time map monotone: {fit.time_map_monotone}; NC1 exponent vs tau (late): {fit.nc1_exponent:.3g}"
+        )
     return 0

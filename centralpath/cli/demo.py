@@ -4,18 +4,31 @@ from __future__ import annotations
 
 from ._common import draw_figures, enable_compilation_cache, log
 
-HELP = "Run the whole story on built-in defaults (about 3 minutes on 2 CPU cores) and write a report."
+HELP = (
+    "Run the whole story on built-in defaults (about 3 minutes on 2 CPU cores) and write a report."
+)
 EXAMPLE = "centralpath demo --out runs/demo"
 
 
 def register(p) -> None:
-    p.add_argument("--out", metavar="DIR", default="runs/demo", help="run directory (default runs/demo)")
+    p.add_argument(
+        "--out", metavar="DIR", default="runs/demo", help="run directory (default runs/demo)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("--config", metavar="FILE.toml",
-                   help="override [simulation], [convergence] or [training] settings")
-    p.add_argument("--no-train", dest="train", action="store_false",
-                   help="skip the network part (simulation only)")
-    p.add_argument("--no-figures", action="store_true", help="skip figures (the report then has none)")
+    p.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="override [simulation], [convergence] or [training] settings",
+    )
+    p.add_argument(
+        "--no-train",
+        dest="train",
+        action="store_false",
+        help="skip the network part (simulation only)",
+    )
+    p.add_argument(
+        "--no-figures", action="store_true", help="skip figures (the report then has none)"
+    )
 
 
 def run(args) -> int:
@@ -30,14 +43,21 @@ def run(args) -> int:
     config = {k: dict(v) for k, v in DEFAULTS.items()}
     if args.config:
         for section, values in load_config(args.config).items():
-            require(section in config and isinstance(values, dict),
-                    f"config file {args.config}: unknown section [{section}]; use [simulation], "
-                    "[convergence] or [training]")
+            require(
+                section in config and isinstance(values, dict),
+                f"config file {args.config}: unknown section [{section}]; use [simulation], "
+                "[convergence] or [training]",
+            )
             config[section].update(values)
     run_dir = RunDir(args.out, "demo", config, overwrite=args.overwrite)
     try:
-        results, summary = run_demo(Path(run_dir.partial), progress=not args.quiet, log=log(args),
-                                    train=args.train, config=config)
+        results, summary = run_demo(
+            Path(run_dir.partial),
+            progress=not args.quiet,
+            log=log(args),
+            train=args.train,
+            config=config,
+        )
         run_dir.save_results(results)
         write_json(run_dir.file("summary.json"), summary)
         draw_figures("demo", run_dir.partial, results, args)
@@ -48,12 +68,16 @@ def run(args) -> int:
         raise
     emit = log(args)
     s = summary["simulation"]
-    emit(f"closed form vs Diffrax: max relative difference {s['ode_vs_closed_form_max_rel']:.2e}; "
-         f"omega_max/omega_min {s['omega_ratio_start']:.3g} -> {s['omega_ratio_end']:.3g}")
+    emit(
+        f"closed form vs Diffrax: max relative difference {s['ode_vs_closed_form_max_rel']:.2e}; "
+        f"omega_max/omega_min {s['omega_ratio_start']:.3g} -> {s['omega_ratio_end']:.3g}"
+    )
     emit(f"GD -> flow in eta: fitted order {summary['convergence']['slope']:.3f}")
     if "training" in summary:
         t = summary["training"]
-        emit(f"network: NC1 {t['nc1_first']:.3g} -> {t['nc1_last']:.3g}; "
-             f"L_perp/L {t['perp_rel_first']:.3g} -> {t['perp_rel_last']:.3g}")
+        emit(
+            f"network: NC1 {t['nc1_first']:.3g} -> {t['nc1_last']:.3g}; "
+            f"L_perp/L {t['perp_rel_first']:.3g} -> {t['perp_rel_last']:.3g}"
+        )
     print(f"report: {path / 'report.html'}")
     return 0

@@ -8,7 +8,9 @@ EXAMPLE = "centralpath plot runs/demo"
 
 def register(p) -> None:
     p.add_argument("run", help="a run directory written by centralpath")
-    p.add_argument("--to", metavar="DIR", help="write the figures under DIR/figures instead of RUN/figures")
+    p.add_argument(
+        "--to", metavar="DIR", help="write the figures under DIR/figures instead of RUN/figures"
+    )
 
 
 def run(args) -> int:
@@ -29,7 +31,9 @@ def run(args) -> int:
     try:
         from ..plotting import draw_run
     except ImportError as e:
-        raise InputError(f"plotting needs matplotlib ({e}); pip install 'centralpath[plot]'") from None
+        raise InputError(
+            f"plotting needs matplotlib ({e}); pip install 'centralpath[plot]'"
+        ) from None
     paths = draw_run(kind, results, Path(args.to) if args.to else Path(args.run))
     if not args.quiet:
         for p in paths:

@@ -10,13 +10,29 @@ EXAMPLE = "centralpath predict --classes 10 --per-class 500 --omega0 0.5,1,2 --t
 
 def register(p) -> None:
     p.add_argument("--classes", type=int, required=True, help="C, number of classes")
-    p.add_argument("--per-class", dest="per_class", type=float, required=True, help="N, samples per class")
-    p.add_argument("--omega0", type=float_list, required=True, help="initial ω_j > 0, comma-separated (at most C-1)")
+    p.add_argument(
+        "--per-class", dest="per_class", type=float, required=True, help="N, samples per class"
+    )
+    p.add_argument(
+        "--omega0",
+        type=float_list,
+        required=True,
+        help="initial ω_j > 0, comma-separated (at most C-1)",
+    )
     p.add_argument("--times", type=float_list, required=True, help="times t >= 0, comma-separated")
-    p.add_argument("--kappa", type=float, default=1.0, help="time factor κ of the constants' convention (default 1)")
-    p.add_argument("--flow", choices=["renormalised", "whitened"], default="renormalised",
-                   help="renormalised (F3, default) or whitened (F3')")
-    p.add_argument("--json", metavar="OUT", help="write {\"times\": [...], \"omega\": [[...], ...]}")
+    p.add_argument(
+        "--kappa",
+        type=float,
+        default=1.0,
+        help="time factor κ of the constants' convention (default 1)",
+    )
+    p.add_argument(
+        "--flow",
+        choices=["renormalised", "whitened"],
+        default="renormalised",
+        help="renormalised (F3, default) or whitened (F3')",
+    )
+    p.add_argument("--json", metavar="OUT", help='write {"times": [...], "omega": [[...], ...]}')
 
 
 def run(args) -> int:
@@ -29,10 +45,18 @@ def run(args) -> int:
     require(math.isfinite(N) and N >= 2, f"--per-class must be >= 2, got {N}")
     om, ts = args.omega0, args.times
     require(len(om) >= 1, "--omega0 needs at least one value")
-    require(len(om) <= C - 1, f"--omega0 has {len(om)} values but C = {C} classes have at most C-1 = {C - 1}")
-    require(all(math.isfinite(w) and w > 0 for w in om), f"--omega0 values must be finite and > 0, got {om}")
+    require(
+        len(om) <= C - 1,
+        f"--omega0 has {len(om)} values but C = {C} classes have at most C-1 = {C - 1}",
+    )
+    require(
+        all(math.isfinite(w) and w > 0 for w in om),
+        f"--omega0 values must be finite and > 0, got {om}",
+    )
     require(len(ts) >= 1, "--times needs at least one value")
-    require(all(math.isfinite(t) and t >= 0 for t in ts), f"--times must be finite and >= 0, got {ts}")
+    require(
+        all(math.isfinite(t) and t >= 0 for t in ts), f"--times must be finite and >= 0, got {ts}"
+    )
     require(math.isfinite(args.kappa) and args.kappa > 0, f"--kappa must be > 0, got {args.kappa}")
 
     import numpy as np
@@ -40,13 +64,18 @@ def run(args) -> int:
     from .._eigen import eigen_dynamics
     from .._io import write_json
 
-    omega = np.asarray(eigen_dynamics(np.asarray(om), C, N, kappa=args.kappa, flow=args.flow)(np.asarray(ts)))
+    omega = np.asarray(
+        eigen_dynamics(np.asarray(om), C, N, kappa=args.kappa, flow=args.flow)(np.asarray(ts))
+    )
     if args.json:
         write_json(args.json, {"times": list(ts), "omega": omega.tolist()})
     if not args.quiet:
         from ._table import table
 
         cols = ["t"] + [f"omega_{j + 1}" for j in range(len(om))]
-        rows = [{"t": t, **{c: float(w) for c, w in zip(cols[1:], row, strict=True)}} for t, row in zip(ts, omega, strict=True)]
+        rows = [
+            {"t": t, **{c: float(w) for c, w in zip(cols[1:], row, strict=True)}}
+            for t, row in zip(ts, omega, strict=True)
+        ]
         print(table(rows, cols))
     return 0

@@ -80,6 +80,12 @@ class AbstractFlow(eqx.Module):
         return Snapshot(stats, W, b, self.objective(y), jnp.asarray(nc4_value, stats.sigma_w.dtype))
 
 
+@eqx.filter_jit
+def take_snapshot(flow: AbstractFlow, y: PyTree) -> Snapshot:
+    """`flow.snapshot` compiled once per flow and shape (eager calls would dispatch op by op)."""
+    return flow.snapshot(0.0, y)
+
+
 def least_squares_residual(stats: ClassStats, W, b) -> Float[Array, "C C"]:
     """R = W M + b 1ᵀ − I: column c is the residual W μ_c + b − e_c of class c's mean."""
     return W @ stats.class_means + b[:, None] - jnp.eye(stats.num_classes, dtype=W.dtype)

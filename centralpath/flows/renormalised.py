@@ -62,11 +62,15 @@ class RenormalisedFlow(AbstractFlow):
         ls = least_squares_classifier(self.class_stats(y), 0.0, pinv_fallback=False)
         return ls.W, ls.b
 
-    def __call__(self, t, y: Float[Array, "n p"], args=None):
+    def _gradient_velocity(self, y):
+        """V = −∇L_LS per sample (the central-path velocity, F2) and the class statistics."""
         stats = self.class_stats(y)
         ls = least_squares_classifier(stats, 0.0, pinv_fallback=False)
         Y = jax.nn.one_hot(self.labels, self.num_classes, dtype=y.dtype)
-        V = -((y @ ls.W.T + ls.b - Y) @ ls.W) / y.shape[0]
+        return -((y @ ls.W.T + ls.b - Y) @ ls.W) / y.shape[0], stats
+
+    def __call__(self, t, y: Float[Array, "n p"], args=None):
+        V, stats = self._gradient_velocity(y)
         eps = y - stats.class_means.T[self.labels]
         V_w = V - _class_average(V, self.labels, self.num_classes)[self.labels]
         K = (V_w.T @ eps + eps.T @ V_w) / y.shape[0]
@@ -76,13 +80,16 @@ class RenormalisedFlow(AbstractFlow):
         return V - 0.5 * (y - stats.global_mean) @ K
 
     def gd_step(self, y, eta):
-        """Euler step, then the retraction back to Σ_W = I: re-whiten the within-class deviations
-        (F3) or all of X − μ_G (F3′)."""
-        x = y + eta * self(0.0, y, None)
-        stats = self.class_stats(x)
+        """The discrete flows: F3 takes an Euler step of the projected velocity and re-whitens the
+        within-class deviations (the retraction to Σ_W = I); F3′ takes a plain gradient step and
+        re-whitens all of X − μ_G (THEORY.md §6 F3′)."""
         if self.project:
+            x = y + eta * self(0.0, y, None)
+            stats = self.class_stats(x)
             means = stats.class_means.T[self.labels]
             return means + (x - means) @ psd_inv_sqrt(stats.sigma_w)
+        x = y + eta * self._gradient_velocity(y)[0]
+        stats = self.class_stats(x)
         mu = stats.global_mean
         return mu + (x - mu) @ psd_inv_sqrt(stats.sigma_w)
 

@@ -13,7 +13,9 @@ import numpy as np
 
 SERIES_STYLE = {
     "closed_form": dict(label="closed form", linestyle="-", linewidth=1.6),
-    "ode": dict(label="ODE (Diffrax)", linestyle="none", marker="o", markersize=3.5, markerfacecolor="none"),
+    "ode": dict(
+        label="ODE (Diffrax)", linestyle="none", marker="o", markersize=3.5, markerfacecolor="none"
+    ),
     "gd": dict(label="gradient descent", linestyle="--", linewidth=1.0),
 }
 
@@ -43,10 +45,19 @@ def figure_omega(results: dict) -> object:
             continue
         t, omega = _positive_times(results[f"{series}/times"], results[f"{series}/snr"])
         for j in range(omega.shape[1]):
-            ax.plot(t, omega[:, j], color=colors[j % len(colors)],
-                    **{**style, "label": style["label"] if j == 0 else None})
-    ax.set(xscale="log", yscale="log", xlabel="time t (= kη for GD)", ylabel=r"SNR singular values $\omega_j$",
-           title=r"$\omega_j(t)$: closed form vs ODE vs GD")
+            ax.plot(
+                t,
+                omega[:, j],
+                color=colors[j % len(colors)],
+                **{**style, "label": style["label"] if j == 0 else None},
+            )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="time t (= kη for GD)",
+        ylabel=r"SNR singular values $\omega_j$",
+        title=r"$\omega_j(t)$: closed form vs ODE vs GD",
+    )
     ax.legend(fontsize=8)
     return fig
 
@@ -56,14 +67,24 @@ def figure_loss_decomposition(results: dict, series: str = "ode") -> object:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.8), constrained_layout=True)
     x = results[f"{series}/times"]
-    labels = {"loss": r"$L$", "loss_nc1": r"$L_{NC1}$", "loss_nc23": r"$L_{NC2/3}$", "loss_perp": r"$L_{\perp LS}$"}
+    labels = {
+        "loss": r"$L$",
+        "loss_nc1": r"$L_{NC1}$",
+        "loss_nc23": r"$L_{NC2/3}$",
+        "loss_perp": r"$L_{\perp LS}$",
+    }
     for key, label in labels.items():
         name = f"{series}/{key}"
         if name in results:
             t, y = _positive_times(x, results[name])
             ax.plot(t, np.where(y > 0, y, np.nan), label=label)
-    ax.set(xscale="log", yscale="log", xlabel="time t" if series != "train" else "epoch",
-           ylabel="loss", title=f"Loss decomposition ({series})")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="time t" if series != "train" else "epoch",
+        ylabel="loss",
+        title=f"Loss decomposition ({series})",
+    )
     ax.legend(fontsize=8)
     return fig
 
@@ -91,7 +112,14 @@ def figure_nc_metrics(results: dict, series: str = "ode") -> object:
             ax.plot(t, np.where(y > 0, y, np.nan), marker=".", markersize=3)
             ax.set_yscale("log")
         else:
-            ax.text(0.5, 0.5, "zero or not available\n(moment-reduced state, or on the central path)", ha="center", va="center", transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                "zero or not available\n(moment-reduced state, or on the central path)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
         ax.set(xscale="log", title=title, xlabel="epoch" if series == "train" else "time t")
     fig.suptitle(f"Neural-collapse metrics ({series})")
     return fig
@@ -103,13 +131,30 @@ def figure_measured_vs_predicted(results: dict) -> object:
     fig, ax = plt.subplots(figsize=(5.2, 3.8), constrained_layout=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     e = np.asarray(results["fit/times"])
-    meas, pred = np.asarray(results["fit/omega_measured"]), np.asarray(results["fit/omega_predicted"])
+    meas, pred = (
+        np.asarray(results["fit/omega_measured"]),
+        np.asarray(results["fit/omega_predicted"]),
+    )
     for j in range(meas.shape[1]):
         c = colors[j % len(colors)]
-        ax.plot(e, meas[:, j], "o", color=c, markersize=3.5, markerfacecolor="none",
-                label="measured" if j == 0 else None)
-        ax.plot(e, pred[:, j], "-", color=c, linewidth=1.2, label="theory (fitted)" if j == 0 else None)
-    ax.set(yscale="log", xlabel="epoch", ylabel=r"$\omega_j$", title=r"Measured vs predicted $\omega_j$")
+        ax.plot(
+            e,
+            meas[:, j],
+            "o",
+            color=c,
+            markersize=3.5,
+            markerfacecolor="none",
+            label="measured" if j == 0 else None,
+        )
+        ax.plot(
+            e, pred[:, j], "-", color=c, linewidth=1.2, label="theory (fitted)" if j == 0 else None
+        )
+    ax.set(
+        yscale="log",
+        xlabel="epoch",
+        ylabel=r"$\omega_j$",
+        title=r"Measured vs predicted $\omega_j$",
+    )
     if np.all(e > 0):
         ax.set_xscale("log")
     ax.legend(fontsize=8)
@@ -124,10 +169,18 @@ def figure_invariant(results: dict) -> object:
     drift, tau = np.asarray(results["fit/drift"]), np.asarray(results["fit/time_map"])
     scale = np.max(np.abs(tau)) or 1.0
     for j in range(drift.shape[1]):
-        ax.plot(e, drift[:, j] / scale, marker=".", label=rf"$j={j + 1}$" if drift.shape[1] <= 10 else None)
+        ax.plot(
+            e,
+            drift[:, j] / scale,
+            marker=".",
+            label=rf"$j={j + 1}$" if drift.shape[1] <= 10 else None,
+        )
     ax.axhline(0.0, color="k", linewidth=0.8)
-    ax.set(xlabel="epoch", ylabel=r"drift of $F(\omega_j)-\overline{F}$ / max $|\tau|$",
-           title="The invariant of the renormalised flow")
+    ax.set(
+        xlabel="epoch",
+        ylabel=r"drift of $F(\omega_j)-\overline{F}$ / max $|\tau|$",
+        title="The invariant of the renormalised flow",
+    )
     if drift.shape[1] <= 10:
         ax.legend(fontsize=7, ncol=2)
     return fig
@@ -151,8 +204,11 @@ def figure_gd_convergence(results: dict) -> object:
     ax.loglog(eta, err, "o-", label="GD vs ODE")
     ref = err[-1] * (eta / eta[-1])
     ax.loglog(eta, ref, "k--", linewidth=0.8, label="slope 1")
-    ax.set(xlabel=r"step size $\eta$", ylabel=r"relative error of $\omega$ at fixed t",
-           title="Gradient descent converges to the flow")
+    ax.set(
+        xlabel=r"step size $\eta$",
+        ylabel=r"relative error of $\omega$ at fixed t",
+        title="Gradient descent converges to the flow",
+    )
     ax.legend(fontsize=8)
     return fig
 
@@ -191,7 +247,11 @@ def draw_run(kind: str, results: dict, run_path) -> list[Path]:
             path = out / f"{stem}.{ext}"
             with atomic_path(path, suffix=f".tmp.{ext}") as tmp:
                 # Fixed metadata so that a redraw from the same results gives the same file.
-                meta = {"Software": "centralpath"} if ext == "png" else {"Creator": "centralpath", "Producer": "centralpath", "CreationDate": None}
+                meta = (
+                    {"Software": "centralpath"}
+                    if ext == "png"
+                    else {"Creator": "centralpath", "Producer": "centralpath", "CreationDate": None}
+                )
                 fig.savefig(tmp, dpi=150, metadata=meta)
             written.append(path)
         plt.close(fig)

@@ -1,0 +1,289 @@
+"""`centralpath train`: train a network on an offline dataset, capture its features, analyse them.
+
+The run directory (built under `.RUN.partial`, renamed into place when done) holds
+
+    config.toml      the resolved configuration
+    metadata.json    versions, seed, wall time, dataset, first zero-error epoch, NC1 drop
+    features.npz     captured features, W, b, epochs, weight_decay (λ, paper scale): the format
+                     of `centralpath analyze`
+    results.npz/csv  per capture (`train/...`): NC1-NC4, L, L_NC1, L_NC2/3, L_⊥LS, L_⊥LS/L,
+                     ‖W̃ − W̃_LS‖/‖W̃_LS‖, ω_j, the network's loss and accuracy; per epoch
+                     (`history/...`): training loss and accuracy
+    analysis.json    the records of `centralpath analyze`
+    model.eqx        the final parameters (equinox.tree_serialise_leaves)
+
+While training, `.RUN.partial/state/` holds the training state, saved after every epoch; after
+Ctrl-C or a kill, `centralpath train --resume RUN` continues it bit-identically.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ._common import add_run_options, draw_figures, enable_compilation_cache, log
+
+HELP = "Train an MLP/CNN (MSE or cross-entropy) on an offline dataset and measure its collapse."
+EXAMPLE = "centralpath train --dataset digits --model mlp --loss mse --epochs 400 --out runs/digits"
+
+
+def _int_list(text: str) -> list[int]:
+    import argparse
+
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 256,256, got {text!r}"
+        ) from None
+    return values
+
+
+def register(p) -> None:
+    p.add_argument(
+        "--dataset",
+        help="digits (default) | mnist | mnist1d | npz:PATH (inputs [n, ...], labels [n])",
+    )
+    p.add_argument("--model", help="mlp (default) | cnn")
+    p.add_argument(
+        "--loss", help="mse (default; ½ Ave‖Wh+b−y‖², the paper's scale) | ce (cross-entropy)"
+    )
+    p.add_argument("--epochs", type=int, help="training epochs (default 400)")
+    p.add_argument("--lr", type=float, help="initial learning rate (default 0.2)")
+    p.add_argument(
+        "--schedule",
+        help="learning-rate schedule: cosine (default) | step (÷10 at 1/3, 2/3) | constant",
+    )
+    p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    p.add_argument(
+        "--weight-decay",
+        dest="weight_decay",
+        type=float,
+        help="weight decay on all parameters; = λ in the paper's scale for --loss mse (default 2e-4)",
+    )
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="minibatch size (default 128)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="PRNG seed of the initialisation, minibatch order and subset (default 0)",
+    )
+    p.add_argument(
+        "--per-class",
+        dest="per_class",
+        type=int,
+        help="samples per class (balanced subset); 0 = as many as the smallest class has (default)",
+    )
+    p.add_argument(
+        "--widths", type=_int_list, help="MLP hidden widths; the last is p (default 256,256,128)"
+    )
+    p.add_argument(
+        "--channels",
+        type=_int_list,
+        help="CNN conv channels (default 32,64); its p is the last width",
+    )
+    p.add_argument(
+        "--no-standardise",
+        dest="standardise",
+        action="store_const",
+        const=False,
+        help="keep the raw input scale (default: mean 0, standard deviation 1)",
+    )
+    p.add_argument(
+        "--num-checkpoints",
+        dest="num_checkpoints",
+        type=int,
+        help="about how many log-spaced epochs to capture (default 30)",
+    )
+    p.add_argument(
+        "--save-every",
+        dest="save_every",
+        type=int,
+        help="save the training state every N epochs (default 1)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the interrupted run RUN with its saved configuration",
+    )
+    add_run_options(p)
+
+
+def run(args) -> int:
+    from .._errors import require
+    from .._rundir import RunDir, default_run_path, resolve_config
+    from ..networks.train import DEFAULTS, load_configured_dataset, validate
+
+    enable_compilation_cache()
+    if args.resume:
+        run_dir, config = _reopen(args, DEFAULTS)
+    else:
+        config = resolve_config(DEFAULTS, args, config_path=args.config)
+        validate(config)
+        run_dir = None
+    # Load the data before creating any directory: a bad dataset leaves nothing behind.
+    data = load_configured_dataset(config)
+    require(
+        data.num_samples // min(config["batch_size"], data.num_samples) >= 1,
+        "the dataset is empty after subsampling; raise --per-class",
+    )
+    if run_dir is None:
+        run_dir = RunDir(
+            args.out or default_run_path("train"), "train", config, overwrite=args.overwrite
+        )
+    return _train(args, run_dir, config, data)
+
+
+def _train(args, run_dir, config, data) -> int:
+    import shutil
+
+    import equinox as eqx
+
+    from .._io import atomic_path, load_features, write_json
+    from ..analysis import analyze
+    from ..networks.train import train_from_config, training_results
+
+    emit = log(args)
+    state_dir = run_dir.file("state")
+    try:
+        training = train_from_config(
+            config, data=data, state_dir=state_dir, progress=not args.quiet
+        )
+        features_path = run_dir.file("features.npz")
+        training.save_features(features_path)
+        records = analyze(load_features(features_path))
+        results = training_results(training, records)
+        run_dir.save_results(results)
+        write_json(run_dir.file("analysis.json"), {"checkpoints": records})
+        with (
+            atomic_path(run_dir.file("model.eqx"), suffix=".tmp.eqx") as tmp,
+            open(tmp, "wb") as fh,
+        ):
+            eqx.tree_serialise_leaves(fh, training.model)
+        summary = _summary(training, results, data)
+        _draw(run_dir, results, args, emit)
+        shutil.rmtree(state_dir)
+        path = run_dir.finish(extra_metadata=summary)
+    except KeyboardInterrupt:
+        # Keep `.RUN.partial`: its saved state is what --resume continues.
+        print(
+            f"centralpath train: interrupted; no finished output was written — continue with "
+            f"`centralpath train --resume {run_dir.path}`",
+            file=sys.stderr,
+        )
+        return 130
+    except BaseException:
+        run_dir.abandon()
+        raise
+    emit(_table(results))
+    drop = summary["nc1_drop_from_first_zero_error"]
+    emit(
+        f"train accuracy {summary['final_train_accuracy']:.4f}; first zero-error epoch "
+        f"{summary['first_zero_error_epoch']}; NC1 drop since then "
+        f"{'-' if drop is None else f'{drop:.3g}x'}; L_perp/L {results['train/perp_rel'][0]:.3g} -> "
+        f"{results['train/perp_rel'][-1]:.3g}"
+    )
+    print(path)
+    return 0
+
+
+def _summary(training, results, data) -> dict:
+    import numpy as np
+
+    e0 = training.first_zero_error_epoch
+    nc1 = results["train/nc1"]
+    drop = None
+    if e0 is not None and e0 in training.epochs:
+        i = int(np.flatnonzero(training.epochs == e0)[0])
+        drop = float(nc1[i] / nc1[-1]) if nc1[-1] > 0 else float("inf")
+    return {
+        "dataset": {
+            "name": data.name,
+            "num_samples": data.num_samples,
+            "num_classes": data.num_classes,
+            "input_shape": list(data.input_shape),
+            "class_counts": data.class_counts().tolist(),
+        },
+        "weight_decay_paper_scale": training.weight_decay,
+        "final_train_accuracy": float(training.accuracy[-1]),
+        "final_train_loss": float(training.loss[-1]),
+        "first_zero_error_epoch": e0,
+        "nc1_drop_from_first_zero_error": drop,
+        "resumed_from_epoch": training.resumed_from,
+    }
+
+
+def _table(results) -> str:
+    from ._table import table
+
+    rows = []
+    for i, epoch in enumerate(results["train/times"]):
+        snr = results["train/snr"][i]
+        rows.append(
+            {
+                "epoch": int(epoch),
+                "acc": float(results["train/train_accuracy"][i]),
+                "loss": float(results["train/train_loss"][i]),
+                "nc1": float(results["train/nc1"][i]),
+                "nc3": float(results["train/nc3"][i]),
+                "perp_rel": float(results["train/perp_rel"][i]),
+                "w_ls": float(results["train/w_ls_distance"][i]),
+                "omin": float(min(snr)),
+                "omax": float(max(snr)),
+            }
+        )
+    cols = ["epoch", "acc", "loss", "nc1", "nc3", "perp_rel", "w_ls", "omin", "omax"]
+    heads = [
+        "epoch",
+        "train acc",
+        "train loss",
+        "NC1",
+        "NC3",
+        "L_perp/L",
+        "|W-W_LS|",
+        "omega_min",
+        "omega_max",
+    ]
+    return table(rows, cols, heads)
+
+
+def _draw(run_dir, results, args, emit) -> None:
+    """Figures are optional here: a plotting problem must not discard a finished training."""
+    import importlib.util
+
+    if importlib.util.find_spec("centralpath.plotting") is None:
+        return
+    try:
+        draw_figures("train", run_dir.partial, results, args)
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        emit(f"centralpath train: warning: figures were not drawn ({type(e).__name__}: {e})")
+
+
+def _reopen(args, defaults):
+    """The run directory in progress of an interrupted `train`, and its saved configuration."""
+    from argparse import Namespace
+    from pathlib import Path
+
+    from .._errors import require
+    from .._rundir import RunDir, resolve_config
+    from ..networks.train import validate
+
+    require(args.config is None, "--resume continues the saved configuration; drop --config")
+    run_dir, _ = RunDir.reopen(args.resume, "train")
+    require(
+        (run_dir.partial / "state" / "state.eqx").is_file(),
+        f"no saved training state to resume in {run_dir.partial}; start again with centralpath train --out RUN --overwrite",
+    )
+    require(
+        args.out is None or Path(args.out) == run_dir.path,
+        f"--resume writes to {run_dir.path}; drop --out or pass the same directory",
+    )
+    config = resolve_config(defaults, Namespace(), config_path=run_dir.partial / "config.toml")
+    for key in defaults:
+        given = getattr(args, key, None)
+        require(
+            given is None or given == config[key],
+            f"--resume continues the saved configuration ({key} = {config[key]!r}); drop the "
+            f"--{key.replace('_', '-')} flag",
+        )
+    validate(config)
+    run_dir.config = config
+    return run_dir, config

@@ -1,0 +1,813 @@
+"""Sweeps: many `simulate` configurations, batched into one compiled call per shape group.
+
+A sweep file is a `simulate` configuration (keys of `simulate.DEFAULTS` at top level) plus a
+`[sweep]` table of lists whose Cartesian product is run:
+
+    flow = "ufm"
+    classes = 4
+    per_class = 10
+    dim = 16
+    methods = ["gd"]
+    eta = 0.5
+    t_end = 100.0
+
+    [sweep]
+    seeds = 100                  # a count: seed = base seed + 0, 1, …, 99 (or seed = [0, 7, …])
+    lam_w = [1e-3, 5e-3]
+    per_class = [10, 20]
+
+Top-level sweep options: `precision` ("float64" default, or "float32"), `record` ("final":
+metrics at t_end only, default; "all": at every save time) and `quantities` ("all" or a list
+such as ["nc1", "objective", "snr", "etf_distance"]).
+
+**Batching.** Configurations that agree on every key except the batchable ones (`seed`, `lam`,
+`lam_w`, `lam_h`, `lam_b`, `mean_scale`, `noise_scale`, `eta`) form a *group* — in particular
+they share their shapes (classes, per_class, dim, flow, representation) — and a group runs as
+ONE compiled call (`batched_simulate`): the initial states are drawn under `vmap` over PRNG keys
+with `simulate.build`, so the flows carry their ridges as batched leaves, and
+
+- gradient descent is the `lax.scan` of `gradient_descent`, vmapped; each configuration keeps
+  its own η (η = 0: half the stable step at its own initial state) and its own step counts;
+- the renormalised flows (F3, F3′) use the closed form F(ω(t)) = F(ω(0)) + t, one vectorised
+  Newton call; it *is* the exact solution of their ODE, so no ODE is integrated for them (their
+  `ode` method is replaced by the `closed_form` series, which `simulate` also writes);
+- the other flows integrate ONE vector ODE for the whole group with Diffrax. The configurations
+  are independent, so the batched vector field is separable; the step-size controller takes
+  the max norm over the batch, so every configuration's local error is held to rtol/atol. The
+  steps are shared, so these numbers agree with per-configuration `simulate` to the tolerance,
+  not bitwise. (Vmapping `diffeqsolve` instead would run every configuration in lock-step
+  with the slowest one anyway, with a while loop per configuration.)
+
+GD and closed-form results equal per-configuration `simulate` runs to ~1e-12 at float64
+(`tests/test_sweep.py`).
+
+**Devices.** The batch axis is split over devices with `jax.shard_map` on a 1-D `Mesh` with
+axis "batch" (inputs placed with `NamedSharding(mesh, P("batch"))`); the batch is padded to a
+multiple of the device count with copies of its first configuration, dropped from the results.
+Each device runs its shard's loops independently; the shared ODE steps are kept identical on
+every device by a `pmax` in the error norm, so sharded and unsharded sweeps give the same
+numbers. On one CPU host, `XLA_FLAGS=--xla_force_host_platform_device_count=4` (set before
+jax is imported) makes four host devices.
+
+Multi-host: start the same command on every host with `jax.distributed.initialize()` called
+first (for example `python -c "import jax; jax.distributed.initialize(); from centralpath.cli
+import main; main()" sweep cfg.toml --out runs/s`, or with the coordinator address, process
+count and id given explicitly on clusters without auto-detection). `jax.devices()` then spans
+all hosts, every process builds the same global inputs with `jax.make_array_from_callback`,
+results are gathered with `multihost_utils.process_allgather`, and only process 0 writes files.
+
+**Precision.** float64 is the default (the theory's identities hold to ~1e-12 only there).
+`precision = "float32"` (or `--precision float32`) halves memory and is several times faster on
+accelerators; measured on this project's defaults (experiments/bench_precision.py), the relative
+error of ω_j at t_end against float64 is ~1e-6 for the closed form and ~1e-5–1e-4 after
+10³–10⁴ GD steps (rounding accumulates linearly in the step count); NC1 and the losses inherit
+the same relative error. Use float64 for anything compared at 1e-9 or tighter.
+
+**Output** (`write_sweep`, `centralpath sweep`): a run directory with `config.toml` (the
+resolved sweep file), `metadata.json` and one tidy table `results.csv` with a column per swept
+key, then `time, quantity, index, value` (quantity = "<series>/<metric>", as `simulate`'s).
+Groups are written to `groups/` atomically as they finish; `--resume DIR` skips finished groups
+and gives the same final file as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import itertools
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._errors import InputError, NumericalError, require
+from .simulate import DEFAULTS, FLOW_NAMES, save_times, validate
+
+BATCHABLE = ("seed", "lam", "lam_w", "lam_h", "lam_b", "mean_scale", "noise_scale", "eta")
+FLOAT_PARAMS = ("lam", "lam_w", "lam_h", "lam_b", "mean_scale", "noise_scale")
+NOT_SWEEPABLE = ("methods", "nc1_target")
+OPTIONS: dict[str, Any] = {"precision": "float64", "record": "final", "quantities": "all"}
+PRECISIONS = ("float64", "float32")
+RECORDS = ("final", "all")
+CLOSED_FORM_KEYS = ("objective", "loss", "loss_nc1", "loss_nc23", "nc1", "etf_distance", "snr")
+MAX_CONFIGS = 10_000_000
+RENORMALISED = {"renormalised": "renormalised", "whitened": "whitened"}
+
+
+# --------------------------------------------------------------------------- the sweep file
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A parsed sweep: the base configuration, the options, the table and its configurations.
+
+    `swept` names the CSV columns (`seeds` becomes `seed`); `configs` are complete `simulate`
+    configurations in the order of the Cartesian product (the first key varies slowest).
+    """
+
+    base: dict[str, Any]
+    options: dict[str, Any]
+    table: dict[str, Any]
+    swept: tuple[str, ...]
+    configs: list[dict[str, Any]] = field(repr=False)
+
+    def to_config(self) -> dict[str, Any]:
+        """The resolved sweep file (for config.toml; `parse_sweep` of it gives this spec)."""
+        return {**self.base, **self.options, "sweep": dict(self.table)}
+
+
+def _metric_keys() -> tuple[str, ...]:
+    from ._trajectory import METRIC_KEYS
+
+    return METRIC_KEYS
+
+
+def _coerce(key: str, value, default, source: str):
+    from ._rundir import _coerce as coerce
+
+    if isinstance(default, float) and isinstance(value, bool):
+        raise InputError(f"{source}: {key!r} must be float, got bool {value!r}")
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, bool):
+        raise InputError(f"{source}: {key!r} must be int, got bool {value!r}")
+    return coerce(key, value, default, source)
+
+
+def _parse_options(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    options = dict(OPTIONS)
+    for key in OPTIONS:
+        if key in raw:
+            options[key] = raw[key]
+    require(
+        options["precision"] in PRECISIONS,
+        f"{source}: precision must be one of {', '.join(PRECISIONS)}, got {options['precision']!r}",
+    )
+    require(
+        options["record"] in RECORDS,
+        f"{source}: record must be one of {', '.join(RECORDS)}, got {options['record']!r}",
+    )
+    q = options["quantities"]
+    known = sorted(set(_metric_keys()) | set(CLOSED_FORM_KEYS))
+    if q != "all":
+        require(
+            isinstance(q, list) and len(q) > 0 and all(isinstance(x, str) for x in q),
+            f'{source}: quantities must be "all" or a non-empty list of names, got {q!r}',
+        )
+        bad = [x for x in q if x not in known]
+        require(not bad, f"{source}: unknown quantity {bad[0]!r}; known: {', '.join(known)}")
+    return options
+
+
+def parse_sweep(raw: dict[str, Any], source: str = "sweep config") -> SweepSpec:
+    """Validate a sweep file's contents (a dict as read from TOML) and expand the product.
+
+    Raises `InputError` with one line for unknown keys, a missing or empty `[sweep]` table,
+    empty lists, values of the wrong type and configurations `simulate` would refuse.
+    """
+    require(isinstance(raw, dict), f"{source}: expected a TOML table at top level")
+    base = dict(DEFAULTS)
+    for k, v in raw.items():
+        key = k.replace("-", "_")
+        if key == "sweep" or key in OPTIONS:
+            continue
+        require(
+            key in DEFAULTS,
+            f"{source}: unknown key {k!r}; known keys: {', '.join(sorted([*DEFAULTS, *OPTIONS]))} "
+            "and the [sweep] table",
+        )
+        base[key] = _coerce(key, v, DEFAULTS[key], source)
+    options = _parse_options({k.replace("-", "_"): v for k, v in raw.items()}, source)
+    require("sweep" in raw, f"{source}: no [sweep] table; add one with the lists to sweep over")
+    table_raw = raw["sweep"]
+    require(
+        isinstance(table_raw, dict),
+        f"{source}: 'sweep' must be a table [sweep] of lists, got {type(table_raw).__name__}",
+    )
+    require(len(table_raw) > 0, f"{source}: the [sweep] table is empty; give at least one list")
+    table: dict[str, Any] = {}
+    axes: list[tuple[str, list]] = []
+    for k, v in table_raw.items():
+        key = k.replace("-", "_")
+        where = f"{source} [sweep]"
+        if key == "seeds":
+            require(
+                "seed" not in {x.replace("-", "_") for x in table_raw},
+                f"{where}: give either seeds (a count) or seed (a list), not both",
+            )
+            if isinstance(v, list):
+                key, v = "seed", v
+            else:
+                require(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                    f"{where}: seeds must be a count >= 1 (or a list), got {v!r}",
+                )
+                table["seeds"] = v
+                axes.append(("seed", [int(base["seed"]) + i for i in range(v)]))
+                continue
+        require(
+            key in DEFAULTS,
+            f"{where}: unknown key {k!r}; sweepable keys: "
+            f"{', '.join(sorted(set(DEFAULTS) - set(NOT_SWEEPABLE)))} and seeds",
+        )
+        require(key not in NOT_SWEEPABLE, f"{where}: {key} cannot be swept; set it at top level")
+        require(key not in dict(axes), f"{where}: {key} is given twice")
+        require(
+            isinstance(v, list),
+            f"{where}: {k} must be a list like {k} = [{DEFAULTS[key]!r}, …], got {v!r}",
+        )
+        require(len(v) > 0, f"{where}: {k} is an empty list; give at least one value")
+        values = [_coerce(key, x, DEFAULTS[key], where) for x in v]
+        table[key] = values
+        axes.append((key, values))
+    total = math.prod(len(vals) for _, vals in axes)
+    require(
+        total <= MAX_CONFIGS,
+        f"{source}: the sweep has {total} configurations, more than {MAX_CONFIGS}; split it",
+    )
+    names = tuple(name for name, _ in axes)
+    configs = [
+        {**base, **dict(zip(names, combo, strict=True))}
+        for combo in itertools.product(*(vals for _, vals in axes))
+    ]
+    _validate_configs(configs, names, source)
+    return SweepSpec(base, options, table, names, configs)
+
+
+def _validate_configs(configs: list[dict], names: Sequence[str], source: str) -> None:
+    seen = set()
+    for c in configs:
+        # Validity never depends on the seed: check each distinct rest once.
+        sig = tuple((k, repr(c[k])) for k in names if k != "seed")
+        if sig in seen:
+            continue
+        seen.add(sig)
+        where = ", ".join(f"{k} = {c[k]!r}" for k in names if k != "seed") or "base"
+        try:
+            validate(c)
+            require(c["nc1_target"] == 0, "nc1_target (an early stop) is not supported in sweeps")
+        except InputError as e:
+            raise InputError(f"{source}: configuration ({where}): {e}") from None
+
+
+def load_sweep(path) -> SweepSpec:
+    """Read and parse a sweep TOML file (`parse_sweep`)."""
+    from ._rundir import load_config
+
+    return parse_sweep(load_config(path), source=f"sweep file {path}")
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def group_key(config: dict[str, Any]) -> tuple:
+    """What configurations of one compiled call share: everything but the batchable keys."""
+    return tuple(
+        (k, tuple(v) if isinstance(v, list) else v)
+        for k, v in sorted(config.items())
+        if k in DEFAULTS and k not in BATCHABLE
+    )
+
+
+def groups(configs: Sequence[dict[str, Any]]) -> list[list[int]]:
+    """Indices of the configurations of each group, groups in order of first appearance."""
+    out: dict[tuple, list[int]] = {}
+    for i, c in enumerate(configs):
+        out.setdefault(group_key(c), []).append(i)
+    return list(out.values())
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def make_mesh(devices: int | Sequence | None = None):
+    """A 1-D `Mesh` with axis "batch" over the first `devices` devices (all by default)."""
+    import jax
+    from jax.sharding import Mesh
+
+    available = jax.devices()
+    if devices is None:
+        chosen = available
+    elif isinstance(devices, int):
+        require(
+            1 <= devices <= len(available),
+            f"--devices must lie in 1..{len(available)} (devices available: {len(available)}), "
+            f"got {devices}",
+        )
+        chosen = available[:devices]
+    else:
+        chosen = list(devices)
+    return Mesh(np.asarray(chosen), ("batch",))
+
+
+def _as_mesh(devices):
+    from jax.sharding import Mesh
+
+    return devices if isinstance(devices, Mesh) else make_mesh(devices)
+
+
+def _put(mesh, host: np.ndarray):
+    """A global array sharded over the batch axis, built from the same host array on every process."""
+    import jax
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    sharding = NamedSharding(mesh, P("batch", *([None] * (host.ndim - 1))))
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _fetch(x) -> np.ndarray:
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
+# --------------------------------------------------------------------------- batched compute
+
+
+def _float_dtype():
+    import jax.numpy as jnp
+
+    return jnp.result_type(float)
+
+
+def _int_dtype():
+    import jax.numpy as jnp
+
+    return jnp.result_type(int)
+
+
+def _build(static: dict, seed, params: dict):
+    import jax
+
+    from .simulate import build
+
+    return build({**static, **params}, key=jax.random.PRNGKey(seed))
+
+
+def _max_norm(axis: str | None):
+    import jax
+    import jax.numpy as jnp
+
+    def norm(tree):
+        leaves = [jnp.max(jnp.abs(x)) for x in jax.tree_util.tree_leaves(tree) if x.size]
+        value = jnp.max(jnp.stack(leaves))
+        return jax.lax.pmax(value, axis) if axis else value
+
+    return norm
+
+
+def _closed_form_metrics(omega0, ts, C: int, N: int, kind: str) -> dict:
+    """ω(t) and what follows from it alone (THEORY.md §5): L_LS = objective, its terms, NC1 and
+    the ETF distance, which for M̄ = U diag(ω) Vᵀ with V spanning 1^⊥ is ‖ω²/‖ω²‖ − 1/√(C−1)‖."""
+    import jax.numpy as jnp
+
+    from ._eigen import central_path_loss_terms, eigen_dynamics, nc1_from_snr
+
+    omega = eigen_dynamics(omega0, C, N, flow=kind)(ts)
+    loss, loss_nc1, loss_nc23 = central_path_loss_terms(omega, C)
+    w2 = omega**2
+    shape = w2 / jnp.linalg.norm(w2, axis=-1, keepdims=True)
+    etf = jnp.linalg.norm(shape - 1.0 / jnp.sqrt(C - 1.0), axis=-1)
+    return dict(
+        objective=loss,
+        loss=loss,
+        loss_nc1=loss_nc1,
+        loss_nc23=loss_nc23,
+        nc1=nc1_from_snr(omega),
+        etf_distance=etf,
+        snr=omega,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _group_program(static_items: tuple, mesh, parts: tuple[str, ...], rtol_metrics: float):
+    """The compiled call of one group: build, then GD / closed form / vector ODE, then metrics.
+
+    `parts` ⊂ {"rho", "gd", "closed_form", "ode"}; "rho" (the spectral radius for automatic η)
+    runs alone, before the step counts are known.
+    """
+    import diffrax
+    import equinox as eqx
+    import jax
+    import jax.flatten_util
+    import jax.numpy as jnp
+    from jax.sharding import PartitionSpec as P
+
+    from ._discrete import _run, _spectral_radius
+    from ._trajectory import _metrics
+
+    static = {k: (list(v) if isinstance(v, tuple) else v) for k, v in static_items}
+    C, N = int(static["classes"]), int(static["per_class"])
+    kind = RENORMALISED.get(static["flow"])
+
+    def local(seeds, params, eta, gaps, ts):
+        """One device's shard of the batch."""
+        out = {}
+
+        def one(seed, p, eta_b, gaps_b):
+            flow, y0, omega0 = _build(static, seed, p)
+            res = {}
+            if "rho" in parts:
+                flat, _ = jax.flatten_util.ravel_pytree(y0)
+                v0 = jax.random.normal(jax.random.PRNGKey(0), flat.shape, flat.dtype)
+                res["rho"] = _spectral_radius(flow, y0, v0, 50)
+            if "gd" in parts:
+                _, _, bad, snaps = _run(flow, y0, eta_b, gaps_b)
+                res["gd"] = _metrics(snaps, jnp.asarray(flow.decomposition_lambda), rtol_metrics)
+                res["gd_bad"] = bad
+            if "closed_form" in parts:
+                res["closed_form"] = _closed_form_metrics(omega0, ts, C, N, kind)
+            return res
+
+        if {"rho", "gd", "closed_form"} & set(parts):
+            out.update(jax.vmap(one)(seeds, params, eta, gaps))
+        if "ode" in parts:
+            out.update(_vector_ode(seeds, params, ts))
+        return out
+
+    def _vector_ode(seeds, params, ts):
+        flows, y0s, _ = eqx.filter_vmap(lambda s, p: _build(static, s, p))(seeds, params)
+
+        def vf(t, y, args):
+            return eqx.filter_vmap(lambda f, yb: f(t, yb, None))(flows, y)
+
+        def snapshot(t, y, args):
+            return eqx.filter_vmap(lambda f, yb: f.snapshot(t, yb))(flows, y)
+
+        saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=snapshot)])
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(vf),
+            diffrax.Tsit5(),
+            t0=0.0,
+            t1=ts[-1],
+            dt0=None,
+            y0=y0s,
+            saveat=saveat,
+            stepsize_controller=diffrax.PIDController(
+                rtol=static["rtol"], atol=static["atol"], norm=_max_norm("batch")
+            ),
+            max_steps=int(static["max_steps"]),
+            throw=False,
+        )
+        snaps = sol.ys[0]  # leaves [T, B, …]
+        lam = eqx.filter_vmap(lambda f: jnp.asarray(f.decomposition_lambda))(flows)
+        metrics = jax.vmap(lambda s, l: _metrics(s, l, rtol_metrics), in_axes=(1, 0))(snaps, lam)
+        ok = sol.result == diffrax.RESULTS.successful
+        steps = jnp.asarray(sol.stats["num_steps"])
+        return {
+            "ode": metrics,
+            "ode_ok": jnp.broadcast_to(ok, seeds.shape),
+            "ode_steps": jnp.broadcast_to(steps, seeds.shape),
+        }
+
+    batch = P("batch")
+    program = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(batch, batch, batch, batch, P()),
+        out_specs=batch,
+        check_vma=False,
+    )
+    return jax.jit(program)
+
+
+def _check_group(configs: Sequence[dict]) -> dict:
+    require(len(configs) >= 1, "batched_simulate needs at least one configuration")
+    key = group_key(configs[0])
+    for c in configs[1:]:
+        if group_key(c) != key:
+            diff = [k for (k, v), (_, w) in zip(key, group_key(c), strict=True) if v != w]
+            raise InputError(
+                f"configurations of one batched call must agree on {', '.join(diff)}; "
+                "use run_sweep to split them into groups"
+            )
+    return dict(key)
+
+
+def batched_simulate(
+    configs: Sequence[dict[str, Any]],
+    *,
+    devices=None,
+    record: str = "final",
+    quantities: Sequence[str] | str = "all",
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """`simulate` for many configurations of one group, in one compiled call.
+
+    **Arguments:**
+
+    - `configs`: complete configurations (keys of `simulate.DEFAULTS`) that agree on every key
+      except `seed`, `lam`, `lam_w`, `lam_h`, `lam_b`, `mean_scale`, `noise_scale`, `eta`.
+    - `devices`: a device count, a list of devices, or a `Mesh` (default: all devices).
+    - `record`: `"final"` (metrics at t_end only) or `"all"` (every save time).
+    - `quantities`: `"all"` or the metric names to keep.
+
+    **Returns:** one flat results dict per configuration, in the format of `simulate`
+    (`"<series>/times"` and `"<series>/<metric>"`, series `gd`, `ode`, `closed_form`).
+    A diverged GD run gets NaN metrics and a warning through `log`.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    log = log or (lambda s: None)
+    configs = [{**DEFAULTS, **c} for c in configs]
+    static = _check_group(configs)
+    for c in configs:
+        validate(c)
+    require(static["nc1_target"] == 0, "nc1_target (an early stop) is not supported in sweeps")
+    require(record in RECORDS, f"record must be one of {', '.join(RECORDS)}, got {record!r}")
+    mesh = _as_mesh(devices)
+    B, D = len(configs), mesh.size
+    Bp = -(-B // D) * D
+    fdt, idt = _float_dtype(), _int_dtype()
+
+    def padded(values, dtype) -> np.ndarray:
+        a = np.asarray(values, dtype=dtype)
+        return np.concatenate([a, np.repeat(a[:1], Bp - B, axis=0)]) if Bp > B else a
+
+    seeds = padded([int(c["seed"]) for c in configs], idt)
+    params = {k: padded([float(c[k]) for c in configs], fdt) for k in FLOAT_PARAMS}
+    ts_all = save_times(float(static["t_end"]), int(static["num_saves"]))
+    ts = ts_all if record == "all" else ts_all[-1:]
+    renormalised = static["flow"] in RENORMALISED
+    methods = list(static["methods"])
+    parts = []
+    if "gd" in methods:
+        parts.append("gd")
+    if renormalised:
+        parts.append("closed_form")
+    elif "ode" in methods:
+        parts.append("ode")
+    # Every input is [B, …] even where unused, so one program signature serves all parts.
+    eta = np.asarray([float(c["eta"]) for c in configs])
+    T = len(ts)
+    gaps = np.zeros((B, T), dtype=np.int64)
+    steps = None
+    static_items = tuple(
+        sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in static.items())
+    )
+    put = functools.partial(_put, mesh)
+    ts_dev = jnp.asarray(ts, dtype=fdt)
+    params_dev = {k: put(v) for k, v in params.items()}
+    seeds_dev = put(seeds)
+    if "gd" in parts:
+        if np.any(eta == 0):
+            rho_prog = _group_program(static_items, mesh, ("rho",), 1e-10)
+            out = rho_prog(
+                seeds_dev, params_dev, put(padded(eta, fdt)), put(padded(gaps, idt)), ts_dev
+            )
+            rho = _fetch(out["rho"])[:B]
+            auto = np.where(rho > 0, 2.0 / np.where(rho > 0, rho, 1.0), np.inf)
+            eta = np.where(eta == 0, 0.5 * auto, eta)
+        steps = np.round(ts[None, :] / eta[:, None]).astype(np.int64)
+        worst = int(np.argmax(steps[:, -1]))
+        require(
+            steps[worst, -1] <= static["max_gd_steps"],
+            f"gradient descent would take {steps[worst, -1]} steps of eta = {eta[worst]:.3g} to "
+            f"reach t-end = {static['t_end']} (seed {configs[worst]['seed']}); raise eta, lower "
+            "t-end, or raise max_gd_steps",
+        )
+        if np.any(steps[:, -1] == 0):
+            raise InputError(f"eta = {eta[np.argmin(steps[:, -1])]:.3g} exceeds t-end; lower eta")
+        gaps = np.diff(np.concatenate([np.zeros((B, 1), np.int64), steps], axis=1), axis=1)
+    program = _group_program(static_items, mesh, tuple(parts), 1e-10)
+    out = program(seeds_dev, params_dev, put(padded(eta, fdt)), put(padded(gaps, idt)), ts_dev)
+    out = jax.tree_util.tree_map(lambda x: _fetch(x)[:B], out)
+    keep = _quantity_filter(quantities)
+    results: list[dict[str, np.ndarray]] = [{} for _ in range(B)]
+    if "gd" in parts:
+        bad = out["gd_bad"]
+        if np.any(bad >= 0):
+            which = [int(configs[i]["seed"]) for i in np.flatnonzero(bad >= 0)[:5]]
+            log(
+                f"warning: gradient descent diverged for {int(np.sum(bad >= 0))} configuration(s) "
+                f"(seeds {which}…); their gd metrics are NaN — lower eta"
+            )
+        for i in range(B):
+            # simulate saves at the distinct step counts round(t/η) only.
+            uniq, first = np.unique(steps[i], return_index=True)
+            res = {"gd/times": np.asarray(uniq * eta[i], float)}
+            for k, v in out["gd"].items():
+                if keep(k):
+                    val = np.asarray(v[i])[first]
+                    res[f"gd/{k}"] = np.full_like(val, np.nan) if bad[i] >= 0 else val
+            res["gd/eta"] = np.asarray(eta[i])
+            results[i].update(res)
+    if "closed_form" in parts:
+        for i in range(B):
+            results[i]["closed_form/times"] = np.asarray(ts, float)
+            for k, v in out["closed_form"].items():
+                if keep(k):
+                    results[i][f"closed_form/{k}"] = np.asarray(v[i])
+    if "ode" in parts:
+        if not np.all(out["ode_ok"]):
+            raise NumericalError(
+                f"the batched ODE solve failed before t = {static['t_end']}; raise max_steps above "
+                f"{static['max_steps']}, loosen rtol/atol, or shorten t_end"
+            )
+        log(f"ode: {int(out['ode_steps'][0])} adaptive steps shared by {B} configurations")
+        for i in range(B):
+            results[i]["ode/times"] = np.asarray(ts, float)
+            for k, v in out["ode"].items():
+                if keep(k):
+                    results[i][f"ode/{k}"] = np.asarray(v[i])
+    return results
+
+
+def _quantity_filter(quantities) -> Callable[[str], bool]:
+    if quantities == "all":
+        return lambda k: True
+    wanted = set(quantities)
+    return lambda k: k in wanted
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def _cell(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def group_csv(spec: SweepSpec, indices: Sequence[int], results: Sequence[dict]) -> str:
+    """The tidy rows of one group (no header): swept values, time, quantity, index, value."""
+    from ._rundir import tidy_rows
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for i, res in zip(indices, results, strict=True):
+        prefix = [_cell(spec.configs[i][k]) for k in spec.swept]
+        for t, q, j, v in tidy_rows(res):
+            w.writerow([*prefix, repr(t), q, j, repr(v)])
+    return buf.getvalue()
+
+
+def csv_header(spec: SweepSpec) -> str:
+    return ",".join([*spec.swept, "time", "quantity", "index", "value"]) + "\n"
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    devices=None,
+    log: Callable[[str], None] | None = None,
+    skip: Callable[[int], bool] | None = None,
+    on_group: Callable[[int, list[int], list[dict]], None] | None = None,
+) -> list[dict[str, np.ndarray] | None]:
+    """Run every group of a sweep; return per-configuration results (None for skipped groups).
+
+    `skip(g)` says a group is already done (resume); `on_group(g, indices, results)` is called
+    as each group finishes (to write it).
+    """
+    log = log or (lambda s: None)
+    devices = _as_mesh(devices)
+    parts = groups(spec.configs)
+    out: list[dict | None] = [None] * len(spec.configs)
+    for g, indices in enumerate(parts):
+        if skip is not None and skip(g):
+            log(f"group {g + 1}/{len(parts)}: done already, skipped")
+            continue
+        start = time.perf_counter()
+        configs = [spec.configs[i] for i in indices]
+        res = batched_simulate(
+            configs,
+            devices=devices,
+            record=spec.options["record"],
+            quantities=spec.options["quantities"],
+            log=log,
+        )
+        c = configs[0]
+        log(
+            f"group {g + 1}/{len(parts)}: {len(indices)} configurations of {c['flow']} "
+            f"({c['representation']}, C={c['classes']}, N={c['per_class']}, p={c['dim']}) "
+            f"in {time.perf_counter() - start:.2f} s"
+        )
+        for i, r in zip(indices, res, strict=True):
+            out[i] = r
+        if on_group is not None:
+            on_group(g, indices, res)
+    return out
+
+
+def _group_path(partial: Path, g: int) -> Path:
+    return partial / "groups" / f"group-{g:05d}.csv"
+
+
+def write_sweep(
+    spec: SweepSpec,
+    out,
+    *,
+    devices=None,
+    resume: bool = False,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Run a sweep into the run directory `out` (see the module docstring); return its path.
+
+    The directory is built under a hidden `.NAME.partial` sibling; each finished group is
+    written there atomically, and `resume=True` continues an interrupted sweep from it.
+    """
+    import jax
+
+    from ._io import write_json, write_text
+    from ._rundir import dumps_toml, metadata
+
+    log = log or (lambda s: None)
+    out = Path(out)
+    partial = out.parent / f".{out.name}.partial"
+    config_text = dumps_toml(spec.to_config())
+    writer = jax.process_index() == 0
+    if resume:
+        require(not out.exists(), f"{out} is a finished sweep already; nothing to resume")
+        require(
+            (partial / "config.toml").is_file(),
+            f"no interrupted sweep to resume at {out} (no {partial.name}); run without --resume",
+        )
+        require(
+            (partial / "config.toml").read_text() == config_text,
+            f"the sweep configuration differs from the one of the interrupted sweep at {out}; "
+            "resume with the same file (or without a file), or start a new --out",
+        )
+    else:
+        if out.exists():
+            require(
+                overwrite,
+                f"output directory {out} already exists; pass --overwrite or choose another --out",
+            )
+        if partial.exists() and not overwrite:
+            raise InputError(
+                f"an interrupted sweep is at {partial}; pass --resume {out} to continue it or "
+                "--overwrite to start again"
+            )
+        if writer:
+            shutil.rmtree(partial, ignore_errors=True)
+            (partial / "groups").mkdir(parents=True)
+            write_text(partial / "config.toml", config_text)
+    start = time.perf_counter()
+    n_groups = len(groups(spec.configs))
+    mesh = _as_mesh(devices)
+
+    def done(g: int) -> bool:
+        return _group_path(partial, g).is_file()
+
+    def save(g: int, indices: list[int], results: list[dict]) -> None:
+        if writer:
+            write_text(_group_path(partial, g), group_csv(spec, indices, results))
+
+    run_sweep(spec, devices=mesh, log=log, skip=done if resume else None, on_group=save)
+    if not writer:
+        return out
+    with open(partial / ".results.csv.tmp", "w") as fh:
+        fh.write(csv_header(spec))
+        for g in range(n_groups):
+            fh.write(_group_path(partial, g).read_text())
+    os.replace(partial / ".results.csv.tmp", partial / "results.csv")
+    meta = metadata("sweep", {"seed": spec.base["seed"]}, time.perf_counter() - start)
+    meta.update(
+        configurations=len(spec.configs),
+        groups=n_groups,
+        swept=list(spec.swept),
+        precision=spec.options["precision"],
+        resumed=resume,
+        mesh_devices=int(mesh.size),
+    )
+    write_json(partial / "metadata.json", meta)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(partial, out)
+    return out
+
+
+def read_results(run) -> list[dict[str, str]]:
+    """The rows of a sweep's results.csv as dicts of strings (for quick inspection and tests)."""
+    path = Path(run) / "results.csv"
+    require(path.is_file(), f"{run} has no results.csv; it is not a finished sweep directory")
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+__all__ = [
+    "SweepSpec",
+    "parse_sweep",
+    "load_sweep",
+    "groups",
+    "batched_simulate",
+    "run_sweep",
+    "write_sweep",
+    "make_mesh",
+    "read_results",
+    "FLOW_NAMES",
+]

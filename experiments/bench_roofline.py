@@ -1,0 +1,202 @@
+"""Benchmark: one full-feature UFM gradient-descent step against its roofline floor.
+
+C = 10, p = 512, N = 500 (n = 5000), float32; `steps` steps inside one compiled loop, so the
+time per step excludes dispatch. One step of L_UFM (THEORY.md §6 F1) is
+
+    R = H Wᵀ + 1 bᵀ − Y                      2npC flops, reads H
+    W ← W − η (Rᵀ H / n + λ_W W)             2npC flops, reads H
+    b ← b − η (Rᵀ 1 / n + λ_b b)
+    H ← (1 − ηλ_H) H − (η/n) R W             2npC + 3np flops, reads and writes H
+
+FLOPs = 6npC + 3np (+ O(nC + pC)); compulsory bytes = read H once + write H once (+ W, b, Y)
+= 2·4np + 4(nC + 2pC + 2C). The floor is max(FLOPs / F, bytes / B) with F the FLOP/s of a large
+float32 matmul and B the bandwidth of a large float32 copy (read + write), both measured in the
+same run. Three implementations:
+
+- `autodiff`: `UFMFlow.gd_step` (jax.grad of the loss). XLA runs the three products as separate
+  passes and materialises R W: about three reads of H, one [n, p] temporary and one write.
+- `fused`: the gradient written by hand, H updated as one expression (one fewer [n, p] pass).
+- `blocked`: the same step as a `lax.scan` over blocks of `block` rows (the largest divisor of n up to it): each block of H is read
+  once while it sits in L2, gives its logits, its share of Rᵀ H and its new rows, so H crosses
+  the memory bus once each way (the compulsory traffic). Same numbers as the others up to
+  float32 summation order (checked).
+
+    python experiments/bench_roofline.py
+"""
+
+from __future__ import annotations
+
+import _bench
+
+DEFAULTS = dict(
+    classes=10,
+    per_class=500,
+    dim=512,
+    steps=50,
+    block=250,
+    repeats=7,
+    seed=0,
+    lam_w=5e-3,
+    lam_h=5e-3,
+    eta=0.5,
+    matmul_n=2048,
+    copy_mb=256,
+    target=1.5,
+    tol=1e-4,
+)
+
+
+def _ceilings(cfg) -> tuple[float, float, float]:
+    """(matmul FLOP/s, large-copy bytes/s, copy bytes/s at the size of H), float32."""
+    import jax
+    import jax.numpy as jnp
+
+    m = cfg["matmul_n"]
+    a = jax.random.normal(jax.random.PRNGKey(1), (m, m), jnp.float32)
+    mm = jax.jit(lambda x, y: x @ y)
+    t_mm = _bench.median_time(lambda: _bench.block(mm(a, a)), repeats=cfg["repeats"])
+    flops = 2.0 * m**3 / t_mm
+
+    def bandwidth(nbytes, sweeps=10):
+        # x ← a x + c in place, `sweeps` times in one call: each sweep reads and writes the array
+        # (a fresh output array per call would time the page faults of new memory instead).
+        x = jnp.ones(nbytes // 4, jnp.float32)
+        loop = jax.jit(lambda x: jax.lax.fori_loop(0, sweeps, lambda _, y: 0.999 * y + 1e-3, x))
+        t = _bench.median_time(lambda: _bench.block(loop(x)), repeats=cfg["repeats"])
+        return 2.0 * x.size * 4 * sweeps / t
+
+    n, p = cfg["classes"] * cfg["per_class"], cfg["dim"]
+    return flops, bandwidth(cfg["copy_mb"] << 20), bandwidth(4 * n * p)
+
+
+def fused_step(W, b, H, Y, eta, lam_w, lam_h, lam_b=0.0):
+    """One GD step of L_UFM with the gradient written out (no autodiff)."""
+    n = H.shape[0]
+    R = H @ W.T + b - Y
+    W_new = W - eta * ((R.T @ H) / n + lam_w * W)
+    b_new = b - eta * (jnp_sum0(R) / n + lam_b * b)
+    H_new = (1.0 - eta * lam_h) * H - (eta / n) * (R @ W)
+    return W_new, b_new, H_new
+
+
+def jnp_sum0(x):
+    import jax.numpy as jnp
+
+    return jnp.sum(x, axis=0)
+
+
+def blocked_step(W, b, H, Y, eta, lam_w, lam_h, lam_b=0.0, *, block: int = 256):
+    """The same step, one pass over H: a scan over row blocks (n must divide into blocks)."""
+    import jax
+    import jax.numpy as jnp
+
+    n, p = H.shape
+    C = W.shape[0]
+    nb = n // block
+    Hb, Yb = H.reshape(nb, block, p), Y.reshape(nb, block, C)
+    decay, scale = 1.0 - eta * lam_h, eta / n
+
+    def body(carry, xs):
+        gW, gb = carry
+        h, y = xs
+        r = h @ W.T + b - y
+        return (gW + r.T @ h, gb + jnp.sum(r, axis=0)), decay * h - scale * (r @ W)
+
+    zero = (jnp.zeros_like(W), jnp.zeros_like(b))
+    (gW, gb), H_new = jax.lax.scan(body, zero, (Hb, Yb))
+    W_new = W - eta * (gW / n + lam_w * W)
+    b_new = b - eta * (gb / n + lam_b * b)
+    return W_new, b_new, H_new.reshape(n, p)
+
+
+def _as_tuple(s):
+    return s.W, s.b, s.H
+
+
+def main(cfg: dict | None = None) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from centralpath._ufm import init_ufm
+    from centralpath.flows import UFMFlow
+
+    cfg = _bench.merged(DEFAULTS, cfg)
+    C, N, p, K = cfg["classes"], cfg["per_class"], cfg["dim"], cfg["steps"]
+    n = C * N
+    block = max(d for d in range(1, min(cfg["block"], n) + 1) if n % d == 0)
+    state, labels = init_ufm(
+        jax.random.PRNGKey(cfg["seed"]), C, N, p, mean_scale=2.0, dtype=jnp.float32
+    )
+    Y = jax.nn.one_hot(labels, C, dtype=jnp.float32)
+    eta, lw, lh = (jnp.float32(cfg[k]) for k in ("eta", "lam_w", "lam_h"))
+    flow = UFMFlow(labels, C, lam_W=cfg["lam_w"], lam_H=cfg["lam_h"])
+
+    def looped(step):
+        def run(W, b, H):
+            return jax.lax.fori_loop(0, K, lambda _, s: step(*s), (W, b, H))
+
+        return jax.jit(run, donate_argnums=(2,))
+
+    impls = {
+        "autodiff": lambda W, b, H: _as_tuple(flow.gd_step(type(state)(W, b, H), eta)),
+        "fused": lambda W, b, H: fused_step(W, b, H, Y, eta, lw, lh),
+        "blocked": lambda W, b, H: blocked_step(W, b, H, Y, eta, lw, lh, block=block),
+    }
+    flops = 6.0 * n * p * C + 3.0 * n * p
+    nbytes = 4.0 * (2 * n * p + n * C + 2 * p * C + 2 * C)
+    F, B_large, B_small = _ceilings(cfg)
+    floor = max(flops / F, nbytes / B_large)
+    rows, results, checks = [], {}, {}
+    for name, step in impls.items():
+        fn = looped(step)
+        fresh = lambda: (state.W, state.b, jnp.array(state.H))  # noqa: E731 - H is donated
+        exe, c = _bench.compiled(fn, *fresh())
+        results[name] = jax.device_get(exe(*fresh()))
+        args = [fresh() for _ in range(cfg["repeats"] + 1)]
+        it = iter(args)
+        t = _bench.median_time(lambda: _bench.block(exe(*next(it))), repeats=cfg["repeats"]) / K
+        hlo = exe.as_text()
+        checks[f"{name}_fusions"] = hlo.count(" fusion(")
+        rows.append(
+            _bench.row(
+                f"UFM GD step, {name}",
+                t,
+                compile_s=c,
+                baseline=floor,
+                note=f"{t / floor:.2f}x the floor",
+            )
+        )
+    for name in ("fused", "blocked"):
+        err = max(
+            float(np.max(np.abs(a - r)) / np.max(np.abs(r)))
+            for a, r in zip(results[name], results["autodiff"], strict=True)
+        )
+        checks[f"{name}_vs_autodiff"] = err
+        assert err <= cfg["tol"], f"{name} step differs from autodiff by {err:.2e}"
+    # ratio = floor / time: 1 means at the roofline; the target is time ≤ 1.5 × floor.
+    for r in rows:
+        r["target"] = 1.0 / cfg["target"]
+        r["met"] = bool(r["ratio"] >= r["target"])
+    rows.insert(
+        0,
+        _bench.row(
+            "roofline floor",
+            floor,
+            note=f"{flops:.3g} flop @ {F / 1e9:.3g} GFLOP/s, {nbytes / 1e6:.3g} MB @ "
+            f"{B_large / 1e9:.3g} GB/s (copy of {cfg['copy_mb']} MB; {B_small / 1e9:.3g} GB/s at the "
+            "size of H)",
+        ),
+    )
+    checks.update(
+        flops=flops,
+        bytes=nbytes,
+        matmul_flops_per_s=F,
+        bandwidth=B_large,
+        bandwidth_at_size_of_H=B_small,
+    )
+    return {"name": "roofline", "rows": rows, "checks": checks}
+
+
+if __name__ == "__main__":
+    print(_bench.report(main()))
