@@ -125,7 +125,7 @@ def test_simulate_diverging_step_is_runtime_failure(tmp_path, capsys):
         "--methods",
         "gd",
         "--eta",
-        "500",
+        "5",
         "--out",
         str(tmp_path / "x"),
         "--quiet",
