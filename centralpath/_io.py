@@ -222,6 +222,11 @@ def validate_features_arrays(
         C = int(nc)
     elif W is not None:
         C = W.shape[1]
+        require(
+            labels.max() + 1 == C,
+            f"{source}: 'W' has {C} rows (classes) but the labels name {labels.max() + 1} classes "
+            f"(0..{labels.max()}); the label count must match the classifier",
+        )
     else:
         C = int(labels.max()) + 1
     require(C >= 2, f"{source}: found {C} class(es); neural collapse needs at least 2 classes")

@@ -87,7 +87,11 @@ def _checkpoint(H, labels, W, b, lam, num_classes: int, rtol: float):
 
 
 def analyze(
-    ff: FeaturesFile, *, weight_decay: float | None = None, rtol: float = DEFAULT_RTOL
+    ff: FeaturesFile,
+    *,
+    weight_decay: float | None = None,
+    rtol: float = DEFAULT_RTOL,
+    source: str = "features file",
 ) -> list[dict]:
     """One record per checkpoint with the keys of `RECORD_KEYS` (classifier keys None without W).
 
@@ -95,7 +99,7 @@ def analyze(
     §7½ — with λ = 0 the least-squares classifier of real features is ill-conditioned and the
     distance to it meaningless.
     """
-    check_analysable(ff)
+    check_analysable(ff, source)
     lam = ff.weight_decay if weight_decay is None else float(weight_decay)
     require(lam >= 0, f"weight decay must be >= 0, got {lam}")
     labels = jnp.asarray(ff.labels)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import require
+from ._errors import NumericalError, require
 
 FLOW_NAMES = ("renormalised", "whitened", "central-path", "ufm")
 REPRESENTATIONS = ("reduced", "full")
@@ -296,7 +296,17 @@ def simulate(
                     checkpoint.save(done, method, k + 1, y, snapshots, stop_time)
                     bar.update(1)
                     continue
-                tr = gradient_descent(flow, y, eta, gap)
+                try:
+                    tr = gradient_descent(flow, y, eta, gap)
+                    growth = float(tr.snapshots.objective[-1]) / float(snapshot0.objective)
+                except NumericalError:
+                    growth = float("inf")
+                if not growth <= 10.0:  # gradient descent on a stable step never grows tenfold
+                    raise NumericalError(
+                        f"gradient descent diverged by t = {float(ts[k + 1]):.4g} with eta = {eta:.4g} "
+                        f"(the objective grew {growth:.3g}-fold); the largest stable step at the "
+                        f"initial state is about {stable_step_size(flow, y0):.4g} — use a smaller --eta"
+                    )
                 num_steps += gap
             y = tr.final_state
             # The last snapshot of a segment is at its end, except after an NC1 stop inside it.

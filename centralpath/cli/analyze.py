@@ -38,7 +38,9 @@ def run(args) -> int:
         f"--weight-decay must be >= 0, got {args.weight_decay}",
     )
     ff = load_features(args.features)
-    records = analyze(ff, weight_decay=args.weight_decay, rtol=args.rtol)
+    records = analyze(
+        ff, weight_decay=args.weight_decay, rtol=args.rtol, source=f"features file {args.features}"
+    )
     if any(r.get("ls_singular") for r in records):
         print(
             "centralpath analyze: warning: the least-squares normal matrix is singular at some "
