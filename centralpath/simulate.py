@@ -231,6 +231,7 @@ def simulate(
     from ._eigen import central_path_loss_terms, eigen_dynamics, nc1_from_snr
     from ._integrate import integrate
     from ._trajectory import snapshot_metrics
+    from .flows._base import take_snapshot
 
     config = {**DEFAULTS, **config}
     validate(config)
@@ -311,7 +312,7 @@ def simulate(
             y = tr.final_state
             # The last snapshot of a segment is at its end, except after an NC1 stop inside it.
             snapshots.append(
-                _snapshot(flow, y)
+                take_snapshot(flow, y)
                 if np.isfinite(stop_time)
                 else jax.tree_util.tree_map(lambda a: a[-1], tr.snapshots)
             )

@@ -308,3 +308,34 @@ def test_help_has_example_for_every_command(capsys):
             main([name, "--help"])
         assert e.value.code == 0
         assert "example:" in capsys.readouterr().out
+
+
+def test_simulate_stops_at_nc1_target(tmp_path, capsys):
+    out = tmp_path / "stop"
+    args = [
+        "simulate",
+        "--flow",
+        "renormalised",
+        *TINY[:-4],
+        "--t-end",
+        "1e6",
+        "--num-saves",
+        "8",
+        "--methods",
+        "ode",
+        "--nc1-target",
+        "0.05",
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-figures",
+    ]
+    code, _, err = _run(args, capsys)
+    assert code == 0, err
+    results = dict(np.load(out / "results.npz"))
+    nc1, times = results["ode/nc1"], results["ode/times"]
+    assert nc1[-1] < 0.05 <= nc1[-2]
+    assert times[-1] < 1e6 and np.all(np.diff(times) > 0)
+    # The stopping state lies on the closed form at the stopping time.
+    omega = np.asarray(cp.eigen_dynamics(results["closed_form/snr"][0], 3, 4)(times[-1]))
+    assert_allclose(results["ode/snr"][-1], omega, rtol=1e-8)
