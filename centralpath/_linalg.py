@@ -12,8 +12,14 @@ from jaxtyping import Array, Bool, Float
 DEFAULT_RTOL = 1e-10
 
 
+def effective_rtol(rtol: float, dtype) -> float:
+    """rtol, but never below 100 ulp of the dtype: at float32 a 1e-10 cutoff keeps rounding noise
+    (NC1 came out ~1e7 on float32 features); at float64 100 ulp = 2e-14 < 1e-10 changes nothing."""
+    return max(float(rtol), 100.0 * float(jnp.finfo(dtype).eps))
+
+
 def _kept(s: Float[Array, " p"], rtol: float) -> Bool[Array, " p"]:
-    return s > rtol * jnp.max(s, initial=0.0)
+    return s > effective_rtol(rtol, s.dtype) * jnp.max(s, initial=0.0)
 
 
 def psd_pinv(A: Float[Array, "p p"], rtol: float = DEFAULT_RTOL) -> Float[Array, "p p"]:
@@ -54,7 +60,8 @@ def psd_right_solve(
     lu, piv = jsl.lu_factor(K)
     pivots = jnp.abs(jnp.diagonal(lu))
     singular = ~jnp.all(jnp.isfinite(lu)) | (
-        jnp.min(pivots, initial=jnp.inf) <= rtol * jnp.max(pivots, initial=0.0)
+        jnp.min(pivots, initial=jnp.inf)
+        <= effective_rtol(rtol, K.dtype) * jnp.max(pivots, initial=0.0)
     )
 
     def regular(_):

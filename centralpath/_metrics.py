@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from ._errors import InputError
-from ._linalg import DEFAULT_RTOL, psd_inv_sqrt
+from ._linalg import DEFAULT_RTOL, effective_rtol, psd_inv_sqrt
 from ._stats import ClassStats
 
 NC1Variant = Literal["paper", "notebook", "pinv", "trace_ratio"]
@@ -24,7 +24,7 @@ NC1_VARIANTS: tuple[str, ...] = ("paper", "notebook", "pinv", "trace_ratio")
 def _between_pinv_trace(stats: ClassStats, rtol: float) -> Float[Array, ""]:
     """Tr(Σ_W Σ_B^†) with Σ_B^† over the eigenpairs above rtol·max (the rank of M̄)."""
     s, V = jnp.linalg.eigh(stats.sigma_b)
-    keep = s > rtol * jnp.max(s)
+    keep = s > effective_rtol(rtol, s.dtype) * jnp.max(s)
     inv = jnp.where(keep, 1.0 / jnp.where(keep, s, 1.0), 0.0)
     return jnp.sum(inv * jnp.einsum("pk,pq,qk->k", V, stats.sigma_w, V))
 

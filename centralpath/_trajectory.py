@@ -88,7 +88,9 @@ def _metrics(snapshots: Snapshot, lam, rtol: float):
             snr=m.snr,
         )
 
-    return jax.vmap(one)(snapshots)
+    # lax.map, not vmap: one save time at a time keeps LAPACK calls unbatched (batched
+    # eigendecompositions and solves running concurrently can deadlock XLA:CPU, see _runtime).
+    return jax.lax.map(one, snapshots)
 
 
 def snapshot_metrics(

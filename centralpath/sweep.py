@@ -26,8 +26,11 @@ they share their shapes (classes, per_class, dim, flow, representation) — and 
 ONE compiled call (`batched_simulate`): the initial states are drawn under `vmap` over PRNG keys
 with `simulate.build`, so the flows carry their ridges as batched leaves, and
 
-- gradient descent is the `lax.scan` of `gradient_descent`, vmapped; each configuration keeps
-  its own η (η = 0: half the stable step at its own initial state) and its own step counts;
+- gradient descent is the `lax.scan` of `gradient_descent` run for every configuration; each
+  keeps its own η (η = 0: half the stable step at its own initial state) and its own step
+  counts. The UFM's steps (matrix products only) are vectorised, in chunks whose states fit in
+  L2; the flows whose steps solve for a least-squares classifier run one configuration at a
+  time inside the compiled call, as do the initial states and the metrics (see "Deadlock");
 - the renormalised flows (F3, F3′) use the closed form F(ω(t)) = F(ω(0)) + t, one vectorised
   Newton call; it *is* the exact solution of their ODE, so no ODE is integrated for them (their
   `ode` method is replaced by the `closed_form` series, which `simulate` also writes);
@@ -40,6 +43,14 @@ with `simulate.build`, so the flows carry their ridges as batched leaves, and
 
 GD and closed-form results equal per-configuration `simulate` runs to ~1e-12 at float64
 (`tests/test_sweep.py`).
+
+**Deadlock.** jaxlib's batched LAPACK kernels (eigh, svd, LU, triangular solves under `vmap`)
+split their batch over XLA:CPU's intra-op thread pool and block until it finishes; two of them
+running concurrently can hold every thread of a small pool and wait forever (seen on 2 cores:
+dtrsm and dsyevd both parked in `ParallelBatchMap`, 3 hangs in 5 runs). The compiled programs
+here therefore never batch a LAPACK call (`_sequential`: `jax.custom_batching.sequential_vmap`),
+and importing this module also turns XLA:CPU's concurrency-optimised scheduler off
+(`XLA_CPU_FLAGS`) when no backend is running yet.
 
 **Devices.** The batch axis is split over devices with `jax.shard_map` on a 1-D `Mesh` with
 axis "batch" (inputs placed with `NamedSharding(mesh, P("batch"))`); the batch is padded to a
@@ -57,11 +68,15 @@ all hosts, every process builds the same global inputs with `jax.make_array_from
 results are gathered with `multihost_utils.process_allgather`, and only process 0 writes files.
 
 **Precision.** float64 is the default (the theory's identities hold to ~1e-12 only there).
-`precision = "float32"` (or `--precision float32`) halves memory and is several times faster on
-accelerators; measured on this project's defaults (experiments/bench_precision.py), the relative
-error of ω_j at t_end against float64 is ~1e-6 for the closed form and ~1e-5–1e-4 after
-10³–10⁴ GD steps (rounding accumulates linearly in the step count); NC1 and the losses inherit
-the same relative error. Use float64 for anything compared at 1e-9 or tighter.
+`precision = "float32"` (or `--precision float32`) halves memory and is faster on
+accelerators. Measured from the same initial states (experiments/bench_precision.py, simulate
+defaults C = 4, N = 10, p = 8): the relative error of ω_j at t_end against float64 is ~2e-7 for
+the closed form (t = 1e4) and for 14 GD steps of the renormalised flow, ~1e-4 for the worst ω_j
+after 320 GD steps of the reduced UFM (NC1 there: ~2e-6); rounding grows with the step count
+and with the conditioning of Σ_W. Once features collapse (NC1 below ~1e-6) float32 NC1 is
+rounding noise. The metrics' pseudo-inverse cutoff is max(1e-10, 100·eps) (`metrics_rtol`):
+at float32 the default 1e-10 keeps Σ_B's null space and NC1 comes out ~1e7. Use float64 for
+anything compared at 1e-9 or tighter.
 
 **Output** (`write_sweep`, `centralpath sweep`): a run directory with `config.toml` (the
 resolved sweep file), `metadata.json` and one tidy table `results.csv` with a column per swept
@@ -88,7 +103,10 @@ from typing import Any
 import numpy as np
 
 from ._errors import InputError, NumericalError, require
+from ._runtime import configure_cpu_runtime
 from .simulate import DEFAULTS, FLOW_NAMES, save_times, validate
+
+configure_cpu_runtime()
 
 BATCHABLE = ("seed", "lam", "lam_w", "lam_h", "lam_b", "mean_scale", "noise_scale", "eta")
 FLOAT_PARAMS = ("lam", "lam_w", "lam_h", "lam_b", "mean_scale", "noise_scale")
@@ -98,6 +116,7 @@ PRECISIONS = ("float64", "float32")
 RECORDS = ("final", "all")
 CLOSED_FORM_KEYS = ("objective", "loss", "loss_nc1", "loss_nc23", "nc1", "etf_distance", "snr")
 MAX_CONFIGS = 10_000_000
+CHUNK_BYTES = 1 << 19
 RENORMALISED = {"renormalised": "renormalised", "whitened": "whitened"}
 
 
@@ -366,6 +385,48 @@ def _max_norm(axis: str | None):
     return norm
 
 
+def metrics_rtol(dtype) -> float:
+    """The pseudo-inverse cutoff of the metrics: THEORY.md §7½'s 1e-10, but at least 100 ulps.
+
+    In float32 the zero eigenvalues of Σ_B (rank C − 1 < p) come out at ~1e-7 of the largest,
+    above 1e-10: kept, they make NC1 ~1e7 (measured). 100·eps = 1.2e-5 drops them.
+    """
+    import numpy as np
+
+    return max(1e-10, 100.0 * float(np.finfo(dtype).eps))
+
+
+def _sanitise(snaps, fallback, lead: int):
+    """Replace the snapshots of diverged states by `fallback` (and say which): LAPACK's
+    eigensolvers can loop forever on Inf/NaN, and the metrics of a diverged run would hang a
+    whole batch. A snapshot is sane when every entry is finite and below max^(1/4), so that the
+    products the metrics form stay finite. `lead` leading axes index snapshots ([T] or [T, B])."""
+    import jax
+    import jax.numpy as jnp
+
+    # nc4 is NaN by design for moment-reduced flows: judge the state, not that field.
+    leaves = jax.tree_util.tree_leaves((snaps.stats, snaps.W, snaps.b, snaps.objective))
+    ok = None
+    for x in leaves:
+        limit = jnp.finfo(x.dtype).max ** 0.25
+        good = jnp.all(jnp.isfinite(x) & (jnp.abs(x) <= limit), axis=tuple(range(lead, x.ndim)))
+        ok = good if ok is None else ok & good
+
+    def pick(s, f):
+        return jnp.where(ok.reshape(ok.shape + (1,) * (s.ndim - lead)), s, f)
+
+    return jax.tree_util.tree_map(pick, snaps, fallback), ok
+
+
+def _mask_metrics(metrics: dict, ok) -> dict:
+    import jax.numpy as jnp
+
+    return {
+        k: jnp.where(ok.reshape(ok.shape + (1,) * (v.ndim - ok.ndim)), v, jnp.nan)
+        for k, v in metrics.items()
+    }
+
+
 def _closed_form_metrics(omega0, ts, C: int, N: int, kind: str) -> dict:
     """ω(t) and what follows from it alone (THEORY.md §5): L_LS = objective, its terms, NC1 and
     the ETF distance, which for M̄ = U diag(ω) Vᵀ with V spanning 1^⊥ is ‖ω²/‖ω²‖ − 1/√(C−1)‖."""
@@ -389,6 +450,66 @@ def _closed_form_metrics(omega0, ts, C: int, N: int, kind: str) -> dict:
     )
 
 
+def _sequential(fn):
+    """`fn` (whose arguments may hold `eqx.Module`s) batched as a loop of unbatched calls.
+
+    jaxlib's batched LAPACK kernels (eigh, svd, LU, triangular solves under `vmap`) split their
+    batch over XLA:CPU's intra-op thread pool and block until it is done; two of them running
+    concurrently can take every thread of a small pool (2 cores) and deadlock (observed: dtrsm
+    and dsyevd both parked in `ParallelBatchMap`). Code with independent LAPACK calls — the
+    metrics, the initial states — therefore runs under `jax.custom_batching.sequential_vmap`:
+    unbatched kernels, one configuration at a time. Its cost is small beside the GD loops.
+    """
+    import equinox as eqx
+    from jax.custom_batching import sequential_vmap
+
+    def wrapped(*args):
+        dyn, static = eqx.partition(args, eqx.is_array)
+        out_static = {}
+
+        @sequential_vmap
+        def inner(dyn):
+            out = fn(*eqx.combine(dyn, static))
+            out_dyn, out_static["value"] = eqx.partition(out, eqx.is_array)
+            return out_dyn
+
+        out_dyn = inner(dyn)
+        return eqx.combine(out_dyn, out_static["value"])
+
+    return wrapped
+
+
+def _snapshot_metrics(rtol: float):
+    """Every metric of `Trajectory.metrics` for one snapshot (as `_trajectory._metrics`, whose
+    inner vmap over times would batch LAPACK calls), to be batched with `_sequential`."""
+    from ._loss import loss_decomposition
+    from ._metrics import collapse_metrics
+
+    def one(s, lam):
+        d = loss_decomposition(s.stats, s.W, s.b, lam, rtol=rtol)
+        m = collapse_metrics(s.stats, s.W, rtol=rtol)
+        return dict(
+            objective=s.objective,
+            loss=d.loss,
+            loss_nc1=d.nc1,
+            loss_nc23=d.nc23,
+            loss_perp=d.perp,
+            perp_rel=d.perp / d.loss,
+            w_ls_distance=d.w_ls_distance,
+            nc1=m.nc1,
+            nc2_equinorm_means=m.nc2_equinorm_means,
+            nc2_equinorm_classifier=m.nc2_equinorm_classifier,
+            nc2_equiangular_means=m.nc2_equiangular_means,
+            nc2_equiangular_classifier=m.nc2_equiangular_classifier,
+            etf_distance=m.etf_distance,
+            nc3=m.nc3,
+            nc4=s.nc4,
+            snr=m.snr,
+        )
+
+    return _sequential(one)
+
+
 @functools.lru_cache(maxsize=64)
 def _group_program(static_items: tuple, mesh, parts: tuple[str, ...], rtol_metrics: float):
     """The compiled call of one group: build, then GD / closed form / vector ODE, then metrics.
@@ -404,45 +525,76 @@ def _group_program(static_items: tuple, mesh, parts: tuple[str, ...], rtol_metri
     from jax.sharding import PartitionSpec as P
 
     from ._discrete import _run, _spectral_radius
-    from ._trajectory import _metrics
 
     static = {k: (list(v) if isinstance(v, tuple) else v) for k, v in static_items}
     C, N = int(static["classes"]), int(static["per_class"])
     kind = RENORMALISED.get(static["flow"])
+    metrics_of = _snapshot_metrics(rtol_metrics)
+    build = _sequential(lambda seed, p: _build(static, seed, p))
+    # Every flow but the UFM solves for its least-squares classifier (LU, triangular solves) in
+    # each step and snapshot: run those one configuration at a time (see `_sequential`); the
+    # UFM's steps are matrix products only and are vectorised over the batch.
+    lapack = static["flow"] != "ufm"
+    loop = _sequential if lapack else (lambda f: f)
+
+    def rho_one(flow, y0):
+        flat, _ = jax.flatten_util.ravel_pytree(y0)
+        v0 = jax.random.normal(jax.random.PRNGKey(0), flat.shape, flat.dtype)
+        return _spectral_radius(flow, y0, v0, 50)
+
+    def gd_one(flow, y0, eta_b, gaps_b):
+        _, _, bad, snaps = _run(flow, y0, eta_b, gaps_b)
+        return snaps, bad
+
+    def per_config(flow, y0, omega0, eta_b, gaps_b, ts):
+        res = {}
+        if "rho" in parts:
+            res["rho"] = loop(rho_one)(flow, y0)
+        if "gd" in parts:
+            snaps, bad = loop(gd_one)(flow, y0, eta_b, gaps_b)
+            snap0 = flow.snapshot(0.0, y0)
+            snaps, ok = _sanitise(snaps, snap0, 1)
+            # Saves before the first non-finite step keep their numbers; as in simulate, a run
+            # whose objective grows tenfold has diverged (a stable step never does that).
+            ok = ok & ((bad < 0) | (jnp.cumsum(gaps_b) < bad))
+            ok = ok & (snaps.objective <= 10.0 * snap0.objective)
+            ok = jnp.cumprod(ok.astype(jnp.int32)).astype(bool)
+            bad = jnp.where((bad < 0) & ~jnp.all(ok), jnp.argmin(ok), bad)
+            lam = jnp.asarray(flow.decomposition_lambda)
+            metrics = jax.vmap(metrics_of, in_axes=(0, None))(snaps, lam)
+            res["gd"] = _mask_metrics(metrics, ok)
+            res["gd_bad"] = bad  # ≥ 0: diverged (the step, or the save index of the growth)
+        if "closed_form" in parts:
+            res["closed_form"] = _closed_form_metrics(omega0, ts, C, N, kind)
+        return res
 
     def local(seeds, params, eta, gaps, ts):
         """One device's shard of the batch."""
+        flows, y0s, omega0s = jax.vmap(build)(seeds, params)
         out = {}
-
-        def one(seed, p, eta_b, gaps_b):
-            flow, y0, omega0 = _build(static, seed, p)
-            res = {}
-            if "rho" in parts:
-                flat, _ = jax.flatten_util.ravel_pytree(y0)
-                v0 = jax.random.normal(jax.random.PRNGKey(0), flat.shape, flat.dtype)
-                res["rho"] = _spectral_radius(flow, y0, v0, 50)
-            if "gd" in parts:
-                _, _, bad, snaps = _run(flow, y0, eta_b, gaps_b)
-                res["gd"] = _metrics(snaps, jnp.asarray(flow.decomposition_lambda), rtol_metrics)
-                res["gd_bad"] = bad
-            if "closed_form" in parts:
-                res["closed_form"] = _closed_form_metrics(omega0, ts, C, N, kind)
-            return res
-
         if {"rho", "gd", "closed_form"} & set(parts):
-            out.update(jax.vmap(one)(seeds, params, eta, gaps))
+            # Vectorised in chunks whose states fit in L2 (~512 KiB): a GD step over the whole
+            # shard at once streams every state through memory several times per step and is
+            # memory-bound; chunk by chunk, the loops run on cache-resident data.
+            dyn, static_part = eqx.partition((flows, y0s, omega0s, eta, gaps), eqx.is_array)
+            per_bytes = sum(x.nbytes // x.shape[0] for x in jax.tree_util.tree_leaves(y0s))
+            chunk = int(max(1, min(seeds.shape[0], CHUNK_BYTES // max(per_bytes, 1))))
+
+            def run(d):
+                f, y, w, e, g = eqx.combine(d, static_part)
+                return per_config(f, y, w, e, g, ts)
+
+            out.update(jax.lax.map(run, dyn, batch_size=chunk))
         if "ode" in parts:
-            out.update(_vector_ode(seeds, params, ts))
+            out.update(_vector_ode(flows, y0s, ts, seeds.shape))
         return out
 
-    def _vector_ode(seeds, params, ts):
-        flows, y0s, _ = eqx.filter_vmap(lambda s, p: _build(static, s, p))(seeds, params)
-
+    def _vector_ode(flows, y0s, ts, batch_shape):
         def vf(t, y, args):
-            return eqx.filter_vmap(lambda f, yb: f(t, yb, None))(flows, y)
+            return eqx.filter_vmap(loop(lambda f, yb: f(t, yb, None)))(flows, y)
 
         def snapshot(t, y, args):
-            return eqx.filter_vmap(lambda f, yb: f.snapshot(t, yb))(flows, y)
+            return eqx.filter_vmap(loop(lambda f, yb: f.snapshot(t, yb)))(flows, y)
 
         saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=snapshot)])
         sol = diffrax.diffeqsolve(
@@ -459,15 +611,18 @@ def _group_program(static_items: tuple, mesh, parts: tuple[str, ...], rtol_metri
             max_steps=int(static["max_steps"]),
             throw=False,
         )
-        snaps = sol.ys[0]  # leaves [T, B, …]
+        snap0 = eqx.filter_vmap(loop(lambda f, yb: f.snapshot(0.0, yb)))(flows, y0s)
+        snaps, sane = _sanitise(sol.ys[0], snap0, 2)  # leaves [T, B, …]
         lam = eqx.filter_vmap(lambda f: jnp.asarray(f.decomposition_lambda))(flows)
-        metrics = jax.vmap(lambda s, l: _metrics(s, l, rtol_metrics), in_axes=(1, 0))(snaps, lam)
+        by_config = jax.vmap(metrics_of, in_axes=(0, None))
+        metrics = jax.vmap(by_config, in_axes=(1, 0))(snaps, lam)  # [B, T, …]
+        metrics = _mask_metrics(metrics, sane.T)
         ok = sol.result == diffrax.RESULTS.successful
         steps = jnp.asarray(sol.stats["num_steps"])
         return {
             "ode": metrics,
-            "ode_ok": jnp.broadcast_to(ok, seeds.shape),
-            "ode_steps": jnp.broadcast_to(steps, seeds.shape),
+            "ode_ok": jnp.broadcast_to(ok, batch_shape),
+            "ode_steps": jnp.broadcast_to(steps, batch_shape),
         }
 
     batch = P("batch")
@@ -580,7 +735,7 @@ def batched_simulate(
         if np.any(steps[:, -1] == 0):
             raise InputError(f"eta = {eta[np.argmin(steps[:, -1])]:.3g} exceeds t-end; lower eta")
         gaps = np.diff(np.concatenate([np.zeros((B, 1), np.int64), steps], axis=1), axis=1)
-    program = _group_program(static_items, mesh, tuple(parts), 1e-10)
+    program = _group_program(static_items, mesh, tuple(parts), metrics_rtol(fdt))
     out = program(seeds_dev, params_dev, put(padded(eta, fdt)), put(padded(gaps, idt)), ts_dev)
     out = jax.tree_util.tree_map(lambda x: _fetch(x)[:B], out)
     keep = _quantity_filter(quantities)
@@ -591,16 +746,14 @@ def batched_simulate(
             which = [int(configs[i]["seed"]) for i in np.flatnonzero(bad >= 0)[:5]]
             log(
                 f"warning: gradient descent diverged for {int(np.sum(bad >= 0))} configuration(s) "
-                f"(seeds {which}…); their gd metrics are NaN — lower eta"
+                f"(seeds {which}…); their gd metrics from the divergence on are NaN — lower eta"
             )
         for i in range(B):
-            # simulate saves at the distinct step counts round(t/η) only.
-            uniq, first = np.unique(steps[i], return_index=True)
-            res = {"gd/times": np.asarray(uniq * eta[i], float)}
+            # As simulate: a snapshot at every save time, t = round(t/η)·η (repeats kept).
+            res = {"gd/times": np.asarray(steps[i] * eta[i], float)}
             for k, v in out["gd"].items():
                 if keep(k):
-                    val = np.asarray(v[i])[first]
-                    res[f"gd/{k}"] = np.full_like(val, np.nan) if bad[i] >= 0 else val
+                    res[f"gd/{k}"] = np.asarray(v[i])
             res["gd/eta"] = np.asarray(eta[i])
             results[i].update(res)
     if "closed_form" in parts:

@@ -65,15 +65,17 @@ def compiled(jitted, *args):
 
 def row(
     name: str,
-    seconds: float,
+    seconds: float | None,
     *,
     baseline: float | None = None,
     target: float | None = None,
     note: str = "",
     compile_s: float | None = None,
+    value: float | None = None,
 ) -> dict:
-    """A table row; ratio = baseline / seconds (how many times faster than the baseline)."""
-    ratio = None if baseline is None else baseline / seconds
+    """A table row; ratio = baseline / seconds (how many times faster than the baseline);
+    `value` for a row that reports a number other than a time (an error)."""
+    ratio = None if (baseline is None or seconds is None) else baseline / seconds
     met = None if (target is None or ratio is None) else bool(ratio >= target)
     return dict(
         name=name,
@@ -82,6 +84,7 @@ def row(
         ratio=ratio,
         target=target,
         met=met,
+        value=value,
         note=note,
     )
 
@@ -97,7 +100,8 @@ def fmt(x) -> str:
 
 
 def table(
-    rows: list[dict], columns=("name", "seconds", "compile_s", "ratio", "target", "met", "note")
+    rows: list[dict],
+    columns=("name", "seconds", "compile_s", "ratio", "target", "met", "value", "note"),
 ) -> str:
     cells = [[fmt(r.get(c)) for c in columns] for r in rows]
     widths = [
@@ -118,3 +122,27 @@ def enable_x64() -> None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+
+
+def max_rel_diff(a: list[dict], b: list[dict], *, noise: float = 1e-10) -> float:
+    """Largest normwise relative difference, quantity by quantity, between two lists of results
+    dicts. Quantities whose largest magnitude is below `noise` are rounding noise by
+    construction (L_perp and ‖W̃ − W̃_LS‖ on the central path are 0 in exact arithmetic) and are
+    skipped; NaN entries must agree."""
+    import numpy as np
+
+    worst = 0.0
+    for ra, rb in zip(a, b, strict=True):
+        for key in ra:
+            x, y = np.asarray(ra[key], float), np.asarray(rb[key], float)
+            if x.shape != y.shape:
+                return float("inf")
+            if not np.array_equal(np.isnan(x), np.isnan(y)):
+                return float("inf")
+            if not x.size or np.all(np.isnan(x)):
+                continue
+            scale = float(np.nanmax(np.abs(x)))
+            if scale < noise:
+                continue
+            worst = max(worst, float(np.nanmax(np.abs(x - y))) / scale)
+    return worst

@@ -155,7 +155,12 @@ def main(cfg: dict | None = None) -> dict:
         results[name] = jax.device_get(exe(*fresh()))
         args = [fresh() for _ in range(cfg["repeats"] + 1)]
         it = iter(args)
-        t = _bench.median_time(lambda: _bench.block(exe(*next(it))), repeats=cfg["repeats"]) / K
+        t = (
+            _bench.median_time(
+                lambda e=exe, i=it: _bench.block(e(*next(i))), repeats=cfg["repeats"]
+            )
+            / K
+        )
         hlo = exe.as_text()
         checks[f"{name}_fusions"] = hlo.count(" fusion(")
         rows.append(

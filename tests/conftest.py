@@ -1,6 +1,10 @@
 """Every test runs at float64 (THEORY.md: identities hold to ~1e-12 only there)."""
 
-import jax
+from centralpath._runtime import configure_cpu_runtime
+
+configure_cpu_runtime()  # before the JAX backend starts
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

@@ -339,3 +339,39 @@ def test_simulate_stops_at_nc1_target(tmp_path, capsys):
     # The stopping state lies on the closed form at the stopping time.
     omega = np.asarray(cp.eigen_dynamics(results["closed_form/snr"][0], 3, 4)(times[-1]))
     assert_allclose(results["ode/snr"][-1], omega, rtol=1e-8)
+
+
+def test_demo_end_to_end_on_a_tiny_config(tmp_path, capsys):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(
+        "[simulation]\nclasses = 3\nper_class = 4\ndim = 3\nt_end = 1e3\nnum_saves = 8\neta = 5.0\n\n"
+        "[convergence]\nt = 200.0\netas = [20.0, 10.0, 5.0]\n\n"
+        "[training]\nepochs = 6\nwidths = [32, 16]\nper_class = 10\nbatch_size = 25\nnum_checkpoints = 4\n"
+    )
+    out = tmp_path / "demo"
+    code, stdout, err = _run(["demo", "--config", str(cfg), "--out", str(out), "--quiet"], capsys)
+    assert code == 0, err
+    assert "report" in stdout
+    results = _check_run_dir(out, ["ode", "gd", "closed_form", "train", "fit"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["simulation"]["ode_vs_closed_form_max_rel"] < 1e-7
+    assert abs(summary["convergence"]["slope"] - 1.0) < 0.2
+    assert summary["training"]["epochs"] == 6 and "perp_rel_last" in summary["training"]
+    html = (out / "report.html").read_text()
+    md = (out / "report.md").read_text()
+    for stem in ("omega", "gd_convergence", "measured_vs_predicted", "nc_metrics_train"):
+        assert (out / "figures" / f"{stem}.png").is_file() and (
+            out / "figures" / f"{stem}.pdf"
+        ).is_file()
+        assert f"figures/{stem}.png" in md
+    assert html.count("data:image/png;base64,") >= 4
+    assert results["train/times"].shape == results["fit/time_map"].shape
+    code, _, err = _run(["demo", "--config", str(cfg), "--out", str(out)], capsys)
+    assert code == 2 and "--overwrite" in err
+
+
+def test_demo_rejects_unknown_config_section(tmp_path, capsys):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[simulations]\nclasses = 3\n")
+    code, _, err = _run(["demo", "--config", str(cfg), "--out", str(tmp_path / "d")], capsys)
+    assert code == 2 and "unknown section" in err

@@ -298,3 +298,48 @@ def test_determinism_same_seed_same_output(tmp_path, capsys):
         Path(tmp_path / "x" / "config.toml").read_text()
         == Path(tmp_path / "y" / "config.toml").read_text()
     )
+
+
+TRAIN = [
+    "train",
+    "--dataset",
+    "digits",
+    "--model",
+    "mlp",
+    "--epochs",
+    "60",
+    "--per-class",
+    "20",
+    "--batch-size",
+    "25",
+    "--quiet",
+    "--no-figures",
+]
+
+
+@pytest.mark.slow
+def test_train_sigkill_then_resume(tmp_path):
+    env = _env(tmp_path)
+    cmd = [sys.executable, "-m", "centralpath.cli"]
+    run_a, run_b = tmp_path / "a", tmp_path / "b"
+    proc = subprocess.Popen([*cmd, *TRAIN, "--out", str(run_a)], env=env)
+    state = tmp_path / ".a.partial" / "state"
+    deadline = time.time() + 600
+    while (
+        proc.poll() is None
+        and time.time() < deadline
+        and not (state.is_dir() and len(list(state.glob("capture-*"))) >= 3)
+    ):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not run_a.exists(), "killed before finishing: no finished run directory"
+    subprocess.run(
+        [*cmd, "train", "--resume", str(run_a), "--quiet", "--no-figures"], env=env, check=True
+    )
+    subprocess.run([*cmd, *TRAIN, "--out", str(run_b)], env=env, check=True)
+    for name in ("features.npz", "results.npz"):
+        a, b = np.load(run_a / name), np.load(run_b / name)
+        assert sorted(a.files) == sorted(b.files)
+        for k in b.files:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name}:{k}")

@@ -61,11 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from .._errors import InputError, NumericalError
+    from .._runtime import configure_cpu_runtime
 
+    configure_cpu_runtime()  # before the JAX backend starts
     try:
         import jax
 
-        jax.config.update("jax_enable_x64", getattr(args, "precision", "float64") == "float64")
+        precision = getattr(args, "precision", None) or "float64"
+        jax.config.update("jax_enable_x64", precision == "float64")
         return int(args._module.run(args) or 0)
     except InputError as e:
         if args.debug:

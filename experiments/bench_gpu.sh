@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Every benchmark on a GPU machine, in under five minutes (the `gpu` profile of bench_all.py:
+# the issue's sizes and larger ones where an accelerator needs more work to show its rate).
+# Usage: experiments/bench_gpu.sh [OUT.json]   (needs jax with CUDA: pip install "jax[cuda12]")
+# The sharding benchmark uses 4 host (CPU) devices on any machine; the cold start includes the
+# accelerator's start-up.
+set -euo pipefail
+cd "$(dirname "$0")"
+python -c "import jax; print('devices:', jax.devices())"
+timeout 290 python bench_all.py --profile gpu --json "${1:-bench_gpu.json}"

@@ -1,0 +1,34 @@
+"""Figures: an MLP trained with MSE on the real digits data — NC1–NC4 and L_⊥LS/L over epochs,
+the loss decomposition, and its ω_j(epoch) against the fitted closed form (THEORY.md §8).
+
+    python experiments/digits_mlp.py [experiments/digits_mlp.toml]
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from _runner import enable_x64, load_cfg, write_figures
+
+
+def main(cfg: dict, out_root=None):
+    import numpy as np
+
+    from centralpath._io import load_features
+    from centralpath.cli.compare import compare_features
+    from centralpath.networks.train import DEFAULTS, train_from_config
+
+    training = train_from_config({**DEFAULTS, **cfg["training"]})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "features.npz"
+        training.save_features(path)
+        fit, results, _ = compare_features(load_features(path))
+    results["train/train_accuracy"] = np.asarray(training.accuracy, float)
+    return write_figures(cfg.get("name", "digits_mlp"), "compare", results, cfg, out_root)
+
+
+if __name__ == "__main__":
+    enable_x64()
+    print(main(load_cfg(__file__, sys.argv)))

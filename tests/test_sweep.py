@@ -1,0 +1,263 @@
+"""`centralpath sweep`: batched runs equal per-configuration `simulate`, sharding and resume
+change no number, and bad sweep files fail in one line.
+
+Two small groups keep compilation to a few programs: the renormalised flow (GD and the closed
+form, seeds × mean scales) and the reduced UFM (GD, ridges λ_W batched).
+"""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from centralpath import sweep as sw
+from centralpath.cli import main
+from centralpath.simulate import simulate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SWEEP_TOML = """
+classes = 3
+per_class = 4
+dim = 4
+methods = ["gd"]
+t_end = 100.0
+num_saves = 4
+record = "all"
+
+[sweep]
+seeds = 2
+flow = ["renormalised", "ufm"]
+lam_w = [1e-3, 1e-2]
+"""
+
+
+def _eta(flow):
+    return {"renormalised": 5.0, "ufm": 0.5}[flow]
+
+
+def _spec(text=SWEEP_TOML):
+    import tomllib
+
+    raw = tomllib.loads(text)
+    return sw.parse_sweep(raw)
+
+
+def _close(a: dict, b: dict, rtol: float) -> None:
+    """Quantity by quantity, normwise; quantities that are rounding noise (< 1e-10: L_perp and
+    ‖W̃ − W̃_LS‖ on the central path) are skipped, NaN patterns must agree."""
+    for key in a:
+        if key not in b:
+            continue
+        x, y = np.asarray(a[key], float), np.asarray(b[key], float)
+        assert x.shape == y.shape, key
+        np.testing.assert_array_equal(np.isnan(x), np.isnan(y), err_msg=key)
+        if not x.size or np.all(np.isnan(x)):
+            continue
+        scale = float(np.nanmax(np.abs(y)))
+        if scale < 1e-10:
+            continue
+        assert float(np.nanmax(np.abs(x - y))) <= rtol * scale, (key, x, y)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The sweep of SWEEP_TOML (η per flow), written once with the command line."""
+    base = tmp_path_factory.mktemp("sweep")
+    text = SWEEP_TOML.replace('methods = ["gd"]', 'methods = ["gd"]\neta = 0.5')
+    # The renormalised flow needs a larger step to move within t_end: a separate eta by flow
+    # is not sweepable with another key, so give each flow its own file.
+    files = {}
+    for flow in ("renormalised", "ufm"):
+        t = text.replace('flow = ["renormalised", "ufm"]', f'flow = ["{flow}"]')
+        t = t.replace("eta = 0.5", f"eta = {_eta(flow)}")
+        if flow == "ufm":  # stop before the features collapse: ω_j of Σ_W → 0 is ill-conditioned
+            t = t.replace("t_end = 100.0", "t_end = 10.0")
+        files[flow] = base / f"{flow}.toml"
+        files[flow].write_text(t)
+    outs = {}
+    for flow, path in files.items():
+        out = base / f"run-{flow}"
+        assert main(["sweep", str(path), "--out", str(out), "--quiet"]) == 0
+        outs[flow] = out
+    return files, outs
+
+
+def _by_config(path: Path) -> dict:
+    """results.csv → {(swept values…): {quantity: array [T, k]}}."""
+    with open(path / "results.csv", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        rows = list(reader)
+    swept = header[: header.index("time")]
+    grouped: dict = {}
+    for r in rows:
+        key = tuple(r[: len(swept)])
+        t, q, j, v = float(r[len(swept)]), r[len(swept) + 1], int(r[len(swept) + 2]), r[-1]
+        grouped.setdefault(key, {}).setdefault(q, {})[(t, j)] = float(v)
+    out = {}
+    for key, qs in grouped.items():
+        out[key] = {}
+        for q, cells in qs.items():
+            times = sorted({t for t, _ in cells})
+            idx = sorted({j for _, j in cells})
+            out[key][q] = np.asarray([[cells.get((t, j), np.nan) for j in idx] for t in times])
+    return out
+
+
+def _at_distinct_times(results: dict, quantity: str) -> np.ndarray:
+    times = results[quantity.split("/")[0] + "/times"]
+    _, first = np.unique(times, return_index=True)
+    return np.asarray(results[quantity])[first]
+
+
+def test_parse_expands_the_product_and_groups_by_shape():
+    spec = _spec()
+    assert spec.swept == ("seed", "flow", "lam_w")
+    assert len(spec.configs) == 2 * 2 * 2
+    assert [c["seed"] for c in spec.configs[:4]] == [0, 0, 0, 0]  # first key varies slowest
+    groups = sw.groups(spec.configs)
+    # seed and lam_w batch; the flow splits: two groups of four.
+    assert sorted(len(g) for g in groups) == [4, 4]
+    assert {spec.configs[i]["flow"] for i in groups[0]} == {"renormalised"}
+
+
+@pytest.mark.parametrize("flow", ["renormalised", "ufm"])
+def test_batched_equals_simulate(run, flow):
+    """Every swept configuration: the sweep's numbers are simulate's (GD and closed form)."""
+    files, outs = run
+    spec = sw.load_sweep(files[flow])
+    table = _by_config(outs[flow])
+    for config in spec.configs:
+        ref = simulate(config)
+        key = tuple(sw._cell(config[k]) for k in spec.swept)
+        # The CSV holds one row per distinct time (GD saves repeat when round(t/η) does).
+        ref = {q: _at_distinct_times(ref, q) for q in ref if not q.endswith(("times", "eta"))}
+        got = {q: v.reshape(np.shape(ref[q])) for q, v in table[key].items() if q in ref}
+        series = {"gd", "closed_form"} if flow == "renormalised" else {"gd"}
+        assert {q.split("/")[0] for q in got} == series
+        _close(got, ref, 1e-12)
+
+
+def test_batched_simulate_in_memory_matches_and_keeps_simulate_times():
+    spec = _spec()
+    configs = [c for c in spec.configs if c["flow"] == "ufm"]
+    configs = [{**c, "eta": 0.5, "t_end": 10.0} for c in configs]
+    res = sw.batched_simulate(configs, record="all")
+    for c, r in zip(configs, res, strict=True):
+        ref = simulate(c)
+        np.testing.assert_array_equal(r["gd/times"], ref["gd/times"])
+        _close({k: v for k, v in r.items() if not k.endswith("times")}, ref, 1e-12)
+
+
+def test_closed_form_etf_distance_at_t0_matches_the_metric(run):
+    """closed_form/etf_distance comes from ω alone; at t = 0 it must equal the metric of M̄."""
+    _, outs = run
+    table = _by_config(outs["renormalised"])
+    for res in table.values():
+        np.testing.assert_allclose(
+            res["closed_form/etf_distance"][0], res["gd/etf_distance"][0], rtol=1e-12
+        )
+
+
+def test_resume_skips_done_groups_and_gives_identical_output(tmp_path, monkeypatch):
+    spec = _spec(SWEEP_TOML.replace('methods = ["gd"]', 'methods = ["gd"]\neta = 0.5'))
+    full = sw.write_sweep(spec, tmp_path / "full")
+    calls = []
+    real = sw.batched_simulate
+
+    def interrupted(configs, **kw):
+        calls.append(len(configs))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(configs, **kw)
+
+    monkeypatch.setattr(sw, "batched_simulate", interrupted)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        sw.write_sweep(spec, out)
+    assert not out.exists() and (tmp_path / ".resumed.partial" / "groups").is_dir()
+    calls.clear()
+    monkeypatch.setattr(
+        sw, "batched_simulate", lambda c, **kw: (calls.append(len(c)), real(c, **kw))[1]
+    )
+    sw.write_sweep(spec, out, resume=True)
+    assert calls == [4]  # only the unfinished group ran
+    assert (out / "results.csv").read_bytes() == (full / "results.csv").read_bytes()
+    assert (out / "config.toml").read_text() == (full / "config.toml").read_text()
+
+
+def test_sharded_over_four_host_devices_equals_unsharded(run, tmp_path):
+    files, outs = run
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    ).strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    out = tmp_path / "sharded"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "centralpath.cli",
+            "sweep",
+            str(files["ufm"]),
+            "--out",
+            str(out),
+            "--devices",
+            "4",
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    assert json.loads((out / "metadata.json").read_text())["mesh_devices"] == 4
+    a, b = _by_config(out), _by_config(outs["ufm"])
+    assert a.keys() == b.keys()
+    for key in a:
+        _close(a[key], b[key], 1e-12)
+
+
+BAD = {
+    "unknown top-level key": ("clases = 3\n[sweep]\nseeds = 2\n", "unknown key 'clases'"),
+    "no sweep table": ("classes = 3\n", "no [sweep] table"),
+    "empty sweep table": ("[sweep]\n", "is empty"),
+    "empty list": ("[sweep]\nlam_w = []\n", "empty list"),
+    "not a list": ("[sweep]\nlam_w = 0.1\n", "must be a list"),
+    "bad element type": ('[sweep]\nlam_w = [0.1, "x"]\n', "must be float"),
+    "unknown swept key": ("[sweep]\nlamw = [0.1]\n", "unknown key 'lamw'"),
+    "seeds and seed": ("[sweep]\nseeds = 2\nseed = [1]\n", "not both"),
+    "bad seeds count": ("[sweep]\nseeds = 0\n", "count >= 1"),
+    "unsweepable key": ('[sweep]\nmethods = [["gd"]]\n', "cannot be swept"),
+    "invalid configuration": ("[sweep]\nclasses = [1, 3]\n", "classes must be >= 2"),
+    "unknown quantity": ('quantities = ["ncl"]\n[sweep]\nseeds = 1\n', "unknown quantity 'ncl'"),
+    "bad precision": ('precision = "half"\n[sweep]\nseeds = 1\n', "precision must be"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_sweep_files_fail_in_one_line(name, tmp_path, capsys):
+    text, message = BAD[name]
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    code = main(["sweep", str(path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_without_an_interrupted_sweep_fails_in_one_line(tmp_path, capsys):
+    code = main(["sweep", "--resume", str(tmp_path / "nothing")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "no interrupted sweep" in err
