@@ -333,8 +333,7 @@ def _as_mesh(devices):
 def _put(mesh, host: np.ndarray):
     """A global array sharded over the batch axis, built from the same host array on every process."""
     import jax
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
+    from jax.sharding import NamedSharding, PartitionSpec as P
 
     sharding = NamedSharding(mesh, P("batch", *([None] * (host.ndim - 1))))
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])

@@ -50,8 +50,7 @@ def main(cfg: dict | None = None) -> dict:
     import numpy as np
 
     from centralpath import sweep
-    from centralpath.simulate import DEFAULTS as SIM
-    from centralpath.simulate import simulate
+    from centralpath.simulate import DEFAULTS as SIM, simulate
 
     cfg = _bench.merged(DEFAULTS, cfg)
     base = {

@@ -25,8 +25,7 @@ from centralpath.analysis import analyze
 from centralpath.cli import main
 
 networks = pytest.importorskip("centralpath.networks")
-from centralpath.networks import datasets as ds  # noqa: E402
-from centralpath.networks import train as tr  # noqa: E402
+from centralpath.networks import datasets as ds, train as tr  # noqa: E402
 from centralpath.networks.models import CNN, MLP, make_model  # noqa: E402
 
 # Every fast training test uses these settings (model shape, batch size, optimiser) so that

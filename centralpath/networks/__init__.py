@@ -11,17 +11,14 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "centralpath.networks needs optax; install the extra: pip install 'centralpath[networks]'"
     ) from e
 
-from .datasets import DATASETS as DATASETS
-from .datasets import Dataset as Dataset
-from .datasets import load_dataset as load_dataset
-from .models import CNN as CNN
-from .models import MLP as MLP
-from .models import MODELS as MODELS
-from .models import make_model as make_model
-from .train import DEFAULTS as DEFAULTS
-from .train import LOSSES as LOSSES
-from .train import Training as Training
-from .train import capture_epochs as capture_epochs
-from .train import fit as fit
-from .train import train_from_config as train_from_config
-from .train import training_results as training_results
+from .datasets import DATASETS as DATASETS, Dataset as Dataset, load_dataset as load_dataset
+from .models import CNN as CNN, MLP as MLP, MODELS as MODELS, make_model as make_model
+from .train import (
+    DEFAULTS as DEFAULTS,
+    LOSSES as LOSSES,
+    Training as Training,
+    capture_epochs as capture_epochs,
+    fit as fit,
+    train_from_config as train_from_config,
+    training_results as training_results,
+)

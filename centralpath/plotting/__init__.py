@@ -108,7 +108,10 @@ def figure_nc_metrics(results: dict, series: str = "ode") -> object:
         name = f"{series}/{key}"
         y = np.asarray(results.get(name, np.full(len(x), np.nan)), dtype=float)
         t, y = _positive_times(x, y)
-        if np.any(np.isfinite(y) & (y > 0)):
+        if key == "nc4" and np.any(np.isfinite(y)):
+            # A fraction that reaches exactly 0: a linear axis shows it, a log axis would not.
+            ax.plot(t, y, marker=".", markersize=3)
+        elif np.any(np.isfinite(y) & (y > 0)):
             ax.plot(t, np.where(y > 0, y, np.nan), marker=".", markersize=3)
             ax.set_yscale("log")
         else:
