@@ -64,29 +64,34 @@ class Trajectory(eqx.Module):
         return snapshot_metrics(self.snapshots, self.decomposition_lambda, rtol=rtol)
 
 
+def metrics_of_snapshot(s: Snapshot, lam, *, rtol: float = DEFAULT_RTOL) -> dict:
+    """Every quantity of `METRIC_KEYS` for one snapshot (jit/vmap-able)."""
+    d = loss_decomposition(s.stats, s.W, s.b, lam, rtol=rtol)
+    m = collapse_metrics(s.stats, s.W, rtol=rtol)
+    return dict(
+        objective=s.objective,
+        loss=d.loss,
+        loss_nc1=d.nc1,
+        loss_nc23=d.nc23,
+        loss_perp=d.perp,
+        perp_rel=d.perp / d.loss,
+        w_ls_distance=d.w_ls_distance,
+        nc1=m.nc1,
+        nc2_equinorm_means=m.nc2_equinorm_means,
+        nc2_equinorm_classifier=m.nc2_equinorm_classifier,
+        nc2_equiangular_means=m.nc2_equiangular_means,
+        nc2_equiangular_classifier=m.nc2_equiangular_classifier,
+        etf_distance=m.etf_distance,
+        nc3=m.nc3,
+        nc4=s.nc4,
+        snr=m.snr,
+    )
+
+
 @eqx.filter_jit
 def _metrics(snapshots: Snapshot, lam, rtol: float):
     def one(s: Snapshot):
-        d = loss_decomposition(s.stats, s.W, s.b, lam, rtol=rtol)
-        m = collapse_metrics(s.stats, s.W, rtol=rtol)
-        return dict(
-            objective=s.objective,
-            loss=d.loss,
-            loss_nc1=d.nc1,
-            loss_nc23=d.nc23,
-            loss_perp=d.perp,
-            perp_rel=d.perp / d.loss,
-            w_ls_distance=d.w_ls_distance,
-            nc1=m.nc1,
-            nc2_equinorm_means=m.nc2_equinorm_means,
-            nc2_equinorm_classifier=m.nc2_equinorm_classifier,
-            nc2_equiangular_means=m.nc2_equiangular_means,
-            nc2_equiangular_classifier=m.nc2_equiangular_classifier,
-            etf_distance=m.etf_distance,
-            nc3=m.nc3,
-            nc4=s.nc4,
-            snr=m.snr,
-        )
+        return metrics_of_snapshot(s, lam, rtol=rtol)
 
     # lax.map, not vmap: one save time at a time keeps LAPACK calls unbatched (batched
     # eigendecompositions and solves running concurrently can deadlock XLA:CPU, see _runtime).

@@ -481,30 +481,10 @@ def _sequential(fn):
 def _snapshot_metrics(rtol: float):
     """Every metric of `Trajectory.metrics` for one snapshot (as `_trajectory._metrics`, whose
     inner vmap over times would batch LAPACK calls), to be batched with `_sequential`."""
-    from ._loss import loss_decomposition
-    from ._metrics import collapse_metrics
+    from ._trajectory import metrics_of_snapshot
 
     def one(s, lam):
-        d = loss_decomposition(s.stats, s.W, s.b, lam, rtol=rtol)
-        m = collapse_metrics(s.stats, s.W, rtol=rtol)
-        return dict(
-            objective=s.objective,
-            loss=d.loss,
-            loss_nc1=d.nc1,
-            loss_nc23=d.nc23,
-            loss_perp=d.perp,
-            perp_rel=d.perp / d.loss,
-            w_ls_distance=d.w_ls_distance,
-            nc1=m.nc1,
-            nc2_equinorm_means=m.nc2_equinorm_means,
-            nc2_equinorm_classifier=m.nc2_equinorm_classifier,
-            nc2_equiangular_means=m.nc2_equiangular_means,
-            nc2_equiangular_classifier=m.nc2_equiangular_classifier,
-            etf_distance=m.etf_distance,
-            nc3=m.nc3,
-            nc4=s.nc4,
-            snr=m.snr,
-        )
+        return metrics_of_snapshot(s, lam, rtol=rtol)
 
     return _sequential(one)
 
