@@ -2,8 +2,9 @@
 
 (1) the central-path flow F2 and (2) the UFM F1, at C = 10, p = 128, N = 2000 (n = 20 000),
 float64: `steps` exact gradient-descent steps from the same initial state. The reduced state is
-(M, Σ_W) (plus W, b for the UFM), so a step costs O(p³ + p²C), independent of N; the full step
-costs O(n p²) (class statistics for the LS classifier) or O(n p C) (the UFM). Checked: the
+(M, Σ_W) (plus W, b for the UFM), so a step costs O(C p²) for the UFM and O(p³) for the central
+path (the LS classifier solves with Σ_T), independent of N; the full step costs O(n p²) (class
+statistics for the LS classifier) or O(n p C) (the UFM). Σ_W moves by a rank-C congruence. Checked: the
 reduced final state equals the class statistics of the full final state to `tol` relative.
 
     python experiments/bench_reduced.py
@@ -24,7 +25,7 @@ DEFAULTS = dict(
     lam_h=5e-3,
     tol=1e-9,
     target_central_path=50.0,
-    target_ufm=None,
+    target_ufm=50.0,
 )
 
 

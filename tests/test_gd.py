@@ -112,6 +112,34 @@ PAIRS = {
 # The reduced GD step is exact
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    C=st.integers(2, 6),
+    p=st.integers(1, 12),
+    n=st.integers(2, 50),
+    lam_H=st.sampled_from([0.0, 0.05]),
+    eta=st.floats(0.01, 3.0),
+    seed=st.integers(0, 2**16),
+)
+def test_rank_c_deviation_updates_equal_the_dense_formulas(C, p, n, lam_H, eta, seed):
+    """The O(C p²) forms equal B Σ + Σ B and (I − ηB) Σ (I − ηB)ᵀ with B = WᵀW/n + λ_H I formed
+    densely (a p×p matrix, in numpy)."""
+    from centralpath.flows._base import deviation_rate, deviation_step
+
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((C, p))
+    X = rng.standard_normal((p, 2 * p))
+    sigma = X @ X.T / (2 * p)
+    B = W.T @ W / n + lam_H * np.eye(p)
+    T = np.eye(p) - eta * B
+    rate = np.asarray(deviation_rate(jnp.asarray(W), n, lam_H, jnp.asarray(sigma)))
+    step = np.asarray(deviation_step(jnp.asarray(W), n, lam_H, eta, jnp.asarray(sigma)))
+    expected_rate, expected_step = B @ sigma + sigma @ B, T @ sigma @ T.T
+    assert_allclose(rate, expected_rate, rtol=0, atol=1e-13 * np.abs(expected_rate).max())
+    scale = np.linalg.norm(T, 2) ** 2 * np.abs(sigma).max()
+    assert_allclose(step, expected_step, rtol=0, atol=1e-13 * scale)
+
+
 @pytest.mark.parametrize(
     ("pair", "eta", "num_steps"),
     [

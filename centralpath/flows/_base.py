@@ -91,12 +91,26 @@ def least_squares_residual(stats: ClassStats, W, b) -> Float[Array, "C C"]:
     return W @ stats.class_means + b[:, None] - jnp.eye(stats.num_classes, dtype=W.dtype)
 
 
-def congruence(B: Float[Array, "p p"], eta, sigma: Float[Array, "p p"]) -> Float[Array, "p p"]:
-    """(I − ηB) Σ (I − ηB)ᵀ: one exact GD step of within-class deviations ε ↦ (I − ηB) ε."""
-    T = jnp.eye(B.shape[0], dtype=B.dtype) - eta * B
-    return T @ sigma @ T.T
+def deviation_rate(W: Float[Array, "C p"], n, lam_H, sigma: Float[Array, "p p"]):
+    """B Σ + Σ B for B = (1/n) WᵀW + λ_H I: the rate of Σ_W (with a minus) when every
+    within-class deviation moves as dε/dt = −B ε.
+
+    B is the identity plus a rank-C term, so this costs O(C p²) rather than the O(p³) of forming
+    B and multiplying; at C ≪ p (C = 10, p = 512) that is the difference between the reduced flow
+    being cheap and being dominated by p×p products.
+    """
+    S = W.T @ (W @ sigma) / n  # WᵀW Σ / n; its transpose is Σ WᵀW / n because Σ is symmetric
+    return S + S.T + 2 * lam_H * sigma
 
 
-def symmetric_sum(B: Float[Array, "p p"], sigma: Float[Array, "p p"]) -> Float[Array, "p p"]:
-    """B Σ + Σ Bᵀ: the rate of Σ_W when every deviation moves as dε/dt = −B ε (with a minus)."""
-    return B @ sigma + sigma @ B.T
+def deviation_step(W: Float[Array, "C p"], n, lam_H, eta, sigma: Float[Array, "p p"]):
+    """T Σ Tᵀ with T = I − ηB = (1 − ηλ_H) I − (η/n) WᵀW: one exact GD step of the within-class
+    deviations ε ↦ T ε, applied as two rank-C updates (O(C p²), never forming T).
+
+    The product form (T applied on the left, then on the right) is kept on purpose: expanding
+    T Σ Tᵀ into a²Σ − ac(WᵀWΣ + ΣWᵀW) + c²WᵀWΣWᵀW would cancel catastrophically along directions
+    where T is nearly zero, which is exactly where a step near 1/ρ puts the stiffest direction.
+    """
+    a, c = 1 - eta * lam_H, eta / n
+    X = a * sigma - c * (W.T @ (W @ sigma))  # T Σ
+    return a * X - c * ((X @ W.T) @ W)  # (T Σ) Tᵀ

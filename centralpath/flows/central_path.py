@@ -12,7 +12,7 @@ from jaxtyping import Array, Float, Int
 from .._least_squares import least_squares_classifier
 from .._loss import mse_loss
 from .._stats import ClassStats, _class_stats
-from ._base import AbstractFlow, congruence, least_squares_residual, symmetric_sum
+from ._base import AbstractFlow, deviation_rate, deviation_step, least_squares_residual
 
 
 class CentralPathFlow(AbstractFlow):
@@ -91,16 +91,17 @@ class ReducedCentralPathFlow(AbstractFlow):
         W, b = self.classifier(y)
         R = least_squares_residual(y, W, b)
         dM = -(W.T @ R) / y.n - self.lam_H * y.class_means
-        B = W.T @ W / y.n + self.lam_H * jnp.eye(y.dim, dtype=W.dtype)
-        return dM, B
+        return dM, W
 
     def __call__(self, t, y: ClassStats, args=None) -> ClassStats:
-        dM, B = self._rates(y)
-        return ClassStats(jnp.zeros_like(y.counts), dM, -symmetric_sum(B, y.sigma_w))
+        dM, W = self._rates(y)
+        d_sigma = -deviation_rate(W, y.n, self.lam_H, y.sigma_w)
+        return ClassStats(jnp.zeros_like(y.counts), dM, d_sigma)
 
     def gd_step(self, y: ClassStats, eta) -> ClassStats:
-        dM, B = self._rates(y)
-        return ClassStats(y.counts, y.class_means + eta * dM, congruence(B, eta, y.sigma_w))
+        dM, W = self._rates(y)
+        sigma = deviation_step(W, y.n, self.lam_H, eta, y.sigma_w)
+        return ClassStats(y.counts, y.class_means + eta * dM, sigma)
 
     def objective(self, y: ClassStats):
         from .._loss import mse_loss_from_stats

@@ -11,7 +11,7 @@ from jaxtyping import Array, Float, Int
 
 from .._stats import ClassStats, _class_stats
 from .._ufm import UFMState, ufm_loss
-from ._base import AbstractFlow, congruence, least_squares_residual, symmetric_sum
+from ._base import AbstractFlow, deviation_rate, deviation_step, least_squares_residual
 
 
 class UFMFlow(AbstractFlow):
@@ -91,19 +91,20 @@ class ReducedUFMFlow(AbstractFlow):
         dM = -(y.W.T @ R) / n - self.lam_H * s.class_means
         dW = -(y.W @ s.sigma_w + (R * s.priors) @ s.class_means.T) - self.lam_W * y.W
         db = -(R @ s.priors) - self.lam_b * y.b if self.bias else jnp.zeros_like(y.b)
-        B = y.W.T @ y.W / n + self.lam_H * jnp.eye(s.dim, dtype=y.W.dtype)
-        return dW, db, dM, B
+        return dW, db, dM
 
     def __call__(self, t, y: ReducedUFMState, args=None) -> ReducedUFMState:
-        dW, db, dM, B = self._rates(y)
+        dW, db, dM = self._rates(y)
         s = y.stats
-        d_stats = ClassStats(jnp.zeros_like(s.counts), dM, -symmetric_sum(B, s.sigma_w))
+        d_sigma = -deviation_rate(y.W, s.n, self.lam_H, s.sigma_w)
+        d_stats = ClassStats(jnp.zeros_like(s.counts), dM, d_sigma)
         return ReducedUFMState(dW, db, d_stats)
 
     def gd_step(self, y: ReducedUFMState, eta) -> ReducedUFMState:
-        dW, db, dM, B = self._rates(y)
+        dW, db, dM = self._rates(y)
         s = y.stats
-        stats = ClassStats(s.counts, s.class_means + eta * dM, congruence(B, eta, s.sigma_w))
+        sigma = deviation_step(y.W, s.n, self.lam_H, eta, s.sigma_w)
+        stats = ClassStats(s.counts, s.class_means + eta * dM, sigma)
         return ReducedUFMState(y.W + eta * dW, y.b + eta * db, stats)
 
     def objective(self, y: ReducedUFMState):
