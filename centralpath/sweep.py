@@ -55,9 +55,12 @@ and importing this module also turns XLA:CPU's concurrency-optimised scheduler o
 **Devices.** The batch axis is split over devices with `jax.shard_map` on a 1-D `Mesh` with
 axis "batch" (inputs placed with `NamedSharding(mesh, P("batch"))`); the batch is padded to a
 multiple of the device count with copies of its first configuration, dropped from the results.
-Each device runs its shard's loops independently; the shared ODE steps are kept identical on
-every device by a `pmax` in the error norm, so sharded and unsharded sweeps give the same
-numbers. On one CPU host, `XLA_FLAGS=--xla_force_host_platform_device_count=4` (set before
+Each device runs its shard's loops independently, in chunks whose size depends on the batch,
+not on the device count, so the GD states are bitwise the same on 1 device or on D; the shared
+ODE steps are kept in step on every device by a `pmax` in the error norm. The metrics (and the
+ODE's stages) agree to ~1e-14 relative rather than bitwise: with a 1-device mesh `shard_map`
+inlines its body into the program, and XLA fuses that program differently (measured: one ulp
+in NC2, amplified to 2e-14 in L_⊥LS, which is a difference of nearly equal terms). On one CPU host, `XLA_FLAGS=--xla_force_host_platform_device_count=4` (set before
 jax is imported) makes four host devices.
 
 Multi-host: start the same command on every host with `jax.distributed.initialize()` called
@@ -117,6 +120,7 @@ RECORDS = ("final", "all")
 CLOSED_FORM_KEYS = ("objective", "loss", "loss_nc1", "loss_nc23", "nc1", "etf_distance", "snr")
 MAX_CONFIGS = 10_000_000
 CHUNK_BYTES = 1 << 19
+SPREAD = 8
 RENORMALISED = {"renormalised": "renormalised", "whitened": "whitened"}
 
 
@@ -489,8 +493,24 @@ def _snapshot_metrics(rtol: float):
     return _sequential(one)
 
 
+def _chunk_size(static: dict, num_configs: int) -> int:
+    """Configurations vectorised together in the GD loops: a power of two whose states fit in
+    `CHUNK_BYTES`, and small enough that the batch splits into `SPREAD` chunks (so up to that
+    many devices get whole chunks without padding). It depends on the group and the batch size
+    only, never on the device count: every chunk then runs the same compiled loop whatever the
+    sharding, and the GD states of a configuration are bitwise the same on 1 device or on D."""
+    import jax
+
+    shapes = jax.eval_shape(lambda: _build(static, 0, {k: 0.0 for k in FLOAT_PARAMS})[1])
+    per_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(shapes))
+    cap = min(max(1, CHUNK_BYTES // max(per_bytes, 1)), max(1, -(-num_configs // SPREAD)))
+    return 1 << (int(cap).bit_length() - 1)  # the largest power of two ≤ cap
+
+
 @functools.lru_cache(maxsize=64)
-def _group_program(static_items: tuple, mesh, parts: tuple[str, ...], rtol_metrics: float):
+def _group_program(
+    static_items: tuple, mesh, parts: tuple[str, ...], rtol_metrics: float, chunk: int
+):
     """The compiled call of one group: build, then GD / closed form / vector ODE, then metrics.
 
     `parts` ⊂ {"rho", "gd", "closed_form", "ode"}; "rho" (the spectral radius for automatic η)
@@ -556,8 +576,6 @@ def _group_program(static_items: tuple, mesh, parts: tuple[str, ...], rtol_metri
             # shard at once streams every state through memory several times per step and is
             # memory-bound; chunk by chunk, the loops run on cache-resident data.
             dyn, static_part = eqx.partition((flows, y0s, omega0s, eta, gaps), eqx.is_array)
-            per_bytes = sum(x.nbytes // x.shape[0] for x in jax.tree_util.tree_leaves(y0s))
-            chunk = int(max(1, min(seeds.shape[0], CHUNK_BYTES // max(per_bytes, 1))))
 
             def run(d):
                 f, y, w, e, g = eqx.combine(d, static_part)
@@ -662,15 +680,6 @@ def batched_simulate(
     require(record in RECORDS, f"record must be one of {', '.join(RECORDS)}, got {record!r}")
     mesh = _as_mesh(devices)
     B, D = len(configs), mesh.size
-    Bp = -(-B // D) * D
-    fdt, idt = _float_dtype(), _int_dtype()
-
-    def padded(values, dtype) -> np.ndarray:
-        a = np.asarray(values, dtype=dtype)
-        return np.concatenate([a, np.repeat(a[:1], Bp - B, axis=0)]) if Bp > B else a
-
-    seeds = padded([int(c["seed"]) for c in configs], idt)
-    params = {k: padded([float(c[k]) for c in configs], fdt) for k in FLOAT_PARAMS}
     ts_all = save_times(float(static["t_end"]), int(static["num_saves"]))
     ts = ts_all if record == "all" else ts_all[-1:]
     renormalised = static["flow"] in RENORMALISED
@@ -682,6 +691,18 @@ def batched_simulate(
         parts.append("closed_form")
     elif "ode" in methods:
         parts.append("ode")
+    # Every device gets whole chunks (where chunks are used), so the chunks are the same for any
+    # device count; the vector ODE needs only an equal share per device.
+    chunk = _chunk_size(static, B) if {"gd", "closed_form"} & set(parts) else 1
+    Bp = -(-B // (D * chunk)) * (D * chunk)
+    fdt, idt = _float_dtype(), _int_dtype()
+
+    def padded(values, dtype) -> np.ndarray:
+        a = np.asarray(values, dtype=dtype)
+        return np.concatenate([a, np.repeat(a[:1], Bp - B, axis=0)]) if Bp > B else a
+
+    seeds = padded([int(c["seed"]) for c in configs], idt)
+    params = {k: padded([float(c[k]) for c in configs], fdt) for k in FLOAT_PARAMS}
     # Every input is [B, …] even where unused, so one program signature serves all parts.
     eta = np.asarray([float(c["eta"]) for c in configs])
     T = len(ts)
@@ -696,7 +717,7 @@ def batched_simulate(
     seeds_dev = put(seeds)
     if "gd" in parts:
         if np.any(eta == 0):
-            rho_prog = _group_program(static_items, mesh, ("rho",), 1e-10)
+            rho_prog = _group_program(static_items, mesh, ("rho",), 1e-10, chunk)
             out = rho_prog(
                 seeds_dev, params_dev, put(padded(eta, fdt)), put(padded(gaps, idt)), ts_dev
             )
@@ -714,7 +735,7 @@ def batched_simulate(
         if np.any(steps[:, -1] == 0):
             raise InputError(f"eta = {eta[np.argmin(steps[:, -1])]:.3g} exceeds t-end; lower eta")
         gaps = np.diff(np.concatenate([np.zeros((B, 1), np.int64), steps], axis=1), axis=1)
-    program = _group_program(static_items, mesh, tuple(parts), metrics_rtol(fdt))
+    program = _group_program(static_items, mesh, tuple(parts), metrics_rtol(fdt), chunk)
     out = program(seeds_dev, params_dev, put(padded(eta, fdt)), put(padded(gaps, idt)), ts_dev)
     out = jax.tree_util.tree_map(lambda x: _fetch(x)[:B], out)
     keep = _quantity_filter(quantities)

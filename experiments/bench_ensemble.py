@@ -95,7 +95,7 @@ def main(cfg: dict | None = None) -> dict:
             for k, v in sweep._check_group(configs[:1]).items()
         )
     )
-    program = sweep._group_program(static, mesh, ("gd",), 1e-10)
+    program = sweep._group_program(static, mesh, ("gd",), 1e-10, 1)
     steps = int(round(cfg["t_end"] / cfg["eta"]))
     fdt = jnp.result_type(float)
     params = {k: jnp.asarray([float(base[k])], fdt) for k in sweep.FLOAT_PARAMS}

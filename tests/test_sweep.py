@@ -226,6 +226,10 @@ def test_sharded_over_four_host_devices_equals_unsharded(run, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         _close(a[key], b[key], 1e-12)
+        # The chunks of the GD loops do not depend on the device count, so the GD states (and
+        # the objective recorded with them) are bitwise the same; the metrics computed from
+        # them agree to rounding (XLA fuses a 1-device program differently).
+        np.testing.assert_array_equal(a[key]["gd/objective"], b[key]["gd/objective"])
 
 
 BAD = {
