@@ -198,7 +198,21 @@ def results_csv(results: dict[str, np.ndarray]) -> str:
 class RunDir:
     """A run directory under construction; `finish()` moves it into place atomically."""
 
-    def __init__(self, path, command: str, config: dict, *, overwrite: bool = False):
+    def __init__(
+        self,
+        path,
+        command: str,
+        config: dict,
+        *,
+        overwrite: bool = False,
+        figures: bool = True,
+        writer: bool = True,
+    ):
+        """Check that `path` may be written and start `.NAME.partial` beside it with the config.
+
+        `writer=False` (every process but the first of a multi-host job) runs the same checks,
+        so all processes fail alike, but touches no file. `figures=False`: no figures/ folder.
+        """
         self.path = Path(path)
         self.command = command
         self.config = config
@@ -208,14 +222,17 @@ class RunDir:
                 f"output directory {self.path} already exists; pass --overwrite or choose another --out"
             )
         self.partial = self.path.parent / f".{self.path.name}.partial"
-        if self.partial.exists():
-            if not overwrite:
-                raise InputError(
-                    f"an interrupted run is waiting in {self.partial}; continue it with "
-                    f"--resume {self.path}, or pass --overwrite to start afresh"
-                )
-            shutil.rmtree(self.partial)
-        (self.partial / "figures").mkdir(parents=True)
+        if self.partial.exists() and not overwrite:
+            raise InputError(
+                f"an interrupted {command} is waiting in {self.partial}; continue it with "
+                f"--resume {self.path}, or pass --overwrite to start afresh"
+            )
+        if not writer:
+            return
+        shutil.rmtree(self.partial, ignore_errors=True)
+        self.partial.mkdir(parents=True)
+        if figures:
+            (self.partial / "figures").mkdir()
         write_text(self.partial / "config.toml", dumps_toml(config))
 
     @classmethod

@@ -96,7 +96,6 @@ import io
 import itertools
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -875,73 +874,51 @@ def write_sweep(
     """
     import jax
 
-    from ._io import write_json, write_text
-    from ._rundir import dumps_toml, metadata
+    from ._io import write_text
+    from ._rundir import RunDir, dumps_toml
 
     log = log or (lambda s: None)
-    out = Path(out)
-    partial = out.parent / f".{out.name}.partial"
-    config_text = dumps_toml(spec.to_config())
-    writer = jax.process_index() == 0
+    config = spec.to_config()
+    writer = jax.process_index() == 0  # multi-host: every process computes, the first writes
     if resume:
-        require(not out.exists(), f"{out} is a finished sweep already; nothing to resume")
+        run, _ = RunDir.reopen(out, "sweep")
         require(
-            (partial / "config.toml").is_file(),
-            f"no interrupted sweep to resume at {out} (no {partial.name}); run without --resume",
-        )
-        require(
-            (partial / "config.toml").read_text() == config_text,
+            run.file("config.toml").read_text() == dumps_toml(config),
             f"the sweep configuration differs from the one of the interrupted sweep at {out}; "
             "resume with the same file (or without a file), or start a new --out",
         )
     else:
-        if out.exists():
-            require(
-                overwrite,
-                f"output directory {out} already exists; pass --overwrite or choose another --out",
-            )
-        if partial.exists() and not overwrite:
-            raise InputError(
-                f"an interrupted sweep is at {partial}; pass --resume {out} to continue it or "
-                "--overwrite to start again"
-            )
+        run = RunDir(out, "sweep", config, overwrite=overwrite, figures=False, writer=writer)
         if writer:
-            shutil.rmtree(partial, ignore_errors=True)
-            (partial / "groups").mkdir(parents=True)
-            write_text(partial / "config.toml", config_text)
-    start = time.perf_counter()
+            run.file("groups").mkdir()
     n_groups = len(groups(spec.configs))
     mesh = _as_mesh(devices)
 
     def done(g: int) -> bool:
-        return _group_path(partial, g).is_file()
+        return _group_path(run.partial, g).is_file()
 
     def save(g: int, indices: list[int], results: list[dict]) -> None:
         if writer:
-            write_text(_group_path(partial, g), group_csv(spec, indices, results))
+            write_text(_group_path(run.partial, g), group_csv(spec, indices, results))
 
     run_sweep(spec, devices=mesh, log=log, skip=done if resume else None, on_group=save)
     if not writer:
-        return out
-    with open(partial / ".results.csv.tmp", "w") as fh:
+        return run.path
+    with open(run.file(".results.csv.tmp"), "w") as fh:
         fh.write(csv_header(spec))
         for g in range(n_groups):
-            fh.write(_group_path(partial, g).read_text())
-    os.replace(partial / ".results.csv.tmp", partial / "results.csv")
-    meta = metadata("sweep", {"seed": spec.base["seed"]}, time.perf_counter() - start)
-    meta.update(
-        configurations=len(spec.configs),
-        groups=n_groups,
-        swept=list(spec.swept),
-        precision=spec.options["precision"],
-        resumed=resume,
-        mesh_devices=int(mesh.size),
+            fh.write(_group_path(run.partial, g).read_text())
+    os.replace(run.file(".results.csv.tmp"), run.file("results.csv"))
+    return run.finish(
+        dict(
+            configurations=len(spec.configs),
+            groups=n_groups,
+            swept=list(spec.swept),
+            precision=spec.options["precision"],
+            resumed=resume,
+            mesh_devices=int(mesh.size),
+        )
     )
-    write_json(partial / "metadata.json", meta)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(partial, out)
-    return out
 
 
 def read_results(run) -> list[dict[str, str]]:
