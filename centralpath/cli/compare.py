@@ -66,20 +66,8 @@ def compare_features(ff, *, flow="renormalised", weight_decay=None, rtol=1e-10):
     )
     summary = fit.to_dict()
     summary["balanced"] = bool(np.all(counts == counts[0]))
-    for key in (
-        "nc1",
-        "nc2_equinorm_means",
-        "nc2_equiangular_means",
-        "nc2_equinorm_classifier",
-        "nc2_equiangular_classifier",
-        "nc3",
-        "nc4",
-        "loss",
-        "loss_nc1",
-        "loss_nc23",
-        "loss_perp",
-        "w_ls_distance",
-    ):
+    # Every per-checkpoint record but the epoch and ω, which the fit holds as epochs, omega_measured.
+    for key in (k for k in records[0] if k not in ("epoch", "snr")):
         summary[key] = [r[key] for r in records]
     summary["perp_rel"] = (
         None if records[0]["loss"] is None else [r["loss_perp"] / r["loss"] for r in records]
