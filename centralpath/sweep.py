@@ -182,7 +182,8 @@ def _parse_options(raw: dict[str, Any], source: str) -> dict[str, Any]:
             f'{source}: quantities must be "all" or a non-empty list of names, got {q!r}',
         )
         bad = [x for x in q if x not in known]
-        require(not bad, f"{source}: unknown quantity {bad[0]!r}; known: {', '.join(known)}")
+        if bad:  # (not `require`: its message is built eagerly, and bad[0] needs a bad name)
+            raise InputError(f"{source}: unknown quantity {bad[0]!r}; known: {', '.join(known)}")
     return options
 
 

@@ -232,6 +232,22 @@ def test_sharded_over_four_host_devices_equals_unsharded(run, tmp_path):
         np.testing.assert_array_equal(a[key]["gd/objective"], b[key]["gd/objective"])
 
 
+def test_a_list_of_quantities_keeps_exactly_those(tmp_path):
+    """`quantities = [...]`: results.csv holds those metrics (and nothing else) for every config."""
+    cfg = tmp_path / "q.toml"
+    cfg.write_text(
+        'flow = "ufm"\nclasses = 3\nper_class = 4\ndim = 4\nmethods = ["gd"]\neta = 0.5\n'
+        't_end = 5.0\nquantities = ["nc1", "objective"]\n[sweep]\nseeds = 3\n'
+    )
+    out = tmp_path / "run"
+    assert main(["sweep", str(cfg), "--out", str(out), "--quiet"]) == 0
+    by_config = _by_config(out)
+    assert len(by_config) == 3
+    for quantities in by_config.values():
+        assert set(quantities) == {"gd/nc1", "gd/objective"}
+        assert all(np.all(np.isfinite(v)) for v in quantities.values())
+
+
 BAD = {
     "unknown top-level key": ("clases = 3\n[sweep]\nseeds = 2\n", "unknown key 'clases'"),
     "no sweep table": ("classes = 3\n", "no [sweep] table"),
