@@ -86,7 +86,7 @@ def validate(config: dict[str, Any]) -> None:
     require(c["num_saves"] >= 2, f"num-saves must be >= 2, got {c['num_saves']}")
     require(
         np.isfinite(c["eta"]) and c["eta"] >= 0,
-        f"eta must be > 0 (or 0 for automatic), got {c['eta']}",
+        f"eta must be > 0 (or 0 for automatic: min(half the stable step, t_end/100)), got {c['eta']}",
     )
     require(c["rtol"] > 0 and c["atol"] > 0, "rtol and atol must be > 0")
     require(c["nc1_target"] >= 0, f"nc1-target must be >= 0 (0 = off), got {c['nc1_target']}")
@@ -137,6 +137,16 @@ def build(config: dict[str, Any], key=None):
     if reduced:
         return F.ReducedRenormalisedFlow(project=project), stats, omega0
     return F.RenormalisedFlow(labels, C, project=project), X, omega0
+
+
+MIN_AUTO_GD_STEPS = 100
+
+
+def automatic_eta(stable_step, t_end):
+    """The GD step for eta = 0: half the stable step 2/ρ at the initial state, but no more than
+    t_end / 100, so that a short horizon still takes enough steps to show the discretisation
+    converging to the flow (a step past t_end would take none). Works elementwise on arrays."""
+    return np.minimum(0.5 * np.asarray(stable_step, float), t_end / MIN_AUTO_GD_STEPS)
 
 
 def save_times(t_end: float, num_saves: int) -> np.ndarray:
@@ -240,7 +250,9 @@ def simulate(
     ts = save_times(float(config["t_end"]), int(config["num_saves"]))
     eta = None
     if "gd" in config["methods"]:
-        eta = float(config["eta"]) or 0.5 * stable_step_size(flow, y0)
+        eta = float(config["eta"]) or float(
+            automatic_eta(stable_step_size(flow, y0), float(config["t_end"]))
+        )
         steps = np.round(ts / eta).astype(np.int64)
         require(
             steps[-1] <= config["max_gd_steps"],

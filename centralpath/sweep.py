@@ -27,7 +27,7 @@ ONE compiled call (`batched_simulate`): the initial states are drawn under `vmap
 with `simulate.build`, so the flows carry their ridges as batched leaves, and
 
 - gradient descent is the `lax.scan` of `gradient_descent` run for every configuration; each
-  keeps its own η (η = 0: half the stable step at its own initial state) and its own step
+  keeps its own η (η = 0: `simulate.automatic_eta` at its own initial state) and its own step
   counts. The UFM's steps (matrix products only) are vectorised, in chunks whose states fit in
   L2; the flows whose steps solve for a least-squares classifier run one configuration at a
   time inside the compiled call, as do the initial states and the metrics (see "Deadlock");
@@ -106,7 +106,7 @@ import numpy as np
 
 from ._errors import InputError, NumericalError, require
 from ._runtime import configure_cpu_runtime
-from .simulate import DEFAULTS, FLOW_NAMES, save_times, validate
+from .simulate import DEFAULTS, FLOW_NAMES, automatic_eta, save_times, validate
 
 configure_cpu_runtime()
 
@@ -722,8 +722,8 @@ def batched_simulate(
                 seeds_dev, params_dev, put(padded(eta, fdt)), put(padded(gaps, idt)), ts_dev
             )
             rho = _fetch(out["rho"])[:B]
-            auto = np.where(rho > 0, 2.0 / np.where(rho > 0, rho, 1.0), np.inf)
-            eta = np.where(eta == 0, 0.5 * auto, eta)
+            stable = np.where(rho > 0, 2.0 / np.where(rho > 0, rho, 1.0), np.inf)
+            eta = np.where(eta == 0, automatic_eta(stable, float(static["t_end"])), eta)
         steps = np.round(ts[None, :] / eta[:, None]).astype(np.int64)
         worst = int(np.argmax(steps[:, -1]))
         require(

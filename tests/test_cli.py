@@ -59,6 +59,25 @@ def test_simulate_each_flow(tmp_path, capsys, flow):
     assert np.all(np.diff(results["ode/objective"]) <= 1e-14)
 
 
+@pytest.mark.parametrize("t_end", ["10", "1e5"])
+def test_simulate_automatic_eta(tmp_path, capsys, t_end):
+    """No --eta: half the stable step 2/ρ at the initial state, capped at t-end/100 so a short
+    horizon still takes 100 steps (the stable step of this flow is ~400: the cap binds at 10)."""
+    from centralpath._discrete import stable_step_size
+    from centralpath.simulate import DEFAULTS, build
+
+    out = tmp_path / "run"
+    args = ["simulate", "--flow", "whitened", *TINY[:6], "--t-end", t_end, "--methods", "gd"]
+    code, _, err = _run([*args, "--out", str(out), "--quiet", "--no-figures"], capsys)
+    assert code == 0, err
+    config = {**DEFAULTS, **tomllib.loads((out / "config.toml").read_text())}
+    flow, y0, _ = build(config)
+    expected = min(0.5 * stable_step_size(flow, y0), float(t_end) / 100)
+    eta = float(np.load(out / "results.npz")["gd/eta"])
+    assert_allclose(eta, expected, rtol=1e-12)
+    assert (eta == float(t_end) / 100) == (t_end == "10")
+
+
 def test_simulate_config_file_and_flag_override(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text(

@@ -38,7 +38,11 @@ def register(p) -> None:
     p.add_argument(
         "--methods", type=lambda s: [m.strip() for m in s.split(",")], help="ode,gd (default both)"
     )
-    p.add_argument("--eta", type=float, help="GD step size (default 0: half the stable step)")
+    p.add_argument(
+        "--eta",
+        type=float,
+        help="GD step size (default 0: half the stable step, at most t-end/100)",
+    )
     p.add_argument(
         "--representation", help="reduced (moments, default; exact) | full (every sample)"
     )
