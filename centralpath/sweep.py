@@ -106,7 +106,14 @@ import numpy as np
 
 from ._errors import InputError, NumericalError, require
 from ._runtime import configure_cpu_runtime
-from .simulate import DEFAULTS, FLOW_NAMES, automatic_eta, save_times, validate
+from .simulate import (
+    DEFAULTS,
+    FLOW_NAMES,
+    automatic_eta,
+    save_times,
+    solver_tolerances,
+    validate,
+)
 
 configure_cpu_runtime()
 
@@ -259,6 +266,12 @@ def parse_sweep(raw: dict[str, Any], source: str = "sweep config") -> SweepSpec:
         for combo in itertools.product(*(vals for _, vals in axes))
     ]
     _validate_configs(configs, names, source)
+    if options["quantities"] != "all" and "nc4" in options["quantities"]:
+        require(
+            all(c["representation"] == "full" for c in configs),
+            f'{source}: nc4 needs the samples, which representation = "reduced" does not keep; '
+            'set representation = "full" or drop nc4 from quantities',
+        )
     return SweepSpec(base, options, table, names, configs)
 
 
@@ -594,6 +607,7 @@ def _group_program(
             return eqx.filter_vmap(loop(lambda f, yb: f.snapshot(t, yb)))(flows, y)
 
         saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=snapshot)])
+        rtol, atol = solver_tolerances(static["rtol"], static["atol"])
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(vf),
             diffrax.Tsit5(),
@@ -603,7 +617,7 @@ def _group_program(
             y0=y0s,
             saveat=saveat,
             stepsize_controller=diffrax.PIDController(
-                rtol=static["rtol"], atol=static["atol"], norm=_max_norm("batch")
+                rtol=rtol, atol=atol, norm=_max_norm("batch")
             ),
             max_steps=int(static["max_steps"]),
             throw=False,
@@ -738,7 +752,11 @@ def batched_simulate(
     program = _group_program(static_items, mesh, tuple(parts), metrics_rtol(fdt), chunk)
     out = program(seeds_dev, params_dev, put(padded(eta, fdt)), put(padded(gaps, idt)), ts_dev)
     out = jax.tree_util.tree_map(lambda x: _fetch(x)[:B], out)
-    keep = _quantity_filter(quantities)
+    wanted = _quantity_filter(quantities)
+
+    def keep(k: str) -> bool:  # NC4 needs the samples: reduced states have none to measure
+        return wanted(k) and not (k == "nc4" and static["representation"] == "reduced")
+
     results: list[dict[str, np.ndarray]] = [{} for _ in range(B)]
     if "gd" in parts:
         bad = out["gd_bad"]

@@ -128,6 +128,46 @@ def test_simulate_bad_input(tmp_path, capsys, args):
     assert not (tmp_path / "x").exists()
 
 
+def test_solver_tolerances_floor_at_the_working_precision():
+    """rtol/atol below 100 ulp cannot be met (the controller would shrink steps until max_steps
+    runs out): they are raised to 100 ulp; float64 keeps any sensible setting."""
+    import jax
+
+    from centralpath.simulate import solver_tolerances
+
+    assert solver_tolerances(1e-10, 1e-12) == (1e-10, 1e-12)
+    with jax.enable_x64(False):
+        floor = 100 * float(np.finfo(np.float32).eps)
+        assert solver_tolerances(1e-10, 1e-12) == (floor, floor)
+        assert solver_tolerances(1e-3, 1e-4) == (1e-3, 1e-4)
+
+
+def test_simulate_float32_ode_finishes(tmp_path):
+    """--precision float32 with the default (float64) tolerances: the ODE finishes in a few
+    hundred steps and says that it raised the tolerances (a subprocess: the flag switches x64
+    off for the whole process)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "f32"
+    args = ["simulate", "--flow", "ufm", *TINY, "--methods", "ode", "--precision", "float32"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "centralpath.cli", *args, "--out", str(out), "--no-figures"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "rtol/atol raised to 1.2e-05/1.2e-05" in proc.stderr + proc.stdout
+    results = np.load(out / "results.npz")
+    assert results["ode/objective"].dtype == np.float32
+    assert np.all(np.isfinite(results["ode/objective"]))
+    assert np.all(np.diff(results["ode/objective"]) <= 1e-6 * results["ode/objective"][0])
+
+
 def test_simulate_bad_config_key(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text("clases = 3\n")

@@ -262,6 +262,10 @@ BAD = {
     "invalid configuration": ("[sweep]\nclasses = [1, 3]\n", "classes must be >= 2"),
     "unknown quantity": ('quantities = ["ncl"]\n[sweep]\nseeds = 1\n', "unknown quantity 'ncl'"),
     "bad precision": ('precision = "half"\n[sweep]\nseeds = 1\n', "precision must be"),
+    "nc4 of a reduced state": (
+        'quantities = ["nc4"]\n[sweep]\nseeds = 1\n',
+        "nc4 needs the samples",
+    ),
 }
 
 
