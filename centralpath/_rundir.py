@@ -295,6 +295,12 @@ def load_results(run) -> dict[str, np.ndarray]:
     require(
         run.is_dir(), f"run directory {run} does not exist; pass a directory written by centralpath"
     )
+    if not (run / "results.npz").is_file() and (run / "results.csv").is_file():
+        # A sweep writes one tidy table of many configurations and no arrays to draw.
+        raise InputError(
+            f"{run} holds a sweep (results.csv only), which has no figures to draw; read its "
+            "results.csv (one row per configuration, time, quantity and index)"
+        )
     require(
         (run / "results.npz").is_file(),
         f"{run} has no results.npz; it is not a finished centralpath run directory",

@@ -248,6 +248,13 @@ def test_a_list_of_quantities_keeps_exactly_those(tmp_path):
         assert all(np.all(np.isfinite(v)) for v in quantities.values())
 
 
+def test_plot_of_a_sweep_says_there_is_nothing_to_draw(run, capsys):
+    _, outs = run
+    assert main(["plot", str(outs["ufm"])]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "holds a sweep" in err
+
+
 BAD = {
     "unknown top-level key": ("clases = 3\n[sweep]\nseeds = 2\n", "unknown key 'clases'"),
     "no sweep table": ("classes = 3\n", "no [sweep] table"),
