@@ -28,6 +28,16 @@ def _check_times(ts, t1) -> np.ndarray:
     return ts
 
 
+class ODEFailure(NumericalError):
+    """A Diffrax solve that stopped short: where (`t_reached` of `t1`), why, and what to change."""
+
+    def __init__(self, t_reached: float, t1: float, reason: str, hint: str):
+        self.t_reached, self.t1, self.reason, self.hint = t_reached, t1, reason, hint
+        super().__init__(
+            f"the ODE solve stopped at t = {t_reached:.4g} before t_end = {t1:.4g}: {reason}; {hint}"
+        )
+
+
 def integrate(
     flow: AbstractFlow,
     y0: PyTree,
@@ -91,17 +101,13 @@ def integrate(
     stopped_early = bool(result == diffrax.RESULTS.event_occurred)
     if not (result == diffrax.RESULTS.successful or stopped_early):
         t_reached = float(sol.ts[1][-1]) if sol.ts is not None else float("nan")
-        message = (
-            diffrax.RESULTS[result] if hasattr(diffrax.RESULTS, "__getitem__") else str(result)
-        )
-        hint = (
-            f"raise max_steps above {max_steps} or shorten t_end"
-            if result == diffrax.RESULTS.max_steps_reached
-            else "loosen rtol/atol, shorten t_end, or use an implicit solver (e.g. Kvaerno5) if stiff"
-        )
-        raise NumericalError(
-            f"the ODE solve failed before t = {t1} (reached t = {t_reached}): {message}; {hint}"
-        )
+        if result == diffrax.RESULTS.max_steps_reached:
+            reason = f"{max_steps} steps (max_steps) were not enough"
+            hint = f"raise max_steps above {max_steps} or shorten t_end"
+        else:
+            reason = str(diffrax.RESULTS[result]).strip().rstrip(".")
+            hint = "loosen rtol/atol, shorten t_end, or use an implicit solver (e.g. Kvaerno5) if stiff"
+        raise ODEFailure(t_reached, t1, reason, hint)
     snaps_ts, _ = sol.ts
     snaps_ts = np.asarray(snaps_ts)
     final_time = float(sol.ts[1][-1])

@@ -162,7 +162,9 @@ def solver_tolerances(rtol: float, atol: float) -> tuple[float, float]:
 
 
 def save_times(t_end: float, num_saves: int) -> np.ndarray:
-    """0 and num_saves − 1 log-spaced times from t_end·1e-4 to t_end."""
+    """0 and num_saves − 1 log-spaced times from t_end·1e-4 to t_end (0 and t_end for 2)."""
+    if num_saves == 2:  # geomspace with one point gives its start, t_end·1e-4, not t_end
+        return np.asarray([0.0, t_end])
     return np.concatenate([[0.0], np.geomspace(t_end * 1e-4, t_end, num_saves - 1)])
 
 
@@ -251,7 +253,7 @@ def simulate(
     """
     from ._discrete import gradient_descent, stable_step_size
     from ._eigen import central_path_loss_terms, eigen_dynamics, nc1_from_snr
-    from ._integrate import integrate
+    from ._integrate import ODEFailure, integrate
     from ._trajectory import snapshot_metrics
     from .flows._base import take_snapshot
 
@@ -271,12 +273,13 @@ def simulate(
         eta = float(config["eta"]) or float(
             automatic_eta(stable_step_size(flow, y0), float(config["t_end"]))
         )
-        steps = np.round(ts / eta).astype(np.int64)
+        steps = np.round(ts / eta)  # floats until checked: a huge count would wrap in int64
         require(
             steps[-1] <= config["max_gd_steps"],
-            f"gradient descent would take {steps[-1]} steps of eta = {eta:.3g} to reach t-end = "
-            f"{config['t_end']}; raise --eta, lower --t-end, or raise max_gd_steps",
+            f"gradient descent would take {steps[-1]:.3g} steps of eta = {eta:.3g} to reach t-end "
+            f"= {config['t_end']}; raise --eta, lower --t-end, or raise max_gd_steps",
         )
+        steps = steps.astype(np.int64)
         require(steps[-1] >= 1, f"eta = {eta:.3g} exceeds t-end; lower --eta")
     checkpoint = _Checkpoint(state_dir)
     snapshot0 = flow.snapshot(0.0, y0)
@@ -308,15 +311,22 @@ def simulate(
             if np.isfinite(stop_time):
                 break
             if method == "ode":
-                tr = integrate(
-                    flow,
-                    y,
-                    float(ts[k + 1] - ts[k]),
-                    rtol=rtol,
-                    atol=atol,
-                    max_steps=int(config["max_steps"]),
-                    nc1_target=config["nc1_target"] or None,
-                )
+                try:
+                    tr = integrate(
+                        flow,
+                        y,
+                        float(ts[k + 1] - ts[k]),
+                        rtol=rtol,
+                        atol=atol,
+                        max_steps=int(config["max_steps"]),
+                        nc1_target=config["nc1_target"] or None,
+                    )
+                except ODEFailure as e:  # each segment starts its clock at 0: report run time
+                    raise NumericalError(
+                        f"the ODE solve stopped at t = {ts[k] + e.t_reached:.4g}, between the "
+                        f"save times {ts[k]:.4g} and {ts[k + 1]:.4g} (max_steps counts per "
+                        f"segment): {e.reason}; {e.hint}"
+                    ) from None
                 num_steps += tr.num_steps
                 if tr.stopped_early:
                     stop_time = float(ts[k] + tr.final_time)

@@ -738,16 +738,17 @@ def batched_simulate(
             rho = _fetch(out["rho"])[:B]
             stable = np.where(rho > 0, 2.0 / np.where(rho > 0, rho, 1.0), np.inf)
             eta = np.where(eta == 0, automatic_eta(stable, float(static["t_end"])), eta)
-        steps = np.round(ts[None, :] / eta[:, None]).astype(np.int64)
+        steps = np.round(ts[None, :] / eta[:, None])  # floats until checked (int64 would wrap)
         worst = int(np.argmax(steps[:, -1]))
         require(
             steps[worst, -1] <= static["max_gd_steps"],
-            f"gradient descent would take {steps[worst, -1]} steps of eta = {eta[worst]:.3g} to "
+            f"gradient descent would take {steps[worst, -1]:.3g} steps of eta = {eta[worst]:.3g} to "
             f"reach t-end = {static['t_end']} (seed {configs[worst]['seed']}); raise eta, lower "
             "t-end, or raise max_gd_steps",
         )
         if np.any(steps[:, -1] == 0):
             raise InputError(f"eta = {eta[np.argmin(steps[:, -1])]:.3g} exceeds t-end; lower eta")
+        steps = steps.astype(np.int64)
         gaps = np.diff(np.concatenate([np.zeros((B, 1), np.int64), steps], axis=1), axis=1)
     program = _group_program(static_items, mesh, tuple(parts), metrics_rtol(fdt), chunk)
     out = program(seeds_dev, params_dev, put(padded(eta, fdt)), put(padded(gaps, idt)), ts_dev)

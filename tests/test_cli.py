@@ -1,6 +1,7 @@
 """Each command end to end on a tiny configuration: exit status, run directory, figures."""
 
 import json
+import re
 import tomllib
 
 import numpy as np
@@ -166,6 +167,48 @@ def test_simulate_float32_ode_finishes(tmp_path):
     assert results["ode/objective"].dtype == np.float32
     assert np.all(np.isfinite(results["ode/objective"]))
     assert np.all(np.diff(results["ode/objective"]) <= 1e-6 * results["ode/objective"][0])
+
+
+def test_save_times_end_at_t_end():
+    from centralpath.simulate import save_times
+
+    assert_allclose(save_times(10.0, 2), [0.0, 10.0], rtol=0)
+    ts = save_times(10.0, 5)
+    assert ts[0] == 0 and ts[-1] == 10.0 and len(ts) == 5 and np.all(np.diff(ts) > 0)
+
+
+def test_simulate_two_saves_reach_t_end(tmp_path, capsys):
+    out = tmp_path / "two"
+    args = ["simulate", "--flow", "ufm", *TINY[:6], "--t-end", "10", "--num-saves", "2"]
+    code, _, err = _run([*args, "--out", str(out), "--quiet", "--no-figures"], capsys)
+    assert code == 0, err
+    results = np.load(out / "results.npz")
+    assert_allclose(results["ode/times"], [0.0, 10.0], rtol=0)
+    assert_allclose(results["gd/times"][-1], 10.0, rtol=1e-12)
+
+
+def test_simulate_huge_t_end_names_the_step_count(tmp_path, capsys):
+    """1e300 / η overflows int64: the count is checked as a float first."""
+    args = ["simulate", "--flow", "ufm", *TINY[:6], "--t-end", "1e300", "--methods", "gd"]
+    code, _, err = _run([*args, "--out", str(tmp_path / "r"), "--quiet"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert re.search(r"gradient descent would take [\d.]+e\+\d{3} steps", err), err
+
+
+def test_simulate_ode_failure_reports_run_time(tmp_path, capsys):
+    """A segment's solve starts its clock at 0; the message gives the run's time instead."""
+    args = ["simulate", "--flow", "central-path", *TINY[:6], "--t-end", "1e4", "--methods", "ode"]
+    code, _, err = _run(
+        [*args, "--max-steps", "5", "--out", str(tmp_path / "r"), "--quiet"], capsys
+    )
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    m = re.search(
+        r"stopped at t = ([\d.e+-]+), between the save times ([\d.e+-]+) and ([\d.e+-]+)", err
+    )
+    assert m, err
+    t, lo, hi = (float(x) for x in m.groups())
+    assert lo < t < hi and lo > 0
+    assert "raise max_steps above 5" in err
 
 
 def test_simulate_bad_config_key(tmp_path, capsys):
