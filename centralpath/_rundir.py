@@ -206,13 +206,9 @@ class RunDir:
         *,
         overwrite: bool = False,
         figures: bool = True,
-        writer: bool = True,
     ):
-        """Check that `path` may be written and start `.NAME.partial` beside it with the config.
-
-        `writer=False` (every process but the first of a multi-host job) runs the same checks,
-        so all processes fail alike, but touches no file. `figures=False`: no figures/ folder.
-        """
+        """Check that `path` may be written and start `.NAME.partial` beside it with the config
+        (`figures=False`: without a figures/ folder)."""
         self.path = Path(path)
         self.command = command
         self.config = config
@@ -227,13 +223,21 @@ class RunDir:
                 f"an interrupted {command} is waiting in {self.partial}; continue it with "
                 f"--resume {self.path}, or pass --overwrite to start afresh"
             )
-        if not writer:
-            return
         shutil.rmtree(self.partial, ignore_errors=True)
         self.partial.mkdir(parents=True)
         if figures:
             (self.partial / "figures").mkdir()
         write_text(self.partial / "config.toml", dumps_toml(config))
+
+    @classmethod
+    def attach(cls, path, command: str, config: dict) -> RunDir:
+        """A handle on a run directory that another process creates and writes (the other
+        processes of a multi-host job): it checks nothing and writes nothing itself."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.partial = self.path.parent / f".{self.path.name}.partial"
+        self.command, self.config, self.start = command, config, time.perf_counter()
+        return self
 
     @classmethod
     def reopen(cls, run, command: str) -> tuple[RunDir, dict[str, Any]]:

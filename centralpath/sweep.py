@@ -65,7 +65,8 @@ jax is imported) makes four host devices.
 
 Multi-host: start the same command on every host with `jax.distributed.initialize()` called
 first (for example `python -c "import jax; jax.distributed.initialize(); from centralpath.cli
-import main; main()" sweep cfg.toml --out runs/s`, or with the coordinator address, process
+import main; raise SystemExit(main())" sweep cfg.toml --out runs/s`, so the exit status carries
+through; or with the coordinator address, process
 count and id given explicitly on clusters without auto-detection). `jax.devices()` then spans
 all hosts, every process builds the same global inputs with `jax.make_array_from_callback`,
 results are gathered with `multihost_utils.process_allgather`, and only process 0 writes files.
@@ -878,6 +879,23 @@ def _group_path(partial: Path, g: int) -> Path:
     return partial / "groups" / f"group-{g:05d}.csv"
 
 
+def _start_run_dir(out, config: dict, *, resume: bool, overwrite: bool):
+    """The sweep's run directory: reopened to resume (same configuration required) or new."""
+    from ._rundir import RunDir, dumps_toml
+
+    if resume:
+        run, _ = RunDir.reopen(out, "sweep")
+        require(
+            run.file("config.toml").read_text() == dumps_toml(config),
+            f"the sweep configuration differs from the one of the interrupted sweep at {out}; "
+            "resume with the same file (or without a file), or start a new --out",
+        )
+        return run
+    run = RunDir(out, "sweep", config, overwrite=overwrite, figures=False)
+    run.file("groups").mkdir()
+    return run
+
+
 def write_sweep(
     spec: SweepSpec,
     out,
@@ -895,33 +913,45 @@ def write_sweep(
     import jax
 
     from ._io import write_text
-    from ._rundir import RunDir, dumps_toml
+    from ._rundir import RunDir
 
     log = log or (lambda s: None)
     config = spec.to_config()
-    writer = jax.process_index() == 0  # multi-host: every process computes, the first writes
-    if resume:
-        run, _ = RunDir.reopen(out, "sweep")
-        require(
-            run.file("config.toml").read_text() == dumps_toml(config),
-            f"the sweep configuration differs from the one of the interrupted sweep at {out}; "
-            "resume with the same file (or without a file), or start a new --out",
-        )
-    else:
-        run = RunDir(out, "sweep", config, overwrite=overwrite, figures=False, writer=writer)
-        if writer:
-            run.file("groups").mkdir()
+    # Multi-host: every process computes, the first checks and writes. Its verdict on the
+    # directory is broadcast before anyone computes, so all processes fail alike (and none
+    # trips over the .partial folder the first one has just made, on a shared file system).
+    writer = jax.process_index() == 0
+    multi = jax.process_count() > 1
+    run, error = None, None
+    if writer:
+        try:
+            run = _start_run_dir(out, config, resume=resume, overwrite=overwrite)
+        except InputError as e:
+            error = str(e)
+    if multi:
+        from jax.experimental import multihost_utils
+
+        failed = int(multihost_utils.broadcast_one_to_all(np.int32(error is not None)))
+        if failed:
+            raise InputError(error or f"process 0 could not start the sweep at {out}; see its log")
+        if not writer:
+            run = RunDir.attach(out, "sweep", config)
+    elif error is not None:
+        raise InputError(error)
     n_groups = len(groups(spec.configs))
     mesh = _as_mesh(devices)
-
-    def done(g: int) -> bool:
-        return _group_path(run.partial, g).is_file()
+    # Which groups are finished is decided once, before any group runs, the same on every process.
+    finished = (
+        {g for g in range(n_groups) if _group_path(run.partial, g).is_file()} if resume else set()
+    )
+    if multi:
+        multihost_utils.sync_global_devices("centralpath sweep: groups to skip read")
 
     def save(g: int, indices: list[int], results: list[dict]) -> None:
         if writer:
             write_text(_group_path(run.partial, g), group_csv(spec, indices, results))
 
-    run_sweep(spec, devices=mesh, log=log, skip=done if resume else None, on_group=save)
+    run_sweep(spec, devices=mesh, log=log, skip=finished.__contains__, on_group=save)
     if not writer:
         return run.path
     with open(run.file(".results.csv.tmp"), "w") as fh:

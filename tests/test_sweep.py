@@ -255,6 +255,54 @@ def test_plot_of_a_sweep_says_there_is_nothing_to_draw(run, capsys):
     assert len(err.strip().splitlines()) == 1 and "holds a sweep" in err
 
 
+LAUNCH = """
+import sys, jax
+port, pid = sys.argv[1], int(sys.argv[2])
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=pid)
+from centralpath.cli import main
+raise SystemExit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.slow
+def test_two_process_sweep_equals_one_process(run, tmp_path):
+    """The multi-host path on one machine: 2 processes joined by jax.distributed (CPU
+    collectives over gloo), a shared file system, process 0 writing. Same table as one process:
+    the objective bitwise, the metrics to rounding."""
+    import socket
+
+    files, outs = run
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = str(sock.getsockname()[1])
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    out = tmp_path / "two-process"
+    args = ["sweep", str(files["ufm"]), "--out", str(out), "--quiet"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", LAUNCH, port, str(pid), *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid in (0, 1)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    import json
+
+    assert json.loads((out / "metadata.json").read_text())["mesh_devices"] == 2
+    a, b = _by_config(out), _by_config(outs["ufm"])
+    assert a.keys() == b.keys()
+    for key in a:
+        _close(a[key], b[key], 1e-12)
+        np.testing.assert_array_equal(a[key]["gd/objective"], b[key]["gd/objective"])
+
+
 BAD = {
     "unknown top-level key": ("clases = 3\n[sweep]\nseeds = 2\n", "unknown key 'clases'"),
     "no sweep table": ("classes = 3\n", "no [sweep] table"),
