@@ -54,6 +54,9 @@ def test_simulate_each_flow(tmp_path, capsys, flow):
     results = _check_run_dir(out, series)
     config = tomllib.loads((out / "config.toml").read_text())
     assert config["flow"] == flow and config["classes"] == 3
+    # Moment-reduced by default: no samples, so no NC4 series (rather than one of NaN).
+    assert config["representation"] == "reduced"
+    assert "ode/nc4" not in results and "gd/nc4" not in results and "ode/nc1" in results
     # The ODE and the closed form agree (closed form only for the renormalised flows).
     if "closed_form/snr" in results:
         assert_allclose(results["ode/snr"], results["closed_form/snr"], rtol=1e-8)
