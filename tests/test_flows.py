@@ -14,14 +14,13 @@ compiles once for the whole session (ridges are passed as arrays so they do not 
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from _states import ODE, SHIFT, C, N, P, arr, raw_features, renormalised_start, ufm_start
 from numpy.testing import assert_allclose
 
 import centralpath as cp
 from centralpath._integrate import integrate
-from centralpath._ufm import UFMState, init_features, init_ufm
 from centralpath.flows import (
     CentralPathFlow,
     ReducedCentralPathFlow,
@@ -32,15 +31,8 @@ from centralpath.flows import (
     UFMFlow,
 )
 
-C, N, P = 4, 3, 5
-ODE = dict(rtol=1e-11, atol=1e-13)
 F3_TIMES = np.array([0.0, 1.0, 10.0, 1e2, 1e3, 1e4, 1e5, 1e6])
 LATE_TIMES = np.logspace(6, 9, 8)
-SHIFT = np.array([0.7, -0.3, 0.2, 1.1, -0.5])  # a non-zero global mean for the renormalised start
-
-
-def arr(x):
-    return jnp.asarray(x, dtype=float)
 
 
 def per_time_rel_err(a, b):
@@ -48,31 +40,6 @@ def per_time_rel_err(a, b):
     a, b = np.asarray(a), np.asarray(b)
     a2, b2 = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
     return float(np.max(np.linalg.norm(a2 - b2, axis=1) / np.linalg.norm(b2, axis=1)))
-
-
-# ---------------------------------------------------------------------------------------------
-# Starting states
-
-
-@functools.cache
-def renormalised_start():
-    """Renormalised features X (Σ_W(X) = I) with a non-zero global mean and distinct ω_j."""
-    H, labels = init_features(jax.random.PRNGKey(4), C, N, P, mean_scale=2.0)
-    X = cp.renormalised_features(H, cp.class_stats(H, labels, C)) + arr(SHIFT)
-    return X, labels
-
-
-@functools.cache
-def raw_features():
-    """Features that are not renormalised: Σ_W ≠ I, μ_G ≠ 0."""
-    H, labels = init_features(jax.random.PRNGKey(7), C, N, P, mean_scale=2.0)
-    return H + arr(SHIFT), labels
-
-
-@functools.cache
-def ufm_start():
-    state, labels = init_ufm(jax.random.PRNGKey(3), C, N, P, mean_scale=2.0)
-    return UFMState(state.W, arr(0.1 * np.arange(1, C + 1)), state.H + arr(SHIFT)), labels
 
 
 # ---------------------------------------------------------------------------------------------

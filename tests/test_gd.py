@@ -17,13 +17,14 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _states import ODE, C, N, P, arr, raw_features, renormalised_start, ufm_start
 from hypothesis import given, settings, strategies as st
 from numpy.testing import assert_allclose
 
 import centralpath as cp
 from centralpath._discrete import gradient_descent, stable_step_size
 from centralpath._integrate import integrate
-from centralpath._ufm import UFMState, init_features, init_ufm, ufm_loss
+from centralpath._ufm import init_ufm, ufm_loss
 from centralpath.flows import (
     CentralPathFlow,
     ReducedCentralPathFlow,
@@ -33,14 +34,6 @@ from centralpath.flows import (
     RenormalisedFlow,
     UFMFlow,
 )
-
-C, N, P = 4, 3, 5
-ODE = dict(rtol=1e-11, atol=1e-13)
-SHIFT = np.array([0.7, -0.3, 0.2, 1.1, -0.5])
-
-
-def arr(x):
-    return jnp.asarray(x, dtype=float)
 
 
 def leaves(tree):
@@ -56,24 +49,6 @@ def tree_distance(a, b):
 
 def tree_norm(a):
     return float(np.sqrt(sum(np.sum(x**2) for x in leaves(a))))
-
-
-@functools.cache
-def raw_features():
-    H, labels = init_features(jax.random.PRNGKey(7), C, N, P, mean_scale=2.0)
-    return H + arr(SHIFT), labels
-
-
-@functools.cache
-def ufm_start():
-    state, labels = init_ufm(jax.random.PRNGKey(3), C, N, P, mean_scale=2.0)
-    return UFMState(state.W, arr(0.1 * np.arange(1, C + 1)), state.H + arr(SHIFT)), labels
-
-
-@functools.cache
-def renormalised_start():
-    H, labels = init_features(jax.random.PRNGKey(4), C, N, P, mean_scale=2.0)
-    return cp.renormalised_features(H, cp.class_stats(H, labels, C)) + arr(SHIFT), labels
 
 
 UFM_RIDGES = dict(lam_W=0.02, lam_H=0.03, lam_b=0.01)
