@@ -118,6 +118,23 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def run_child(script: str, args: list[str], *, what: str, timeout: float, env=None):
+    """Run `script --child ARGS…` in a fresh Python (for settings that must precede jax's start,
+    such as x64 off or a host device count) and return the JSON its last output line prints."""
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, str(Path(script).resolve()), "--child", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} child failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def enable_x64() -> None:
     import jax
 

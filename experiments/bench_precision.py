@@ -15,7 +15,6 @@ error of ω_j and NC1 at t_end over the seeds.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -97,15 +96,9 @@ def main(cfg: dict | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "states.npz"
         np.savez(path, **states)
-        proc = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--child", str(path), json.dumps(cfg)],
-            capture_output=True,
-            text=True,
-            timeout=cfg["timeout_s"],
+        r32 = _bench.run_child(
+            __file__, [str(path), json.dumps(cfg)], what="float32", timeout=cfg["timeout_s"]
         )
-    if proc.returncode != 0:
-        raise RuntimeError(f"float32 child failed: {proc.stderr[-2000:]}")
-    r32 = json.loads(proc.stdout.strip().splitlines()[-1])
     rows, checks = [], {}
     for name in r64:
         steps = max(r64[name]["steps"])

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 import _bench
 
@@ -107,16 +105,9 @@ def main(cfg: dict | None = None) -> dict:
     env["XLA_FLAGS"] = (
         env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={cfg['devices']}"
     ).strip()
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(cfg)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=cfg["timeout_s"],
+    out = _bench.run_child(
+        __file__, [json.dumps(cfg)], what="sharding", env=env, timeout=cfg["timeout_s"]
     )
-    if proc.returncode != 0:
-        raise RuntimeError(f"sharding child failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
     rows, checks = [], {}
     D = cfg["devices"]
     for name, r in out.items():
