@@ -61,10 +61,11 @@ def _least_squares(stats: ClassStats, lam, bias: bool, rtol: float, pinv_fallbac
     mu = stats.global_mean
     eye = jnp.eye(stats.dim, dtype=stats.sigma_w.dtype)
     if bias:
-        K = stats.sigma_t + (lam / (1.0 + lam)) * jnp.outer(mu, mu) + lam * eye
-        R = pi[:, None] * stats.class_means.T - jnp.outer(pi, mu) / (1.0 + lam)
+        shrink = 1.0 / (1.0 + lam)
+        K = stats.sigma_t + (lam * shrink) * jnp.outer(mu, mu) + lam * eye
+        R = pi[:, None] * stats.class_means.T - shrink * jnp.outer(pi, mu)
         W, singular = psd_right_solve(K, R, rtol, pinv_fallback=pinv_fallback)
-        b = (pi - W @ mu) / (1.0 + lam)
+        b = shrink * (pi - W @ mu)
     else:
         K = stats.second_moment + lam * eye
         R = pi[:, None] * stats.class_means.T

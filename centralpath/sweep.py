@@ -57,11 +57,16 @@ axis "batch" (inputs placed with `NamedSharding(mesh, P("batch"))`); the batch i
 multiple of the device count with copies of its first configuration, dropped from the results.
 Each device runs its shard's loops independently, in chunks whose size depends on the batch,
 not on the device count, so the GD states are bitwise the same on 1 device or on D; the shared
-ODE steps are kept in step on every device by a `pmax` in the error norm. The metrics (and the
-ODE's stages) agree to ~1e-14 relative rather than bitwise: with a 1-device mesh `shard_map`
-inlines its body into the program, and XLA fuses that program differently (measured: one ulp
-in NC2, amplified to 2e-14 in L_⊥LS, which is a difference of nearly equal terms). On one CPU host, `XLA_FLAGS=--xla_force_host_platform_device_count=4` (set before
-jax is imported) makes four host devices.
+ODE steps are kept in step on every device by a `pmax` in the error norm. Any two device counts
+above one give the same numbers bit for bit, the ODE's included (tested with 2 and 4): both
+compile the same partitioned program, whose shards differ in length only. One device can
+differ from them by rounding (≤ ~1e-14 relative in the ODE; an ulp in some GD metrics): with a
+1-device mesh `shard_map` inlines its body, and XLA's algebraic simplifier, whose rewrites
+change values (A / constant → A · (1/constant), (A/B)/C → A/(B·C)), then meets different
+operands. The least-squares classifier multiplies by 1/(1+λ) itself for this reason, which made
+the UFM's GD metrics bitwise on 1 device too. On one CPU host,
+`XLA_FLAGS=--xla_force_host_platform_device_count=4` (set before jax is imported) makes four
+host devices.
 
 Multi-host: start the same command on every host with `jax.distributed.initialize()` called
 first (for example `python -c "import jax; jax.distributed.initialize(); from centralpath.cli
