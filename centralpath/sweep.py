@@ -56,15 +56,20 @@ and importing this module also turns XLA:CPU's concurrency-optimised scheduler o
 axis "batch" (inputs placed with `NamedSharding(mesh, P("batch"))`); the batch is padded to a
 multiple of the device count with copies of its first configuration, dropped from the results.
 Each device runs its shard's loops independently, in chunks whose size depends on the batch,
-not on the device count, so the GD states are bitwise the same on 1 device or on D; the shared
-ODE steps are kept in step on every device by a `pmax` in the error norm. Any two device counts
-above one give the same numbers bit for bit, the ODE's included (tested with 2 and 4): both
-compile the same partitioned program, whose shards differ in length only. One device can
-differ from them by rounding (≤ ~1e-14 relative in the ODE; an ulp in some GD metrics): with a
-1-device mesh `shard_map` inlines its body, and XLA's algebraic simplifier, whose rewrites
-change values (A / constant → A · (1/constant), (A/B)/C → A/(B·C)), then meets different
-operands. The least-squares classifier multiplies by 1/(1+λ) itself for this reason, which made
-the UFM's GD metrics bitwise on 1 device too. On one CPU host,
+not on the device count; the shared ODE steps are kept in step on every device by a `pmax` in
+the error norm. Every number is the same bit for bit on any two device counts above one
+(tested: 2 and 4 devices, GD and ODE; and in the sharding benchmark at 256 and 64
+configurations). That needs care, because XLA rewrites arithmetic in ways that change the
+last bits, differently in differently shaped programs: a device holding one chunk would see
+its loop deleted and inlined. So everything per configuration (initial state, GD, metrics, the
+ODE's vector field, snapshots and metrics) runs inside one chunk loop whose trip count arrives
+as data (`_map_chunks`). One device is the exception XLA leaves: there `shard_map` inlines its
+body into the program, and the simplifier meets different operands. The GD states stay
+bitwise; the metrics and the ODE agree to rounding (measured: an ulp in NC2's equiangularity,
+2.6e-14 relative in the ODE of the central path; bitwise in the small test sweeps). The flows
+and the least-squares classifier scale by a traced scalar as (1/n)·(A B), not (A B)/n, which
+removed most of those differences: XLA reassociated the division in one program and not in
+the other. On one CPU host,
 `XLA_FLAGS=--xla_force_host_platform_device_count=4` (set before jax is imported) makes four
 host devices.
 
@@ -513,17 +518,47 @@ def _snapshot_metrics(rtol: float):
 
 
 def _chunk_size(static: dict, num_configs: int) -> int:
-    """Configurations vectorised together in the GD loops: a power of two whose states fit in
+    """Configurations vectorised together in one chunk: a power of two whose states fit in
     `CHUNK_BYTES`, and small enough that the batch splits into `SPREAD` chunks (so up to that
     many devices get whole chunks without padding). It depends on the group and the batch size
-    only, never on the device count: every chunk then runs the same compiled loop whatever the
-    sharding, and the GD states of a configuration are bitwise the same on 1 device or on D."""
+    only, never on the device count: every chunk then runs the same compiled loop body whatever
+    the sharding, and a configuration's numbers are bitwise the same on 1 device or on D."""
     import jax
 
     shapes = jax.eval_shape(lambda: _build(static, 0, {k: 0.0 for k in FLOAT_PARAMS})[1])
     per_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(shapes))
     cap = min(max(1, CHUNK_BYTES // max(per_bytes, 1)), max(1, -(-num_configs // SPREAD)))
     return 1 << (int(cap).bit_length() - 1)  # the largest power of two ≤ cap
+
+
+def _map_chunks(f, xs, chunk: int, count):
+    """`jax.lax.map(f, xs, batch_size=chunk)` (the leading axis a multiple of `chunk`), as a
+    loop over `count` chunks, a number the program receives as data.
+
+    XLA deletes a while loop that it can prove runs once and inlines its body, which it then
+    fuses and simplifies with its surroundings: a device that got one chunk would compute it
+    with a different program than a device that got two, and differ in the last bits (measured:
+    an ulp in NC3 between 2 and 4 devices). A trip count known only at run time keeps one loop
+    body for every shard length, so every device count above one gives the same numbers bit
+    for bit. (An `optimization_barrier` on a constant count does not hide it: XLA folds it.)
+    """
+    import jax
+    import jax.numpy as jnp
+
+    tree = jax.tree_util
+    n = tree.tree_leaves(xs)[0].shape[0]
+    chunks = tree.tree_map(lambda x: x.reshape((n // chunk, chunk) + x.shape[1:]), xs)
+    f_chunk = jax.vmap(f)
+    shapes = jax.eval_shape(f_chunk, tree.tree_map(lambda x: x[0], chunks))
+    out0 = tree.tree_map(lambda s: jnp.zeros((n // chunk,) + s.shape, s.dtype), shapes)
+
+    def body(i, out):
+        x = tree.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), chunks)
+        y = f_chunk(x)
+        return tree.tree_map(lambda o, v: jax.lax.dynamic_update_index_in_dim(o, v, i, 0), out, y)
+
+    out = jax.lax.fori_loop(0, jnp.minimum(count, n // chunk), body, out0)
+    return tree.tree_map(lambda o: o.reshape((n,) + o.shape[2:]), out)
 
 
 @functools.lru_cache(maxsize=64)
@@ -586,31 +621,40 @@ def _group_program(
             res["closed_form"] = _closed_form_metrics(omega0, ts, C, N, kind)
         return res
 
-    def local(seeds, params, eta, gaps, ts):
+    def local(seeds, params, eta, gaps, ts, count):
         """One device's shard of the batch."""
-        flows, y0s, omega0s = jax.vmap(build)(seeds, params)
         out = {}
         if {"rho", "gd", "closed_form"} & set(parts):
             # Vectorised in chunks whose states fit in L2 (~512 KiB): a GD step over the whole
             # shard at once streams every state through memory several times per step and is
-            # memory-bound; chunk by chunk, the loops run on cache-resident data.
-            dyn, static_part = eqx.partition((flows, y0s, omega0s, eta, gaps), eqx.is_array)
+            # memory-bound; chunk by chunk, the loops run on cache-resident data. Each chunk
+            # builds its own initial states, so nothing a chunk computes depends on the shard
+            # length (see _map_chunks).
+            def run(xs):
+                seed, p, e, g = xs
+                flow, y0, omega0 = build(seed, p)
+                return per_config(flow, y0, omega0, e, g, ts)
 
-            def run(d):
-                f, y, w, e, g = eqx.combine(d, static_part)
-                return per_config(f, y, w, e, g, ts)
-
-            out.update(jax.lax.map(run, dyn, batch_size=chunk))
+            out.update(_map_chunks(run, (seeds, params, eta, gaps), chunk, count))
         if "ode" in parts:
-            out.update(_vector_ode(flows, y0s, ts, seeds.shape))
+            flows, y0s, _ = jax.vmap(build)(seeds, params)
+            out.update(_vector_ode(flows, y0s, ts, count, seeds.shape))
         return out
 
-    def _vector_ode(flows, y0s, ts, batch_shape):
+    def _vector_ode(flows, y0s, ts, count, batch_shape):
+        flows_dyn, flows_static = eqx.partition(flows, eqx.is_array)
+
+        def each(fn, *args):
+            """fn(flow, *args of one configuration) over the shard, chunk by chunk (as the GD
+            loops, so that no number depends on the shard length)."""
+            one = loop(lambda d, *a: fn(eqx.combine(d, flows_static), *a))
+            return _map_chunks(lambda xs: one(*xs), (flows_dyn, *args), chunk, count)
+
         def vf(t, y, args):
-            return eqx.filter_vmap(loop(lambda f, yb: f(t, yb, None)))(flows, y)
+            return each(lambda f, yb: f(t, yb, None), y)
 
         def snapshot(t, y, args):
-            return eqx.filter_vmap(loop(lambda f, yb: f.snapshot(t, yb)))(flows, y)
+            return each(lambda f, yb: f.snapshot(t, yb), y)
 
         saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=snapshot)])
         rtol, atol = solver_tolerances(static["rtol"], static["atol"])
@@ -628,11 +672,15 @@ def _group_program(
             max_steps=int(static["max_steps"]),
             throw=False,
         )
-        snap0 = eqx.filter_vmap(loop(lambda f, yb: f.snapshot(0.0, yb)))(flows, y0s)
+        snap0 = each(lambda f, yb: f.snapshot(0.0, yb), y0s)
         snaps, sane = _sanitise(sol.ys[0], snap0, 2)  # leaves [T, B, …]
-        lam = eqx.filter_vmap(lambda f: jnp.asarray(f.decomposition_lambda))(flows)
-        by_config = jax.vmap(metrics_of, in_axes=(0, None))
-        metrics = jax.vmap(by_config, in_axes=(1, 0))(snaps, lam)  # [B, T, …]
+        by_config = jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), snaps)  # [B, T, …]
+        metrics = each(
+            lambda f, s: jax.vmap(metrics_of, in_axes=(0, None))(
+                s, jnp.asarray(f.decomposition_lambda)
+            ),
+            by_config,
+        )
         metrics = _mask_metrics(metrics, sane.T)
         ok = sol.result == diffrax.RESULTS.successful
         steps = jnp.asarray(sol.stats["num_steps"])
@@ -646,7 +694,7 @@ def _group_program(
     program = jax.shard_map(
         local,
         mesh=mesh,
-        in_specs=(batch, batch, batch, batch, P()),
+        in_specs=(batch, batch, batch, batch, P(), P()),
         out_specs=batch,
         check_vma=False,
     )
@@ -711,9 +759,8 @@ def batched_simulate(
         parts.append("closed_form")
     elif "ode" in methods:
         parts.append("ode")
-    # Every device gets whole chunks (where chunks are used), so the chunks are the same for any
-    # device count; the vector ODE needs only an equal share per device.
-    chunk = _chunk_size(static, B) if {"gd", "closed_form"} & set(parts) else 1
+    # Every device gets whole chunks, so the chunks are the same for any device count.
+    chunk = _chunk_size(static, B)
     Bp = -(-B // (D * chunk)) * (D * chunk)
     fdt, idt = _float_dtype(), _int_dtype()
 
@@ -733,13 +780,14 @@ def batched_simulate(
     )
     put = functools.partial(_put, mesh)
     ts_dev = jnp.asarray(ts, dtype=fdt)
+    count = jnp.asarray(Bp // (D * chunk), jnp.int32)  # chunks per device (see _map_chunks)
     params_dev = {k: put(v) for k, v in params.items()}
     seeds_dev = put(seeds)
     if "gd" in parts:
         if np.any(eta == 0):
             rho_prog = _group_program(static_items, mesh, ("rho",), 1e-10, chunk)
             out = rho_prog(
-                seeds_dev, params_dev, put(padded(eta, fdt)), put(padded(gaps, idt)), ts_dev
+                seeds_dev, params_dev, put(padded(eta, fdt)), put(padded(gaps, idt)), ts_dev, count
             )
             rho = _fetch(out["rho"])[:B]
             stable = np.where(rho > 0, 2.0 / np.where(rho > 0, rho, 1.0), np.inf)
@@ -757,7 +805,9 @@ def batched_simulate(
         steps = steps.astype(np.int64)
         gaps = np.diff(np.concatenate([np.zeros((B, 1), np.int64), steps], axis=1), axis=1)
     program = _group_program(static_items, mesh, tuple(parts), metrics_rtol(fdt), chunk)
-    out = program(seeds_dev, params_dev, put(padded(eta, fdt)), put(padded(gaps, idt)), ts_dev)
+    out = program(
+        seeds_dev, params_dev, put(padded(eta, fdt)), put(padded(gaps, idt)), ts_dev, count
+    )
     out = jax.tree_util.tree_map(lambda x: _fetch(x)[:B], out)
     wanted = _quantity_filter(quantities)
 

@@ -99,7 +99,10 @@ def deviation_rate(W: Float[Array, "C p"], n, lam_H, sigma: Float[Array, "p p"])
     B and multiplying; at C ≪ p (C = 10, p = 512) that is the difference between the reduced flow
     being cheap and being dominated by p×p products.
     """
-    S = W.T @ (W @ sigma) / n  # WᵀW Σ / n; its transpose is Σ WᵀW / n because Σ is symmetric
+    # WᵀW Σ / n; its transpose is Σ WᵀW / n because Σ is symmetric. Scaled as (1/n)·(…), not
+    # (…)/n, throughout the flows: XLA rewrites the division differently in differently shaped
+    # programs, which broke bitwise agreement across device counts (see centralpath.sweep).
+    S = (1.0 / n) * (W.T @ (W @ sigma))
     return S + S.T + 2 * lam_H * sigma
 
 

@@ -90,7 +90,7 @@ class ReducedCentralPathFlow(AbstractFlow):
     def _rates(self, y: ClassStats):
         W, b = self.classifier(y)
         R = least_squares_residual(y, W, b)
-        dM = -(W.T @ R) / y.n - self.lam_H * y.class_means
+        dM = -(1.0 / y.n) * (W.T @ R) - self.lam_H * y.class_means
         return dM, W
 
     def __call__(self, t, y: ClassStats, args=None) -> ClassStats:

@@ -125,13 +125,13 @@ class ReducedRenormalisedFlow(AbstractFlow):
 
     def _gradient_means(self, y: ClassStats):
         W, b = self.classifier(y)
-        return (W.T @ least_squares_residual(y, W, b)) / y.n, W
+        return (1.0 / y.n) * (W.T @ least_squares_residual(y, W, b)), W
 
     def __call__(self, t, y: ClassStats, args=None) -> ClassStats:
         G, W = self._gradient_means(y)
         dM = -G
         if not self.project:
-            dM = dM + (W.T @ W / y.n) @ y.centred_means
+            dM = dM + ((1.0 / y.n) * (W.T @ W)) @ y.centred_means
         return ClassStats(jnp.zeros_like(y.counts), dM, jnp.zeros_like(y.sigma_w))
 
     def gd_step(self, y: ClassStats, eta) -> ClassStats:
@@ -139,7 +139,7 @@ class ReducedRenormalisedFlow(AbstractFlow):
         M = y.class_means - eta * G
         if not self.project:
             mu = y.global_mean  # conserved: the mean gradient vanishes at λ = 0
-            T = jnp.eye(y.dim, dtype=W.dtype) - eta * (W.T @ W) / y.n
+            T = jnp.eye(y.dim, dtype=W.dtype) - (eta / y.n) * (W.T @ W)
             M = mu[:, None] + jnp.linalg.solve(T, M - mu[:, None])
         return ClassStats(y.counts, M, y.sigma_w)
 

@@ -88,7 +88,7 @@ class ReducedUFMFlow(AbstractFlow):
         s = y.stats
         n = s.n
         R = least_squares_residual(s, y.W, y.b)
-        dM = -(y.W.T @ R) / n - self.lam_H * s.class_means
+        dM = -(1.0 / n) * (y.W.T @ R) - self.lam_H * s.class_means
         dW = -(y.W @ s.sigma_w + (R * s.priors) @ s.class_means.T) - self.lam_W * y.W
         db = -(R @ s.priors) - self.lam_b * y.b if self.bias else jnp.zeros_like(y.b)
         return dW, db, dM
