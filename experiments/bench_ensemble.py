@@ -103,9 +103,10 @@ def main(cfg: dict | None = None) -> dict:
     gaps = jnp.asarray([[steps]])
     ts = jnp.asarray([cfg["t_end"]], fdt)
     seeds = [jnp.asarray([s]) for s in range(min(cfg["loop_seeds"], n))]
+    count = jnp.asarray(1, jnp.int32)  # one chunk of one configuration per call
 
     def loop():
-        return jax.block_until_ready([program(s, params, eta, gaps, ts) for s in seeds])
+        return jax.block_until_ready([program(s, params, eta, gaps, ts, count) for s in seeds])
 
     outs = loop()
     scale = n / len(seeds)
