@@ -60,10 +60,10 @@ not on the device count; the shared ODE steps are kept in step on every device b
 the error norm. Every number is the same bit for bit on any two device counts above one
 (tested: 2 and 4 devices, GD and ODE; and in the sharding benchmark at 256 and 64
 configurations). That needs care, because XLA rewrites arithmetic in ways that change the
-last bits, differently in differently shaped programs: a device holding one chunk would see
-its loop deleted and inlined. So everything per configuration (initial state, GD, metrics, the
-ODE's vector field, snapshots and metrics) runs inside one chunk loop whose trip count arrives
-as data (`_map_chunks`). One device is the exception XLA leaves: there `shard_map` inlines its
+last bits, differently in differently shaped programs: a loop over a shard of one
+configuration is deleted and inlined. So everything per configuration (initial state, GD,
+metrics, the ODE's vector field, snapshots and metrics) runs inside one chunk loop whose trip
+count arrives as data (`_map_chunks`). One device is the exception XLA leaves: there `shard_map` inlines its
 body into the program, and the simplifier meets different operands. The GD states stay
 bitwise; the metrics and the ODE agree to rounding (measured: an ulp in NC2's equiangularity,
 2.6e-14 relative in the ODE of the central path; bitwise in the small test sweeps). The flows
@@ -536,11 +536,12 @@ def _map_chunks(f, xs, chunk: int, count):
     loop over `count` chunks, a number the program receives as data.
 
     XLA deletes a while loop that it can prove runs once and inlines its body, which it then
-    fuses and simplifies with its surroundings: a device that got one chunk would compute it
-    with a different program than a device that got two, and differ in the last bits (measured:
-    an ulp in NC3 between 2 and 4 devices). A trip count known only at run time keeps one loop
-    body for every shard length, so every device count above one gives the same numbers bit
-    for bit. (An `optimization_barrier` on a constant count does not hide it: XLA folds it.)
+    fuses and simplifies with its surroundings. That is what made a device holding one
+    configuration differ from one holding two (an ulp in NC3, 2 vs 4 devices): the loop that
+    built the initial states was deleted, so every chunk now builds its own. The chunk loop
+    itself gets a count known only at run time as a precaution of the same kind (at the sizes
+    tested a static count gave the same bits). An `optimization_barrier` on a constant count
+    would not hide it: XLA folds it.
     """
     import jax
     import jax.numpy as jnp
