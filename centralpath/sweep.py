@@ -61,15 +61,15 @@ the error norm. Every number is the same bit for bit on any two device counts ab
 (tested: 2 and 4 devices, GD and ODE; and in the sharding benchmark at 256 and 64
 configurations). That needs care, because XLA rewrites arithmetic in ways that change the
 last bits, differently in differently shaped programs: a loop over a shard of one
-configuration is deleted and inlined. So everything per configuration (initial state, GD,
+configuration is deleted and inlined. So the per-configuration work (GD's initial states, GD,
 metrics, the ODE's vector field, snapshots and metrics) runs inside one chunk loop whose trip
-count arrives as data (`_map_chunks`). One device is the exception XLA leaves: there `shard_map` inlines its
-body into the program, and the simplifier meets different operands. The GD states stay
-bitwise; the metrics and the ODE agree to rounding (measured: an ulp in NC2's equiangularity,
-2.6e-14 relative in the ODE of the central path; bitwise in the small test sweeps). The flows
-and the least-squares classifier scale by a traced scalar as (1/n)·(A B), not (A B)/n, which
-removed most of those differences: XLA reassociated the division in one program and not in
-the other. On one CPU host,
+count arrives as data (`_map_chunks`). One device is the exception XLA leaves: there
+`shard_map` inlines its body into the program, and the simplifier meets different operands.
+The GD states stay bitwise; the metrics and the ODE agree to rounding (measured: an ulp in
+NC2's equiangularity, 2.6e-14 relative in the ODE of the central path; bitwise in the small
+test sweeps). The flows and the least-squares classifier scale by a traced scalar as
+(1/n)·(A B), not (A B)/n, which removed most of those differences: XLA reassociated the
+division in one program and not in the other. On one CPU host,
 `XLA_FLAGS=--xla_force_host_platform_device_count=4` (set before jax is imported) makes four
 host devices.
 
@@ -522,7 +522,8 @@ def _chunk_size(static: dict, num_configs: int) -> int:
     `CHUNK_BYTES`, and small enough that the batch splits into `SPREAD` chunks (so up to that
     many devices get whole chunks without padding). It depends on the group and the batch size
     only, never on the device count: every chunk then runs the same compiled loop body whatever
-    the sharding, and a configuration's numbers are bitwise the same on 1 device or on D."""
+    the sharding, so a configuration's numbers are bitwise the same on any device count above
+    one, and its GD states on one device too."""
     import jax
 
     shapes = jax.eval_shape(lambda: _build(static, 0, {k: 0.0 for k in FLOAT_PARAMS})[1])

@@ -87,6 +87,17 @@ def run(tmp_path_factory):
     return files, outs
 
 
+def _child_env(host_devices: int = 0) -> dict:
+    """Environment of a child Python: this checkout importable, CPU only, and (if asked) that
+    many host devices (the flag must be set before jax starts, hence a child)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    if host_devices:
+        flag = f"--xla_force_host_platform_device_count={host_devices}"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
+    return env
+
+
 def _by_config(path: Path) -> dict:
     """results.csv → {(swept values…): {quantity: array [T, k]}}."""
     with open(path / "results.csv", newline="") as fh:
@@ -193,12 +204,7 @@ def test_resume_skips_done_groups_and_gives_identical_output(tmp_path, monkeypat
 
 def test_sharded_over_four_host_devices_equals_unsharded(run, tmp_path):
     files, outs = run
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    ).strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env = _child_env(host_devices=4)
     out = tmp_path / "sharded"
     proc = subprocess.run(
         [
@@ -247,12 +253,7 @@ def test_two_and_four_devices_give_bitwise_identical_tables(tmp_path):
         "sys.exit(max(main(['sweep', sys.argv[1], '--out', out, '--devices', d, '--quiet']) "
         "for d, out in (('2', sys.argv[2]), ('4', sys.argv[3]))))"
     )
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    ).strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env = _child_env(host_devices=4)
     proc = subprocess.run(
         [sys.executable, "-c", script, str(path), str(outs[2]), str(outs[4])],
         env=env,
@@ -311,8 +312,7 @@ def test_two_process_sweep_equals_one_process(run, tmp_path):
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
         port = str(sock.getsockname()[1])
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env = _child_env()
     out = tmp_path / "two-process"
     args = ["sweep", str(files["ufm"]), "--out", str(out), "--quiet"]
     procs = [
