@@ -56,6 +56,24 @@ def median_time(
     return statistics.median(times)
 
 
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]], *, repeats: int = 5, warmup: int = 1
+) -> dict[str, float]:
+    """Median wall time of each `fns[name]()` (each must block until its result is ready), timed
+    in rounds that call every function once, the order rotating from round to round. A ratio of
+    two of these medians compares runs made minutes apart no more than seconds apart: on a shared
+    machine whose speed drifts, timing one function's repeats and then the other's does not."""
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(warmup + repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            t = time.perf_counter()
+            fns[name]()
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def compiled(jitted, *args):
     """(the AOT-compiled executable, seconds to trace + lower + compile) of a jitted function."""
     t = time.perf_counter()

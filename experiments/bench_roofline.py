@@ -10,8 +10,9 @@ time per step excludes dispatch. One step of L_UFM (THEORY.md §6 F1) is
 
 FLOPs = 6npC + 3np (+ O(nC + pC)); compulsory bytes = read H once + write H once (+ W, b, Y)
 = 2·4np + 4(nC + 2pC + 2C). The floor is max(FLOPs / F, bytes / B) with F the FLOP/s of a large
-float32 matmul and B the bandwidth of a large float32 copy (read + write), both measured in the
-same run. Three implementations:
+float32 matmul and B the bandwidth of a large float32 copy (read + write), both timed in the same
+interleaved rounds as the steps (so a drift in the machine's speed moves floor and steps
+together). Four implementations:
 
 - `autodiff`: `UFMFlow.gd_step` (jax.grad of the loss). XLA runs the three products as separate
   passes and materialises R W: about three reads of H, one [n, p] temporary and one write.
@@ -20,6 +21,13 @@ same run. Three implementations:
   once while it sits in L2, gives its logits, its share of Rᵀ H and its new rows, so H crosses
   the memory bus once each way (the compulsory traffic). Same numbers as the others up to
   float32 summation order (checked).
+- `kernel`: the one pass written by hand (experiments/kernels/ufm_gd_step.cc), an XLA FFI custom
+  call that the benchmark compiles with the host's C++ compiler (`CXX`, else `c++`; -O3
+  -march=native) and caches in the temporary directory. Each block of 12 rows gives its
+  logits, its share of Rᵀ H and its new rows from cache, with the accumulators in registers;
+  the blocks are shared among XLA's intra-op threads.
+  CPU only, float32, C ≤ 16; skipped (with the reason in its row) without a compiler or off CPU.
+  It shows how close to the floor the step can get; the package's steps stay portable XLA.
 
     python experiments/bench_roofline.py
 """
@@ -46,45 +54,49 @@ DEFAULTS = dict(
 )
 
 
-def _ceilings(cfg) -> tuple[float, float, float]:
-    """(matmul FLOP/s, large-copy bytes/s, copy bytes/s at the size of H), float32."""
+def _ceiling_timers(cfg) -> tuple[dict, dict]:
+    """Timers for the two ceilings (a large float32 matmul; a float32 copy, large and at the size
+    of H) and the work each does: ({name: blocking callable}, {name: flops or bytes per call})."""
     import jax
     import jax.numpy as jnp
 
     m = cfg["matmul_n"]
     a = jax.random.normal(jax.random.PRNGKey(1), (m, m), jnp.float32)
     mm = jax.jit(lambda x, y: x @ y)
-    t_mm = _bench.median_time(lambda: _bench.block(mm(a, a)), repeats=cfg["repeats"])
-    flops = 2.0 * m**3 / t_mm
+    timers = {"matmul": lambda: _bench.block(mm(a, a))}
+    work = {"matmul": 2.0 * m**3}
 
-    def bandwidth(nbytes, sweeps=10):
+    def copy(nbytes, sweeps=10):
         # x ← a x + c in place, `sweeps` times in one call: each sweep reads and writes the array
         # (a fresh output array per call would time the page faults of new memory instead).
         x = jnp.ones(nbytes // 4, jnp.float32)
         loop = jax.jit(lambda x: jax.lax.fori_loop(0, sweeps, lambda _, y: 0.999 * y + 1e-3, x))
-        t = _bench.median_time(lambda: _bench.block(loop(x)), repeats=cfg["repeats"])
-        return 2.0 * x.size * 4 * sweeps / t
+        return (lambda: _bench.block(loop(x))), 2.0 * x.size * 4 * sweeps
 
     n, p = cfg["classes"] * cfg["per_class"], cfg["dim"]
-    return flops, bandwidth(cfg["copy_mb"] << 20), bandwidth(4 * n * p)
+    timers["copy"], work["copy"] = copy(cfg["copy_mb"] << 20)
+    timers["copy_H"], work["copy_H"] = copy(4 * n * p)
+    return timers, work
 
 
-def _products_alone(H, W, R, repeats: int) -> float:
-    """Seconds for the step's three matrix products at their own shapes (H Wᵀ, Rᵀ H, R W), each
-    a separate compiled call: what the same matmul library reaches on C-wide operands, which
-    bounds any step built from library products (these shapes run far below the square-matmul
-    FLOP/s of the floor)."""
+def _products_timer(H, W, R):
+    """A timer for the step's three matrix products at their own shapes (H Wᵀ, Rᵀ H, R W), each a
+    separate compiled call: what the same matmul library reaches on C-wide operands, which bounds
+    any step built from library products (these shapes run far below the square-matmul FLOP/s of
+    the floor)."""
     import jax
 
-    total = 0.0
-    for fn, args in (
-        (lambda h, w: h @ w.T, (H, W)),
-        (lambda r, h: r.T @ h, (R, H)),
-        (lambda r, w: r @ w, (R, W)),
-    ):
-        f = jax.jit(fn)
-        total += _bench.median_time(lambda f=f, a=args: _bench.block(f(*a)), repeats=repeats)
-    return total
+    calls = [
+        (jax.jit(lambda h, w: h @ w.T), (H, W)),
+        (jax.jit(lambda r, h: r.T @ h), (R, H)),
+        (jax.jit(lambda r, w: r @ w), (R, W)),
+    ]
+
+    def run():
+        for f, args in calls:
+            _bench.block(f(*args))
+
+    return run
 
 
 def fused_step(W, b, H, Y, eta, lam_w, lam_h, lam_b=0.0):
@@ -127,6 +139,83 @@ def blocked_step(W, b, H, Y, eta, lam_w, lam_h, lam_b=0.0, *, block: int = 256):
     return W_new, b_new, H_new.reshape(n, p)
 
 
+KERNEL_SOURCE = _bench.ROOT / "experiments" / "kernels" / "ufm_gd_step.cc"
+KERNEL_TARGET = "centralpath_ufm_gd_step"
+_kernel_library = None  # the loaded library, kept alive: XLA calls into it
+
+
+class KernelUnavailable(RuntimeError):
+    """The one-pass kernel cannot run here (no compiler, a failed build, not on CPU)."""
+
+
+def _build_kernel():
+    """Compile the kernel into a shared library, cached by source, flags, compiler and jaxlib;
+    written to a temporary name and renamed, so a killed build leaves no half-written library."""
+    import hashlib
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    import jax
+    import jaxlib
+
+    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if not cxx:
+        raise KernelUnavailable("no C++ compiler found (install g++ or set CXX)")
+    flags = ["-O3", "-march=native", "-shared", "-fPIC", "-std=c++17"]
+    flags += ["-isystem", jax.ffi.include_dir()]
+    key = hashlib.sha256(
+        KERNEL_SOURCE.read_bytes() + "\0".join([cxx, *flags, jaxlib.__version__]).encode()
+    ).hexdigest()[:16]
+    lib = Path(tempfile.gettempdir()) / "centralpath-kernels" / f"ufm_gd_step-{key}.so"
+    if not lib.exists():
+        lib.parent.mkdir(parents=True, exist_ok=True)
+        tmp = lib.with_name(f"{lib.name}.{os.getpid()}.tmp")
+        proc = subprocess.run(
+            [cxx, *flags, str(KERNEL_SOURCE), "-o", str(tmp)], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise KernelUnavailable(f"{Path(cxx).name} could not build the kernel: {last}")
+        os.replace(tmp, lib)
+    return lib
+
+
+def load_kernel() -> None:
+    """Build (once per source and toolchain) and register the kernel as an XLA:CPU FFI target."""
+    global _kernel_library
+    import ctypes
+
+    import jax
+
+    if _kernel_library is not None:
+        return
+    if jax.default_backend() != "cpu":
+        raise KernelUnavailable(f"the kernel is CPU-only (backend: {jax.default_backend()})")
+    if not hasattr(jax, "ffi"):
+        raise KernelUnavailable(
+            f"the kernel needs jax.ffi (jax >= 0.4.38; this is {jax.__version__})"
+        )
+    library = ctypes.cdll.LoadLibrary(str(_build_kernel()))
+    jax.ffi.register_ffi_target(KERNEL_TARGET, jax.ffi.pycapsule(library.UfmGdStep), platform="cpu")
+    _kernel_library = library
+
+
+def kernel_step(W, b, H, Y, eta, lam_w, lam_h, lam_b=0.0):
+    """The same step as `fused_step`, by the one-pass kernel (float32; call `load_kernel` first).
+    H's buffer is reused for the new H."""
+    import jax
+    import jax.numpy as jnp
+
+    shapes = tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in (W, b, H))
+    call = jax.ffi.ffi_call(KERNEL_TARGET, shapes, input_output_aliases={6: 2})
+    scalars = (jnp.asarray(x, jnp.float32) for x in (eta, lam_w, lam_h, lam_b))
+    return call(*scalars, W, b, H, Y)
+
+
 def _as_tuple(s):
     return s.W, s.b, s.H
 
@@ -156,41 +245,48 @@ def main(cfg: dict | None = None) -> dict:
 
         return jax.jit(run, donate_argnums=(2,))
 
+    rows, results, checks, skipped_row = [], {}, {}, None
     impls = {
         "autodiff": lambda W, b, H: _as_tuple(flow.gd_step(type(state)(W, b, H), eta)),
         "fused": lambda W, b, H: fused_step(W, b, H, Y, eta, lw, lh),
         "blocked": lambda W, b, H: blocked_step(W, b, H, Y, eta, lw, lh, block=block),
+        "kernel": lambda W, b, H: kernel_step(W, b, H, Y, eta, lw, lh),
     }
+    try:
+        load_kernel()
+    except KernelUnavailable as e:
+        del impls["kernel"]
+        checks["kernel_skipped"] = str(e)
+        skipped_row = _bench.row("UFM GD step, kernel", None, note=f"skipped: {e}")
     flops = 6.0 * n * p * C + 3.0 * n * p
     nbytes = 4.0 * (2 * n * p + n * C + 2 * p * C + 2 * C)
-    F, B_large, B_small = _ceilings(cfg)
-    floor = max(flops / F, nbytes / B_large)
-    rows, results, checks = [], {}, {}
+    timers, work = _ceiling_timers(cfg)
+    timers["products"] = _products_timer(state.H, state.W, state.H @ state.W.T - Y)
+    fresh = lambda: (state.W, state.b, jnp.array(state.H))  # noqa: E731 - H is donated
+    compile_s = {}
     for name, step in impls.items():
-        fn = looped(step)
-        fresh = lambda: (state.W, state.b, jnp.array(state.H))  # noqa: E731 - H is donated
-        exe, c = _bench.compiled(fn, *fresh())
+        exe, compile_s[name] = _bench.compiled(looped(step), *fresh())
         results[name] = jax.device_get(exe(*fresh()))
-        args = [fresh() for _ in range(cfg["repeats"] + 1)]
-        it = iter(args)
-        t = (
-            _bench.median_time(
-                lambda e=exe, i=it: _bench.block(e(*next(i))), repeats=cfg["repeats"]
-            )
-            / K
-        )
-        hlo = exe.as_text()
-        checks[f"{name}_fusions"] = hlo.count(" fusion(")
+        checks[f"{name}_fusions"] = exe.as_text().count(" fusion(")
+        it = iter([fresh() for _ in range(cfg["repeats"] + 1)])  # one per call: H is donated
+        timers[name] = lambda e=exe, i=it: _bench.block(e(*next(i)))
+    # Ceilings, products and steps timed in interleaved rounds, so the floor and the step times
+    # see the same machine (medians over `repeats` rounds).
+    t = _bench.interleaved_medians(timers, repeats=cfg["repeats"])
+    F, B_large, B_small = (work[k] / t[k] for k in ("matmul", "copy", "copy_H"))
+    floor = max(flops / F, nbytes / B_large)
+    for name in impls:
+        step_s = t[name] / K
         rows.append(
             _bench.row(
                 f"UFM GD step, {name}",
-                t,
-                compile_s=c,
+                step_s,
+                compile_s=compile_s[name],
                 baseline=floor,
-                note=f"{t / floor:.2f}x the floor",
+                note=f"{step_s / floor:.2f}x the floor",
             )
         )
-    for name in ("fused", "blocked"):
+    for name in [k for k in impls if k != "autodiff"]:
         err = max(
             float(np.max(np.abs(a - r)) / np.max(np.abs(r)))
             for a, r in zip(results[name], results["autodiff"], strict=True)
@@ -201,8 +297,9 @@ def main(cfg: dict | None = None) -> dict:
     for r in rows:
         r["target"] = 1.0 / cfg["target"]
         r["met"] = bool(r["ratio"] >= r["target"])
-    R = state.H @ state.W.T - Y
-    t_products = _products_alone(state.H, state.W, R, 3 * cfg["repeats"])
+    if skipped_row is not None:
+        rows.append(skipped_row)
+    t_products = t["products"]
     rows.insert(
         0,
         _bench.row(

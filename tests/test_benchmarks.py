@@ -46,3 +46,68 @@ def test_bench_all_rejects_an_unknown_benchmark(capsys):
     with pytest.raises(SystemExit) as e:
         bench_all.main(["--only", "nope"])
     assert e.value.code == 2
+
+
+@pytest.fixture
+def roofline_kernel():
+    """bench_roofline with its C++ kernel built and registered (skips without a compiler)."""
+    import bench_roofline
+
+    try:
+        bench_roofline.load_kernel()
+    except bench_roofline.KernelUnavailable as e:
+        pytest.skip(str(e))
+    return bench_roofline
+
+
+@pytest.mark.parametrize(
+    "classes, rows, dim",
+    [
+        (3, 27, 21),  # two 12-row blocks and a short one; 16 vector columns and a 5-column tail
+        (1, 5, 8),  # one short block only, no 16-column chunk
+        (16, 40, 48),  # the largest class count the kernel takes
+    ],
+)
+def test_one_pass_kernel_matches_the_written_out_step(roofline_kernel, classes, rows, dim):
+    """The C++ kernel of the roofline benchmark, five in-place steps at sizes that reach every
+    tail path, is as accurate as XLA's own float32 step: both against the same step
+    (`fused_step`, whose agreement with autodiff the benchmark checks) in float64."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    k = jax.random.split(jax.random.PRNGKey(classes), 3)
+    W = jax.random.normal(k[0], (classes, dim), jnp.float32)
+    b = jax.random.normal(k[1], (classes,), jnp.float32)
+    H = jax.random.normal(k[2], (rows, dim), jnp.float32)
+    Y = jax.nn.one_hot(jnp.arange(rows) % classes, classes, dtype=jnp.float32)
+    hyper = (0.3, 1e-2, 2e-2, 5e-2)  # eta, lam_W, lam_H, lam_b
+
+    def steps(step, dtype=jnp.float32):
+        run = lambda W, b, H: jax.lax.fori_loop(  # noqa: E731
+            0, 5, lambda _, s: step(*s, Y.astype(dtype), *hyper), (W, b, H)
+        )
+        args = (W.astype(dtype), b.astype(dtype), jnp.array(H, dtype))  # a copy: H is donated
+        return [np.asarray(x, np.float64) for x in jax.jit(run, donate_argnums=(2,))(*args)]
+
+    kernel = steps(roofline_kernel.kernel_step)
+    xla = steps(roofline_kernel.fused_step)
+    exact = steps(roofline_kernel.fused_step, jnp.float64)
+    eps = float(jnp.finfo(jnp.float32).eps)
+    for k_, x_, e_ in zip(kernel, xla, exact, strict=True):
+        scale = float(np.max(np.abs(e_)))
+        err_kernel, err_xla = (float(np.max(np.abs(a - e_))) / scale for a in (k_, x_))
+        assert err_kernel <= 4 * max(err_xla, eps), (err_kernel, err_xla)
+    assert not np.allclose(kernel[2], np.asarray(H))  # the steps moved H
+
+
+def test_one_pass_kernel_names_a_class_count_it_cannot_take(roofline_kernel):
+    import jax
+    import jax.numpy as jnp
+
+    C, n, p = 17, 4, 8
+    z = lambda *s: jnp.zeros(s, jnp.float32)  # noqa: E731
+    with pytest.raises(jax.errors.JaxRuntimeError, match="1 to 16 classes"):
+        jax.block_until_ready(
+            roofline_kernel.kernel_step(z(C, p), z(C), z(n, p), z(n, C), 0.1, 0, 0)
+        )
