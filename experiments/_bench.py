@@ -57,16 +57,24 @@ def median_time(
 
 
 def interleaved_medians(
-    fns: dict[str, Callable[[], object]], *, repeats: int = 5, warmup: int = 1
+    fns: dict[str, Callable[[], object]],
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+    primed: tuple[str, ...] = (),
 ) -> dict[str, float]:
     """Median wall time of each `fns[name]()` (each must block until its result is ready), timed
     in rounds that call every function once, the order rotating from round to round. A ratio of
-    two of these medians compares runs made minutes apart no more than seconds apart: on a shared
-    machine whose speed drifts, timing one function's repeats and then the other's does not."""
+    two of these medians compares runs made seconds apart, not minutes: on a shared machine
+    whose speed drifts, timing one function's repeats and then the other's does not. The
+    functions named in `primed` also run once, untimed, right before each timed call, so they
+    are timed with their data in cache rather than after the others have evicted it."""
     names = list(fns)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(warmup + repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
+            if name in primed:
+                fns[name]()
             t = time.perf_counter()
             fns[name]()
             if r >= warmup:
