@@ -22,6 +22,8 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -202,8 +204,8 @@ ffi::Error Step(ffi::ThreadPool pool, ffi::BufferR0<ffi::F32> eta_, ffi::BufferR
       bd[0] != wd[0] || yd[0] != hd[0] || yd[1] != wd[0])
     return ffi::Error::InvalidArgument("ufm_gd_step: expected W [C, p], b [C], H [n, p], Y [n, C]");
   const int64_t C = wd[0], p = wd[1], n = hd[0];
-  const PassFn run = pass_for(C, std::make_integer_sequence<int, kMaxClasses>{});
-  if (run == nullptr || n == 0)
+  const PassFn pass_rows = pass_for(C, std::make_integer_sequence<int, kMaxClasses>{});
+  if (pass_rows == nullptr || n == 0)
     return ffi::Error::InvalidArgument("ufm_gd_step: needs 1 to 16 classes and at least one row");
   const float eta = *eta_.typed_data(), lam_w = *lam_w_.typed_data(),
               lam_h = *lam_h_.typed_data(), lam_b = *lam_b_.typed_data();
@@ -226,24 +228,33 @@ ffi::Error Step(ffi::ThreadPool pool, ffi::BufferR0<ffi::F32> eta_, ffi::BufferR
   const int64_t parts = std::min<int64_t>(kParts, blocks);
   std::vector<float> G(size_t(parts * C * ps), 0.0f), gb(size_t(parts * C), 0.0f);
   float* Hout = H_out->typed_data();
-  std::atomic<int64_t> next(0);
-  auto work = [&] {
-    for (int64_t q; (q = next.fetch_add(1, std::memory_order_relaxed)) < parts;) {
-      const int64_t lo = std::min(n, blocks * q / parts * kRows);
-      const int64_t hi = std::min(n, blocks * (q + 1) / parts * kRows);
-      run(lo, hi, p, ps, Wp.data(), b, H, Y, Hout, G.data() + q * C * ps, gb.data() + q * C,
-          decay, scale);
+  // The caller waits for the parts, not for the helpers: a helper that XLA's pool starts only
+  // after every part is done (its threads busy elsewhere) finds none left and touches nothing
+  // but this shared state, which it keeps alive. Waiting for the helpers themselves could wait
+  // on a pool thread that is waiting on something else.
+  struct Parts {
+    std::atomic<int64_t> next{0}, done{0};
+    std::function<void(int64_t)> run;  // reads the caller's frame: only called for a part < count
+    int64_t count = 0;
+    void drain() {
+      for (int64_t q; (q = next.fetch_add(1, std::memory_order_relaxed)) < count;) {
+        run(q);
+        done.fetch_add(1, std::memory_order_release);
+      }
     }
   };
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), parts) - 1;
-  std::atomic<int64_t> pending(helpers);
-  for (int64_t t = 0; t < helpers; ++t)
-    pool.Schedule([&] {
-      work();
-      pending.fetch_sub(1, std::memory_order_release);
-    });
-  work();
-  while (pending.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+  auto shared = std::make_shared<Parts>();
+  shared->count = parts;
+  shared->run = [&](int64_t q) {
+    const int64_t lo = std::min(n, blocks * q / parts * kRows);
+    const int64_t hi = std::min(n, blocks * (q + 1) / parts * kRows);
+    pass_rows(lo, hi, p, ps, Wp.data(), b, H, Y, Hout, G.data() + q * C * ps, gb.data() + q * C,
+              decay, scale);
+  };
+  for (int64_t t = 1; t < std::min<int64_t>(pool.num_threads(), parts); ++t)
+    pool.Schedule([shared] { shared->drain(); });
+  shared->drain();
+  while (shared->done.load(std::memory_order_acquire) < parts) std::this_thread::yield();
 
   float *Wn = W_out->typed_data(), *bn = b_out->typed_data();
   for (int64_t c = 0; c < C; ++c)
