@@ -80,10 +80,10 @@ def _ceiling_timers(cfg) -> tuple[dict, dict]:
 
 
 def _product_timers(H, W, R) -> dict:
-    """Timers (name: blocking callable) for the step's three matrix products at their own shapes (H Wᵀ, Rᵀ H, R W), each a
-    separate compiled call: what the same matmul library reaches on C-wide operands, which bounds
-    any step built from library products (these shapes run far below the square-matmul FLOP/s of
-    the floor)."""
+    """Timers (name: blocking callable) for the step's three matrix products at their own shapes
+    (H Wᵀ, Rᵀ H, R W), each a separate compiled call: what the same matmul library reaches on
+    C-wide operands, which bounds any step built from library products (these shapes run far
+    below the square-matmul FLOP/s of the floor)."""
     import jax
 
     calls = {
@@ -264,7 +264,7 @@ def main(cfg: dict | None = None) -> dict:
         checks[f"{name}_fusions"] = exe.as_text().count(" fusion(")
         it = iter([fresh() for _ in range(cfg["repeats"] + 1)])  # one per call: H is donated
         timers[name] = lambda e=exe, i=it: _bench.block(e(*next(i)))
-    # Ceilings, products and steps timed in interleaved rounds, so the floor and the step times
+    # Ceilings and steps timed in interleaved rounds, so the floor and the step times
     # see the same machine (medians over `repeats` rounds). The ceilings run warm, after an
     # untimed call of their own; a step call is `steps` steps, whose first warms the rest.
     ceilings = tuple(k for k in timers if k not in impls)
