@@ -63,8 +63,9 @@ configurations). That needs care, because XLA rewrites arithmetic in ways that c
 last bits, differently in differently shaped programs: a loop over a shard of one
 configuration is deleted and inlined. So the per-configuration work (GD's initial states, GD,
 metrics, the ODE's vector field, snapshots and metrics) runs inside one chunk loop whose trip
-count arrives as data (`_map_chunks`). One device is the exception XLA leaves: there
-`shard_map` inlines its body into the program, and the simplifier meets different operands.
+count arrives as data (`_map_chunks`). One device is the exception XLA leaves: its program
+is not partitioned (under Shardy `shard_map` inlines the body; under GSPMD it does not, and the
+numbers differ the same way), and XLA compiles it differently in ways not pinned down here.
 The GD states stay bitwise; the metrics and the ODE agree to rounding (measured: an ulp in
 NC2's equiangularity, 2.6e-14 relative in the ODE of the central path; bitwise in the small
 test sweeps). The flows and the least-squares classifier scale by a traced scalar as

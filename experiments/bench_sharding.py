@@ -7,7 +7,7 @@ Workloads: gradient descent of the full-feature UFM (`seeds` seeds) and one shar
 the reduced central-path flow (`ode_seeds` seeds; its step-size control takes a `pmax` over
 the devices, so the steps are the same as unsharded). Checked: every number bitwise equal on
 D devices and (an untimed run) on 2, and equal to `tol` on 1 device (bitwise in most runs; an
-ulp can remain where XLA compiles the inlined 1-device program differently — see the Devices
+ulp can remain where XLA compiles the unpartitioned 1-device program differently — see the Devices
 notes of `centralpath.sweep`).
 
 On a 2-core machine 4 host devices are 4 threads on 2 cores: the gain comes from running

@@ -234,7 +234,7 @@ def test_sharded_over_four_host_devices_equals_unsharded(run, tmp_path):
         _close(a[key], b[key], 1e-12)
         # The GD states do not depend on the device count (chunks of a fixed size, loops whose
         # count is data); the metrics are bitwise equal too in most runs, but XLA compiles the
-        # inlined 1-device program differently and an ulp can remain (see centralpath.sweep).
+        # unpartitioned 1-device program differently and an ulp can remain (centralpath.sweep).
         np.testing.assert_array_equal(a[key]["gd/objective"], b[key]["gd/objective"])
 
 

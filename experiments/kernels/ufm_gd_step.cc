@@ -51,14 +51,14 @@ inline float hsum(vec v) {
   return s[0];
 }
 
-// The tiling, chosen by timing single-core variants at C = 10, p = 512 (GFLOP/s of the whole
-// step on one core, where the core's FMA peak is ~93 and XLA's square sgemm ~75): 12-row blocks
-// with 5-class tiles of R^T H and 4-row tiles of R W reach ~60; 8-row blocks ~52; the first
-// version (4-row blocks, R^T H and R W in one sweep whose 10-long FMA chains stalled) ~43.
+// The tiling, chosen by timing single-core g++ 12 builds at C = 10, p = 512 (GFLOP/s of the
+// whole step on one core, where the core's FMA peak is ~93 and XLA's square sgemm ~75): 12-row
+// blocks with 5-class tiles of R^T H and 4-row tiles of R W reach ~60; 8-row blocks ~52; the
+// first version (4-row blocks, R^T H and R W in one sweep whose 10-long FMA chains stalled) ~43.
 constexpr int kRows = 12;        // rows per block: a column chunk of G is loaded once per block
 constexpr int kGramClasses = 5;  // classes per tile of R^T H: 10 accumulators + 2 rows + 1
 constexpr int kUpdateRows = 4;   // rows per tile of R W: 8 accumulators + 2 of W + 1
-constexpr int kMaxClasses = 16;  // C is a template parameter so the C accumulators live in registers
+constexpr int kMaxClasses = 16;  // C is a template parameter: its accumulators live in registers
 static_assert(kRows % kUpdateRows == 0);
 constexpr int64_t kParts = 16;  // units of work shared among threads (each adds C x p to reduce)
 
