@@ -33,6 +33,12 @@ from ._errors import InputError, require
 FEATURE_KEYS = ("features", "labels", "W", "b", "epochs", "weight_decay", "num_classes")
 
 
+# Called as observer(tmp, path) once `tmp` holds a file's new content, just before it is renamed
+# onto `path`, and as observer(None, path) just after: a partial run directory records a digest of
+# every file written into it this way (`_rundir.RunDir`), to verify them before a resume.
+_write_observers: list = []
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
@@ -41,18 +47,22 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.",
-        suffix=suffix if suffix is not None else ".tmp" + path.suffix,
-        dir=path.parent,
-    )
+    suffix = suffix if suffix is not None else ".tmp" + path.suffix
+    # The temporary name adds ~20 bytes to the file's: a name near the 255-byte limit (valid
+    # itself) must not fail only because its temporary sibling is too long.
+    stem = path.name if len(os.fsencode(path.name)) <= 200 else "centralpath"
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a result file should read like any other
     try:
         yield Path(tmp)
+        for observer in list(_write_observers):
+            observer(Path(tmp), path)
         os.replace(tmp, path)
+        for observer in list(_write_observers):
+            observer(None, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

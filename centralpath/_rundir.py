@@ -13,14 +13,20 @@ the command finishes, so an interrupted command never leaves a directory that lo
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
+import hashlib
 import io
 import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -28,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _io
 from ._errors import InputError, require
 from ._io import atomic_path, save_npz, write_json, write_text
 
@@ -195,8 +202,280 @@ def results_csv(results: dict[str, np.ndarray]) -> str:
     return buf.getvalue()
 
 
+# --------------------------------------------------------------------------- paths and errors
+
+MARKER = ".centralpath-run"  # written into every run directory: --overwrite replaces only these
+LOCK_FILE = ".lock"  # flock'ed by the one process working on a partial run
+MANIFEST = ".digests.json"  # sha256 of every file written into a partial run
+_NAME_MAX = 255
+
+# errno -> (cause, fix) for a path that could not be read or written.
+_CAUSES = {
+    errno.EISDIR: ("is a directory", "name a file, not a directory"),
+    errno.ENOTDIR: (
+        "is not a directory (a part of the path is a file)",
+        "choose a path whose parent folders are directories",
+    ),
+    errno.EROFS: ("is on a read-only file system", "choose a location on a writable file system"),
+    errno.EACCES: (
+        "permission denied",
+        "choose a location you may write, or change its permissions",
+    ),
+    errno.EPERM: (
+        "operation not permitted (permission denied)",
+        "choose a location on an ordinary file system you may write",
+    ),
+    errno.ENAMETOOLONG: ("name too long", "choose a name of at most 255 bytes per path component"),
+    errno.ENOSPC: ("no space left on the device", "free some space or choose another location"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or choose another location"),
+    errno.ENOENT: (
+        "does not exist or cannot be created there",
+        "check the path; outputs need an ordinary file system (not /proc or /sys)",
+    ),
+    errno.ELOOP: ("has too many levels of symbolic links", "pass the real path"),
+    errno.EEXIST: ("already exists", "choose another name"),
+    errno.ENOTEMPTY: ("is a directory that is not empty", "choose another name"),
+}
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def os_error_message(e: OSError, path=None, what: str = "path") -> str:
+    """One line for an OS error at a path: the path, the cause and the fix."""
+    path = path if path is not None else (e.filename if e.filename is not None else "(unknown)")
+    cause, fix = _CAUSES.get(e.errno, (e.strerror or str(e), "check the path and try again"))
+    return f"{what} {path}: {cause}; {fix}"
+
+
+def _real(path) -> str:
+    return os.path.realpath(os.path.abspath(path))
+
+
+def _within(inner: str, outer: str) -> bool:
+    """`inner` is `outer` or lies below it (both real, absolute paths)."""
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
+def _name_max(directory: Path) -> int:
+    d = Path(os.path.abspath(directory))
+    while not os.path.exists(d) and d != d.parent:  # os.path: False, not an error, for long names
+        d = d.parent
+    try:
+        return int(os.pathconf(d, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return _NAME_MAX
+
+
+def _check_parent(path: Path, what: str) -> None:
+    """The first existing folder above `path` must be a directory we may write in."""
+    d = Path(os.path.abspath(path)).parent
+    while not os.path.lexists(d) and d != d.parent:
+        d = d.parent
+    if not d.is_dir():
+        raise InputError(
+            f"{what} {path}: {d} is a file, not a directory, so nothing can be created under it; "
+            "choose a path whose parent folders are directories"
+        )
+    if not os.access(d, os.W_OK | os.X_OK):
+        try:
+            readonly = bool(os.statvfs(d).f_flag & os.ST_RDONLY)
+        except OSError:
+            readonly = False
+        cause = "is on a read-only file system" if readonly else f"permission denied (in {d})"
+        raise InputError(f"{what} {path}: {cause}; choose a location you may write")
+
+
+def check_output_file(path, *, flag: str = "--json", inputs=()) -> Path:
+    """Refuse, before any work, an output file that cannot or must not be written: a directory,
+    a symbolic link, an input of the command, a name too long, an unwritable location."""
+    path = Path(path)
+    what = f"{flag} {path}"
+    require(
+        path.name not in ("", ".", ".."),
+        f"{what} names a directory, not a file; pass a file name such as out.json",
+    )
+    # First: stat() of a name over the limit raises instead of answering.
+    limit = _name_max(path.parent)
+    for part in path.parts:
+        require(
+            len(os.fsencode(part)) <= limit,
+            f"{what}: name too long ({len(os.fsencode(part))} bytes in one component, the file "
+            f"system allows {limit}); choose a shorter name",
+        )
+    if os.path.islink(path):
+        dangling = " (dangling)" if not path.exists() else ""
+        raise InputError(
+            f"{what} is a symbolic link{dangling}; centralpath does not write through links — "
+            "pass the real path or a new name"
+        )
+    require(
+        not path.is_dir(), f"{what} is a directory; pass a file name such as {path / 'out.json'}"
+    )
+    real = _real(path)
+    for source in inputs:
+        if source is not None and _real(source) == real:
+            raise InputError(
+                f"{what} is the input file {source}; writing it would destroy the input — "
+                "choose another output path"
+            )
+    _check_parent(path, flag)
+    return path
+
+
+def partial_path(run) -> Path:
+    run = Path(run)
+    return run.parent / f".{run.name}.partial"
+
+
+def is_run(path) -> bool:
+    """A directory that holds a centralpath run: the marker this module writes, or (runs made
+    before the marker existed) a metadata.json of `metadata()` beside a config.toml."""
+    path = Path(path)
+    if os.path.islink(path) or not path.is_dir():
+        return False
+    marker = path / MARKER
+    if marker.is_file() and not marker.is_symlink():
+        return True
+    meta = path / "metadata.json"
+    if not (meta.is_file() and (path / "config.toml").is_file()):
+        return False
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "centralpath" in (data.get("versions") or {})
+
+
+def check_run_path(path, *, overwrite: bool, inputs=(), flag: str = "--out") -> Path:
+    """Refuse a run directory that must not be written or replaced (see `RunDir`)."""
+    path = Path(path)
+    what = f"{flag} {path}"
+    require(
+        path.name not in ("", ".", ".."),
+        f"{what} names the current or a parent directory; a run needs a folder of its own — "
+        "pass a new name such as runs/NAME",
+    )
+    real, cwd = _real(path), _real(os.getcwd())
+    require(
+        not _within(cwd, real),
+        f"{what} is the working directory or one of its parents; a run needs a folder of its "
+        "own — pass a new name such as runs/NAME",
+    )
+    for p in (path, partial_path(path)):
+        if os.path.islink(p):
+            raise InputError(
+                f"{flag} {path}: {p} is a symbolic link{' (dangling)' if not p.exists() else ''}; "
+                "centralpath never writes or deletes through links — pass the real directory or a "
+                "new name"
+            )
+    limit = _name_max(path.parent)
+    size = len(os.fsencode(path.name))
+    require(
+        size + len(".partial") + 1 <= limit,
+        f"{what}: name too long ({size} bytes; the folder it is built in, .NAME.partial, must fit "
+        f"in {limit}); choose a name of at most {limit - len('.partial') - 1} bytes",
+    )
+    for source in inputs:
+        if source is None:
+            continue
+        for target in (real, _real(partial_path(path))):
+            if _within(_real(source), target):
+                raise InputError(
+                    f"{what} would hold (and, replaced, delete) the input file {source}; choose "
+                    "another --out, or copy the input elsewhere first"
+                )
+    if os.path.lexists(path):
+        require(
+            path.is_dir(),
+            f"{what} exists and is a file, not a run directory; centralpath never replaces it — "
+            "choose another --out",
+        )
+        require(
+            overwrite,
+            f"output directory {path} already exists; pass --overwrite or choose another --out",
+        )
+        require(
+            is_run(path),
+            f"{what} exists and is not a centralpath run (no {MARKER} marker); --overwrite "
+            "replaces only run directories — choose another --out, or move it away yourself",
+        )
+    _check_parent(path, flag)
+    return path
+
+
+def _sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- locks
+
+
+def _holder(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        info = json.loads(os.read(fd, 65536).decode())
+        cmd = " ".join(str(a) for a in info.get("argv", []))[:200]
+        return f"pid {info.get('pid')} on {info.get('host')}, {info.get('command')}: {cmd}"
+    except (OSError, ValueError, AttributeError):
+        return "a process that has not recorded itself yet"
+
+
+def _acquire(lock: Path, run: Path, command: str) -> int:
+    """Hold `lock` (flock, exclusive) for this process, or refuse naming the holder.
+
+    flock is tied to the open file: it is released when the descriptor closes — also when the
+    process dies, so a killed run never leaves a stale lock behind.
+    """
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = _holder(fd)
+        os.close(fd)
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        raise InputError(
+            f"run {run} is in use by another centralpath process ({holder}); one process at a "
+            "time per run directory — wait for it to finish or stop it"
+        ) from None
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command,
+        "argv": ["centralpath", *sys.argv[1:]],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(info).encode())
+    return fd
+
+
+# --------------------------------------------------------------------------- run directories
+
+
+def _kept_note(e: BaseException, note: str) -> None:
+    """Say on the exception what happened to the partial run; the command line prints it."""
+    try:
+        e.centralpath_kept = note
+    except AttributeError:  # an exception type with __slots__: the message goes without it
+        pass
+
+
 class RunDir:
-    """A run directory under construction; `finish()` moves it into place atomically."""
+    """A run directory under construction; `finish()` moves it into place atomically.
+
+    While it is built, `.NAME.partial` holds
+      .centralpath-run  the marker that makes it (and the finished run) replaceable by --overwrite
+      .lock             held (flock) by the one process working on it; names that process
+      .digests.json     sha256 of config.toml and of every file written into it atomically
+                        (checkpoints, group files), verified by `reopen` before anything is trusted
+
+    `resumable=True` (commands with --resume) keeps the partial run after any failure; other
+    commands remove the partial output they made.
+    """
 
     def __init__(
         self,
@@ -206,28 +485,96 @@ class RunDir:
         *,
         overwrite: bool = False,
         figures: bool = True,
+        resumable: bool = False,
+        inputs=(),
     ):
         """Check that `path` may be written and start `.NAME.partial` beside it with the config
-        (`figures=False`: without a figures/ folder)."""
+        (`figures=False`: without a figures/ folder). `inputs`: files the command reads, which
+        the run directory must neither hold nor replace."""
         self.path = Path(path)
         self.command = command
         self.config = config
+        self.resumable = resumable
+        self.inputs = tuple(str(p) for p in inputs if p is not None)
+        self.created = False
+        self._fd: int | None = None
+        self._manifest: dict[str, list[str | None]] = {}
         self.start = time.perf_counter()
-        if self.path.exists() and not overwrite:
-            raise InputError(
-                f"output directory {self.path} already exists; pass --overwrite or choose another --out"
+        check_run_path(self.path, overwrite=overwrite, inputs=self.inputs)
+        self.partial = partial_path(self.path)
+        if os.path.lexists(self.partial):
+            self._clear_partial(overwrite)
+        self._create(config, figures)
+
+    def _clear_partial(self, overwrite: bool) -> None:
+        """An earlier partial run is in the way: refuse, or (--overwrite) remove it — only when no
+        process works on it and it is a centralpath partial run (or empty)."""
+        p = self.partial
+        require(
+            p.is_dir(),
+            f"{p} is in the way of the run directory and is not a folder; remove it or choose another --out",
+        )
+        fd = None
+        if (p / LOCK_FILE).is_file() or (p / MARKER).is_file():
+            fd = _acquire(p / LOCK_FILE, self.path, self.command)
+        try:
+            if not overwrite:
+                hint = (
+                    f"continue it with --resume {self.path}, or pass --overwrite to start afresh"
+                    if self.resumable
+                    else "pass --overwrite to start afresh"
+                )
+                raise InputError(f"an interrupted {self.command} is waiting in {p}; {hint}")
+            require(
+                (p / MARKER).is_file() or not any(p.iterdir()),
+                f"{p} is not a partial centralpath run (no {MARKER} marker); --overwrite replaces "
+                "only centralpath's own folders — remove it yourself or choose another --out",
             )
-        self.partial = self.path.parent / f".{self.path.name}.partial"
-        if self.partial.exists() and not overwrite:
-            raise InputError(
-                f"an interrupted {command} is waiting in {self.partial}; continue it with "
-                f"--resume {self.path}, or pass --overwrite to start afresh"
-            )
-        shutil.rmtree(self.partial, ignore_errors=True)
-        self.partial.mkdir(parents=True)
-        if figures:
-            (self.partial / "figures").mkdir()
-        write_text(self.partial / "config.toml", dumps_toml(config))
+            trash = _trash_name(self.path.parent)
+            os.rename(p, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _create(self, config: dict, figures: bool) -> None:
+        """Build the partial run under a private name, then rename it into place: another
+        process sees no partial run or a complete, locked one, never one half made."""
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".centralpath-new-", dir=parent))
+        except OSError as e:
+            raise InputError(os_error_message(e, self.path, "output directory")) from None
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a run reads like any folder
+            (tmp / MARKER).write_text(json.dumps({"command": self.command}) + "\n")
+            self._fd = _acquire(tmp / LOCK_FILE, self.path, self.command)
+            if figures:
+                (tmp / "figures").mkdir()
+            text = dumps_toml(config)
+            (tmp / "config.toml").write_text(text)
+            self._manifest = {"config.toml": [hashlib.sha256(text.encode()).hexdigest()]}
+            self._write_manifest(tmp)
+            try:
+                os.rename(tmp, self.partial)
+            except OSError as e:
+                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                raise InputError(
+                    f"another centralpath process has just started a run at {self.path}; one "
+                    "process at a time per run directory — wait for it or choose another --out"
+                ) from None
+        except BaseException as e:
+            self._release()
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError):
+                raise InputError(os_error_message(e, self.path, "output directory")) from None
+            raise
+        self.created = True
+        self._observe()
 
     @classmethod
     def attach(cls, path, command: str, config: dict) -> RunDir:
@@ -235,20 +582,28 @@ class RunDir:
         processes of a multi-host job): it checks nothing and writes nothing itself."""
         self = cls.__new__(cls)
         self.path = Path(path)
-        self.partial = self.path.parent / f".{self.path.name}.partial"
+        self.partial = partial_path(self.path)
         self.command, self.config, self.start = command, config, time.perf_counter()
+        self.resumable, self.created, self.inputs = True, False, ()
+        self._fd, self._manifest = None, {}
         return self
 
     @classmethod
-    def reopen(cls, run, command: str) -> tuple[RunDir, dict[str, Any]]:
-        """Continue an interrupted run: RUN (or its `.RUN.partial`) must hold a partial directory.
+    def reopen(cls, run, command: str, *, inputs=()) -> tuple[RunDir, dict[str, Any]]:
+        """Continue an interrupted run: RUN (or its `.RUN.partial`) must hold a partial directory
+        that no other process works on, whose files all match their recorded digests.
 
-        Returns the run directory and the configuration saved in it.
+        Returns the run directory (locked by this process) and the configuration saved in it.
         """
         run = Path(run)
         if run.name.startswith(".") and run.name.endswith(".partial"):
             run = run.parent / run.name[1 : -len(".partial")]
-        partial = run.parent / f".{run.name}.partial"
+        partial = partial_path(run)
+        require(
+            not os.path.islink(partial),
+            f"{partial} is a symbolic link; centralpath resumes only its own folders — pass the "
+            "real run directory",
+        )
         require(
             partial.is_dir() and (partial / "config.toml").is_file(),
             f"no interrupted {command} to resume at {run} (looked for {partial}); "
@@ -258,11 +613,127 @@ class RunDir:
                 else f"start one with centralpath {command} --out RUN"
             ),
         )
+        for source in inputs:
+            require(
+                source is None or not _within(_real(source), _real(partial)),
+                f"the input file {source} lies inside the partial run {partial}; copy it elsewhere",
+            )
         self = cls.__new__(cls)
         self.path, self.partial, self.command = run, partial, command
-        self.config = load_config(partial / "config.toml")
+        self.resumable, self.created = True, False
+        self.inputs = tuple(str(p) for p in inputs if p is not None)
+        self._fd = None
+        try:
+            self._fd = _acquire(partial / LOCK_FILE, run, command)
+        except OSError as e:
+            raise InputError(os_error_message(e, partial, "partial run")) from None
+        try:
+            self._manifest = self._read_manifest()
+            self.verify()
+            self.config = load_config(partial / "config.toml")
+        except BaseException:
+            self._release()
+            raise
         self.start = time.perf_counter()
+        self._observe()
         return self, dict(self.config)
+
+    # ----------------------------------------------------------------- digests
+
+    def _refuse(self, problem: str) -> InputError:
+        return InputError(
+            f"--resume refused: {problem}; the partial run cannot be trusted (it is kept) — start "
+            f"afresh with centralpath {self.command} --out {self.path} --overwrite"
+        )
+
+    def _read_manifest(self) -> dict[str, list[str | None]]:
+        path = self.partial / MANIFEST
+        if not path.is_file():
+            raise self._refuse(
+                f"{self.partial} has no {MANIFEST} (made by an older centralpath, or damaged), "
+                "so its checkpoints cannot be verified"
+            )
+        try:
+            data = json.loads(path.read_text())
+            ok = isinstance(data, dict) and all(
+                isinstance(k, str)
+                and isinstance(v, list)
+                and all(d is None or isinstance(d, str) for d in v)
+                for k, v in data.items()
+            )
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            raise self._refuse(f"{path} is not a readable digest manifest")
+        for rel in data:
+            parts = Path(rel).parts
+            if Path(rel).is_absolute() or ".." in parts or not parts:
+                raise self._refuse(f"{path} names a file outside the run ({rel!r})")
+        return data
+
+    def verify(self) -> None:
+        """Every file recorded in the manifest is there (or was being removed) and unchanged."""
+        for rel, accepted in self._manifest.items():
+            path = self.partial / rel
+            if os.path.islink(path):
+                raise self._refuse(f"{path} was replaced by a symbolic link")
+            if not path.is_file():
+                if None in accepted:
+                    continue
+                raise self._refuse(f"{path} is missing (it was written by the run)")
+            if _sha256(path) not in accepted:
+                raise self._refuse(
+                    f"{path} no longer matches the sha256 recorded when it was written "
+                    "(truncated, edited or replaced)"
+                )
+
+    def tracked(self, rel: str) -> bool:
+        """Whether `rel` (a path inside the partial run) was written by the run and verified."""
+        return rel in self._manifest
+
+    def _write_manifest(self, base: Path | None = None) -> None:
+        base = self.partial if base is None else base
+        tmp = base / f"{MANIFEST}.tmp"
+        tmp.write_text(json.dumps(self._manifest, indent=0, sort_keys=True))
+        os.replace(tmp, base / MANIFEST)
+
+    def _observe(self) -> None:
+        """Record a digest of every file written atomically into the partial run.
+
+        Two steps around the rename (see `_io.atomic_path`): before it, the new digest joins the
+        old one; after it, the old one goes. A kill between the two leaves the old file or the
+        new one, and either matches: a resume never refuses a run only because it was killed.
+        """
+        root = os.path.abspath(self.partial)
+
+        def observer(tmp, path) -> None:
+            rel = os.path.relpath(os.path.abspath(path), root)
+            if rel.startswith("..") or rel == MANIFEST or os.path.isabs(rel):
+                return
+            old = self._manifest.get(rel, [])
+            if tmp is not None:
+                self._manifest[rel] = [*old[-1:], _sha256(tmp)]
+            elif old:
+                self._manifest[rel] = old[-1:]
+            else:
+                return
+            self._write_manifest()
+
+        self._observer = observer
+        _io._write_observers.append(observer)
+
+    def _unobserve(self) -> None:
+        observer = getattr(self, "_observer", None)
+        if observer is not None and observer in _io._write_observers:
+            _io._write_observers.remove(observer)
+
+    def _release(self) -> None:
+        self._unobserve()
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # ----------------------------------------------------------------- writing
 
     @property
     def figures(self) -> Path:
@@ -270,6 +741,26 @@ class RunDir:
 
     def file(self, name: str) -> Path:
         return self.partial / name
+
+    def discard(self, name: str) -> None:
+        """Remove `name` (a file or folder of the partial run, e.g. the checkpoints once the
+        results are saved) and its digests: they are marked "may be absent" first, so a kill in
+        between leaves a run that still resumes."""
+        prefix = name.rstrip("/")
+        keys = [k for k in self._manifest if k == prefix or k.startswith(prefix + "/")]
+        for k in keys:
+            self._manifest[k] = [*self._manifest[k][-1:], None]
+        if keys:
+            self._write_manifest()
+        target = self.partial / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif os.path.lexists(target):
+            target.unlink()
+        for k in keys:
+            del self._manifest[k]
+        if keys:
+            self._write_manifest()
 
     def save_results(self, results: dict[str, np.ndarray]) -> None:
         save_npz(self.partial / "results.npz", **results)
@@ -279,13 +770,57 @@ class RunDir:
         meta = metadata(self.command, self.config, time.perf_counter() - self.start)
         meta.update(extra_metadata or {})
         write_json(self.partial / "metadata.json", meta)
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        os.replace(self.partial, self.path)
+        self._unobserve()
+        old = None
+        if os.path.lexists(self.path):
+            # Checked again now: the folder may have changed while the command ran.
+            check_run_path(self.path, overwrite=True, inputs=self.inputs)
+            old = _trash_name(self.path.parent)
+            os.rename(self.path, old)
+        os.rename(self.partial, self.path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        for name in (MANIFEST, LOCK_FILE):  # they describe a run in progress
+            with contextlib.suppress(OSError):
+                (self.path / name).unlink()
+        self._release()
         return self.path
 
     def abandon(self) -> None:
-        shutil.rmtree(self.partial, ignore_errors=True)
+        """After a failure: keep a resumable partial run (its checkpoints are what --resume
+        continues); remove the partial output of a command that cannot resume, if it made it."""
+        if self.created and not self.resumable:
+            shutil.rmtree(self.partial, ignore_errors=True)
+        self._release()
+
+    def close(self) -> None:
+        """Release the lock without removing anything."""
+        self._release()
+
+    def kept_note(self) -> str:
+        if self.resumable:
+            return (
+                f"the partial run is kept in {self.partial}; continue it with "
+                f"`centralpath {self.command} --resume {self.path}`"
+            )
+        return "no partial output was kept"
+
+    @contextlib.contextmanager
+    def running(self):
+        """Around the work of a command: on any failure (Ctrl-C and SIGTERM included), keep or
+        remove the partial run (see `abandon`) and tell the command line which, on the error."""
+        try:
+            yield self
+        except BaseException as e:
+            self.abandon()
+            _kept_note(e, self.kept_note())
+            raise
+
+
+def _trash_name(parent: Path) -> Path:
+    """A fresh hidden name beside a run for a folder on its way out (short: long run names
+    must still fit)."""
+    return Path(parent) / f".centralpath-old-{os.getpid()}-{os.urandom(4).hex()}"
 
 
 def default_run_path(command: str) -> Path:

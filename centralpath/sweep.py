@@ -937,20 +937,56 @@ def _group_path(partial: Path, g: int) -> Path:
     return partial / "groups" / f"group-{g:05d}.csv"
 
 
-def _start_run_dir(out, config: dict, *, resume: bool, overwrite: bool):
-    """The sweep's run directory: reopened to resume (same configuration required) or new."""
-    from ._rundir import RunDir, dumps_toml
+def _changed_keys(saved: dict, config: dict) -> list[str]:
+    """The keys (`sweep.KEY` for the table) whose values differ between two sweep configs."""
+    import tomllib
+
+    from ._rundir import dumps_toml
+
+    new = tomllib.loads(dumps_toml(config))  # the form config.toml holds, for a fair comparison
+    changed = []
+    for key in sorted(set(saved) | set(new)):
+        a, b = saved.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            changed.append(key)
+    return changed
+
+
+def _start_run_dir(out, config: dict, *, resume: bool, overwrite: bool, inputs=()):
+    """The sweep's run directory: reopened to resume (same configuration required, every group
+    file verified against its recorded digest) or new."""
+    from ._rundir import RunDir
 
     if resume:
-        run, _ = RunDir.reopen(out, "sweep")
-        require(
-            run.file("config.toml").read_text() == dumps_toml(config),
-            f"the sweep configuration differs from the one of the interrupted sweep at {out}; "
-            "resume with the same file (or without a file), or start a new --out",
-        )
+        run, saved = RunDir.reopen(out, "sweep", inputs=inputs)
+        with run.running():
+            changed = _changed_keys(saved, config)
+            require(
+                not changed,
+                f"--resume with changed flags is refused: the sweep configuration differs from "
+                f"the one of the interrupted sweep at {out} in {', '.join(changed)}; resume with "
+                "the same file (or without a file), or start a new --out",
+            )
+            # A group file without a recorded digest was not written by this sweep: trusting it
+            # would put foreign rows in results.csv.
+            foreign = [
+                f
+                for f in sorted(run.file("groups").glob("group-*.csv"))
+                if not run.tracked(f"groups/{f.name}")
+            ]
+            require(
+                not foreign,
+                f"--resume refused: {foreign[0] if foreign else ''} was not written by this sweep "
+                "(no recorded digest); remove it, or start afresh with --overwrite",
+            )
         return run
-    run = RunDir(out, "sweep", config, overwrite=overwrite, figures=False)
-    run.file("groups").mkdir()
+    run = RunDir(
+        out, "sweep", config, overwrite=overwrite, figures=False, resumable=True, inputs=inputs
+    )
+    with run.running():
+        run.file("groups").mkdir()
     return run
 
 
@@ -962,15 +998,16 @@ def write_sweep(
     resume: bool = False,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
+    inputs=(),
 ) -> Path:
     """Run a sweep into the run directory `out` (see the module docstring); return its path.
 
     The directory is built under a hidden `.NAME.partial` sibling; each finished group is
-    written there atomically, and `resume=True` continues an interrupted sweep from it.
+    written there atomically, and `resume=True` continues an interrupted sweep from it. A failure
+    keeps the partial sweep. `inputs`: files the command read (the run must not hold them).
     """
     import jax
 
-    from ._io import write_text
     from ._rundir import RunDir
 
     log = log or (lambda s: None)
@@ -983,9 +1020,10 @@ def write_sweep(
     run, error = None, None
     if writer:
         try:
-            run = _start_run_dir(out, config, resume=resume, overwrite=overwrite)
+            run = _start_run_dir(out, config, resume=resume, overwrite=overwrite, inputs=inputs)
         except InputError as e:
-            error = str(e)
+            kept = getattr(e, "centralpath_kept", "")
+            error = f"{e}; {kept}" if kept else str(e)
     if multi:
         from jax.experimental import multihost_utils
 
@@ -996,13 +1034,24 @@ def write_sweep(
             run = RunDir.attach(out, "sweep", config)
     elif error is not None:
         raise InputError(error)
+    # Any failure from here on keeps the partial sweep and its finished groups (and says so).
+    with run.running():
+        return _run_groups(spec, run, devices, log, resume, writer, multi)
+
+
+def _run_groups(spec, run, devices, log, resume: bool, writer: bool, multi: bool) -> Path:
+    from ._io import write_text
+
     n_groups = len(groups(spec.configs))
     mesh = _as_mesh(devices)
-    # Which groups are finished is decided once, before any group runs, the same on every process.
+    # Which groups are finished is decided once, before any group runs, the same on every
+    # process (process 0 has verified every group file against its digest in `_start_run_dir`).
     finished = (
         {g for g in range(n_groups) if _group_path(run.partial, g).is_file()} if resume else set()
     )
     if multi:
+        from jax.experimental import multihost_utils
+
         multihost_utils.sync_global_devices("centralpath sweep: groups to skip read")
 
     def save(g: int, indices: list[int], results: list[dict]) -> None:

@@ -1,7 +1,8 @@
 """The `centralpath` command line: one module per subcommand, each with `register` and `run`.
 
-Exit status: 0 success, 2 usage error or bad input, 1 runtime failure (numerical fault, a
-failed solve), 130 interrupted. A user's mistake prints one line, never a traceback (`--debug`
+Exit status: 0 success, 2 usage error or bad input (file-system faults at a path included), 1
+runtime failure (numerical fault, a failed solve, a disk that filled mid-run), 130 interrupted
+(Ctrl-C or SIGTERM). A user's mistake prints one line, never a traceback (`--debug`
 shows it).
 """
 
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 # name -> module; each module defines HELP, EXAMPLE, register(parser) and run(args) -> int.
 COMMANDS = {
@@ -54,15 +57,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _on_sigterm(signum, frame):
+    # SIGTERM (kill, a job scheduler's stop) takes the same way out as Ctrl-C: the partial run is
+    # kept and one line says where. Later SIGTERMs during that clean-up are ignored.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def main(argv: list[str] | None = None) -> int:
+    handled = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if handled else None
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before a command started: nothing was written
+        print("centralpath: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+    finally:
+        if handled:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _kept(e: BaseException) -> str:
+    """What a failing command kept of its run directory (set by `RunDir.running`), or ''."""
+    return getattr(e, "centralpath_kept", "")
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
     from .._errors import InputError, NumericalError
+    from .._rundir import DISK_FULL, os_error_message
     from .._runtime import configure_cpu_runtime
 
+    name = f"centralpath {args.command}"
     configure_cpu_runtime()  # before the JAX backend starts
     try:
         import jax
@@ -73,25 +103,43 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         if args.debug:
             raise
-        print(f"centralpath {args.command}: error: {e}", file=sys.stderr)
+        kept = _kept(e)
+        print(f"{name}: error: {e}{'; ' + kept if kept else ''}", file=sys.stderr)
         return 2
     except NumericalError as e:
         if args.debug:
             raise
-        print(f"centralpath {args.command}: numerical failure: {e}", file=sys.stderr)
+        kept = _kept(e)
+        print(f"{name}: numerical failure: {e}{'; ' + kept if kept else ''}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(
-            f"centralpath {args.command}: interrupted; no partial output was kept", file=sys.stderr
-        )
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if e.args == ("SIGTERM",) else "interrupted"
+        print(f"{name}: {how}; {_kept(e) or 'no partial output was kept'}", file=sys.stderr)
         return 130
+    except OSError as e:
+        # A file-system fault at a path the checks could not foresee (a disk filling up, a
+        # folder changed underneath): one line naming the path, the cause and the fix.
+        if args.debug:
+            raise
+        kept = _kept(e)
+        if e.errno in DISK_FULL and kept:
+            # Mid-run: not the user's input but the machine's state, and the run can go on.
+            print(
+                f"{name}: error: no space left on the device while writing "
+                f"{e.filename or 'the run'}; free some space — {kept}",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{name}: error: {os_error_message(e)}{'; ' + kept if kept else ''}", file=sys.stderr)
+        return 2
     except Exception as e:  # noqa: BLE001 - the last line of defence against tracebacks
         if args.debug:
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        kept = _kept(e)
         print(
-            f"centralpath {args.command}: internal error: {type(e).__name__}: {msg} "
-            "(re-run with --debug for the traceback and report it)",
+            f"{name}: internal error: {type(e).__name__}: {msg} "
+            f"(re-run with --debug for the traceback and report it){'; ' + kept if kept else ''}",
             file=sys.stderr,
         )
         return 1

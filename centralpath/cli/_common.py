@@ -73,3 +73,49 @@ def draw_figures(kind: str, run_path, results, args) -> None:
     from ..plotting import draw_run
 
     draw_run(kind, results, run_path)
+
+
+def write_output_json(path, obj, flag: str = "--json") -> None:
+    """Write a JSON output atomically; a file-system fault is one line naming the path."""
+    from .._errors import InputError
+    from .._io import write_json
+    from .._rundir import os_error_message
+
+    try:
+        write_json(path, obj)
+    except OSError as e:
+        raise InputError(os_error_message(e, path, flag)) from None
+
+
+def check_resume_flags(args, saved: dict, keys, run_dir) -> None:
+    """`--resume` continues the saved configuration: a flag that says otherwise is refused (it
+    would be silently ignored, or mix two configurations in one run), and so are --out naming
+    another directory and --overwrite."""
+    from pathlib import Path
+
+    from .._errors import InputError, require
+
+    out = getattr(args, "out", None)
+    require(
+        out is None or Path(out) == run_dir.path,
+        f"--resume writes to {run_dir.path}; drop --out (or give the same directory)",
+    )
+    require(
+        not getattr(args, "overwrite", False),
+        "--resume and --overwrite exclude each other: --resume continues the partial run, "
+        "--overwrite starts afresh",
+    )
+    for key in keys:
+        given = getattr(args, key, None)
+        if given is None or key not in saved:
+            continue
+        value = saved[key]
+        seqs = isinstance(given, list | tuple) and isinstance(value, list | tuple)
+        same = list(given) == list(value) if seqs else given == value
+        if not same:
+            flag = f"--{key.replace('_', '-')}"
+            raise InputError(
+                f"--resume with changed flags is refused: {flag} {given!r} differs from the "
+                f"saved {key} = {value!r}; drop the {flag} flag to continue the saved run, or "
+                "start a new one with another --out"
+            )

@@ -28,8 +28,10 @@ def register(p) -> None:
 
 def run(args) -> int:
     from .._errors import require
-    from .._io import load_features, write_json
+    from .._io import load_features
+    from .._rundir import check_output_file
     from ..analysis import analyze
+    from ._common import write_output_json
     from ._table import table
 
     require(args.rtol > 0 and args.rtol < 1, f"--rtol must lie in (0, 1), got {args.rtol}")
@@ -37,6 +39,8 @@ def run(args) -> int:
         args.weight_decay is None or args.weight_decay >= 0,
         f"--weight-decay must be >= 0, got {args.weight_decay}",
     )
+    if args.json:  # before the work: `--json` naming the input (or a folder) fails at once
+        check_output_file(args.json, inputs=[args.features])
     ff = load_features(args.features)
     records = analyze(
         ff, weight_decay=args.weight_decay, rtol=args.rtol, source=f"features file {args.features}"
@@ -49,7 +53,7 @@ def run(args) -> int:
             file=sys.stderr,
         )
     if args.json:
-        write_json(args.json, {"checkpoints": records})
+        write_output_json(args.json, {"checkpoints": records})
     if not args.quiet:
         rows = []
         for r in records:

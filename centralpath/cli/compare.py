@@ -9,12 +9,15 @@ EXAMPLE = "centralpath compare runs/train/features.npz --json compare.json --out
 
 
 def register(p) -> None:
-    p.add_argument("features", help="features file with K >= 2 checkpoints (schema in the README)")
+    p.add_argument(
+        "features",
+        nargs="?",
+        help="features file with K >= 2 checkpoints (schema in the README; or `features` in --config)",
+    )
     p.add_argument("--json", metavar="OUT", help="also write the fit and the metrics as JSON")
     p.add_argument(
         "--flow",
         choices=["renormalised", "whitened"],
-        default="renormalised",
         help="closed form to fit: renormalised (F3, the paper's; default) or whitened (F3')",
     )
     p.add_argument(
@@ -24,9 +27,7 @@ def register(p) -> None:
         metavar="LAMBDA",
         help="ridge λ for the decomposition; default: the file's weight_decay",
     )
-    p.add_argument(
-        "--rtol", type=float, default=1e-10, help="pseudo-inverse cutoff (default 1e-10)"
-    )
+    p.add_argument("--rtol", type=float, help="pseudo-inverse cutoff (default 1e-10)")
     add_run_options(p)
 
 
@@ -75,23 +76,48 @@ def compare_features(ff, *, flow="renormalised", weight_decay=None, rtol=1e-10):
     return fit, results, summary
 
 
+# The keys of a compare run's config.toml, which is a valid --config for compare.
+DEFAULTS = {"features": None, "flow": "renormalised", "weight_decay": None, "rtol": 1e-10}
+
+
 def run(args) -> int:
     import sys
 
     from .._errors import require
     from .._io import load_features, write_json
-    from .._rundir import RunDir
+    from .._rundir import RunDir, check_output_file, check_run_path, resolve_config
+    from ._common import write_output_json
 
-    require(0 < args.rtol < 1, f"--rtol must lie in (0, 1), got {args.rtol}")
-    ff = load_features(args.features)
+    config = resolve_config(DEFAULTS, args, config_path=args.config)
+    features, flow, rtol = config["features"], config["flow"], config["rtol"]
+    require(
+        isinstance(features, str) and features,
+        'give a features file FEATURES.npz (or `features = "..."` in --config)',
+    )
+    require(
+        flow in ("renormalised", "whitened"),
+        f"unknown flow {flow!r}; choose renormalised or whitened",
+    )
+    require(isinstance(rtol, float) and 0 < rtol < 1, f"--rtol must lie in (0, 1), got {rtol}")
+    weight_decay = config["weight_decay"]
+    require(
+        weight_decay is None
+        or (isinstance(weight_decay, int | float) and not isinstance(weight_decay, bool)),
+        f"weight_decay must be a number, got {weight_decay!r}",
+    )
+    # Outputs are checked before the work: a bad path fails in a second, not after the fit.
+    if args.json:
+        check_output_file(args.json, inputs=[features, args.config])
+    out = (args.out or "runs/compare") if (args.out or args.config) else None
+    if out is not None:
+        check_run_path(out, overwrite=args.overwrite, inputs=[features, args.config, args.json])
+    ff = load_features(features)
     require(
         ff.num_checkpoints >= 2,
-        f"{args.features} has {ff.num_checkpoints} checkpoint; comparing dynamics needs at least 2 "
+        f"{features} has {ff.num_checkpoints} checkpoint; comparing dynamics needs at least 2 "
         "(save features at several epochs)",
     )
-    fit, results, summary = compare_features(
-        ff, flow=args.flow, weight_decay=args.weight_decay, rtol=args.rtol
-    )
+    fit, results, summary = compare_features(ff, flow=flow, weight_decay=weight_decay, rtol=rtol)
     if not summary["balanced"]:
         print(
             "centralpath compare: warning: classes are imbalanced; the closed form assumes "
@@ -99,23 +125,26 @@ def run(args) -> int:
             file=sys.stderr,
         )
     if args.json:
-        write_json(args.json, summary)
-    if args.out or args.config:
+        write_output_json(args.json, summary)
+    if out is not None:
         config = {
-            "features": str(args.features),
-            "flow": args.flow,
-            "weight_decay": ff.weight_decay if args.weight_decay is None else args.weight_decay,
-            "rtol": args.rtol,
+            "features": str(features),
+            "flow": flow,
+            "weight_decay": ff.weight_decay if weight_decay is None else weight_decay,
+            "rtol": rtol,
         }
-        run_dir = RunDir(args.out or "runs/compare", "compare", config, overwrite=args.overwrite)
-        try:
+        run_dir = RunDir(
+            out,
+            "compare",
+            config,
+            overwrite=args.overwrite,
+            inputs=[features, args.config, args.json],
+        )
+        with run_dir.running():
             run_dir.save_results(results)
             write_json(run_dir.file("compare.json"), summary)
             draw_figures("compare", run_dir.partial, results, args)
             path = run_dir.finish()
-        except BaseException:
-            run_dir.abandon()
-            raise
         log(args)(f"run directory: {path}")
     if not args.quiet:
         from ._table import table

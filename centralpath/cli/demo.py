@@ -31,6 +31,30 @@ def register(p) -> None:
     )
 
 
+def _section(source, section: str, values: dict) -> dict:
+    """The settings of one [section] of a demo config, each a key the demo knows (a typo is an
+    error, as for the other commands), of the type of its default."""
+    from .._errors import InputError
+    from .._rundir import _coerce
+    from ..demo import DEFAULTS
+    from ..networks.train import DEFAULTS as TRAIN
+    from ..simulate import DEFAULTS as SIMULATE
+
+    # [simulation] and [training] take the settings of simulate and train; the demo sets some.
+    known = {"simulation": SIMULATE, "convergence": {}, "training": TRAIN}[section]
+    known = {**known, **DEFAULTS[section]}
+    out = {}
+    for k, v in values.items():
+        key = k.replace("-", "_")
+        if key not in known:
+            raise InputError(
+                f"config file {source}: unknown key {k!r} in [{section}]; known keys: "
+                f"{', '.join(sorted(known))}"
+            )
+        out[key] = _coerce(key, v, known[key], source)
+    return out
+
+
 def run(args) -> int:
     from pathlib import Path
 
@@ -48,9 +72,9 @@ def run(args) -> int:
                 f"config file {args.config}: unknown section [{section}]; use [simulation], "
                 "[convergence] or [training]",
             )
-            config[section].update(values)
-    run_dir = RunDir(args.out, "demo", config, overwrite=args.overwrite)
-    try:
+            config[section].update(_section(args.config, section, values))
+    run_dir = RunDir(args.out, "demo", config, overwrite=args.overwrite, inputs=[args.config])
+    with run_dir.running():
         results, summary = run_demo(
             Path(run_dir.partial),
             progress=not args.quiet,
@@ -63,9 +87,6 @@ def run(args) -> int:
         draw_figures("demo", run_dir.partial, results, args)
         write_report(Path(run_dir.partial), summary)
         path = run_dir.finish()
-    except BaseException:
-        run_dir.abandon()
-        raise
     emit = log(args)
     s = summary["simulation"]
     emit(

@@ -59,18 +59,23 @@ def run(args) -> int:
     )
     require(math.isfinite(args.kappa) and args.kappa > 0, f"--kappa must be > 0, got {args.kappa}")
 
+    if args.json:
+        from .._rundir import check_output_file
+
+        check_output_file(args.json)
+
     import jax
     import numpy as np
 
     from .._eigen import eigen_dynamics
-    from .._io import write_json
+    from ._common import write_output_json
 
     # One compiled call: op-by-op evaluation compiles every primitive of the Newton iteration
     # separately (~1.2 s of a cold start against ~0.4 s for one jit; inputs checked above).
     evaluate = jax.jit(lambda w, t: eigen_dynamics(w, C, N, kappa=args.kappa, flow=args.flow)(t))
     omega = np.asarray(evaluate(np.asarray(om, float), np.asarray(ts, float)))
     if args.json:
-        write_json(args.json, {"times": list(ts), "omega": omega.tolist()})
+        write_output_json(args.json, {"times": list(ts), "omega": omega.tolist()})
     if not args.quiet:
         from ._table import table
 

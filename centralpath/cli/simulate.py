@@ -57,7 +57,6 @@ def register(p) -> None:
     p.add_argument(
         "--precision",
         choices=["float64", "float32"],
-        default="float64",
         help="float64 (default) or float32 for speed on accelerators",
     )
     p.add_argument(
@@ -66,51 +65,64 @@ def register(p) -> None:
     add_run_options(p)
 
 
-def run(args) -> int:
-    import shutil
-    import sys
-
+def _set_precision(config: dict) -> str:
+    """Take `precision` out of a configuration and switch JAX to it."""
     import jax
+
+    from .._errors import require
+
+    precision = config.pop("precision")
+    require(
+        precision in ("float64", "float32"),
+        f"precision must be float64 or float32, got {precision!r}",
+    )
+    jax.config.update("jax_enable_x64", precision == "float64")
+    return precision
+
+
+def run(args) -> int:
+    from argparse import Namespace
 
     from .._errors import require
     from .._rundir import RunDir, default_run_path, resolve_config
     from ..simulate import DEFAULTS, simulate, validate
+    from ._common import check_resume_flags
 
     enable_compilation_cache()
+    # The keys of config.toml: a run's own config.toml is a valid --config for another run.
+    keys = {**DEFAULTS, "precision": "float64"}
     if args.resume:
         require(args.config is None, "--resume continues the saved configuration; drop --config")
-        run_dir, config = RunDir.reopen(args.resume, "simulate")
-        precision = config.pop("precision", "float64")
-        jax.config.update("jax_enable_x64", precision == "float64")
+        run_dir, _ = RunDir.reopen(args.resume, "simulate")
+        with run_dir.running():  # a refusal keeps the partial run and releases its lock
+            config = resolve_config(keys, Namespace(), config_path=run_dir.file("config.toml"))
+            check_resume_flags(args, config, keys, run_dir)
+            _set_precision(config)
     else:
-        config = resolve_config(DEFAULTS, args, config_path=args.config)
-        precision = args.precision
+        config = resolve_config(keys, args, config_path=args.config)
+        precision = _set_precision(config)
         if precision == "float32":
             # float32 carries ~7 digits: tolerances below ~1e-6 cannot be met.
             config["rtol"] = max(config["rtol"], 1e-6)
             config["atol"] = max(config["atol"], 1e-8)
         validate(config)
-        out = args.out or default_run_path("simulate")
         run_dir = RunDir(
-            out, "simulate", {**config, "precision": precision}, overwrite=args.overwrite
+            args.out or default_run_path("simulate"),
+            "simulate",
+            {**config, "precision": precision},
+            overwrite=args.overwrite,
+            resumable=True,
+            inputs=[args.config],
         )
-    state_dir = run_dir.file("state")
-    try:
-        results = simulate(config, progress=not args.quiet, log=log(args), state_dir=state_dir)
+    # Any failure from here on keeps .RUN.partial with its checkpoints (and says so).
+    with run_dir.running():
+        results = simulate(
+            config, progress=not args.quiet, log=log(args), state_dir=run_dir.file("state")
+        )
         run_dir.save_results(results)
         draw_figures("simulate", run_dir.partial, results, args)
-        shutil.rmtree(state_dir, ignore_errors=True)
+        run_dir.discard("state")
         path = run_dir.finish()
-    except KeyboardInterrupt:
-        print(
-            "centralpath simulate: interrupted; no finished output was written — continue with "
-            f"`centralpath simulate --resume {run_dir.path}`",
-            file=sys.stderr,
-        )
-        return 130
-    except BaseException:
-        run_dir.abandon()
-        raise
     emit = log(args)
     for series in ("ode", "gd", "closed_form"):
         if f"{series}/nc1" in results:

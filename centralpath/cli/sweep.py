@@ -88,6 +88,7 @@ def run(args) -> int:
         resume=bool(args.resume),
         overwrite=args.overwrite,
         log=emit,
+        inputs=[args.config],
     )
     print(path)
     return 0

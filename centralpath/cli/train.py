@@ -18,8 +18,6 @@ Ctrl-C or a kill, `centralpath train --resume RUN` continues it bit-identically.
 
 from __future__ import annotations
 
-import sys
-
 from ._common import add_run_options, draw_figures, enable_compilation_cache, log
 
 HELP = "Train an MLP/CNN (MSE or cross-entropy) on an offline dataset and measure its collapse."
@@ -113,28 +111,37 @@ def run(args) -> int:
     from ..networks.train import DEFAULTS, load_configured_dataset, validate
 
     enable_compilation_cache()
+
+    def load(config):
+        data = load_configured_dataset(config)
+        require(
+            data.num_samples // min(config["batch_size"], data.num_samples) >= 1,
+            "the dataset is empty after subsampling; raise --per-class",
+        )
+        return data
+
     if args.resume:
         run_dir, config = _reopen(args, DEFAULTS)
+        with run_dir.running():  # a bad dataset keeps the partial run and releases its lock
+            data = load(config)
     else:
         config = resolve_config(DEFAULTS, args, config_path=args.config)
         validate(config)
-        run_dir = None
-    # Load the data before creating any directory: a bad dataset leaves nothing behind.
-    data = load_configured_dataset(config)
-    require(
-        data.num_samples // min(config["batch_size"], data.num_samples) >= 1,
-        "the dataset is empty after subsampling; raise --per-class",
-    )
-    if run_dir is None:
+        # Load the data before creating any directory: a bad dataset leaves nothing behind.
+        data = load(config)
+        dataset = config["dataset"]
         run_dir = RunDir(
-            args.out or default_run_path("train"), "train", config, overwrite=args.overwrite
+            args.out or default_run_path("train"),
+            "train",
+            config,
+            overwrite=args.overwrite,
+            resumable=True,
+            inputs=[args.config, dataset[4:] if dataset.startswith("npz:") else None],
         )
     return _train(args, run_dir, config, data)
 
 
 def _train(args, run_dir, config, data) -> int:
-    import shutil
-
     import equinox as eqx
 
     from .._io import atomic_path, load_features, write_json
@@ -142,10 +149,11 @@ def _train(args, run_dir, config, data) -> int:
     from ..networks.train import train_from_config, training_results
 
     emit = log(args)
-    state_dir = run_dir.file("state")
-    try:
+    # Any failure (Ctrl-C and SIGTERM included) keeps .RUN.partial: its saved state is what
+    # --resume continues.
+    with run_dir.running():
         training = train_from_config(
-            config, data=data, state_dir=state_dir, progress=not args.quiet
+            config, data=data, state_dir=run_dir.file("state"), progress=not args.quiet
         )
         features_path = run_dir.file("features.npz")
         training.save_features(features_path)
@@ -160,19 +168,8 @@ def _train(args, run_dir, config, data) -> int:
             eqx.tree_serialise_leaves(fh, training.model)
         summary = _summary(training, results, data)
         _draw(run_dir, results, args, emit)
-        shutil.rmtree(state_dir)
+        run_dir.discard("state")
         path = run_dir.finish(extra_metadata=summary)
-    except KeyboardInterrupt:
-        # Keep `.RUN.partial`: its saved state is what --resume continues.
-        print(
-            f"centralpath train: interrupted; no finished output was written — continue with "
-            f"`centralpath train --resume {run_dir.path}`",
-            file=sys.stderr,
-        )
-        return 130
-    except BaseException:
-        run_dir.abandon()
-        raise
     emit(_table(results))
     drop = summary["nc1_drop_from_first_zero_error"]
     emit(
@@ -258,32 +255,25 @@ def _draw(run_dir, results, args, emit) -> None:
 
 
 def _reopen(args, defaults):
-    """The run directory in progress of an interrupted `train`, and its saved configuration."""
+    """The run directory in progress of an interrupted `train` (locked, its files verified), and
+    its saved configuration."""
     from argparse import Namespace
-    from pathlib import Path
 
     from .._errors import require
     from .._rundir import RunDir, resolve_config
     from ..networks.train import validate
+    from ._common import check_resume_flags
 
     require(args.config is None, "--resume continues the saved configuration; drop --config")
     run_dir, _ = RunDir.reopen(args.resume, "train")
-    require(
-        (run_dir.partial / "state" / "state.eqx").is_file(),
-        f"no saved training state to resume in {run_dir.partial}; start again with centralpath train --out RUN --overwrite",
-    )
-    require(
-        args.out is None or Path(args.out) == run_dir.path,
-        f"--resume writes to {run_dir.path}; drop --out or pass the same directory",
-    )
-    config = resolve_config(defaults, Namespace(), config_path=run_dir.partial / "config.toml")
-    for key in defaults:
-        given = getattr(args, key, None)
+    with run_dir.running():
         require(
-            given is None or given == config[key],
-            f"--resume continues the saved configuration ({key} = {config[key]!r}); drop the "
-            f"--{key.replace('_', '-')} flag",
+            (run_dir.partial / "state" / "state.eqx").is_file(),
+            f"no saved training state to resume in {run_dir.partial}; start again with "
+            f"centralpath train --out {run_dir.path} --overwrite",
         )
-    validate(config)
+        config = resolve_config(defaults, Namespace(), config_path=run_dir.file("config.toml"))
+        check_resume_flags(args, config, defaults, run_dir)
+        validate(config)
     run_dir.config = config
     return run_dir, config
