@@ -1,7 +1,9 @@
 """Symmetric positive semi-definite linear algebra with a pinned relative cutoff.
 
-THEORY.md §7½: pseudo-inverses keep the eigen-directions with eigenvalue > rtol·(largest);
-directions below (dead ReLU units, collapsed features) drop out instead of blowing up.
+Pseudo-inverses keep the eigen-directions with eigenvalue > rtol·(largest) of the matrix they
+invert (docs/theory.md, "Real features"). Which matrix the cutoff is relative to matters: dead
+directions are found from the *total* covariance Σ_T (`live_whitening`), never from Σ_W, whose
+smallest eigenvalues carry the signal once features collapse anisotropically.
 """
 
 from __future__ import annotations
@@ -36,6 +38,21 @@ def psd_inv_sqrt(A: Float[Array, "p p"], rtol: float = DEFAULT_RTOL) -> Float[Ar
     keep = _kept(s, rtol)
     inv_sqrt = jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, s, 1.0)), 0.0)
     return (V * inv_sqrt) @ V.T
+
+
+def live_whitening(
+    sigma_t: Float[Array, "p p"], rtol: float = DEFAULT_RTOL
+) -> tuple[Float[Array, "p p"], Bool[Array, " p"]]:
+    """Whitening by the total covariance on its range U = range(Σ_T): `(T, live)`.
+
+    T = V diag(s^{-1/2}) over the eigenpairs (s, V) of Σ_T with s > rtol·max s, and zero columns
+    for the rest, so Tᵀ Σ_T T is the identity on the live coordinates and zero elsewhere. The
+    dropped directions are those where the features do not vary at all (dead units): they carry
+    neither signal nor noise. `live` marks the kept columns.
+    """
+    s, V = jnp.linalg.eigh(sigma_t)
+    live = _kept(s, rtol)
+    return V * jnp.where(live, 1.0 / jnp.sqrt(jnp.where(live, s, 1.0)), 0.0), live
 
 
 def psd_right_solve(

@@ -36,7 +36,8 @@ def mse_loss_from_stats(stats: ClassStats, W, b, lam=0.0) -> Float[Array, ""]:
     Exact because within-class deviations average to zero in each class.
     """
     residual_means = W @ stats.class_means + b[:, None] - jnp.eye(stats.num_classes)
-    within = 0.5 * jnp.sum((W @ stats.sigma_w) * W)
+    # tr(W Σ_W Wᵀ) ≥ 0; rounding of a collapsed Σ_W can make it a tiny negative: clamp.
+    within = 0.5 * jnp.maximum(jnp.sum((W @ stats.sigma_w) * W), 0.0)
     between = 0.5 * jnp.sum(stats.priors * jnp.sum(residual_means**2, axis=0))
     return within + between + 0.5 * lam * (jnp.sum(W**2) + jnp.sum(b**2))
 
@@ -72,7 +73,10 @@ def least_squares_loss_terms(
     """(L_NC1, L_NC2/3) of the least-squares classifier `ls` of `stats` (THEORY.md §3)."""
     W, b = ls.W, ls.b
     eye_p = jnp.eye(stats.dim, dtype=W.dtype)
-    nc1 = 0.5 * (jnp.sum((W @ (stats.sigma_w + lam * eye_p)) * W) + lam * jnp.sum(b**2))
+    # A trace of a PSD product: clamp the rounding of a collapsed Σ_W at 0.
+    nc1 = 0.5 * jnp.maximum(
+        jnp.sum((W @ (stats.sigma_w + lam * eye_p)) * W) + lam * jnp.sum(b**2), 0.0
+    )
     residual = W @ stats.class_means + b[:, None] - jnp.eye(stats.num_classes, dtype=W.dtype)
     nc23 = 0.5 * jnp.sum(stats.priors * jnp.sum(residual**2, axis=0))
     return nc1, nc23
@@ -100,6 +104,11 @@ def loss_decomposition(
     - `lam`: ridge λ ≥ 0 in the paper's scale.
     """
     check_lambda(lam, "the ridge lambda")
+    return _loss_decomposition(stats, W, b, lam, rtol=rtol)
+
+
+@eqx.filter_jit  # one compiled program: eager, the decomposition took seconds at p ~ 100
+def _loss_decomposition(stats, W, b, lam, *, rtol):
     bias = b is not None
     if b is None:
         b = jnp.zeros(W.shape[0], dtype=W.dtype)
@@ -114,5 +123,6 @@ def loss_decomposition(
     perp = 0.5 * jnp.sum((dW @ (stats.second_moment + lam * eye_p)) * dW)
     if bias:
         perp = perp + jnp.dot(db, dW @ mu) + 0.5 * (1.0 + lam) * jnp.sum(db**2)
+    perp = jnp.maximum(perp, 0.0)  # ½ tr(ΔW̃ S ΔW̃ᵀ), S ⪰ 0: only rounding goes below 0
     distance = jnp.sqrt((jnp.sum(dW**2) + jnp.sum(db**2)) / (jnp.sum(ls.W**2) + jnp.sum(ls.b**2)))
     return LossDecomposition(loss, nc1, nc23, perp, distance)

@@ -11,10 +11,11 @@ from typing import Literal
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
 
-from ._errors import InputError
-from ._linalg import DEFAULT_RTOL, effective_rtol, psd_inv_sqrt
+from ._errors import InputError, is_concrete, require
+from ._linalg import DEFAULT_RTOL, effective_rtol, live_whitening
 from ._stats import ClassStats
 
 NC1Variant = Literal["paper", "notebook", "pinv", "trace_ratio"]
@@ -26,7 +27,10 @@ def _between_pinv_trace(stats: ClassStats, rtol: float) -> Float[Array, ""]:
     s, V = jnp.linalg.eigh(stats.sigma_b)
     keep = s > effective_rtol(rtol, s.dtype) * jnp.max(s)
     inv = jnp.where(keep, 1.0 / jnp.where(keep, s, 1.0), 0.0)
-    return jnp.sum(inv * jnp.einsum("pk,pq,qk->k", V, stats.sigma_w, V))
+    # Each v_kᵀ Σ_W v_k is a variance (≥ 0); rounding can make a collapsed one a tiny negative
+    # number (NC1 = −1e-60 was printed), so clamp each at 0.
+    within = jnp.maximum(jnp.einsum("pk,pq,qk->k", V, stats.sigma_w, V), 0.0)
+    return jnp.sum(inv * within)
 
 
 def nc1(
@@ -46,11 +50,11 @@ def nc1(
     if variant == "notebook":
         return _between_pinv_trace(stats, rtol)
     if variant == "pinv":
-        return jnp.trace(stats.sigma_w @ jnp.linalg.pinv(stats.sigma_b, hermitian=True)) / (
-            stats.num_classes
-        )
+        # A trace of a product of PSD matrices: ≥ 0 but for rounding, which is clamped.
+        trace = jnp.trace(stats.sigma_w @ jnp.linalg.pinv(stats.sigma_b, hermitian=True))
+        return jnp.maximum(trace, 0.0) / stats.num_classes
     if variant == "trace_ratio":
-        return jnp.trace(stats.sigma_w) / jnp.trace(stats.sigma_b)
+        return jnp.maximum(jnp.trace(stats.sigma_w), 0.0) / jnp.trace(stats.sigma_b)
     raise InputError(f"unknown NC1 variant {variant!r}; choose one of {', '.join(NC1_VARIANTS)}")
 
 
@@ -139,34 +143,227 @@ def nc4(
     return jnp.mean((predicted != nearest).astype(features.dtype))
 
 
-def snr_matrix(stats: ClassStats, *, rtol: float = DEFAULT_RTOL) -> Float[Array, "p C"]:
-    """Ω = Σ_W^{-1/2} M̄, with Σ_W^{-1/2} the pseudo-inverse square root above rtol·max."""
-    return psd_inv_sqrt(stats.sigma_w, rtol) @ stats.centred_means
+#: ω_j whose estimated relative error exceeds this are reported as +inf ("collapsed beyond
+#: float64 resolution"): never a finite value that may be wrong by more than 1%.
+SNR_RESOLUTION = 1e-2
+
+#: Below this estimated relative error the statistics alone resolve ω_j; above it, and when the
+#: features are at hand, Σ_W is re-accumulated from the deviations in the collapse frame.
+_REFINE_ABOVE = 1e-9
 
 
-def snr_singular_values(stats: ClassStats, *, rtol: float = DEFAULT_RTOL) -> Float[Array, " Cm1"]:
-    """The C − 1 largest singular values ω_1 ≥ … ≥ ω_{C−1} of Ω = Σ_W^{-1/2} M̄ (THEORY.md §5).
+class _SNRFrame(eqx.Module):
+    """A frame F (p×p) in which the generalised eigenproblem of (M̄ M̄ᵀ, Σ_W) is nearly diagonal.
 
-    Invariant under any invertible affine map of the features. Directions where Σ_W vanishes
-    (dead units) drop out; if Σ_W is zero altogether the features are collapsed and every
-    ω_j with a non-zero class-mean direction is +inf.
+    F = T Q: T whitens the total covariance on its range (dead directions get zero columns) and
+    Q diagonalises the whitened Σ_W, so Fᵀ Σ_T F = I and Fᵀ Σ_W F ≈ diag(σ) on the live columns.
+    Collapse along the class means shows up as individual columns with tiny σ instead of as a
+    tiny eigenvalue hidden in O(1) entries: that is what keeps relative accuracy.
     """
+
+    F: Float[Array, "p p"]
+    live: Bool[Array, " p"]
+
+
+def _snr_frame(stats: ClassStats, rtol: float) -> _SNRFrame:
+    T, live = live_whitening(stats.sigma_t, rtol)
+    Sw = T.T @ stats.sigma_w @ T
+    both = live[:, None] & live[None, :]
+    # Dead coordinates get 2·I: above the live spectrum (Σ_W ≤ Σ_T ⇒ σ ≤ 1), so eigh never mixes
+    # a dead coordinate into a live direction.
+    Sw = jnp.where(both, 0.5 * (Sw + Sw.T), 2.0 * jnp.eye(stats.dim, dtype=Sw.dtype))
+    sigma, Q = jnp.linalg.eigh(Sw)
+    return _SNRFrame(T @ Q, sigma < 1.5)
+
+
+def _snr_in_frame(M_F, S_F, live, dtype, floor):
+    """ω and, per j, the unit vectors needed for its error estimate, from M̄ and Σ_W in frame F.
+
+    Σ_W in the frame is scaled to unit diagonal before it is factorised: a symmetric
+    eigensolver (like Cholesky) is accurate relative to the diagonal of the matrix it is given,
+    so a direction whose within-class variance is 1e-10 of the rest keeps its digits.
+    `floor` is the variance (in the Σ_T-whitened frame) below which a diagonal entry is noise:
+    scaling by 1/√noise would only amplify rounding, so such directions are scaled by the floor
+    and their error estimate flags them.
+    """
+    tiny = jnp.finfo(dtype).tiny
+    eye = jnp.eye(S_F.shape[0], dtype=dtype)
+    S_F = jnp.where(live[:, None] & live[None, :], S_F, eye)
+    M_F = jnp.where(live[:, None], M_F, 0.0)
+    d = jnp.sqrt(jnp.maximum(jnp.diagonal(S_F), floor))
+    rho, P = jnp.linalg.eigh(S_F / (d[:, None] * d[None, :]))
+    inv_sqrt_rho = 1.0 / jnp.sqrt(jnp.maximum(rho, tiny))
+    Z = inv_sqrt_rho[:, None] * (P.T @ (M_F / d[:, None]))
+    U, omega, _ = jnp.linalg.svd(Z, full_matrices=False)
+    X = P @ (inv_sqrt_rho[:, None] * U)  # scaled-frame eigenvectors: xᵀ S x = 1
+    Y = X / d[:, None]  # frame-F generalised eigenvectors: yᵀ Σ_F y = 1
+    return omega, X, Y
+
+
+def _snr_solve(stats: ClassStats, rtol: float, features=None, labels=None, accuracy=0.0):
+    """(ω [C−1], estimated relative error of each ω_j²) — docs/theory.md, "Real features".
+
+    Error model: statistics alone do not say how accurately Σ_W is known. A Σ_W accumulated in
+    floating point, or carried by a flow from a wider state, has absolute errors
+    |δΣ_ab| ≲ eps·d_a·d_b with d = √diag Σ_T, the scale of the features' spread (Σ_W's own
+    scale would be optimistic: along a collapsing UFM the reduced state's Σ_W keeps the rounding
+    of its start long after it has shrunk). First-order perturbation of a generalised
+    eigenvalue gives |δω_j²|/ω_j² = |y_jᵀ δΣ y_j| ≤ eps·(|y_j|ᵀ d)² for the Σ_W-normalised
+    eigenvector y_j; the factorisation adds eps·‖x_j‖² in the scaled frame. With the features,
+    Σ_W is re-accumulated in the collapse frame and only the projection's rounding remains.
+    Measured against 60-digit arithmetic the estimates exceed the true error 10–40×.
+    """
+    dtype = stats.sigma_w.dtype
+    eps = jnp.finfo(dtype).eps
+    # How well the statistics know Σ_W, relative to Σ_T: rounding, or an ODE solver's tolerance.
+    sigma_w_accuracy = jnp.maximum(eps, accuracy)
     C = stats.num_classes
-    omega = jnp.linalg.svd(snr_matrix(stats, rtol=rtol), compute_uv=False)[: C - 1]
-    mbar_sv = jnp.linalg.svd(stats.centred_means, compute_uv=False)[: C - 1]
-    sw_max = jnp.max(jnp.linalg.eigvalsh(stats.sigma_w))
-    # Exactly collapsed features still leave rounding in Σ_W of order (eps·‖h‖)², and ‖h‖ is set
-    # by the uncentred means: a far-away global mean must not turn +inf into 1e15.
-    scale = jnp.maximum(jnp.max(jnp.linalg.norm(stats.class_means, axis=0)), jnp.max(mbar_sv))
-    collapsed = sw_max <= (16 * jnp.finfo(stats.sigma_w.dtype).eps * scale) ** 2
-    return jnp.where(collapsed & (mbar_sv > DEFAULT_RTOL * jnp.max(mbar_sv)), jnp.inf, omega)
+    frame = _snr_frame(stats, rtol)
+    F = frame.F
+    M_F = F.T @ stats.centred_means
+    d_total = jnp.sqrt(jnp.maximum(jnp.diagonal(stats.sigma_t), 0.0))
+    # Deviations h − μ_c carry the rounding of μ_c, ≈ eps·|μ_c| per coordinate: a within-class
+    # spread below that floor is not measurable in this dtype (exactly collapsed features show
+    # Σ_W ~ (eps·|h|)² of pure rounding). Its share of ω_j² is (|y_j|ᵀ floor)², with a factor p
+    # for the sum over coordinates.
+    floor = eps * jnp.max(jnp.abs(stats.class_means), axis=1)
+
+    def floor_error(FY):
+        return stats.dim * (jnp.abs(FY).T @ floor) ** 2
+
+    def from_stats(_):
+        S_F = F.T @ stats.sigma_w @ F
+        omega, X, Y = _snr_in_frame(
+            M_F, 0.5 * (S_F + S_F.T), frame.live, dtype, sigma_w_accuracy
+        )
+        FY = F @ Y
+        err = (
+            sigma_w_accuracy * (jnp.abs(FY).T @ d_total) ** 2
+            + eps * jnp.sum(X**2, axis=0)
+            + floor_error(FY)
+        )
+        return omega[: C - 1], err[: C - 1]
+
+    omega, err = from_stats(None)
+    if features is None:
+        return omega, err
+
+    def from_features(_):
+        # Σ_W re-accumulated from the deviations projected on the frame: each column's variance
+        # is then accurate relative to itself, so only the projection's rounding (≈ eps·‖ε‖ per
+        # sample) limits ω_j — the square root of what the statistics alone allow.
+        deviations = features - stats.class_means.T[labels]
+        E = deviations @ F
+        S_F = (E.T @ E) / features.shape[0]
+        omega, X, Y = _snr_in_frame(M_F, S_F, frame.live, dtype, eps**2)
+        deviation_rms = jnp.sqrt(jnp.mean(jnp.sum(deviations**2, axis=1)))
+        col_norms = jnp.linalg.norm(F, axis=0)
+        projection = 2.0 * jnp.sqrt(stats.dim) * deviation_rms * (jnp.abs(Y).T @ col_norms)
+        err = eps * (jnp.sum(X**2, axis=0) + projection) + floor_error(F @ Y)
+        return omega[: C - 1], err[: C - 1]
+
+    refine = jnp.max(jnp.where(jnp.isfinite(err), err, jnp.inf)) > _REFINE_ABOVE
+    return jax.lax.cond(refine, from_features, lambda _: (omega, err), None)
+
+
+@eqx.filter_jit  # one compiled program instead of ~100 eager dispatches (seconds at p ~ 100)
+def snr_singular_values(
+    stats: ClassStats,
+    *,
+    rtol: float = DEFAULT_RTOL,
+    features: Float[Array, "n p"] | None = None,
+    labels: Int[Array, " n"] | None = None,
+    resolution: float = SNR_RESOLUTION,
+    accuracy=0.0,
+) -> Float[Array, " Cm1"]:
+    """ω_1 ≥ … ≥ ω_{C−1}: the singular values of the SNR matrix Σ_W^{-1/2} M̄ (docs/theory.md §5).
+
+    Computed as the square roots of the generalised eigenvalues of (M̄ M̄ᵀ, Σ_W) on the live
+    directions U = range(Σ_T) (dead units drop out; nothing is cut relative to Σ_W, whose
+    smallest eigenvalues carry the signal once features collapse), in a frame where Σ_W is
+    nearly diagonal, so relative accuracy survives an ill-conditioned Σ_W.
+
+    **Arguments:**
+
+    - `stats`: class statistics.
+    - `rtol`: dead directions are those where Σ_T's eigenvalue is ≤ rtol·λ_max(Σ_T).
+    - `features`, `labels`: the samples behind `stats`, if at hand. When the statistics alone
+      cannot resolve ω_j to ~1e-9, Σ_W is re-accumulated from them in the collapse frame, which
+      resolves ω_j to ~1e-6 at a within-class variance along the means of 1e-18 of the total
+      (the statistics alone: ~1e-13).
+    - `resolution`: ω_j whose estimated relative error exceeds this are returned as +inf
+      (collapsed beyond the resolution of the dtype), never as a finite value that may be wrong.
+    - `accuracy`: the relative accuracy to which `stats.sigma_w` is known, as a fraction of Σ_T's
+      scale, when it is worse than the dtype's rounding: an ODE solve's tolerance, for states
+      that a Diffrax solve produced (`Trajectory` passes it).
+
+    **Returns:** [C−1], largest first; +inf marks "beyond resolution" (or exactly collapsed
+    features). Directions where the class means coincide give ω_j = 0. Invariant under any
+    invertible affine map of the features.
+    """
+    omega, err = _snr_solve(stats, rtol, features, labels, accuracy)
+    # Coinciding class means leave M̄ with rank < C − 1: those ω_j are 0, and a relative error
+    # of 0 means nothing — report them as 0, not as unresolved.
+    mbar_sv = jnp.linalg.svd(stats.centred_means, compute_uv=False)[: stats.num_classes - 1]
+    degenerate = mbar_sv <= effective_rtol(rtol, mbar_sv.dtype) * jnp.max(mbar_sv)
+    resolved = err <= 2.0 * resolution  # err is of ω², twice that of ω
+    return jnp.where(degenerate, 0.0, jnp.where(resolved, omega, jnp.inf))
+
+
+def snr_matrix(stats: ClassStats, *, rtol: float = DEFAULT_RTOL) -> Float[Array, "p C"]:
+    """Ω = Σ_{W,U}^{-1/2} Uᵀ M̄ embedded in R^p: the SNR matrix on the live directions U.
+
+    Its singular values are ω_j (`snr_singular_values` computes them more accurately when Σ_W
+    is ill-conditioned). Σ_{W,U} must be positive definite: exactly collapsed features have no
+    SNR matrix.
+    """
+    T, live = live_whitening(stats.sigma_t, rtol)
+    Sw = T.T @ stats.sigma_w @ T
+    both = live[:, None] & live[None, :]
+    Sw = jnp.where(both, 0.5 * (Sw + Sw.T), jnp.eye(stats.dim, dtype=Sw.dtype))
+    s, Q = jnp.linalg.eigh(Sw)
+    # Ω = Σ_W^{-1/2} M̄ in the Σ_T-whitened live coordinates, which differ from the original by
+    # an invertible map: ΩᵀΩ = M̄ᵀ Σ_W⁺ M̄ on U is unchanged.
+    whitened = (Q * (1.0 / jnp.sqrt(jnp.maximum(s, jnp.finfo(s.dtype).tiny)))) @ Q.T
+    return jnp.where(live[:, None], whitened @ (T.T @ stats.centred_means), 0.0)
 
 
 def renormalised_features(
     features: Float[Array, "n p"], stats: ClassStats, *, rtol: float = DEFAULT_RTOL
-) -> Float[Array, "n p"]:
-    """X = Σ_W^{-1/2}(H − μ_G 1ᵀ): features with Σ_W(X) = I (THEORY.md §5)."""
-    return (features - stats.global_mean) @ psd_inv_sqrt(stats.sigma_w, rtol)
+) -> Float[Array, "n r"]:
+    """X = Σ_{W,U}^{-1/2} Uᵀ(h − μ_G): features with Σ_W(X) = I on the live directions.
+
+    U spans range(Σ_T): dead directions (units that never vary) are dropped, so X has
+    r = rank(Σ_T) columns — r = p when nothing is dead. The renormalised flows need Σ_W = I,
+    which dead directions (Σ_W = 0 there) would make impossible. Under `jax.jit` r must be known
+    in advance: there X keeps all p columns and dead directions raise.
+
+    Raises when Σ_W is singular on the live directions (features exactly collapsed along some
+    direction): such features cannot be renormalised.
+    """
+    s, V = jnp.linalg.eigh(stats.sigma_t)
+    live = s > effective_rtol(rtol, s.dtype) * jnp.max(s)
+    if is_concrete(live):
+        live_np = np.asarray(live)
+        V = V[:, live_np]
+    else:
+        V = eqx.error_if(
+            V,
+            ~jnp.all(live),
+            "the features have dead directions (Sigma_T singular); call renormalised_features "
+            "outside jit, which drops them",
+        )
+    Sw = V.T @ stats.sigma_w @ V
+    w, Q = jnp.linalg.eigh(0.5 * (Sw + Sw.T))
+    if is_concrete(w):
+        require(
+            bool(jnp.min(w) > effective_rtol(rtol, w.dtype) * jnp.max(w)),
+            "Sigma_W is singular on the live directions (the features are collapsed along some "
+            "direction), so they cannot be renormalised; start from features that are not "
+            "collapsed",
+        )
+    inv_sqrt = (Q / jnp.sqrt(w)) @ Q.T
+    return (features - stats.global_mean) @ V @ inv_sqrt
 
 
 class CollapseMetrics(eqx.Module):
@@ -177,21 +374,37 @@ class CollapseMetrics(eqx.Module):
     nc2_equiangular_means: Float[Array, ""]
     etf_distance: Float[Array, ""]
     snr: Float[Array, " Cm1"]
+    snr_beyond_resolution: Bool[Array, ""]
     nc2_equinorm_classifier: Float[Array, ""] | None = None
     nc2_equiangular_classifier: Float[Array, ""] | None = None
     nc3: Float[Array, ""] | None = None
 
 
 def collapse_metrics(
-    stats: ClassStats, W: Float[Array, "C p"] | None = None, *, rtol: float = DEFAULT_RTOL
+    stats: ClassStats,
+    W: Float[Array, "C p"] | None = None,
+    *,
+    rtol: float = DEFAULT_RTOL,
+    features: Float[Array, "n p"] | None = None,
+    labels: Int[Array, " n"] | None = None,
+    accuracy=0.0,
 ) -> CollapseMetrics:
-    """All statistics-based neural-collapse metrics at once (the defaults of THEORY.md §7)."""
+    """All statistics-based neural-collapse metrics at once (the defaults of docs/theory.md §7).
+
+    `features` and `labels`, when given, let `snr_singular_values` resolve ω_j further under
+    anisotropic collapse, and `accuracy` says how well an ODE solve knows Σ_W;
+    `snr_beyond_resolution` is set when some ω_j is +inf.
+    """
+    snr = snr_singular_values(
+        stats, rtol=rtol, features=features, labels=labels, accuracy=accuracy
+    )
     return CollapseMetrics(
         nc1=nc1(stats, rtol=rtol),
         nc2_equinorm_means=nc2_equinorm_means(stats),
         nc2_equiangular_means=nc2_equiangular_means(stats),
         etf_distance=etf_distance(stats),
-        snr=snr_singular_values(stats, rtol=rtol),
+        snr=snr,
+        snr_beyond_resolution=jnp.any(jnp.isinf(snr)),
         nc2_equinorm_classifier=None if W is None else nc2_equinorm_classifier(W),
         nc2_equiangular_classifier=None if W is None else nc2_equiangular_classifier(W),
         nc3=None if W is None else nc3(stats, W),

@@ -30,6 +30,7 @@ METRIC_KEYS = (
     "nc3",
     "nc4",
     "snr",
+    "snr_beyond_resolution",
 )
 
 
@@ -46,6 +47,8 @@ class Trajectory(eqx.Module):
     - `method`: `"ode"` or `"gd"`; `flow`: the flow's name; `reduced`: moments or samples.
     - `num_steps`: solver or GD steps taken; `stopped_early`: an NC1 target was reached.
     - `final_time`: the time of `final_state` (the stopping time when stopped early).
+    - `accuracy`: how well the states are known relative to their scale, when worse than
+      rounding: max(rtol, atol) of an ODE solve, 0 for gradient descent.
     """
 
     times: Float[Array, " T"]
@@ -58,16 +61,25 @@ class Trajectory(eqx.Module):
     num_steps: int = 0
     stopped_early: bool = False
     final_time: float = float("nan")
+    accuracy: float = 0.0
 
     def metrics(self, *, rtol: float = DEFAULT_RTOL) -> dict[str, np.ndarray]:
-        """Every quantity of THEORY.md §3, §5, §7 at every saved time, as numpy arrays [T, …]."""
-        return snapshot_metrics(self.snapshots, self.decomposition_lambda, rtol=rtol)
+        """Every quantity of docs/theory.md §3, §5, §7 at every saved time, as numpy arrays
+        [T, …]."""
+        return snapshot_metrics(
+            self.snapshots, self.decomposition_lambda, rtol=rtol, accuracy=self.accuracy
+        )
 
 
-def metrics_of_snapshot(s: Snapshot, lam, *, rtol: float = DEFAULT_RTOL) -> dict:
-    """Every quantity of `METRIC_KEYS` for one snapshot (jit/vmap-able)."""
+def metrics_of_snapshot(
+    s: Snapshot, lam, *, rtol: float = DEFAULT_RTOL, accuracy: float = 0.0
+) -> dict:
+    """Every quantity of `METRIC_KEYS` for one snapshot (jit/vmap-able).
+
+    `accuracy`: how well the state is known relative to its scale when worse than rounding (an
+    ODE solve's tolerance); it bounds the ω_j that can be resolved."""
     d = loss_decomposition(s.stats, s.W, s.b, lam, rtol=rtol)
-    m = collapse_metrics(s.stats, s.W, rtol=rtol)
+    m = collapse_metrics(s.stats, s.W, rtol=rtol, accuracy=accuracy)
     return dict(
         objective=s.objective,
         loss=d.loss,
@@ -85,13 +97,16 @@ def metrics_of_snapshot(s: Snapshot, lam, *, rtol: float = DEFAULT_RTOL) -> dict
         nc3=m.nc3,
         nc4=s.nc4,
         snr=m.snr,
+        # 1.0 where some ω_j is +inf (collapsed beyond the dtype's resolution), as a number so
+        # that it batches and masks like every other series.
+        snr_beyond_resolution=m.snr_beyond_resolution.astype(s.stats.sigma_w.dtype),
     )
 
 
 @eqx.filter_jit
-def _metrics(snapshots: Snapshot, lam, rtol: float):
+def _metrics(snapshots: Snapshot, lam, rtol: float, accuracy):
     def one(s: Snapshot):
-        return metrics_of_snapshot(s, lam, rtol=rtol)
+        return metrics_of_snapshot(s, lam, rtol=rtol, accuracy=accuracy)
 
     # lax.map, not vmap: one save time at a time keeps LAPACK calls unbatched (batched
     # eigendecompositions and solves running concurrently can deadlock XLA:CPU, see _runtime).
@@ -99,7 +114,9 @@ def _metrics(snapshots: Snapshot, lam, rtol: float):
 
 
 def snapshot_metrics(
-    snapshots: Snapshot, lam, *, rtol: float = DEFAULT_RTOL
+    snapshots: Snapshot, lam, *, rtol: float = DEFAULT_RTOL, accuracy: float = 0.0
 ) -> dict[str, np.ndarray]:
-    out = jax.device_get(_metrics(snapshots, jnp.asarray(lam, float), rtol))
+    out = jax.device_get(
+        _metrics(snapshots, jnp.asarray(lam, float), rtol, jnp.asarray(accuracy, float))
+    )
     return {k: np.asarray(out[k]) for k in METRIC_KEYS}

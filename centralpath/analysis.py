@@ -33,6 +33,7 @@ RECORD_KEYS = (
     "loss_perp",
     "w_ls_distance",
     "snr",
+    "snr_beyond_resolution",
 )
 
 
@@ -57,13 +58,15 @@ def check_analysable(ff: FeaturesFile, source: str = "features file") -> None:
 def _checkpoint(H, labels, W, b, lam, num_classes: int, rtol: float):
     stats = _class_stats(H, labels, num_classes)
     out = {}
-    m = collapse_metrics(stats, W, rtol=rtol)
+    # The samples are at hand: ω_j are resolved from the deviations when Σ_W alone cannot.
+    m = collapse_metrics(stats, W, rtol=rtol, features=H, labels=labels)
     out.update(
         nc1=m.nc1,
         nc2_equinorm_means=m.nc2_equinorm_means,
         nc2_equiangular_means=m.nc2_equiangular_means,
         etf_distance=m.etf_distance,
         snr=m.snr,
+        snr_beyond_resolution=m.snr_beyond_resolution,
     )
     if W is None:
         ls = least_squares_classifier(stats, lam, rtol=rtol)

@@ -507,13 +507,13 @@ def _sequential(fn):
     return wrapped
 
 
-def _snapshot_metrics(rtol: float):
+def _snapshot_metrics(rtol: float, accuracy: float = 0.0):
     """Every metric of `Trajectory.metrics` for one snapshot (as `_trajectory._metrics`, whose
     inner vmap over times would batch LAPACK calls), to be batched with `_sequential`."""
     from ._trajectory import metrics_of_snapshot
 
     def one(s, lam):
-        return metrics_of_snapshot(s, lam, rtol=rtol)
+        return metrics_of_snapshot(s, lam, rtol=rtol, accuracy=accuracy)
 
     return _sequential(one)
 
@@ -661,6 +661,8 @@ def _group_program(
 
         saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=snapshot)])
         rtol, atol = solver_tolerances(static["rtol"], static["atol"])
+        # The solve knows each state to about its tolerances: that bounds the resolved ω_j.
+        ode_metrics_of = _snapshot_metrics(rtol_metrics, max(rtol, atol))
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(vf),
             diffrax.Tsit5(),
@@ -679,7 +681,7 @@ def _group_program(
         snaps, sane = _sanitise(sol.ys[0], snap0, 2)  # leaves [T, B, …]
         by_config = jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), snaps)  # [B, T, …]
         metrics = each(
-            lambda f, s: jax.vmap(metrics_of, in_axes=(0, None))(
+            lambda f, s: jax.vmap(ode_metrics_of, in_axes=(0, None))(
                 s, jnp.asarray(f.decomposition_lambda)
             ),
             by_config,

@@ -22,7 +22,7 @@ def register(p) -> None:
         "--rtol",
         type=float,
         default=1e-10,
-        help="relative eigenvalue cutoff of the pseudo-inverses (default 1e-10, THEORY.md §7½)",
+        help="dead directions: eigenvalues of Sigma_T at most rtol times the largest (default 1e-10; docs/theory.md)",
     )
 
 
@@ -50,6 +50,15 @@ def run(args) -> int:
             "centralpath analyze: warning: the least-squares normal matrix is singular at some "
             "checkpoints (p > n-1, dead units or collapsed features); used its pseudo-inverse — "
             "pass --weight-decay > 0 for a ridge instead",
+            file=sys.stderr,
+        )
+    beyond = [r["epoch"] for r in records if r.get("snr_beyond_resolution")]
+    if beyond:
+        print(
+            f"centralpath analyze: note: at {len(beyond)} checkpoint(s) (first: epoch "
+            f"{beyond[0]:g}) some omega_j are collapsed beyond float64 resolution and shown as "
+            "inf (null in JSON; snr_beyond_resolution = true): the within-class variance along "
+            "the class means is too small a fraction of the total to measure",
             file=sys.stderr,
         )
     if args.json:
