@@ -48,3 +48,72 @@ def check_lambda(lam, name: str = "lambda") -> None:
         a = np.asarray(lam)
         if a.ndim != 0 or not np.isfinite(a) or a < 0:
             raise InputError(f"{name} must be a finite number >= 0, got {lam!r}; pass a ridge >= 0")
+
+
+# Seeds become 32-bit PRNG keys: jax.random.PRNGKey(2**32) equals PRNGKey(0) in float32 mode and
+# not in float64 mode, and seeds >= 2**63 or < 0 fail inside JAX. One documented range for all.
+SEED_MAX = 2**32 - 1
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, int | float | np.integer | np.floating) and not isinstance(
+        x, bool | np.bool_
+    )
+
+
+def _show(x) -> str:
+    return repr(x.item() if isinstance(x, np.generic) else x)
+
+
+def _range_text(lo, hi, lo_open: bool, hi_open: bool) -> str:
+    if lo is not None and hi is not None:
+        return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {lo:g}"
+    if hi is not None:
+        return f"{'<' if hi_open else '<='} {hi:g}"
+    return ""
+
+
+def require_real(
+    name: str, x, lo=None, hi=None, *, lo_open: bool = False, hi_open: bool = False, fix=""
+) -> None:
+    """`InputError` unless x is a finite real number in the range (NaN, ±inf and 1e400 refused)."""
+    ok = _is_real(x) and bool(np.isfinite(x))
+    ok = ok and (lo is None or (x > lo if lo_open else x >= lo))
+    ok = ok and (hi is None or (x < hi if hi_open else x <= hi))
+    if not ok:
+        where = _range_text(lo, hi, lo_open, hi_open)
+        raise InputError(
+            f"{name} must be a finite number{' ' + where if where else ''}, got {_show(x)}"
+            + (f"; {fix}" if fix else "")
+        )
+
+
+def require_int(name: str, x, lo=None, hi=None, *, fix="") -> None:
+    """`InputError` unless x is an integer (not a bool, not a float) in lo..hi."""
+    ok = isinstance(x, int | np.integer) and not isinstance(x, bool | np.bool_)
+    ok = ok and (lo is None or x >= lo) and (hi is None or x <= hi)
+    if not ok:
+        where = (
+            f" in {lo}..{hi}"
+            if lo is not None and hi is not None
+            else f" >= {lo}"
+            if lo is not None
+            else f" <= {hi}"
+            if hi is not None
+            else ""
+        )
+        raise InputError(
+            f"{name} must be an integer{where}, got {_show(x)}" + (f"; {fix}" if fix else "")
+        )
+
+
+def require_seed(x, name: str = "seed") -> None:
+    require_int(
+        name,
+        x,
+        0,
+        SEED_MAX,
+        fix="seeds are 0..2**32-1 (each becomes a 32-bit PRNG key); pick one in that range",
+    )

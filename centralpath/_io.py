@@ -12,13 +12,17 @@ A features file is an `.npz` (read with `allow_pickle=False`):
 | `weight_decay` | float scalar        | λ in the paper's scale, THEORY.md §2 (optional; 0)        |
 | `num_classes`  | int scalar          | C (optional; default: rows of W, else max label + 1)      |
 
-Other keys (`loss`, `accuracy`, …) are carried along untouched.
+Other keys (`loss`, `accuracy`, …) may be present; `load_features` never reads them.
+
+Reading never trusts a file: every member's `.npy` header and zip entry are checked before its
+data is read, and the memory and work of what follows are estimated from them (`_resources`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -29,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import InputError, require
+from ._resources import check_memory, check_work, format_bytes
 
 FEATURE_KEYS = ("features", "labels", "W", "b", "epochs", "weight_decay", "num_classes")
 
@@ -104,39 +109,182 @@ def write_json(path, obj: Any) -> None:
     write_text(path, json.dumps(_finite_or_none(obj), indent=2, allow_nan=False) + "\n")
 
 
-def load_npz(path, what: str = "file") -> dict[str, np.ndarray]:
-    """Load every array of an `.npz` without pickle; one-line `InputError` on any problem."""
-    path = Path(path)
+@dataclass(frozen=True)
+class ArrayHeader:
+    """What an `.npz` member's `.npy` header and zip entry say, read without loading the data."""
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    nbytes: int  # of the data the header declares
+    file_size: int  # uncompressed size the zip directory declares (header included)
+    info: zipfile.ZipInfo = field(repr=False)
+
+
+# numpy.savez writes stored members, savez_compressed deflated ones. bzip2 and LZMA members are
+# refused: zipfile decompresses a whole read's worth of their input in one call, unbounded, so a
+# small member could expand to gigabytes before any size check sees it.
+_COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+
+
+def _refuse(what, path, problem, fix="re-save it with numpy.savez") -> InputError:
+    return InputError(f"{what} {path} {problem}; {fix}")
+
+
+def _open_npz(path: Path, what: str) -> zipfile.ZipFile:
     require(path.exists(), f"{what} {path} does not exist; check the path")
     require(path.is_file(), f"{what} {path} is not a file; pass an .npz file")
-    with open(path, "rb") as fh:
-        magic = fh.read(6)
-    if magic.startswith(b"\x93NUMPY"):
-        raise InputError(
-            f"{what} {path} is a single .npy array, not an .npz archive; "
-            "save it with numpy.savez(path, features=..., labels=...)"
-        )
-    require(
-        magic.startswith(b"PK"),
-        f"{what} {path} is not an .npz archive (no zip header); save it with numpy.savez",
-    )
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except ValueError as e:
-        if "pickle" in str(e).lower():
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+        if magic.startswith(b"\x93NUMPY"):
             raise InputError(
-                f"{what} {path} holds pickled object arrays, which are not loaded for safety; "
-                "save plain numeric arrays with numpy.savez"
-            ) from None
-        raise InputError(
-            f"{what} {path} is not a readable .npz archive ({e}); re-save it with numpy.savez"
+                f"{what} {path} is a single .npy array, not an .npz archive; "
+                "save it with numpy.savez(path, features=..., labels=...)"
+            )
+        require(
+            magic.startswith(b"PK"),
+            f"{what} {path} is not an .npz archive (no zip header); save it with numpy.savez",
+        )
+        return zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as e:
+        raise _refuse(
+            what, path, f"is not a readable .npz archive ({type(e).__name__}: {e})"
         ) from None
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
-        raise InputError(
-            f"{what} {path} is not a readable .npz archive ({type(e).__name__}: {e}); "
-            "re-save it with numpy.savez"
+
+
+def _member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, what, path) -> ArrayHeader:
+    """Parse one member's `.npy` header (a few hundred bytes) and check it against the zip entry."""
+    where = f"member {key!r}"
+    if info.compress_type not in _COMPRESSIONS:
+        raise _refuse(
+            what,
+            path,
+            f"{where} uses zip compression method {info.compress_type} (only stored and deflate "
+            "are read)",
+            "re-save it with numpy.savez or numpy.savez_compressed",
+        )
+    if info.flag_bits & 0x1:
+        raise _refuse(what, path, f"{where} is encrypted", "save it without a password")
+    fmt = np.lib.format
+    try:
+        with zf.open(info) as fh:
+            version = fmt.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = fmt.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = fmt.read_array_header_2_0(fh)
+            else:  # 3.0 only adds UTF-8 field names: structured arrays, never numeric data
+                raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+            header_len = fh.tell()
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError, KeyError) as e:
+        raise _refuse(
+            what, path, f"{where} is not a readable .npy array ({type(e).__name__}: {e})"
         ) from None
+    if dtype.hasobject:
+        raise _refuse(
+            what,
+            path,
+            "holds pickled object arrays, which are not loaded for safety",
+            "save plain numeric arrays with numpy.savez",
+        )
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: a forged shape cannot overflow
+    if nbytes > info.file_size - header_len:
+        raise _refuse(
+            what,
+            path,
+            f"{where} declares shape {shape} {dtype} ({format_bytes(nbytes)}) but holds only "
+            f"{format_bytes(max(info.file_size - header_len, 0))} of data: it is truncated or forged",
+        )
+    return ArrayHeader(key, tuple(shape), dtype, nbytes, info.file_size, info)
+
+
+def _members(zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """key -> zip entry, named as `numpy.load` names them (`x.npy` is key `x`)."""
+    return {
+        (i.filename[:-4] if i.filename.endswith(".npy") else i.filename): i
+        for i in zf.infolist()
+        if not i.is_dir()
+    }
+
+
+def npz_headers(path, what: str = "file", keys=None) -> dict[str, ArrayHeader]:
+    """The headers of an `.npz`'s members (all, or those of `keys` present), read without
+    loading any data; one-line `InputError` for a damaged, forged or unsafe member."""
+    path = Path(path)
+    with _open_npz(path, what) as zf:
+        members = _members(zf)
+        wanted = members if keys is None else {k: members[k] for k in keys if k in members}
+        return {k: _member_header(zf, info, k, what, path) for k, info in wanted.items()}
+
+
+class _Bounded:
+    """A read-only file that refuses to yield more than `limit` bytes: the reader's own bound on
+    what a member may expand to, whatever the zip directory claimed (zipfile also stops at the
+    declared size; this does not depend on it)."""
+
+    def __init__(self, fh, limit: int, on_excess):
+        self._fh, self._left, self._on_excess = fh, limit, on_excess
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._fh.read(self._left + 1 if n is None or n < 0 else min(n, self._left + 1))
+        self._left -= len(data)
+        if self._left < 0:
+            raise self._on_excess()
+        return data
+
+    def readinto(self, buf) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+
+def load_npz(path, what: str = "file", keys=None, check=None) -> dict[str, np.ndarray]:
+    """Load the arrays of an `.npz` without pickle; one-line `InputError` on any problem.
+
+    `keys`: load only these members (those present); the others are never read. Before any data
+    is read, each member's `.npy` header and zip entry are checked (a forged shape, a truncated
+    member, bzip2/LZMA, pickles), the total is held to the memory limit (`_resources`), and
+    `check(headers)` — the caller's estimate of what it will do with the arrays — may refuse.
+    """
+    path = Path(path)
+    with _open_npz(path, what) as zf:
+        members = _members(zf)
+        wanted = members if keys is None else {k: members[k] for k in keys if k in members}
+        headers = {k: _member_header(zf, info, k, what, path) for k, info in wanted.items()}
+        total = sum(h.nbytes for h in headers.values())
+        largest = max(headers.values(), key=lambda h: h.nbytes, default=None)
+        if largest is not None:
+            check_memory(
+                total,
+                f"reading {what} {path} (largest member {largest.key!r}: {list(largest.shape)} "
+                f"{largest.dtype})",
+                "save smaller arrays",
+            )
+        if check is not None:
+            check(headers)
+        out = {}
+        for key, h in headers.items():
+            excess = lambda h=h: _refuse(  # noqa: E731
+                what,
+                path,
+                f"member {h.key!r} expands past its declared size of {format_bytes(h.file_size)}: "
+                "it is damaged or a zip bomb",
+            )
+            try:
+                with zf.open(h.info) as raw:
+                    out[key] = np.lib.format.read_array(
+                        _Bounded(raw, h.file_size, excess), allow_pickle=False
+                    )
+            except InputError:
+                raise
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError) as e:
+                raise _refuse(
+                    what, path, f"member {key!r} is not readable ({type(e).__name__}: {e})"
+                ) from None
+        return out
 
 
 @dataclass(frozen=True)
@@ -251,6 +399,13 @@ def validate_features_arrays(
             f"{source}: 'W' has {W.shape[1]} rows but the labels have {C} classes; the label count must "
             "match the classifier",
         )
+    # Before the bincount, which allocates C counters: a label of 2**40 would ask for 8 TiB.
+    require(
+        C <= n,
+        f"{source}: {'num_classes says' if 'num_classes' in arrays else 'the labels name'} {C} "
+        f"classes but there are only {n} samples, so some class has none; relabel the classes to "
+        "0..C-1",
+    )
     counts = np.bincount(labels, minlength=C)
     require(
         np.all(counts > 0),
@@ -282,9 +437,96 @@ def validate_features_arrays(
     return FeaturesFile(H, labels, C, epochs, lam, W, b, extra)
 
 
+# Measured peak of `analyze` per checkpoint, beyond the loaded arrays: about 10 p×p float64
+# matrices (Σ_W, Σ_B, Σ_T, eigenvectors, pseudo-inverses; 10.4 at p = 1200..2400) plus ~200 MiB
+# of compilation. Rounded up, so that a refusal is never a surprise and a pass is not a gamble.
+ANALYSIS_PP_MATRICES = 16
+ANALYSIS_BASE_BYTES = 256 << 20
+# O(p³) work of one checkpoint (several eigendecompositions; `analyze` ran at ~7e8 p³/s on two
+# cores, about 1.4e10 flop/s at this count).
+ANALYSIS_FLOP_PER_P3 = 20
+
+
+def analysis_cost(K: int, n: int, p: int, C: int, itemsize: int = 8, w_itemsize: int = 0):
+    """(bytes, flop of one checkpoint) of loading and analysing K checkpoints of [n, p] features
+    (`w_itemsize` > 0 when a classifier W [K, C, p] is loaded too)."""
+    loaded = K * n * p * itemsize + K * C * p * w_itemsize
+    as_float64 = K * n * p * 9 + (K * C * p * 8 if w_itemsize else 0)  # copies + isfinite mask
+    working = 8 * (ANALYSIS_PP_MATRICES * p * p + 4 * n * p + 4 * C * p + n * C)
+    per_checkpoint = ANALYSIS_FLOP_PER_P3 * p**3 + 2 * n * p * p
+    return loaded + as_float64 + working + ANALYSIS_BASE_BYTES, per_checkpoint
+
+
+def check_p_over_n(n: int, p: int, flop: float, source: str, fix: str) -> None:
+    """Refuse p ≫ n: the n samples span at most n dimensions, so one checkpoint's p×p
+    factorisations (`flop`) beyond them are waste; they are held to a thousandth of the work
+    limit (p ≈ 3700 by default) rather than the whole of it."""
+    from ._resources import P_OVER_N_WORK_FRACTION
+
+    if p > n:
+        check_work(
+            flop,
+            f"{source}: p = {p} feature dimensions for only n = {n} samples (they span at most "
+            f"{n} dimensions), yet analysing one checkpoint (p×p eigendecompositions)",
+            fix,
+            fraction=P_OVER_N_WORK_FRACTION,
+        )
+
+
+def check_analysis_resources(K: int, n: int, p: int, C: int, source: str, **itemsizes) -> None:
+    """Refuse, before anything is loaded, features whose analysis would not fit or not end:
+    p ≫ n (`check_p_over_n`), memory over the limit, O(p³) work over the limit."""
+    memory, flop = analysis_cost(K, n, p, C, **itemsizes)
+    narrower = (
+        f"project the features onto at most {n} dimensions (e.g. PCA) or capture a narrower layer"
+        if p > n
+        else "capture a narrower layer"
+    )
+    check_p_over_n(n, p, flop, source, narrower)
+    check_memory(
+        memory,
+        f"{source}: analysing features [{K}, {n}, {p}] (p×p matrices of {format_bytes(8 * p * p)})",
+        f"analyse fewer checkpoints, or {narrower}",
+    )
+    check_work(
+        K * flop,
+        f"{source}: analysing {K} checkpoints of p = {p} features",
+        f"analyse fewer checkpoints, or {narrower}",
+    )
+
+
+def _features_check(source: str):
+    """The `load_npz` check of a features file: sizes from the headers, refused before reading."""
+
+    def check(headers: dict[str, ArrayHeader]) -> None:
+        h = headers.get("features")
+        if h is None or len(h.shape) not in (2, 3) or 0 in h.shape:
+            return  # validation names the problem once the (small) arrays are read
+        K, n, p = (1, *h.shape) if len(h.shape) == 2 else h.shape
+        w = headers.get("W")
+        C = w.shape[-2] if w is not None and len(w.shape) in (2, 3) else 1
+        check_analysis_resources(
+            K,
+            n,
+            p,
+            C,
+            source,
+            itemsize=h.dtype.itemsize,
+            w_itemsize=0 if w is None else w.dtype.itemsize,
+        )
+
+    return check
+
+
 def load_features(path) -> FeaturesFile:
-    """Load and validate a features file (schema in the module docstring and the README)."""
-    return validate_features_arrays(load_npz(path, "features file"), f"features file {path}")
+    """Load and validate a features file (schema in the module docstring and the README).
+
+    Only the schema's members are read (other keys are never loaded), and only after their
+    headers show that the analysis fits in memory and work (`check_analysis_resources`).
+    """
+    source = f"features file {path}"
+    arrays = load_npz(path, "features file", keys=FEATURE_KEYS, check=_features_check(source))
+    return validate_features_arrays(arrays, source)
 
 
 def save_features(

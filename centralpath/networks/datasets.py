@@ -14,6 +14,7 @@ All three named datasets ship inside their Python packages. `mnist` (a 5000-row 
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from collections.abc import Callable
@@ -24,6 +25,7 @@ import numpy as np
 
 from .._errors import InputError, require
 from .._io import load_npz, save_npz
+from .._resources import check_memory
 
 DATASETS = ("digits", "mnist", "mnist1d")
 # Bump when a builder's output changes, so that stale caches are not read.
@@ -74,7 +76,7 @@ def cached_arrays(name: str, build: Callable[[], dict[str, np.ndarray]]) -> dict
     path = cache_dir() / "datasets" / f"{name}-v{_CACHE_VERSION}.npz"
     if path.is_file():
         try:
-            arrays = load_npz(path, "dataset cache")
+            arrays = load_npz(path, "dataset cache", keys=("inputs", "labels"))
             if {"inputs", "labels"} <= arrays.keys():
                 return arrays
         except InputError:
@@ -125,9 +127,28 @@ def _scaled(name: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _dataset_check(source: str):
+    """The `load_npz` check of a dataset file: the memory of loading and preparing its inputs
+    (the file's array, float32, a finiteness mask, the float64 standardisation and its result),
+    from the headers, before anything is read. Other members are never read."""
+
+    def check(headers) -> None:
+        h = headers.get("inputs")
+        if h is None or len(h.shape) < 1:
+            return
+        entries = math.prod(h.shape)
+        check_memory(
+            h.nbytes + 29 * entries,
+            f"{source}: loading 'inputs' {list(h.shape)} {h.dtype}",
+            "save fewer samples, or subsample them before training",
+        )
+
+    return check
+
+
 def _user_npz(path: str) -> dict[str, np.ndarray]:
     source = f"dataset file {path}"
-    arrays = load_npz(path, "dataset file")
+    arrays = load_npz(path, "dataset file", keys=("inputs", "labels"), check=_dataset_check(source))
     missing = [k for k in ("inputs", "labels") if k not in arrays]
     require(
         not missing,
@@ -227,6 +248,12 @@ def load_dataset(
     inputs = np.asarray(arrays["inputs"], dtype=np.float32)
     labels = np.asarray(arrays["labels"], dtype=np.int64)
     C = int(labels.max()) + 1
+    # Before the bincount, which allocates C counters: a label of 2**40 would ask for 8 TiB.
+    require(
+        C <= labels.shape[0],
+        f"dataset {name}: the labels name {C} classes (largest label {C - 1}) but there are only "
+        f"{labels.shape[0]} samples, so some class has none; relabel the classes to 0..C-1",
+    )
     counts = np.bincount(labels, minlength=C)
     require(
         np.all(counts > 0),
