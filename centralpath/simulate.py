@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import NumericalError, require
+from ._errors import NumericalError, require, require_int, require_real, require_seed
 
 FLOW_NAMES = ("renormalised", "whitened", "central-path", "ufm")
 REPRESENTATIONS = ("reduced", "full")
@@ -45,14 +45,19 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+MAX_SAVES = 10_000  # each save ends a checkpointed segment: more is a log, not a figure
+
+
 def validate(config: dict[str, Any]) -> None:
+    """One-line `InputError` for a bad configuration (from flags, a TOML file or a library call),
+    then the memory and work it would need checked against the limits (`check_resources`)."""
     c = config
     require(
-        c["flow"] in FLOW_NAMES,
+        isinstance(c["flow"], str) and c["flow"] in FLOW_NAMES,
         f"unknown flow {c['flow']!r}; choose one of {', '.join(FLOW_NAMES)}",
     )
     require(
-        c["representation"] in REPRESENTATIONS,
+        isinstance(c["representation"], str) and c["representation"] in REPRESENTATIONS,
         f"unknown representation {c['representation']!r}; choose reduced or full",
     )
     for key in ("classes", "per_class", "dim", "num_saves", "max_steps", "max_gd_steps"):
@@ -74,26 +79,33 @@ def validate(config: dict[str, Any]) -> None:
         "classes × per-class is too large (> 5e7 samples)",
     )
     require(c["dim"] <= 100_000, f"dim = {c['dim']} is too large; use at most 100000")
+    require_seed(c["seed"])
     for key in ("lam", "lam_w", "lam_h", "lam_b"):
-        require(
-            np.isfinite(c[key]) and c[key] >= 0,
-            f"{key.replace('_', '-')} must be a finite number >= 0, got {c[key]}",
-        )
-    require(
-        np.isfinite(c["t_end"]) and c["t_end"] > 0,
-        f"t-end must be a finite number > 0, got {c['t_end']}",
+        require_real(key.replace("_", "-"), c[key], 0)
+    require_real("t-end", c["t_end"], 0, lo_open=True)
+    require_int(
+        "num-saves",
+        c["num_saves"],
+        2,
+        MAX_SAVES,
+        fix="each save is a checkpointed segment of the run",
     )
-    require(c["num_saves"] >= 2, f"num-saves must be >= 2, got {c['num_saves']}")
-    require(
-        np.isfinite(c["eta"]) and c["eta"] >= 0,
-        f"eta must be > 0 (or 0 for automatic: min(half the stable step, t_end/100)), got {c['eta']}",
+    require_real(
+        "eta", c["eta"], 0, fix="give a step > 0, or 0 for automatic (half the stable step)"
     )
-    require(c["rtol"] > 0 and c["atol"] > 0, "rtol and atol must be > 0")
-    require(c["nc1_target"] >= 0, f"nc1-target must be >= 0 (0 = off), got {c['nc1_target']}")
-    methods = list(c["methods"])
+    # Tolerances are relative and absolute errors per step: 1 or more accepts any answer.
+    require_real("rtol", c["rtol"], 0, 1, lo_open=True, hi_open=True)
+    require_real("atol", c["atol"], 0, 1, lo_open=True, hi_open=True)
+    require_int("max-steps", c["max_steps"], 1, fix="the ODE needs at least one step per segment")
+    require_int("max-gd-steps", c["max_gd_steps"], 1)
+    require_real("nc1-target", c["nc1_target"], 0, fix="0 turns the early stop off")
+    require(isinstance(c["bias"], bool), f"bias must be true or false, got {c['bias']!r}")
+    methods = c["methods"]
     require(
-        methods and all(m in ("ode", "gd") for m in methods),
-        f"methods must be a non-empty subset of ode, gd; got {methods}",
+        isinstance(methods, list | tuple)
+        and len(methods) > 0
+        and all(isinstance(m, str) and m in ("ode", "gd") for m in methods),
+        f"methods must be a non-empty subset of ode, gd; got {methods!r}",
     )
     if c["flow"] in ("renormalised", "whitened"):
         require(
@@ -101,7 +113,62 @@ def validate(config: dict[str, Any]) -> None:
             "the renormalised flows are defined for lam = 0 only; drop --lam or use --flow central-path",
         )
         require(c["bias"], "the renormalised flows need a classifier with bias; drop --no-bias")
-    require(c["mean_scale"] > 0 and c["noise_scale"] > 0, "mean-scale and noise-scale must be > 0")
+    require_real("mean-scale", c["mean_scale"], 0, lo_open=True)
+    require_real("noise-scale", c["noise_scale"], 0, lo_open=True)
+    check_resources(c)
+
+
+# Working set of the solvers, in copies of the state: the Runge-Kutta stages, the error estimate,
+# y0/y1 and the vector field's temporaries; and p×p matrices alive in the metrics (measured ~10
+# for `analyze`, which does the same factorisations).
+_SOLVER_STATE_COPIES = 20
+_PP_MATRICES = 16
+_FLOP_PER_P3 = 20  # one snapshot's metrics: several p×p eigendecompositions
+
+
+def resource_estimate(config: dict[str, Any]) -> tuple[float, float]:
+    """(bytes, flop) a validated configuration needs, at float64 (float32 needs less).
+
+    Counted: the initial draw of all n×p features, the solver's copies of the state, one
+    snapshot (class statistics with Σ_W p×p, W, b) per save and method, kept three times (the
+    list, the stacked series, the checkpoint), and the metrics' p×p matrices; work is the O(p³)
+    metrics of every snapshot plus the known gradient-descent steps.
+    """
+    c = config
+    C, N, p = int(c["classes"]), int(c["per_class"]), int(c["dim"])
+    n, S, M = C * N, int(c["num_saves"]), len(c["methods"])
+    ufm = c["flow"] == "ufm"
+    classifier = C * p + C if ufm else 0
+    state = (p * p + p * C + C if c["representation"] == "reduced" else n * p) + classifier
+    snapshot = p * p + 2 * p * C + 2 * C + 2
+    words = (
+        3 * n * p
+        + 4 * p * p
+        + _SOLVER_STATE_COPIES * state
+        + _PP_MATRICES * p * p
+        + 3 * S * M * snapshot
+    )
+    flop = _FLOP_PER_P3 * p**3 * (1 + S * M)
+    if "gd" in c["methods"] and c["eta"] > 0:
+        steps = min(c["t_end"] / c["eta"], c["max_gd_steps"])
+        per_step = 20 * C * p * p if c["representation"] == "reduced" else 20 * n * p * C
+        flop += steps * per_step
+    return 8.0 * words, flop
+
+
+def check_resources(config: dict[str, Any]) -> None:
+    """Refuse a configuration whose memory or work exceeds the limits (`_resources`)."""
+    from ._resources import check_memory, check_work
+
+    c = config
+    memory, flop = resource_estimate(c)
+    what = (
+        f"simulating C = {c['classes']}, N = {c['per_class']}, p = {c['dim']} with "
+        f"{c['num_saves']} saves"
+    )
+    fix = "lower --dim (p×p matrices), --num-saves or --per-class"
+    check_memory(memory, what, fix)
+    check_work(flop, what, fix)
 
 
 def build(config: dict[str, Any], key=None):

@@ -108,6 +108,7 @@ import io
 import itertools
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -116,7 +117,8 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import InputError, NumericalError, require
+from ._errors import SEED_MAX, InputError, NumericalError, require, require_seed
+from ._resources import check_memory
 from ._runtime import configure_cpu_runtime
 from .simulate import (
     DEFAULTS,
@@ -162,6 +164,10 @@ class SweepSpec:
     def to_config(self) -> dict[str, Any]:
         """The resolved sweep file (for config.toml; `parse_sweep` of it gives this spec)."""
         return {**self.base, **self.options, "sweep": dict(self.table)}
+
+
+def _is_seed(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= SEED_MAX
 
 
 def _metric_keys() -> tuple[str, ...]:
@@ -249,6 +255,16 @@ def parse_sweep(raw: dict[str, Any], source: str = "sweep config") -> SweepSpec:
                     isinstance(v, int) and not isinstance(v, bool) and v >= 1,
                     f"{where}: seeds must be a count >= 1 (or a list), got {v!r}",
                 )
+                require(
+                    v <= MAX_CONFIGS,
+                    f"{where}: seeds = {v} is more than {MAX_CONFIGS} configurations; split it",
+                )
+                # Checked here, before the list of seeds is built: every seed is a 32-bit key.
+                require(
+                    _is_seed(base["seed"]) and base["seed"] + v - 1 <= SEED_MAX,
+                    f"{where}: seeds = {v} from seed = {base['seed']!r} would pass {SEED_MAX} "
+                    f"(seeds are 0..2**32-1, each a 32-bit PRNG key); lower seed or seeds",
+                )
                 table["seeds"] = v
                 axes.append(("seed", [int(base["seed"]) + i for i in range(v)]))
                 continue
@@ -265,12 +281,23 @@ def parse_sweep(raw: dict[str, Any], source: str = "sweep config") -> SweepSpec:
         )
         require(len(v) > 0, f"{where}: {k} is an empty list; give at least one value")
         values = [_coerce(key, x, DEFAULTS[key], where) for x in v]
+        if key == "seed":  # the configurations' validation skips seeds (one check per rest)
+            bad = [x for x in values if not _is_seed(x)]
+            if bad:
+                require_seed(bad[0], f"{where}: seed")
         table[key] = values
         axes.append((key, values))
     total = math.prod(len(vals) for _, vals in axes)
     require(
         total <= MAX_CONFIGS,
         f"{source}: the sweep has {total} configurations, more than {MAX_CONFIGS}; split it",
+    )
+    # One dict per configuration (~1.2 KiB with its keys shared), built next: refuse a product
+    # that would not fit before building it.
+    check_memory(
+        total * (sys.getsizeof(base) + 64 * len(axes) + 256),
+        f"{source}: expanding {total} configurations",
+        "split the sweep into smaller files",
     )
     names = tuple(name for name, _ in axes)
     configs = [
