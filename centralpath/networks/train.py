@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._errors import InputError, NumericalError, require
+from .._errors import InputError, NumericalError, require, require_seed
 from .._io import atomic_path, load_npz, save_features, save_npz, write_json
 from .datasets import DATASETS, Dataset
 from .models import MODELS
@@ -101,6 +101,10 @@ _cached_optimizer = functools.lru_cache(maxsize=16)(
 
 def capture_epochs(epochs: int, num: int) -> np.ndarray:
     """About `num` log-spaced epochs in 0..epochs, always with 0 and `epochs`."""
+    if num - 1 > 10 * epochs * (math.log(epochs) + 1):
+        # So dense that the rounded geomspace hits every epoch (its spacing near `epochs` is
+        # below 0.1): the same answer without allocating `num` floats (num = 1e9 took 8 GB).
+        return np.arange(epochs + 1, dtype=np.int64)
     inner = np.unique(np.round(np.geomspace(1, epochs, max(num - 1, 1))).astype(np.int64))
     return np.unique(np.concatenate([[0], inner, [epochs]]))
 
@@ -512,6 +516,7 @@ def validate(config: dict[str, Any]) -> None:
     )
     for key in ("epochs", "batch_size", "seed", "per_class", "num_checkpoints", "save_every"):
         require(_is_int(c[key]), f"{key.replace('_', '-')} must be an integer, got {c[key]!r}")
+    require_seed(c["seed"])
     require(c["epochs"] >= 1, f"epochs must be >= 1, got {c['epochs']}")
     require(c["epochs"] <= 1_000_000, f"epochs = {c['epochs']} is too many; use at most 1000000")
     require(c["batch_size"] >= 1, f"batch-size must be >= 1, got {c['batch_size']}")
@@ -545,14 +550,104 @@ def validate(config: dict[str, Any]) -> None:
 
 
 def load_configured_dataset(config: dict[str, Any]) -> Dataset:
+    """The configuration's dataset, with the network it asks for checked against it
+    (`check_resources`): a refusal comes before any model is built or directory made."""
     from .datasets import load_dataset
 
-    return load_dataset(
+    data = load_dataset(
         config["dataset"],
         per_class=config["per_class"] or None,
         standardised=config["standardise"],
         seed=config["seed"],
     )
+    check_resources(config, data)
+    return data
+
+
+def _layers(config: dict[str, Any], input_shape: tuple[int, ...], C: int):
+    """(parameters, multiply-adds per sample, activations per sample, the width feeding the
+    features layer) of the model `make_model` would build, computed from sizes alone."""
+    widths = [int(w) for w in config["widths"]]
+    p = widths[-1]
+    if config["model"] == "mlp":
+        dims = [math.prod(input_shape), *widths]
+        macs = sum(a * b for a, b in zip(dims, dims[1:], strict=False)) + p * C
+        params = sum((a + 1) * b for a, b in zip(dims, dims[1:], strict=False)) + (p + 1) * C
+        return params, macs, sum(widths) + C, dims[-2]
+    if len(input_shape) == 3:
+        in_ch, spatial = input_shape[0], list(input_shape[1:])
+    else:
+        in_ch, spatial = 1, list(input_shape)
+    params = macs = acts = 0
+    kernel = 3 ** len(spatial)
+    for out_ch in (int(c) for c in config["channels"]):
+        size = math.prod(spatial)
+        params += kernel * in_ch * out_ch + out_ch
+        macs += kernel * in_ch * out_ch * size
+        acts += 2 * out_ch * size  # the convolution's output and its ReLU
+        if min(spatial) >= 2:
+            spatial = [s // 2 for s in spatial]
+        in_ch = out_ch
+    flat = in_ch * math.prod(spatial)
+    params += (flat + 1) * p + (p + 1) * C
+    macs += flat * p + p * C
+    return params, macs, acts + p + C, flat
+
+
+def check_resources(config: dict[str, Any], data: Dataset) -> None:
+    """Refuse, before a model is built, a network that cannot collapse on this data (features
+    narrower than C − 1) or whose training, captures and analysis would exceed the memory or
+    work limits (`centralpath._resources`)."""
+    from .._io import analysis_cost, check_p_over_n
+    from .._resources import check_memory, check_work
+
+    C, n = data.num_classes, data.num_samples
+    shape = tuple(int(s) for s in data.input_shape)
+    if config["model"] == "cnn":
+        require(
+            1 <= len(shape) <= 3,
+            f"the CNN takes samples of shape [L], [H, W] or [channels, H, W], got {list(shape)}; "
+            "use --model mlp",
+        )
+    p = int(config["widths"][-1])
+    require(
+        p >= C - 1,
+        f"the feature dimension {p} is below C-1 = {C - 1}; widen the last hidden layer "
+        "(the last of --widths)",
+    )
+    params, macs, acts, feeding = _layers(config, shape, C)
+    if config["model"] == "cnn":
+        # The features are a dense layer of the last convolution's output: fewer numbers than
+        # C - 1 there and the C class means cannot take C - 1 independent directions.
+        require(
+            feeding >= C - 1,
+            f"the CNN's convolutions end in {feeding} values per sample (last of --channels "
+            f"{config['channels'][-1]} × the pooled image), below C-1 = {C - 1}; the features "
+            "cannot hold C-1 class directions — raise the last of --channels",
+        )
+    K = len(capture_epochs(int(config["epochs"]), int(config["num_checkpoints"]))) + 1
+    batch = min(int(config["batch_size"]), n)
+    chunk = min(4096, n)
+    analysis_bytes, analysis_flop = analysis_cost(K, n, p, C, itemsize=4, w_itemsize=4)
+    memory = (
+        4 * 2 * n * math.prod(shape)  # inputs on the host and the device
+        + 4 * 5 * params  # parameters, gradients, momentum, updates, a saved copy
+        + 4 * 3 * batch * acts  # a minibatch's activations, kept for the backward pass
+        + 4 * 2 * chunk * acts  # evaluation of the whole set, chunk by chunk
+        + 4 * 2 * K * (n * p + C * p + C)  # the captures, and their stack
+        + analysis_bytes  # features file written, read back and analysed
+    )
+    epochs = int(config["epochs"])
+    flop = 8 * epochs * n * macs + K * analysis_flop  # 6 per MAC to train, 2 to evaluate
+    model = {"mlp": "an MLP", "cnn": "a CNN"}[config["model"]]
+    source = f"training {model} with p = {p} on {data.name} (n = {n}, input {list(shape)})"
+    fix = (
+        "use narrower --widths or fewer --channels, fewer --num-checkpoints or --epochs, or "
+        "fewer samples (--per-class)"
+    )
+    check_p_over_n(n, p, analysis_flop, source, "capture a narrower layer (the last of --widths)")
+    check_memory(memory, source, fix)
+    check_work(flop, source, fix)
 
 
 def train_from_config(
@@ -562,7 +657,10 @@ def train_from_config(
     from .models import make_model
 
     validate(config)
-    data = load_configured_dataset(config) if data is None else data
+    if data is None:
+        data = load_configured_dataset(config)
+    else:
+        check_resources(config, data)
     model_key, train_key = jax.random.split(jax.random.PRNGKey(config["seed"]))
     model = make_model(
         config["model"],
@@ -571,11 +669,6 @@ def train_from_config(
         widths=config["widths"],
         channels=config["channels"],
         key=model_key,
-    )
-    require(
-        model.classifier.weight.shape[1] >= data.num_classes - 1,
-        f"the feature dimension {model.classifier.weight.shape[1]} is below C-1 = "
-        f"{data.num_classes - 1}; widen the last hidden layer (--widths)",
     )
     return fit(
         model,
@@ -619,6 +712,7 @@ __all__ = [
     "SCHEDULES",
     "Training",
     "capture_epochs",
+    "check_resources",
     "cross_entropy_loss",
     "fit",
     "learning_rate_schedule",
