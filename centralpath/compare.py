@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ._eigen import potential
-from ._errors import require
+from ._errors import InputError, require
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,24 @@ def _weighted_additive_fit(Fv: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, n
     return sol[:m], np.concatenate([[0.0], sol[m:]])
 
 
+def check_epochs(epochs) -> None:
+    """`InputError` unless the checkpoints' epochs are finite and strictly increasing: the fit's
+    time map τ(e) and its monotonicity are defined along time, not along file order."""
+    e = np.asarray(epochs, dtype=float)
+    require(
+        e.ndim == 1 and bool(np.all(np.isfinite(e))),
+        "the checkpoints' epochs must be finite numbers; re-save them",
+    )
+    bad = np.flatnonzero(np.diff(e) <= 0)
+    if bad.size:
+        k = int(bad[0]) + 1
+        raise InputError(
+            f"the checkpoints' epochs must increase strictly for a comparison of dynamics, but "
+            f"checkpoint {k} (epoch {e[k]:g}) follows epoch {e[k - 1]:g}; save the checkpoints in "
+            "epoch order, without repeats"
+        )
+
+
 def fit_theory(
     epochs,
     omega,
@@ -108,6 +126,7 @@ def fit_theory(
     require(K >= 2, f"comparing dynamics needs at least 2 checkpoints, got {K}")
     require(m >= 1, "omega has no singular values to compare")
     require(epochs.shape == (K,), f"epochs must be [K] = [{K}], got {epochs.shape}")
+    check_epochs(epochs)
     require(
         bool(np.all(np.isfinite(omega)) and np.all(omega > 0)),
         "measured omega must be finite and > 0 (collapsed or degenerate features give 0 or inf); "

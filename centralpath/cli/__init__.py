@@ -33,11 +33,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    # allow_abbrev=False everywhere: argparse otherwise takes any unique prefix of a flag, so a
+    # mistyped or unknown `--omega 1` or `--kap 2` was silently accepted as --omega0 / --kappa.
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars or tables")
     common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser = _Parser(
         prog="centralpath",
+        allow_abbrev=False,
         description="Neural collapse under MSE loss: simulate the central-path dynamics, measure "
         "networks, compare with the closed form.",
     )
@@ -51,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
             description=mod.HELP,
             epilog=f"example:\n  {mod.EXAMPLE}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            allow_abbrev=False,
         )
         mod.register(p)
         p.set_defaults(_module=mod)

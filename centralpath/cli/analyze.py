@@ -36,8 +36,8 @@ def run(args) -> int:
 
     require(args.rtol > 0 and args.rtol < 1, f"--rtol must lie in (0, 1), got {args.rtol}")
     require(
-        args.weight_decay is None or args.weight_decay >= 0,
-        f"--weight-decay must be >= 0, got {args.weight_decay}",
+        args.weight_decay is None or 0 <= args.weight_decay < float("inf"),  # nan, inf refused
+        f"--weight-decay must be a finite number >= 0, got {args.weight_decay}",
     )
     if args.json:  # before the work: `--json` naming the input (or a folder) fails at once
         check_output_file(args.json, inputs=[args.features])

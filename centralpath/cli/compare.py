@@ -35,9 +35,15 @@ def compare_features(ff, *, flow="renormalised", weight_decay=None, rtol=1e-10):
     """(fit, results, summary) for a features file: analysis per checkpoint and the §8 fit."""
     import numpy as np
 
+    from .._errors import require_real
     from ..analysis import analyze
-    from ..compare import fit_theory
+    from ..compare import check_epochs, fit_theory
 
+    if weight_decay is not None:
+        require_real("--weight-decay", weight_decay, 0)
+    # Before the analysis: the fit needs checkpoints in time order, and a file whose epochs run
+    # backwards or repeat would otherwise be fitted and reported (as "monotone: true").
+    check_epochs(ff.epochs)
     records = analyze(ff, weight_decay=weight_decay, rtol=rtol)
     epochs = np.asarray([r["epoch"] for r in records], float)
     omega = np.asarray([r["snr"] for r in records], float)
