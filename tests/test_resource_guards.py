@@ -1,0 +1,648 @@
+"""Resource guards and strict values (issue 14): hostile sizes are refused before allocating.
+
+Every hostile input here must end with exit status 2, exactly one line on stderr, no "internal
+error", no traceback, and within seconds. Forged `.npz` files are written by hand (a zip writer
+below, `.npy` headers from numpy.lib.format) so that a member can *declare* 8 GiB or a
+(10**12, 10**6) shape while the file stays a few kilobytes: nothing large is ever allocated here,
+and the subprocess cases run under a small RLIMIT_AS, where a guard that allocated first would
+fail with MemoryError ("internal error") instead of refusing.
+"""
+
+import io
+import math
+import os
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from centralpath._errors import SEED_MAX, InputError
+from centralpath._io import load_npz, npz_headers
+from centralpath._resources import MEMORY_ENV, WORK_ENV, format_bytes, memory_limit, parse_size
+from centralpath.cli import COMMANDS, main
+
+GiB = 1 << 30
+# Address-space limit of the subprocess cases: Python + JAX map about 1.5 GiB; any array of the
+# sizes refused below would exceed what is left.
+AS_LIMIT = 4 * GiB
+TIME_LIMIT = 20.0
+
+# ------------------------------------------------------------------ forging files
+
+
+def npy(shape, dtype="<f8", data: bytes = b"") -> bytes:
+    """An `.npy` image: a real version-1.0 header declaring `shape`, then `data` (any length)."""
+    buf = io.BytesIO()
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+        "fortran_order": False,
+        "shape": tuple(shape),
+    }
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue() + data
+
+
+def arr(a) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.asarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+def deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush()
+
+
+def zeros_deflate(total: int, block: int = 1 << 20) -> bytes:
+    """A raw deflate stream of `total` zero bytes built from one compressed block repeated: a
+    full flush makes each copy self-contained, so 8 GiB costs ~8 MiB and no 8 GiB pass."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    one = c.compress(b"\0" * block) + c.flush(zlib.Z_FULL_FLUSH)
+    count, rest = divmod(total, block)
+    tail = c.compress(b"\0" * rest) + c.flush()
+    return one * count + tail
+
+
+def write_zip(path, members) -> Path:
+    """A zip written by hand. `members`: name -> (payload, declared uncompressed size, method,
+    crc) or just the bytes of a stored member. Sizes of 4 GiB and more get zip64 fields, as
+    numpy/zipfile write them."""
+    out, central = bytearray(), bytearray()
+    for name, spec in members.items():
+        if isinstance(spec, bytes):
+            spec = (spec, len(spec), zipfile.ZIP_STORED, zlib.crc32(spec))
+        payload, size, method, crc = spec
+        fname = name.encode()
+        zip64 = size >= 0xFFFFFFFF or len(payload) >= 0xFFFFFFFF
+        extra = struct.pack("<HHQQ", 1, 16, size, len(payload)) if zip64 else b""
+        usz, csz = (0xFFFFFFFF, 0xFFFFFFFF) if zip64 else (size, len(payload))
+        version = 45 if zip64 else 20
+        offset = len(out)
+        out += struct.pack(
+            "<IHHHHHIIIHH",
+            0x04034B50,
+            version,
+            0,
+            method,
+            0,
+            0x21,
+            crc,
+            csz,
+            usz,
+            len(fname),
+            len(extra),
+        )
+        out += fname + extra + payload
+        central += struct.pack(
+            "<IHHHHHHIIIHHHHHII",
+            0x02014B50,
+            version,
+            version,
+            0,
+            method,
+            0,
+            0x21,
+            crc,
+            csz,
+            usz,
+            len(fname),
+            len(extra),
+            0,
+            0,
+            0,
+            0,
+            offset,
+        )
+        central += fname + extra
+    n = len(members)
+    eocd = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, n, n, len(central), len(out), 0)
+    Path(path).write_bytes(bytes(out + central + eocd))
+    return Path(path)
+
+
+def good_members(n_per_class=4, C=3, p=3):
+    rng = np.random.default_rng(0)
+    return {
+        "features.npy": arr(rng.normal(size=(C * n_per_class, p))),
+        "labels.npy": arr(np.repeat(np.arange(C), n_per_class)),
+    }
+
+
+def bomb(shape, dtype="<f8", stream_bytes=None):
+    """A deflated member whose header and zip entry both declare the full size (what a real
+    bomb does), its stream a run of zeros of that size (or of `stream_bytes`: a member cut
+    short, whose reading would fail only after allocating)."""
+    head = npy(shape, dtype)
+    size = len(head) + math.prod(shape) * np.dtype(dtype).itemsize
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    stream = c.compress(head) + c.flush(zlib.Z_FULL_FLUSH)
+    zeros = size - len(head) if stream_bytes is None else stream_bytes
+    return (stream + zeros_deflate(zeros), size, zipfile.ZIP_DEFLATED, 0)
+
+
+# ------------------------------------------------------------------ running the command line
+
+
+# The child sets its own RLIMIT_AS before importing anything (a preexec_fn would run Python
+# between fork and exec in this multithreaded, JAX-holding process).
+CHILD = (
+    "import resource, runpy, sys; "
+    f"resource.setrlimit(resource.RLIMIT_AS, ({AS_LIMIT}, {AS_LIMIT})); "
+    "sys.argv[0] = 'centralpath'; "
+    "runpy.run_module('centralpath.cli', run_name='__main__')"
+)
+
+
+def run_cli(*args, env=None, tmp_path=None):
+    """The command line in a fresh process under RLIMIT_AS; (exit status, stderr, seconds)."""
+    e = dict(os.environ)
+    e.pop(MEMORY_ENV, None)
+    e.pop(WORK_ENV, None)
+    if tmp_path is not None:
+        e["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    e.update(env or {})
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=e,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    return proc.returncode, proc.stderr, time.monotonic() - start
+
+
+def assert_refused(code, err, seconds=0.0, *, contains=()):
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert ": error:" in lines[0], err
+    assert "internal error" not in err and "Traceback" not in err, err
+    assert seconds < TIME_LIMIT, f"refused after {seconds:.1f} s"
+    for text in contains:
+        assert text in lines[0], lines[0]
+
+
+def main_refuses(capsys, argv, contains=()):
+    """In-process variant (no memory limit): for value checks, which allocate nothing anyway."""
+    start = time.monotonic()
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse's own refusals
+        code = e.code
+    err = capsys.readouterr().err
+    assert_refused(code, err, time.monotonic() - start, contains=contains)
+    return err
+
+
+# ------------------------------------------------------------------ hostile features files
+
+
+def _forged_files(d: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, a phrase its refusal must contain)."""
+    labels = np.repeat(np.arange(3), 4)
+    rng = np.random.default_rng(1)
+    feats = arr(rng.normal(size=(12, 3)))
+    files = {
+        # bincount(labels) would allocate 2**40 counters: 8 TiB.
+        "label_2_40": (
+            {"features.npy": feats, "labels.npy": arr(np.r_[labels[:-1], 2**40])},
+            "only 12 samples",
+        ),
+        "num_classes_2_40": (
+            {"features.npy": feats, "labels.npy": arr(labels), "num_classes.npy": arr(2**40)},
+            "only 12 samples",
+        ),
+        # A header claiming 6.9 EiB inside a member of a few hundred bytes.
+        "header_exa": (
+            {"features.npy": npy((10**12, 10**6)), "labels.npy": arr(labels)},
+            "holds only",
+        ),
+        # A 100,000² float64 header (74.5 GiB) whose zip entry declares that size too (zip64),
+        # over a stream of only 64 MiB.
+        "header_74_gib": (
+            {
+                "features.npy": bomb((100_000, 100_000), stream_bytes=64 << 20),
+                "labels.npy": arr(np.arange(100_000) % 3),
+            },
+            "of memory",
+        ),
+        # A real bomb: 8 GiB of zeros in ~8 MiB of deflate stream.
+        "bomb_8_gib": (
+            {"features.npy": bomb((2**20, 2**10)), "labels.npy": arr(np.arange(2**20) % 3)},
+            "of memory",
+        ),
+        "bzip2_member": (
+            {
+                "features.npy": (b"BZh91AY&SY", len(feats), zipfile.ZIP_BZIP2, 0),
+                "labels.npy": arr(labels),
+            },
+            "compression method 12",
+        ),
+    }
+    # A member that inflates past its declared size: the header and the zip entry say 12×3
+    # float64 (what a reader would budget), the stream holds 8 MiB more.
+    head = arr(rng.normal(size=(12, 3)))
+    long = head + b"\0" * (8 << 20)
+    files["inflates_past_declared"] = (
+        {
+            "features.npy": (deflate(long), len(head), zipfile.ZIP_DEFLATED, zlib.crc32(long)),
+            "labels.npy": arr(labels),
+        },
+        "features",
+    )
+    return {
+        name: (write_zip(d / f"{name}.npz", members), phrase)
+        for name, (members, phrase) in files.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def forged(tmp_path_factory):
+    return _forged_files(tmp_path_factory.mktemp("forged"))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "label_2_40",
+        "num_classes_2_40",
+        "header_exa",
+        "header_74_gib",
+        "bomb_8_gib",
+        "bzip2_member",
+        "inflates_past_declared",
+    ],
+)
+def test_forged_features_refused_under_rlimit(forged, tmp_path, name):
+    path, phrase = forged[name]
+    code, err, seconds = run_cli("analyze", path, "--quiet", tmp_path=tmp_path)
+    assert_refused(code, err, seconds, contains=[phrase])
+
+
+def test_forged_headers_refused_in_process(forged, monkeypatch):
+    """The same files through the library: InputError, never MemoryError. (The limit is set:
+    this process has no RLIMIT_AS, and the 8 GiB bomb is legal where 18 GiB are available.)"""
+    from centralpath._io import load_features
+
+    monkeypatch.setenv(MEMORY_ENV, "2G")
+    for path, _ in forged.values():
+        with pytest.raises(InputError):
+            load_features(path)
+
+
+def test_unused_member_is_never_read(tmp_path, capsys):
+    """A features file carrying an 8 GiB bomb under a key analyze does not use still works."""
+    members = good_members()
+    members["junk.npy"] = bomb((2**30,))
+    path = write_zip(tmp_path / "f.npz", members)
+    assert set(npz_headers(path)) == {"features", "labels", "junk"}
+    start = time.monotonic()
+    assert main(["analyze", str(path), "--quiet"]) == 0, capsys.readouterr().err
+    assert time.monotonic() - start < TIME_LIMIT
+
+
+@pytest.mark.parametrize(("p", "n"), [(20_000, 6), (5_000, 6)])
+def test_p_much_larger_than_n_refused_up_front(tmp_path, p, n):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "wide.npz"
+    np.savez(path, features=rng.normal(size=(n, p)).astype(np.float32), labels=np.arange(n) % 3)
+    code, err, seconds = run_cli("analyze", path, "--quiet", tmp_path=tmp_path)
+    assert_refused(
+        code, err, seconds, contains=[f"p = {p}", f"n = {n}", "project the features", WORK_ENV]
+    )
+
+
+def test_memory_limit_names_estimate_limit_and_fix(tmp_path, capsys, monkeypatch):
+    path = write_zip(tmp_path / "f.npz", good_members(n_per_class=400, p=64))
+    monkeypatch.setenv(MEMORY_ENV, "1M")
+    err = main_refuses(capsys, ["analyze", path, "--quiet"], contains=[MEMORY_ENV, "1 MiB set by"])
+    assert "needs about" in err
+    monkeypatch.setenv(MEMORY_ENV, "64G")
+    assert main(["analyze", str(path), "--quiet"]) == 0
+    monkeypatch.setenv(MEMORY_ENV, "lots")
+    main_refuses(capsys, ["analyze", path, "--quiet"], contains=[MEMORY_ENV, "64G"])
+
+
+def test_compare_refuses_non_monotone_epochs(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for epochs in ([0, 10, 5], [0, 5, 5]):
+        path = tmp_path / "f.npz"
+        np.savez(
+            path,
+            features=rng.normal(size=(3, 12, 3)),
+            labels=np.repeat(np.arange(3), 4),
+            epochs=np.array(epochs),
+        )
+        main_refuses(capsys, ["compare", path, "--quiet"], contains=["increase strictly"])
+
+
+# ------------------------------------------------------------------ hostile sizes on the command line
+
+SIM = ["simulate", "--quiet", "--no-figures", "--flow", "central-path"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "phrase"),
+    [
+        (["--num-saves", "1000000000"], "num-saves"),
+        (["--dim", "30000"], "of memory"),
+        (["--dim", "100000"], "of memory"),
+        (["--dim", "20000", "--num-saves", "2", "--methods", "ode"], "--dim"),
+    ],
+)
+def test_simulate_sizes_refused_under_rlimit(tmp_path, flags, phrase):
+    code, err, seconds = run_cli(*SIM, *flags, "--out", tmp_path / "run", tmp_path=tmp_path)
+    assert_refused(code, err, seconds, contains=[phrase])
+    assert not (tmp_path / "run").exists() and not (tmp_path / ".run.partial").exists()
+
+
+TRAIN = ["train", "--quiet", "--no-figures", "--epochs", "2"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "phrase"),
+    [
+        (["--widths", "1000000000"], "--widths"),
+        (["--widths", "100000"], "p = 100000"),
+        (["--model", "cnn", "--channels", "1000000"], "of memory"),
+        (["--model", "cnn", "--channels", "1,1"], "C-1 = 9"),
+        (["--widths", "64,5"], "C-1 = 9"),
+    ],
+)
+def test_train_sizes_refused_under_rlimit(tmp_path, flags, phrase):
+    code, err, seconds = run_cli(*TRAIN, *flags, "--out", tmp_path / "run", tmp_path=tmp_path)
+    assert_refused(code, err, seconds, contains=[phrase])
+    assert not (tmp_path / "run").exists() and not (tmp_path / ".run.partial").exists()
+
+
+def test_train_npz_dataset_bomb_refused_under_rlimit(tmp_path):
+    path = write_zip(
+        tmp_path / "data.npz",
+        {"inputs.npy": bomb((2**20, 2**10)), "labels.npy": arr(np.arange(2**20) % 10)},
+    )
+    code, err, seconds = run_cli(*TRAIN, "--dataset", f"npz:{path}", tmp_path=tmp_path)
+    assert_refused(code, err, seconds, contains=["of memory", "inputs"])
+
+
+def test_train_npz_dataset_huge_label_refused(tmp_path, capsys):
+    path = tmp_path / "data.npz"
+    np.savez(path, inputs=np.ones((20, 4), np.float32), labels=np.r_[np.arange(19) % 2, 2**40])
+    main_refuses(capsys, [*TRAIN, "--dataset", f"npz:{path}"], contains=["only 20 samples"])
+
+
+def test_capture_epochs_dense_request_needs_no_memory():
+    """--num-checkpoints 1e9 used to allocate a 8 GB geomspace; now every epoch, as before."""
+    from centralpath.networks.train import capture_epochs
+
+    start = time.monotonic()
+    np.testing.assert_array_equal(capture_epochs(400, 10**9), np.arange(401))
+    assert time.monotonic() - start < 1.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(epochs=st.integers(1, 300), num=st.integers(2, 40_000))
+def test_capture_epochs_shortcut_is_exact(epochs, num):
+    """The shortcut answers exactly what the rounded geomspace answers wherever it applies."""
+    from centralpath.networks.train import capture_epochs
+
+    inner = np.unique(np.round(np.geomspace(1, epochs, max(num - 1, 1))).astype(np.int64))
+    expected = np.unique(np.concatenate([[0], inner, [epochs]]))
+    np.testing.assert_array_equal(capture_epochs(epochs, num), expected)
+
+
+# ------------------------------------------------------------------ strict values
+
+BAD_FLOATS = ["inf", "-inf", "nan", "1e400"]
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "value"),
+    [
+        *[("simulate", "--rtol", v) for v in [*BAD_FLOATS, "0", "1", "-1e-3"]],
+        *[("simulate", "--atol", v) for v in [*BAD_FLOATS, "0", "2"]],
+        *[("simulate", "--nc1-target", v) for v in [*BAD_FLOATS, "-1"]],
+        *[("simulate", flag, v) for flag in ("--t-end", "--eta", "--lam") for v in BAD_FLOATS],
+        *[("simulate", "--max-steps", v) for v in ["0", "-1"]],
+        *[("simulate", "--seed", v) for v in ["-1", str(2**32), str(2**63), str(2**64)]],
+        *[("analyze", "--rtol", v) for v in [*BAD_FLOATS, "0", "1"]],
+        *[("analyze", "--weight-decay", v) for v in BAD_FLOATS],
+        *[("compare", "--rtol", v) for v in [*BAD_FLOATS, "0", "1"]],
+        *[("compare", "--weight-decay", v) for v in BAD_FLOATS],
+        *[
+            ("train", flag, v)
+            for flag in ("--lr", "--momentum", "--weight-decay")
+            for v in BAD_FLOATS
+        ],
+        *[("train", "--seed", v) for v in ["-1", str(2**32), str(2**63)]],
+        *[("predict", flag, v) for flag in ("--kappa", "--per-class") for v in BAD_FLOATS],
+    ],
+)
+def test_bad_values_refused(tmp_path, capsys, command, flag, value):
+    rng = np.random.default_rng(0)
+    features = tmp_path / "f.npz"
+    np.savez(
+        features,
+        features=rng.normal(size=(3, 12, 3)),
+        labels=np.repeat(np.arange(3), 4),
+        epochs=np.array([0, 5, 10]),
+    )
+    base = {
+        "simulate": [*SIM, "--out", tmp_path / "run"],
+        "analyze": ["analyze", features, "--quiet"],
+        "compare": ["compare", features, "--quiet"],
+        "train": [*TRAIN, "--out", tmp_path / "run"],
+        "predict": [
+            "predict",
+            "--classes",
+            "3",
+            "--per-class",
+            "4",
+            "--omega0",
+            "1",
+            "--times",
+            "0,1",
+        ],
+    }[command]
+    err = main_refuses(capsys, [*base, f"{flag}={value}"])
+    if flag == "--seed":
+        assert "0..4294967295" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("rtol", "inf"),
+        ("rtol", "nan"),
+        ("atol", "1.0"),
+        ("nc1_target", "inf"),
+        ("nc1_target", "-1.0"),
+        ("mean_scale", "inf"),
+        ("noise_scale", "nan"),
+        ("seed", "-1"),
+        ("seed", str(2**40)),
+        ("max_steps", "0"),
+        ("num_saves", "1000000000"),
+        ("dim", "30000"),
+        ("bias", '"yes"'),
+    ],
+)
+def test_simulate_config_file_values_refused(tmp_path, capsys, key, value):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'flow = "central-path"\n{key} = {value}\n')
+    main_refuses(
+        capsys,
+        ["simulate", "--config", cfg, "--out", tmp_path / "run", "--quiet", "--no-figures"],
+        contains=[key.replace("_", "-")] if key not in ("dim", "bias") else [],
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "phrase"),
+    [
+        ("seed", "-1", "0..4294967295"),
+        ("seed", str(2**32), "0..4294967295"),
+        ("lr", "inf", "lr"),
+        ("widths", "[1000000000]", "--widths"),
+        ("num_checkpoints", "1", "num-checkpoints"),
+    ],
+)
+def test_train_config_file_values_refused(tmp_path, capsys, key, value, phrase):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"epochs = 2\n{key} = {value}\n")
+    main_refuses(
+        capsys,
+        ["train", "--config", cfg, "--out", tmp_path / "run", "--quiet", "--no-figures"],
+        contains=[phrase],
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "phrase"),
+    [
+        ("seeds = 1000000000000", "split it"),
+        ("seeds = 10", "2**32"),  # from seed = 4294967290
+        ("seed = [0, -1]", "0..4294967295"),
+        ("seed = [0, 4294967296]", "0..4294967295"),
+    ],
+)
+def test_sweep_seeds_refused_before_expanding(tmp_path, capsys, table, phrase):
+    cfg = tmp_path / "s.toml"
+    base = "seed = 4294967290\n" if table == "seeds = 10" else ""
+    cfg.write_text(f'flow = "central-path"\nnum_saves = 3\n{base}[sweep]\n{table}\n')
+    main_refuses(capsys, ["sweep", cfg, "--out", tmp_path / "run", "--quiet"], contains=[phrase])
+
+
+VALID_ARGS = {
+    "demo": [],
+    "simulate": [],
+    "sweep": ["s.toml"],
+    "predict": ["--classes", "3", "--per-class", "4", "--omega0", "1", "--times", "0,1"],
+    "analyze": ["f.npz"],
+    "train": [],
+    "compare": ["f.npz"],
+    "plot": ["run"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_rejects_unknown_flags(capsys, command):
+    main_refuses(
+        capsys,
+        [command, *VALID_ARGS[command], "--no-such-flag", "1"],
+        contains=["unrecognized arguments: --no-such-flag"],
+    )
+
+
+@pytest.mark.parametrize("abbreviation", ["--kap=2", "--omega=1", "--time=0,1", "--cla=3"])
+def test_predict_rejects_abbreviated_flags(capsys, abbreviation):
+    """argparse took any unique prefix: `--omega 1` was silently --omega0."""
+    main_refuses(
+        capsys,
+        [
+            "predict",
+            "--classes",
+            "3",
+            "--per-class",
+            "4",
+            "--omega0",
+            "1",
+            "--times",
+            "0,1",
+            abbreviation,
+        ],
+    )
+
+
+def test_seed_range_is_the_documented_one(tmp_path, capsys):
+    """The top of the range is accepted (not just refused around it)."""
+    from centralpath.simulate import DEFAULTS, validate
+
+    validate({**DEFAULTS, "seed": SEED_MAX})
+    with pytest.raises(InputError, match="0..4294967295"):
+        validate({**DEFAULTS, "seed": SEED_MAX + 1})
+
+
+# ------------------------------------------------------------------ the limits themselves
+
+
+def test_parse_size_and_format():
+    assert parse_size("1024") == 1024
+    assert parse_size("64G") == 64 * GiB
+    assert parse_size("1.5GiB") == int(1.5 * GiB)
+    assert parse_size("512m") == 512 << 20
+    for bad in ("", "lots", "-1G", "0", "nan", "inf"):
+        with pytest.raises(InputError, match=MEMORY_ENV):
+            parse_size(bad)
+    assert format_bytes(8 * 20_000**2) == "2.98 GiB"
+    assert format_bytes(2**40 * 8) == "8 TiB"
+
+
+def test_memory_limit_sources(monkeypatch):
+    monkeypatch.setenv(MEMORY_ENV, "3G")
+    assert memory_limit() == (3 * GiB, f"set by {MEMORY_ENV}")
+    monkeypatch.delenv(MEMORY_ENV)
+    limit, source = memory_limit()
+    if os.path.exists("/proc/meminfo"):
+        assert limit is not None and limit > 0 and source
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    shape=st.lists(st.integers(0, 2**40), min_size=1, max_size=4),
+    dtype=st.sampled_from(["<f8", "<f4", "<i8", "|u1", "<c16"]),
+    declared_extra=st.integers(0, 4096),
+    compressed=st.booleans(),
+)
+def test_forged_headers_never_allocate(tmp_path, shape, dtype, declared_extra, compressed):
+    """Any header over any (small) member: loaded when consistent, else one-line InputError."""
+    head = npy(shape, dtype)
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    data = b"\0" * min(nbytes, 4096)
+    image = head + data
+    size = len(image) + (declared_extra if nbytes > 4096 else 0)
+    method = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
+    payload = deflate(image) if compressed else image
+    if not compressed:
+        size = len(image)
+    path = write_zip(tmp_path / "h.npz", {"x.npy": (payload, size, method, zlib.crc32(image))})
+    if nbytes <= 4096:
+        try:  # numpy itself refuses some empty shapes whose other sides overflow its index type
+            assert load_npz(path)["x"].shape == tuple(shape)
+        except InputError as e:
+            assert "\n" not in str(e) and "too big" in str(e)
+    else:
+        with pytest.raises(InputError) as info:
+            load_npz(path)
+        assert "\n" not in str(info.value)
