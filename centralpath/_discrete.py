@@ -109,6 +109,7 @@ def gradient_descent(
     require(bool(np.all(np.diff(steps) > 0)), "save_steps must be strictly increasing")
     require(steps[0] >= 0 and steps[-1] <= num_steps, f"save_steps must lie in 0..{num_steps}")
     gaps = np.diff(np.concatenate([[0], steps]))
+    flow.check_state(y0)
     y, k, bad, snaps = _run(flow, y0, jnp.asarray(eta, float), jnp.asarray(gaps))
     bad = int(bad)
     if bad >= 0:

@@ -50,7 +50,7 @@ def integrate(
     dt0: float | None = None,
     max_steps: int = 100_000,
     nc1_target: float | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> Trajectory:
     """Solve dy/dt = flow(t, y) from t = 0 to t1 with Diffrax and record snapshots.
 
@@ -64,7 +64,8 @@ def integrate(
     - `nc1_target`: stop at the end of the first solver step where NC1 (the paper variant) is
       below it; later save times are dropped, the stopping state is the last snapshot and
       `stopped_early` is set.
-    - `progress`: show a tqdm progress meter.
+    - `progress`: show a tqdm progress meter; `None` (default) shows it when standard error is a
+      terminal, so a long solve is never silent in an interactive session.
 
     **Returns:** a `Trajectory`. A failed solve raises `NumericalError` saying what to change.
     """
@@ -73,6 +74,7 @@ def integrate(
     if nc1_target is not None:
         require(nc1_target > 0, f"the NC1 target must be > 0, got {nc1_target}")
     ts = _check_times([0.0, t1] if ts is None else ts, t1)
+    flow.check_state(y0)
     solver = diffrax.Tsit5() if solver is None else solver
     event = None
     if nc1_target is not None:
@@ -95,7 +97,7 @@ def integrate(
         atol,
         max_steps,
         event,
-        diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter(),
+        diffrax.TqdmProgressMeter() if _show_progress(progress) else diffrax.NoProgressMeter(),
     )
     result = sol.result
     stopped_early = bool(result == diffrax.RESULTS.event_occurred)
@@ -103,7 +105,21 @@ def integrate(
         t_reached = float(sol.ts[1][-1]) if sol.ts is not None else float("nan")
         if result == diffrax.RESULTS.max_steps_reached:
             reason = f"{max_steps} steps (max_steps) were not enough"
-            hint = f"raise max_steps above {max_steps} or shorten t_end"
+            cond = _sigma_w_condition(flow, jax_tree_take(sol.ys[1], -1))
+            if cond > 1e12:
+                reason += (
+                    f": Sigma_W of the state is nearly singular (condition {cond:.1e}), so the "
+                    "flow is stiff along its collapsed or dead directions"
+                )
+                hint = (
+                    "drop dead units (cp.renormalised_features drops them), stop earlier with "
+                    "nc1_target, or use an implicit solver (solver=diffrax.Kvaerno5())"
+                )
+            else:
+                hint = (
+                    f"the flow may be stiff here: use an implicit solver (solver="
+                    f"diffrax.Kvaerno5()), raise max_steps above {max_steps}, or shorten t_end"
+                )
         else:
             reason = str(diffrax.RESULTS[result]).strip().rstrip(".")
             hint = "loosen rtol/atol, shorten t_end, or use an implicit solver (e.g. Kvaerno5) if stiff"
@@ -136,6 +152,23 @@ def integrate(
         # The solve knows the state to about its tolerances: it limits which ω_j are resolved.
         accuracy=max(float(rtol), float(atol)),
     )
+
+
+def _show_progress(progress: bool | None) -> bool:
+    import sys
+
+    if progress is None:
+        return bool(getattr(sys.stderr, "isatty", lambda: False)())
+    return bool(progress)
+
+
+def _sigma_w_condition(flow: AbstractFlow, y) -> float:
+    """λ_max/λ_min of Σ_W over all p directions (inf when singular): what makes a flow stiff."""
+    try:
+        s = np.linalg.eigvalsh(np.asarray(flow.class_stats(y).sigma_w, dtype=float))
+    except Exception:  # a diverged state: no diagnosis, the generic hint stands
+        return float("nan")
+    return float(s[-1] / s[0]) if s[0] > 0 else float("inf")
 
 
 def jax_tree_take(tree, index):

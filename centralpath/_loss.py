@@ -104,6 +104,11 @@ def loss_decomposition(
     - `lam`: ridge λ ≥ 0 in the paper's scale.
     """
     check_lambda(lam, "the ridge lambda")
+    # A classifier saved in float32 is promoted to the statistics' dtype: squared in float32,
+    # its ridge term alone broke the decomposition identity at 1e-7.
+    dtype = jnp.promote_types(jnp.asarray(W).dtype, stats.sigma_w.dtype)
+    W = jnp.asarray(W, dtype)
+    b = None if b is None else jnp.asarray(b, dtype)
     return _loss_decomposition(stats, W, b, lam, rtol=rtol)
 
 

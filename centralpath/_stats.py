@@ -159,10 +159,15 @@ def class_stats(
     - `num_classes`: C (static).
 
     **Returns:** a `ClassStats`. Σ_W is accumulated from centred deviations (not from second
-    moments minus squared means) so that nearly collapsed features keep their precision.
+    moments minus squared means) so that nearly collapsed features keep their precision. With
+    float64 enabled (`jax_enable_x64`), features saved as float16/32 are analysed in float64:
+    a float32 Σ_W resolves the signal-to-noise ratios only to ~1e-3 once features collapse.
     """
     validate_labelled_features(features, labels, num_classes)
-    return _class_stats(jnp.asarray(features), jnp.asarray(labels), num_classes)
+    features = jnp.asarray(features)
+    if jax.config.jax_enable_x64 and jnp.issubdtype(features.dtype, jnp.floating):
+        features = features.astype(jnp.promote_types(features.dtype, jnp.float64))
+    return _class_stats(features, jnp.asarray(labels), num_classes)
 
 
 @eqx.filter_jit

@@ -14,6 +14,7 @@ compiles once for the whole session (ridges are passed as arrays so they do not 
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from _states import ODE, SHIFT, C, N, P, arr, raw_features, renormalised_start, ufm_start
@@ -516,3 +517,68 @@ def test_integrate_rejects_bad_input(t1, kwargs):
     X, labels = renormalised_start()
     with pytest.raises(cp.InputError):
         integrate(ReducedRenormalisedFlow(), cp.class_stats(X, labels, C), t1, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real features: dead units (docs/theory.md, "Real features")
+
+
+def _with_dead_units(H, count=2):
+    """H with `count` extra units that never vary (one at 0, others constant), as ReLU gives."""
+    n = H.shape[0]
+    dead = np.concatenate([np.zeros((n, 1)), np.full((n, count - 1), 0.7)], axis=1)
+    return np.concatenate([np.asarray(H), dead], axis=1)
+
+
+def test_renormalised_features_drop_dead_units():
+    H, labels = raw_features()
+    Hd = _with_dead_units(H)
+    stats = cp.class_stats(Hd, labels, C)
+    X = np.asarray(cp.renormalised_features(Hd, stats))
+    assert X.shape == (H.shape[0], P)  # the dead columns are gone
+    sx = cp.class_stats(X, labels, C)
+    assert_allclose(np.asarray(sx.sigma_w), np.eye(P), rtol=0, atol=1e-12)
+    # The SNR singular values do not see the dead units, and renormalising keeps them.
+    omega = np.asarray(cp.snr_singular_values(cp.class_stats(np.asarray(H), labels, C)))
+    assert_allclose(np.asarray(cp.snr_singular_values(stats)), omega, rtol=1e-10, atol=0)
+    assert_allclose(np.asarray(cp.snr_singular_values(sx)), omega, rtol=1e-10, atol=0)
+    # Under jit the width must be known in advance: dead directions raise instead.
+    with pytest.raises(Exception, match="dead directions"):
+        jax.block_until_ready(jax.jit(cp.renormalised_features)(jnp.asarray(Hd), stats))
+
+
+@pytest.mark.parametrize("kind", ["renormalised", "central-path"])
+@pytest.mark.parametrize("reduced", [False, True])
+def test_flows_refuse_dead_units_in_one_line(kind, reduced):
+    H, labels = raw_features()
+    Hd = _with_dead_units(H)
+    stats = cp.class_stats(Hd, labels, C)
+    if kind == "renormalised":
+        flow = ReducedRenormalisedFlow() if reduced else RenormalisedFlow(labels, C)
+    else:
+        flow = ReducedCentralPathFlow() if reduced else CentralPathFlow(labels, C)
+    y0 = stats if reduced else jnp.asarray(Hd)
+    for run in (lambda: integrate(flow, y0, 1.0), lambda: cp.gradient_descent(flow, y0, 1e-3, 2)):
+        with pytest.raises(cp.InputError, match="2 dead direction.*renormalised_features") as e:
+            run()
+        assert "\n" not in str(e.value)
+
+
+def test_central_path_with_a_ridge_accepts_dead_units():
+    """A ridge keeps the least-squares system regular: nothing to refuse."""
+    H, labels = raw_features()
+    stats = cp.class_stats(_with_dead_units(H), labels, C)
+    tr = cp.gradient_descent(ReducedCentralPathFlow(lam=1e-2), stats, 1e-3, 2)
+    assert np.all(np.isfinite(np.asarray(tr.snapshots.objective)))
+
+
+def test_renormalised_flows_refuse_states_off_the_manifold():
+    H, labels = raw_features()
+    with pytest.raises(cp.InputError, match="Sigma_W = I.*renormalised_features"):
+        integrate(ReducedRenormalisedFlow(), cp.class_stats(H, labels, C), 1.0)
+
+
+def test_ode_stall_names_the_likely_cause():
+    X, labels = renormalised_start()
+    with pytest.raises(cp.NumericalError, match="implicit solver.*Kvaerno5.*raise max_steps"):
+        integrate(ReducedRenormalisedFlow(), cp.class_stats(X, labels, C), 1e6, max_steps=2)

@@ -60,6 +60,13 @@ class AbstractFlow(eqx.Module):
         """λ at which the loss decomposition of a snapshot is taken."""
         return 0.0
 
+    def check_state(self, y: PyTree) -> None:
+        """Raise a one-line `InputError` when `y` is a state this flow cannot start from.
+
+        Called by `integrate` and `gradient_descent` before compiling; a no-op for flows that
+        accept any state. Only concrete states are checked.
+        """
+
     def features(self, y: PyTree) -> Float[Array, "n p"] | None:
         """The features, for flows that carry samples (None for moment-reduced flows)."""
         return None
@@ -78,6 +85,27 @@ class AbstractFlow(eqx.Module):
         H = self.features(y)
         nc4_value = jnp.nan if H is None else nc4(H, stats, W, b)
         return Snapshot(stats, W, b, self.objective(y), jnp.asarray(nc4_value, stats.sigma_w.dtype))
+
+
+def check_live(stats: ClassStats, flow_name: str) -> None:
+    """Refuse dead directions (Σ_T singular: units that never vary), where a flow that solves
+    for the ridge-free least-squares classifier has a singular system: Diffrax then stalls at
+    t = 0 instead of failing. Renormalising drops them (`renormalised_features`)."""
+    import numpy as np
+
+    from .._errors import InputError, is_concrete
+    from .._linalg import DEFAULT_RTOL, effective_rtol
+
+    if not is_concrete(stats.sigma_w, stats.class_means):
+        return
+    s = np.linalg.eigvalsh(np.asarray(stats.sigma_t, dtype=float))
+    dead = int(np.sum(s <= effective_rtol(DEFAULT_RTOL, stats.sigma_w.dtype) * max(s[-1], 0.0)))
+    if dead:
+        raise InputError(
+            f"the {flow_name} flow's initial state has {dead} dead direction(s) (features that "
+            "never vary, e.g. dead ReLU units): its least-squares system is singular; start from "
+            "cp.renormalised_features(features, stats), which drops them, or drop those units"
+        )
 
 
 @eqx.filter_jit

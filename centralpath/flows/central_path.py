@@ -12,7 +12,7 @@ from jaxtyping import Array, Float, Int
 from .._least_squares import least_squares_classifier
 from .._loss import mse_loss
 from .._stats import ClassStats, _class_stats
-from ._base import AbstractFlow, deviation_rate, deviation_step, least_squares_residual
+from ._base import AbstractFlow, check_live, deviation_rate, deviation_step, least_squares_residual
 
 
 class CentralPathFlow(AbstractFlow):
@@ -36,6 +36,12 @@ class CentralPathFlow(AbstractFlow):
 
     def class_stats(self, y: Float[Array, "n p"]) -> ClassStats:
         return _class_stats(y, self.labels, self.num_classes)
+
+    def check_state(self, y) -> None:
+        if (
+            isinstance(self.lam, int | float) and self.lam == 0
+        ):  # a ridge keeps the least-squares system regular
+            check_live(self.class_stats(y), "central-path")
 
     def classifier(self, y):
         ls = least_squares_classifier(
@@ -82,6 +88,10 @@ class ReducedCentralPathFlow(AbstractFlow):
 
     def class_stats(self, y: ClassStats) -> ClassStats:
         return y
+
+    def check_state(self, y: ClassStats) -> None:
+        if isinstance(self.lam, int | float) and self.lam == 0:
+            check_live(y, "central-path")
 
     def classifier(self, y: ClassStats):
         ls = least_squares_classifier(y, self.lam, bias=self.bias, pinv_fallback=False)

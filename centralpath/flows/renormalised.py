@@ -6,7 +6,8 @@ part, (1/n) W_LSᵀ W_LS ε, is of the form (symmetric)·ε and so lies entirely
 within-class deviations freeze and only the class means move. F3′ instead takes the plain
 gradient and re-whitens all of X − μ_G, which adds A(X − μ_G) to the velocity.
 
-Both assume λ = 0, a bias, and a state with Σ_W = I (start from `renormalised_features`).
+Both assume λ = 0, a bias, and a state with Σ_W = I (start from `renormalised_features`, which
+also drops dead directions); `integrate` and `gradient_descent` refuse other states.
 """
 
 from __future__ import annotations
@@ -22,7 +23,25 @@ from .._least_squares import least_squares_classifier
 from .._linalg import psd_inv_sqrt
 from .._loss import mse_loss, mse_loss_from_stats
 from .._stats import ClassStats, _class_stats
-from ._base import AbstractFlow, least_squares_residual
+from ._base import AbstractFlow, check_live, least_squares_residual
+
+
+def check_renormalised(stats: ClassStats) -> None:
+    """The renormalised flows live on Σ_W = I (docs/theory.md §6 F3): refuse other states."""
+    import numpy as np
+
+    from .._errors import InputError, is_concrete
+
+    check_live(stats, "renormalised")
+    if not is_concrete(stats.sigma_w):
+        return
+    sigma_w = np.asarray(stats.sigma_w, dtype=float)
+    off = float(np.max(np.abs(sigma_w - np.eye(sigma_w.shape[0]))))
+    if not off <= 1e-6:
+        raise InputError(
+            f"the renormalised flows start from Sigma_W = I, but this state's Sigma_W differs "
+            f"from I by {off:.3g}; start from cp.renormalised_features(features, stats)"
+        )
 
 
 def _class_average(V, labels, num_classes):
@@ -57,6 +76,9 @@ class RenormalisedFlow(AbstractFlow):
 
     def class_stats(self, y) -> ClassStats:
         return _class_stats(y, self.labels, self.num_classes)
+
+    def check_state(self, y) -> None:
+        check_renormalised(self.class_stats(y))
 
     def classifier(self, y):
         ls = least_squares_classifier(self.class_stats(y), 0.0, pinv_fallback=False)
@@ -118,6 +140,9 @@ class ReducedRenormalisedFlow(AbstractFlow):
 
     def class_stats(self, y: ClassStats) -> ClassStats:
         return y
+
+    def check_state(self, y: ClassStats) -> None:
+        check_renormalised(y)
 
     def classifier(self, y: ClassStats):
         ls = least_squares_classifier(y, 0.0, pinv_fallback=False)
