@@ -147,6 +147,8 @@ def _open_npz(path: Path, what: str) -> zipfile.ZipFile:
             f"{what} {path} is not an .npz archive (no zip header); save it with numpy.savez",
         )
         return zipfile.ZipFile(path)
+    except InputError:
+        raise
     except (OSError, zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as e:
         raise _refuse(
             what, path, f"is not a readable .npz archive ({type(e).__name__}: {e})"

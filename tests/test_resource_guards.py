@@ -299,6 +299,16 @@ def test_forged_headers_refused_in_process(forged, monkeypatch):
             load_features(path)
 
 
+def test_not_an_archive_keeps_its_own_message(tmp_path):
+    """The archive checks are not rewrapped as "not a readable archive (InputError: …)"."""
+    np.save(tmp_path / "lone.npy", np.ones(3))
+    (tmp_path / "text.npz").write_text("hello")
+    for name, phrase in (("lone.npy", "is a single .npy array"), ("text.npz", "no zip header")):
+        with pytest.raises(InputError) as info:
+            load_npz(tmp_path / name)
+        assert phrase in str(info.value) and "InputError" not in str(info.value)
+
+
 def test_unused_member_is_never_read(tmp_path, capsys):
     """A features file carrying an 8 GiB bomb under a key analyze does not use still works."""
     members = good_members()
