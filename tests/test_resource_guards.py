@@ -454,6 +454,10 @@ BAD_FLOATS = ["inf", "-inf", "nan", "1e400"]
         ],
         *[("train", "--seed", v) for v in ["-1", str(2**32), str(2**63)]],
         *[("predict", flag, v) for flag in ("--kappa", "--per-class") for v in BAD_FLOATS],
+        # Not integers: argparse refuses them in its own one line.
+        ("simulate", "--num-saves", "1e9"),
+        ("train", "--num-checkpoints", "1e9"),
+        ("train", "--widths", "1e9"),
     ],
 )
 def test_bad_values_refused(tmp_path, capsys, command, flag, value):
@@ -562,6 +566,15 @@ VALID_ARGS = {
     "compare": ["f.npz"],
     "plot": ["run"],
 }
+
+
+@pytest.mark.parametrize("devices", ["0", "-1", "1000000000"])
+def test_sweep_devices_refused_before_the_run_directory(tmp_path, capsys, devices):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('flow = "central-path"\nnum_saves = 3\n[sweep]\nseeds = 2\n')
+    out = tmp_path / "run"
+    main_refuses(capsys, ["sweep", cfg, "--out", out, "--devices", devices], contains=["--devices"])
+    assert not out.exists() and not (tmp_path / ".run.partial").exists()
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

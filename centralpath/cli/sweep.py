@@ -78,6 +78,13 @@ def run(args) -> int:
     # The command line set x64 from --precision before reading the file; the file decides.
     jax.config.update("jax_enable_x64", spec.options["precision"] == "float64")
     enable_compilation_cache()
+    if args.devices is not None:  # before the run directory exists: a refusal leaves nothing
+        available = jax.device_count()
+        require(
+            1 <= args.devices <= available,
+            f"--devices must lie in 1..{available} (devices available: {available}), got "
+            f"{args.devices}",
+        )
     out = args.resume or args.out or default_run_path("sweep")
     emit = log(args)
     emit(f"{len(spec.configs)} configurations over {', '.join(spec.swept)}")
