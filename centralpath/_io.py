@@ -447,6 +447,11 @@ ANALYSIS_BASE_BYTES = 256 << 20
 # O(p³) work of one checkpoint (several eigendecompositions; `analyze` ran at ~7e8 p³/s on two
 # cores, about 1.4e10 flop/s at this count).
 ANALYSIS_FLOP_PER_P3 = 20
+# What every checkpoint costs whatever its size: its record (a dict of Python floats and lists,
+# then JSON and the table) and one dispatch of the compiled analysis (~0.7 ms, counted as the
+# flop it could have done), so that a file of 10**7 tiny checkpoints is sized too.
+ANALYSIS_RECORD_BYTES = 4096
+ANALYSIS_CALL_FLOP = 1e7
 
 
 def analysis_cost(K: int, n: int, p: int, C: int, itemsize: int = 8, w_itemsize: int = 0):
@@ -455,8 +460,9 @@ def analysis_cost(K: int, n: int, p: int, C: int, itemsize: int = 8, w_itemsize:
     loaded = K * n * p * itemsize + K * C * p * w_itemsize
     as_float64 = K * n * p * 9 + (K * C * p * 8 if w_itemsize else 0)  # copies + isfinite mask
     working = 8 * (ANALYSIS_PP_MATRICES * p * p + 4 * n * p + 4 * C * p + n * C)
-    per_checkpoint = ANALYSIS_FLOP_PER_P3 * p**3 + 2 * n * p * p
-    return loaded + as_float64 + working + ANALYSIS_BASE_BYTES, per_checkpoint
+    records = K * ANALYSIS_RECORD_BYTES
+    per_checkpoint = ANALYSIS_FLOP_PER_P3 * p**3 + 2 * n * p * p + ANALYSIS_CALL_FLOP
+    return loaded + as_float64 + working + records + ANALYSIS_BASE_BYTES, per_checkpoint
 
 
 def check_p_over_n(n: int, p: int, flop: float, source: str, fix: str) -> None:

@@ -240,6 +240,11 @@ def _forged_files(d: Path) -> dict[str, tuple[Path, str]]:
             {"features.npy": bomb((2**20, 2**10)), "labels.npy": arr(np.arange(2**20) % 3)},
             "of memory",
         ),
+        # 10**7 checkpoints of 4 samples: 160 MB of features, but a record each (~40 GiB).
+        "many_checkpoints": (
+            {"features.npy": bomb((10**7, 4, 1), "<f4"), "labels.npy": arr(np.arange(4) % 2)},
+            "of memory",
+        ),
         "bzip2_member": (
             {
                 "features.npy": (b"BZh91AY&SY", len(feats), zipfile.ZIP_BZIP2, 0),
@@ -278,6 +283,7 @@ def forged(tmp_path_factory):
         "header_exa",
         "header_74_gib",
         "bomb_8_gib",
+        "many_checkpoints",
         "bzip2_member",
         "inflates_past_declared",
     ],
