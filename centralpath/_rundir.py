@@ -812,8 +812,8 @@ class RunDir:
         try:
             yield self
         except BaseException as e:
+            _kept_note(e, self.kept_note())  # first: a second interrupt may cut the clean-up
             self.abandon()
-            _kept_note(e, self.kept_note())
             raise
 
 

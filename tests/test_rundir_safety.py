@@ -611,3 +611,49 @@ def test_demo_refuses_unknown_keys(tmp_path, capsys):
         assert code == 2
         _one_line(err, needle)
     assert not (tmp_path / "d").exists() and not (tmp_path / ".d.partial").exists()
+
+
+def test_a_swallowed_interrupt_is_delivered_again():
+    """Python may run the handler inside a gc callback (JAX has one), which swallows the
+    KeyboardInterrupt; the command line delivers it again until it has seen it."""
+    import time
+
+    from centralpath.cli import _Interrupts
+
+    interrupts = _Interrupts()
+    previous = signal.signal(signal.SIGTERM, interrupts.handler)
+    try:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass  # swallowed, as "Exception ignored in: _xla_gc_callback" does
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            while time.monotonic() - start < 10:
+                time.sleep(0.01)
+        assert time.monotonic() - start < 3
+    finally:
+        interrupts.done()
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signals_to_the_program_exit_130_with_one_true_line(tmp_path, sig):
+    import time
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    argv = [sys.executable, "-m", "centralpath.cli", *SIM, "--t-end", "1e4", "--num-saves", "400"]
+    proc = subprocess.Popen(
+        [*argv, "--out", str(tmp_path / "r")], stderr=subprocess.PIPE, text=True, env=env
+    )
+    progress = tmp_path / ".r.partial" / "state" / "progress.npz"
+    deadline = time.time() + 300
+    while not progress.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    _one_line(err, "partial run is kept", "--resume")
+    assert progress.exists() and not (tmp_path / "r").exists()

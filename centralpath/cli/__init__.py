@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
+import time
 
 # name -> module; each module defines HELP, EXAMPLE, register(parser) and run(args) -> int.
 COMMANDS = {
@@ -61,32 +63,88 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _on_sigterm(signum, frame):
-    # SIGTERM (kill, a job scheduler's stop) takes the same way out as Ctrl-C: the partial run is
-    # kept and one line says where. Later SIGTERMs during that clean-up are ignored.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt("SIGTERM")
+class _Interrupts:
+    """SIGINT (Ctrl-C) and SIGTERM (kill, a job scheduler's stop) raise KeyboardInterrupt in the
+    main thread, so both take the same way out: the partial run is kept and one line says where.
+
+    Python runs a signal handler wherever the main thread happens to be, a garbage-collector
+    callback included (JAX registers one), and there the exception is swallowed ("Exception
+    ignored in: _xla_gc_callback") and the run went on to the end. So until the command line has
+    seen the interrupt, it is delivered again every second.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.seen = False
+        self.lock = threading.Lock()
+
+    def handler(self, signum, frame):
+        if self.seen:  # already on the way out: let it finish its one line
+            return
+        first = self.signum is None
+        self.signum = signum
+        if first:
+            threading.Thread(target=self._redeliver, daemon=True).start()
+        raise KeyboardInterrupt("SIGTERM" if signum == signal.SIGTERM else "SIGINT")
+
+    def _redeliver(self) -> None:
+        main = threading.main_thread().ident
+        while True:
+            time.sleep(1.0)
+            with self.lock:
+                if self.seen:
+                    return
+                signal.pthread_kill(main, self.signum)
+
+    def done(self) -> None:
+        with self.lock:
+            self.seen = True
 
 
 def main(argv: list[str] | None = None) -> int:
-    handled = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if handled else None
+    """Run the command line; `argv=None` (the installed `centralpath` program) reads sys.argv."""
+    interrupts = _Interrupts()
+    installed = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # A background job started by a shell ignores SIGINT; so does this command then.
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                installed[sig] = signal.signal(sig, interrupts.handler)
     try:
-        return _main(argv)
+        code = _main(argv, interrupts)
     except KeyboardInterrupt:  # before a command started: nothing was written
+        interrupts.done()
         print("centralpath: interrupted; no partial output was kept", file=sys.stderr)
-        return 130
+        code = 130
     finally:
-        if handled:
-            signal.signal(signal.SIGTERM, previous)
+        interrupts.done()
+        for sig, previous in installed.items():
+            signal.signal(sig, previous)
+    if code == 130 and argv is None:
+        # The program ends here, without the interpreter's finalisation: XLA's threads may still
+        # run the interrupted computation, and finalising under them crashed (SIGSEGV) or turned
+        # the status into -2. Every file is already consistent (atomic writes); the run
+        # directory's lock dies with the process.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    return code
 
 
 def _kept(e: BaseException) -> str:
-    """What a failing command kept of its run directory (set by `RunDir.running`), or ''."""
-    return getattr(e, "centralpath_kept", "")
+    """What a failing command kept of its run directory (set by `RunDir.running`), or ''; also
+    when a second interrupt replaced the first during the clean-up."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        kept = getattr(e, "centralpath_kept", "")
+        if kept:
+            return kept
+        e = e.__context__
+    return ""
 
 
-def _main(argv: list[str] | None) -> int:
+def _main(argv: list[str] | None, interrupts: _Interrupts) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -117,7 +175,8 @@ def _main(argv: list[str] | None) -> int:
         print(f"{name}: numerical failure: {e}{'; ' + kept if kept else ''}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
-        how = "terminated (SIGTERM)" if e.args == ("SIGTERM",) else "interrupted"
+        interrupts.done()
+        how = "terminated (SIGTERM)" if interrupts.signum == signal.SIGTERM else "interrupted"
         print(f"{name}: {how}; {_kept(e) or 'no partial output was kept'}", file=sys.stderr)
         return 130
     except OSError as e:
