@@ -131,6 +131,34 @@ def _refuse(what, path, problem, fix="re-save it with numpy.savez") -> InputErro
     return InputError(f"{what} {path} {problem}; {fix}")
 
 
+# zipfile parses the whole central directory into Python objects (~500 bytes per member)
+# before anything else can be checked; a directory of millions of members costs gigabytes and
+# minutes. 16 MiB is ~300,000 members, far beyond any file written here.
+MAX_DIRECTORY_BYTES = 16 << 20
+
+
+def _directory_size(fh) -> int | None:
+    """Bytes of the zip's central directory, from its end records (zip64 included), or None
+    when they cannot be found (zipfile then names the problem)."""
+    import struct
+
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    tail_len = min(size, 22 + 0xFFFF + 20 + 56)  # EOCD, its comment, zip64 locator and record
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    i = tail.rfind(b"PK\x05\x06")
+    if i < 0 or len(tail) - i < 22:
+        return None
+    directory = struct.unpack("<I", tail[i + 12 : i + 16])[0]
+    if directory == 0xFFFFFFFF:  # zip64: the size is in the zip64 end record before the locator
+        j = tail.rfind(b"PK\x06\x06", 0, i)
+        if j < 0 or i - j < 56:
+            return None
+        directory = struct.unpack("<Q", tail[j + 40 : j + 48])[0]
+    return directory
+
+
 def _open_npz(path: Path, what: str) -> zipfile.ZipFile:
     require(path.exists(), f"{what} {path} does not exist; check the path")
     require(path.is_file(), f"{what} {path} is not a file; pass an .npz file")
@@ -146,6 +174,16 @@ def _open_npz(path: Path, what: str) -> zipfile.ZipFile:
             magic.startswith(b"PK"),
             f"{what} {path} is not an .npz archive (no zip header); save it with numpy.savez",
         )
+        with open(path, "rb") as fh:
+            directory = _directory_size(fh)
+        if directory is not None and directory > MAX_DIRECTORY_BYTES:
+            raise _refuse(
+                what,
+                path,
+                f"has a zip directory of {format_bytes(directory)} (about "
+                f"{directory // 60:,} members; an .npz of this package holds a few dozen)",
+                "save the arrays it needs, in one archive with few members",
+            )
         return zipfile.ZipFile(path)
     except InputError:
         raise

@@ -315,6 +315,19 @@ def test_not_an_archive_keeps_its_own_message(tmp_path):
         assert phrase in str(info.value) and "InputError" not in str(info.value)
 
 
+def test_huge_zip_directory_refused_before_parsing(tmp_path, monkeypatch):
+    """zipfile would build an object per member first; the directory's size is read from the
+    end record and refused (here with the limit lowered, so the file can stay small)."""
+    import centralpath._io as io_module
+
+    members = {f"m{i}.npy": arr(np.zeros(1)) for i in range(200)}
+    path = write_zip(tmp_path / "many.npz", {**good_members(), **members})
+    assert len(npz_headers(path)) == 202  # under the real limit: read as usual
+    monkeypatch.setattr(io_module, "MAX_DIRECTORY_BYTES", 4096)
+    with pytest.raises(InputError, match="zip directory of .* members"):
+        load_npz(path)
+
+
 def test_unused_member_is_never_read(tmp_path, capsys):
     """A features file carrying an 8 GiB bomb under a key analyze does not use still works."""
     members = good_members()
