@@ -497,7 +497,8 @@ def analysis_cost(K: int, n: int, p: int, C: int, itemsize: int = 8, w_itemsize:
     (`w_itemsize` > 0 when a classifier W [K, C, p] is loaded too)."""
     loaded = K * n * p * itemsize + K * C * p * w_itemsize
     as_float64 = K * n * p * 9 + (K * C * p * 8 if w_itemsize else 0)  # copies + isfinite mask
-    working = 8 * (ANALYSIS_PP_MATRICES * p * p + 4 * n * p + 4 * C * p + n * C)
+    # labels: as loaded, as int64, and the per-class counts' work arrays
+    working = 8 * (ANALYSIS_PP_MATRICES * p * p + 4 * n * p + 4 * C * p + n * C + 3 * n)
     records = K * ANALYSIS_RECORD_BYTES
     per_checkpoint = ANALYSIS_FLOP_PER_P3 * p**3 + 2 * n * p * p + ANALYSIS_CALL_FLOP
     return loaded + as_float64 + working + records + ANALYSIS_BASE_BYTES, per_checkpoint
