@@ -34,7 +34,17 @@ RECORD_KEYS = (
     "w_ls_distance",
     "snr",
     "snr_beyond_resolution",
+    "coinciding_means",
 )
+
+#: Features beyond this magnitude (or varying by less than its inverse) are at the edge of
+#: float64: the metrics form fourth powers of them (‖M̄ᵀM̄‖_F, Σ_W products), which overflow at
+#: 1e308 or underflow at 1e-308. 1e75⁴ = 1e300 keeps every product in range.
+FEATURE_SCALE_LIMIT = 1e75
+
+#: Two class means closer than this fraction of the largest centred mean coincide: NC1, NC2 and
+#: the SNR then describe C − 1 classes, not C.
+COINCIDING_MEANS = 1e-8
 
 
 def check_analysable(ff: FeaturesFile, source: str = "features file") -> None:
@@ -45,6 +55,22 @@ def check_analysable(ff: FeaturesFile, source: str = "features file") -> None:
         f"{source}: feature dimension p = {p} is below C-1 = {C - 1}; the class means need C-1 "
         "dimensions — capture a wider layer",
     )
+    for k in range(ff.num_checkpoints):
+        H = np.asarray(ff.features[k])
+        big = float(np.max(np.abs(H))) if H.size else 0.0
+        spread = float(np.max(np.ptp(H, axis=0))) if H.size else 0.0
+        require(
+            big <= FEATURE_SCALE_LIMIT,
+            f"{source}: the features at checkpoint {k} reach {big:.1e}, where their products "
+            f"overflow float64; rescale them (every collapse metric is scale-invariant), e.g. "
+            f"divide by {big:.0e}",
+        )
+        require(
+            spread == 0.0 or spread >= 1.0 / FEATURE_SCALE_LIMIT,
+            f"{source}: the features at checkpoint {k} vary by at most {spread:.1e}, where their "
+            "second moments underflow float64; rescale them (every collapse metric is "
+            f"scale-invariant), e.g. multiply by {1 / spread:.0e}",
+        )
     counts = np.bincount(ff.labels, minlength=C)
     if np.any(counts < 2):
         c = int(np.argmax(counts < 2))
@@ -52,6 +78,16 @@ def check_analysable(ff: FeaturesFile, source: str = "features file") -> None:
             f"{source}: class {c} has {counts[c]} sample; Sigma_W (inverted for NC1 and the SNR) needs "
             "at least 2 samples per class — add samples or drop the class"
         )
+
+
+def _coinciding_means(stats) -> jax.Array:
+    """Whether two class means coincide (to `COINCIDING_MEANS` of the largest centred mean)."""
+    M = stats.class_means
+    gaps = jnp.linalg.norm(M[:, :, None] - M[:, None, :], axis=0)
+    C = stats.num_classes
+    off_diagonal = jnp.where(jnp.eye(C, dtype=bool), jnp.inf, gaps)
+    scale = jnp.max(jnp.linalg.norm(stats.centred_means, axis=0))
+    return jnp.min(off_diagonal) <= COINCIDING_MEANS * scale
 
 
 @eqx.filter_jit
@@ -67,6 +103,7 @@ def _checkpoint(H, labels, W, b, lam, num_classes: int, rtol: float):
         etf_distance=m.etf_distance,
         snr=m.snr,
         snr_beyond_resolution=m.snr_beyond_resolution,
+        coinciding_means=_coinciding_means(stats),
     )
     if W is None:
         ls = least_squares_classifier(stats, lam, rtol=rtol)

@@ -337,8 +337,16 @@ def simulate(
         )
     eta = None
     if "gd" in config["methods"]:
-        eta = float(config["eta"]) or float(
-            automatic_eta(stable_step_size(flow, y0), float(config["t_end"]))
+        stable = float(stable_step_size(flow, y0))
+        eta = float(config["eta"]) or float(automatic_eta(stable, float(config["t_end"])))
+        # Beyond 2/ρ gradient descent does not follow the flow: some flows diverge (caught
+        # below), but the renormalised and central-path steps can stay bounded while going
+        # somewhere else entirely (ω = [3290, 131] against the closed form's [53.2, 53.1]).
+        require(
+            eta < stable,
+            f"eta = {eta:.4g} is beyond the largest stable step 2/rho = {stable:.4g} at the "
+            f"initial state, where gradient descent no longer follows the flow; use --eta below "
+            f"{stable:.4g} (or 0 for automatic: half of it)",
         )
         steps = np.round(ts / eta)  # floats until checked: a huge count would wrap in int64
         require(

@@ -221,7 +221,7 @@ def test_simulate_bad_config_key(tmp_path, capsys):
     assert code == 2 and "unknown key 'clases'" in err
 
 
-def test_simulate_diverging_step_is_runtime_failure(tmp_path, capsys):
+def test_simulate_step_beyond_stable_is_refused(tmp_path, capsys):
     args = [
         "simulate",
         "--flow",
@@ -237,8 +237,10 @@ def test_simulate_diverging_step_is_runtime_failure(tmp_path, capsys):
         "--no-figures",
     ]
     code, _, err = _run(args, capsys)
-    assert code == 1, err
-    assert "diverged" in err and "stable step" in err and len(err.strip().splitlines()) == 1
+    # A step beyond 2/ρ is refused before any step is taken (it would diverge, or for the
+    # central-path and renormalised flows wander off without diverging).
+    assert code == 2, err
+    assert "beyond the largest stable step" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 
 
@@ -480,3 +482,13 @@ def test_demo_rejects_unknown_config_section(tmp_path, capsys):
     cfg.write_text("[simulations]\nclasses = 3\n")
     code, _, err = _run(["demo", "--config", str(cfg), "--out", str(tmp_path / "d")], capsys)
     assert code == 2 and "unknown section" in err
+
+
+@pytest.mark.parametrize("flow", ["renormalised", "whitened", "central-path", "ufm"])
+def test_every_flow_refuses_a_step_beyond_the_stable_bound(tmp_path, capsys, flow):
+    """Three of four flows used to accept η far above 2/ρ silently (the renormalised step stays
+    bounded while leaving the flow: ω = [3290, 131] against the closed form's [53.2, 53.1])."""
+    args = ["simulate", "--flow", flow, *TINY, "--methods", "gd", "--eta", "1e4"]
+    code, _, err = _run([*args, "--out", str(tmp_path / "x"), "--quiet", "--no-figures"], capsys)
+    assert code == 2 and "beyond the largest stable step 2/rho" in err, err
+    assert len(err.strip().splitlines()) == 1

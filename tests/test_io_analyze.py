@@ -187,3 +187,40 @@ def test_analyze_is_the_same_for_a_2d_file(features_file, tmp_path):
     r_all = analyze(load_features(path))[1]
     for key in ("nc1", "nc3", "nc4", "loss", "loss_perp", "snr"):
         assert_allclose(r1[key], r_all[key], rtol=1e-12)
+
+
+def _gaussian_file(tmp_path, H, y, name="f.npz"):
+    path = tmp_path / name
+    np.savez(path, features=H, labels=y)
+    return path
+
+
+@pytest.mark.parametrize("scale", [1e-155, 1e-80, 1e80, 1e100])
+def test_features_at_the_edge_of_float64_are_refused(tmp_path, capsys, scale):
+    """Used to print NC1 = 0 at ×1e-155 and ETF distance 1.0 at ×1e100 with exit 0."""
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(3), 5)
+    H = (rng.normal(size=(15, 4)) + 3 * np.eye(3, 4)[y]) * scale
+    code, out, err = _run(["analyze", str(_gaussian_file(tmp_path, H, y))], capsys)
+    assert code == 2 and "rescale them" in err and len(err.strip().splitlines()) == 1, err
+    # The metrics are scale-invariant: rescaled as told, the same file analyses like the original.
+    assert out == ""
+
+
+def test_coinciding_class_means_are_flagged(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    y = np.repeat(np.arange(4), 6)
+    centres = 3 * np.eye(4, 5)
+    centres[3] = centres[2]  # classes 2 and 3 share their mean
+    H = rng.normal(size=(24, 5))
+    H -= np.stack([H[y == c].mean(0) for c in range(4)])[y]  # exact class means = centres
+    H += centres[y]
+    path = _gaussian_file(tmp_path, H, y)
+    code, _, err = _run(["analyze", str(path), "--json", str(tmp_path / "a.json")], capsys)
+    assert code == 0 and "two class means coincide" in err, err
+    (rec,) = json.loads((tmp_path / "a.json").read_text())["checkpoints"]
+    assert rec["coinciding_means"] is True and rec["snr"][-1] == 0.0
+    # Distinct means are not flagged.
+    H[y == 3] += 1.0
+    code, _, err = _run(["analyze", str(_gaussian_file(tmp_path, H, y, "g.npz"))], capsys)
+    assert code == 0 and "coincide" not in err

@@ -52,6 +52,14 @@ def run(args) -> int:
             "pass --weight-decay > 0 for a ridge instead",
             file=sys.stderr,
         )
+    coinciding = [r["epoch"] for r in records if r.get("coinciding_means")]
+    if coinciding:
+        print(
+            f"centralpath analyze: warning: two class means coincide at {len(coinciding)} "
+            f"checkpoint(s) (first: epoch {coinciding[0]:g}): NC1, NC2 and omega_j there "
+            "describe fewer than C distinct classes (an omega_j is 0); check the labels",
+            file=sys.stderr,
+        )
     beyond = [r["epoch"] for r in records if r.get("snr_beyond_resolution")]
     if beyond:
         print(
