@@ -2,7 +2,6 @@
 "Real features"), against a 60-digit reference computed from the same float64 features."""
 
 import jax
-import jax.numpy as jnp
 import mpmath as mp
 import numpy as np
 import pytest
