@@ -500,6 +500,7 @@ class RunDir:
         self._fd: int | None = None
         self._manifest: dict[str, list[str | None]] = {}
         self.start = time.perf_counter()
+        self.overwrite = overwrite
         check_run_path(self.path, overwrite=overwrite, inputs=self.inputs)
         self.partial = partial_path(self.path)
         if os.path.lexists(self.partial):
@@ -550,7 +551,10 @@ class RunDir:
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a run reads like any folder
-            (tmp / MARKER).write_text(json.dumps({"command": self.command}) + "\n")
+            # The marker also remembers --overwrite: a resumed run may replace RUN only if the
+            # command that started it was allowed to.
+            marker = {"command": self.command, "overwrite": bool(self.overwrite)}
+            (tmp / MARKER).write_text(json.dumps(marker) + "\n")
             self._fd = _acquire(tmp / LOCK_FILE, self.path, self.command)
             if figures:
                 (tmp / "figures").mkdir()
@@ -585,7 +589,7 @@ class RunDir:
         self.partial = partial_path(self.path)
         self.command, self.config, self.start = command, config, time.perf_counter()
         self.resumable, self.created, self.inputs = True, False, ()
-        self._fd, self._manifest = None, {}
+        self._fd, self._manifest, self.overwrite = None, {}, False
         return self
 
     @classmethod
@@ -631,6 +635,7 @@ class RunDir:
             self._manifest = self._read_manifest()
             self.verify()
             self.config = load_config(partial / "config.toml")
+            self.overwrite = _marker(partial).get("overwrite") is True
         except BaseException:
             self._release()
             raise
@@ -773,8 +778,8 @@ class RunDir:
         self._unobserve()
         old = None
         if os.path.lexists(self.path):
-            # Checked again now: the folder may have changed while the command ran.
-            check_run_path(self.path, overwrite=True, inputs=self.inputs)
+            # Checked again now: the folder may have appeared or changed while the command ran.
+            check_run_path(self.path, overwrite=self.overwrite, inputs=self.inputs)
             old = _trash_name(self.path.parent)
             os.rename(self.path, old)
         os.rename(self.partial, self.path)
@@ -815,6 +820,14 @@ class RunDir:
             _kept_note(e, self.kept_note())  # first: a second interrupt may cut the clean-up
             self.abandon()
             raise
+
+
+def _marker(path: Path) -> dict:
+    try:
+        data = json.loads((Path(path) / MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _trash_name(parent: Path) -> Path:

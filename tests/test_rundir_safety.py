@@ -188,6 +188,22 @@ def test_overwrite_replaces_runs_old_and_new(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "old"]  # no leftovers
 
 
+def test_finish_replaces_only_what_the_start_was_allowed_to(tmp_path):
+    from centralpath._errors import InputError
+
+    RunDir(tmp_path / "r", "simulate", {"seed": 0}).finish()
+    RunDir(tmp_path / "r", "simulate", {"seed": 1}, overwrite=True, resumable=True).close()
+    resumed, _ = RunDir.reopen(tmp_path / "r", "simulate")
+    resumed.finish()  # started with --overwrite: the resumed run replaces the old one
+    assert (tmp_path / "r" / "config.toml").read_text() == "seed = 1\n"
+    started = RunDir(tmp_path / "s", "simulate", {"seed": 0}, resumable=True)
+    (tmp_path / "s").mkdir()  # appears while the run works
+    (tmp_path / "s" / "keep.txt").write_text("x")
+    with pytest.raises(InputError, match="already exists"), started.running():
+        started.finish()
+    assert (tmp_path / "s" / "keep.txt").is_file() and (tmp_path / ".s.partial").is_dir()
+
+
 def test_an_output_never_equals_or_holds_an_input(tmp_path, capsys, features):
     data = features.read_bytes()
     code, err = _run(["analyze", features, "--json", features, "--quiet"], capsys)
