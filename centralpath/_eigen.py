@@ -1,4 +1,4 @@
-"""Closed-form eigen-dynamics of the renormalised central-path flow (THEORY.md §5, §6 F3/F3′).
+"""Closed-form eigen-dynamics of the renormalised central-path flow (docs/theory.md §5, §6 F3/F3′).
 
 On the renormalised flow (balanced, λ = 0) the singular vectors of Ω = Σ_W^{-1/2} M̄ stay fixed
 and each singular value obeys a scalar ODE dω/dt = ω / (N (C + ω²)²), whose solution is
@@ -189,7 +189,7 @@ def central_path_loss_terms(
 
 
 def nc1_from_snr(omega: Float[Array, "... Cm1"]) -> Array:
-    """NC1 = Tr(Σ_W Σ_B^†)/C = Σ_j 1/ω_j² (balanced; THEORY.md §5)."""
+    """NC1 = Tr(Σ_W Σ_B^†)/C = Σ_j 1/ω_j² (balanced; docs/theory.md §5)."""
     return jnp.sum(1.0 / jnp.asarray(omega) ** 2, axis=-1)
 
 

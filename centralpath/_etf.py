@@ -1,4 +1,4 @@
-"""The simplex equiangular tight frame and the global minimum of the UFM (THEORY.md §1, §6 F1)."""
+"""The simplex equiangular tight frame and the global minimum of the UFM (docs/theory.md §1, §6 F1)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def ufm_threshold(per_class: int, lam_W, lam_H) -> Float[Array, ""]:
 
 
 def ufm_global_minimum(num_classes: int, per_class: int, lam_W, lam_H) -> Float[Array, ""]:
-    """Global minimum of L_UFM, balanced, free bias with λ_b = 0 (THEORY.md §6 F1).
+    """Global minimum of L_UFM, balanced, free bias with λ_b = 0 (docs/theory.md §6 F1).
 
     min over W H = Z of (λ_W/2)‖W‖² + (λ_H/2)‖H‖² is τ‖Z‖_* with τ = √(Nλ_Wλ_H), so the problem is
     nuclear-norm soft-thresholding of P at level Cτ: value (C−1)τ(1 − Cτ/2) with W H̄ = (1 − Cτ)P

@@ -1,4 +1,4 @@
-"""The ridge least-squares classifier of fixed features (THEORY.md §2)."""
+"""The ridge least-squares classifier of fixed features (docs/theory.md §2)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def least_squares_classifier(
 ) -> LeastSquaresClassifier:
     """Minimiser of L(W, b) = ½ Ave ‖W h + b − y‖² + (λ/2)(‖W‖² + ‖b‖²) for fixed features.
 
-    THEORY.md §2, in the un-augmented (centred) form, which is better conditioned than the
+    docs/theory.md §2, in the un-augmented (centred) form, which is better conditioned than the
     augmented normal equations when ‖μ_G‖ is large. For any class frequencies π_c = n_c/n
     (π = 1/C when balanced):
 

@@ -1,4 +1,4 @@
-"""The MSE loss and its exact decomposition L = L_NC1 + L_NC2/3 + L_⊥LS (THEORY.md §2–3)."""
+"""The MSE loss and its exact decomposition L = L_NC1 + L_NC2/3 + L_⊥LS (docs/theory.md §2–3)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def mse_loss(
 ) -> Float[Array, ""]:
     """L(W, b, H) = ½ Ave ‖W h + b − y‖² + (λ/2)(‖W‖² + ‖b‖²), summed over samples directly.
 
-    The paper's scale (THEORY.md §2). PyTorch's `nn.MSELoss()` equals (2/C)·(first term).
+    The paper's scale (docs/theory.md §2). PyTorch's `nn.MSELoss()` equals (2/C)·(first term).
     """
     Y = jax.nn.one_hot(labels, W.shape[0], dtype=features.dtype)
     residual = features @ W.T + b - Y
@@ -43,7 +43,7 @@ def mse_loss_from_stats(stats: ClassStats, W, b, lam=0.0) -> Float[Array, ""]:
 
 
 class LossDecomposition(eqx.Module):
-    """L = L_NC1 + L_NC2/3 + L_⊥LS (THEORY.md §3) and proximity to the central path.
+    """L = L_NC1 + L_NC2/3 + L_⊥LS (docs/theory.md §3) and proximity to the central path.
 
     **Fields:**
 
@@ -70,7 +70,7 @@ class LossDecomposition(eqx.Module):
 def least_squares_loss_terms(
     stats: ClassStats, ls: LeastSquaresClassifier, lam=0.0
 ) -> tuple[Float[Array, ""], Float[Array, ""]]:
-    """(L_NC1, L_NC2/3) of the least-squares classifier `ls` of `stats` (THEORY.md §3)."""
+    """(L_NC1, L_NC2/3) of the least-squares classifier `ls` of `stats` (docs/theory.md §3)."""
     W, b = ls.W, ls.b
     eye_p = jnp.eye(stats.dim, dtype=W.dtype)
     # A trace of a PSD product: clamp the rounding of a collapsed Σ_W at 0.
@@ -92,7 +92,7 @@ def loss_decomposition(
 ) -> LossDecomposition:
     """Decompose the MSE loss of classifier (W, b) on features with statistics `stats`.
 
-    THEORY.md §3. L is quadratic in W̃ = [W, b] with Hessian S = Ave h̃ h̃ᵀ + λI and minimiser
+    docs/theory.md §3. L is quadratic in W̃ = [W, b] with Hessian S = Ave h̃ h̃ᵀ + λI and minimiser
     W̃_LS, so L(W̃) = L(W̃_LS) + ½ tr((W̃ − W̃_LS) S (W̃ − W̃_LS)ᵀ), and L(W̃_LS) splits into its
     within-class and class-mean parts. Holds for every λ ≥ 0 and any class counts.
 

@@ -1,4 +1,4 @@
-"""Neural-collapse metrics with pinned conventions (THEORY.md §5, §7, §7½).
+"""Neural-collapse metrics with pinned conventions (docs/theory.md §5, §7, §7½).
 
 One function per metric; named variants where the literature disagrees. All are computed from
 `ClassStats` (plus the classifier, or the features for NC4 and CDNV) and are jit/vmap-able.
@@ -36,7 +36,7 @@ def _between_pinv_trace(stats: ClassStats, rtol: float) -> Float[Array, ""]:
 def nc1(
     stats: ClassStats, *, variant: NC1Variant = "paper", rtol: float = DEFAULT_RTOL
 ) -> Float[Array, ""]:
-    """Within-class variability relative to between-class (THEORY.md §7).
+    """Within-class variability relative to between-class (docs/theory.md §7).
 
     - `"paper"` (default): Tr(Σ_W Σ_B^†)/C, Σ_B^† from the eigenpairs above rtol·max.
     - `"notebook"`: Tr(Σ_W Σ_B^†) without the 1/C (the authors' notebook).

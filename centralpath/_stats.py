@@ -1,4 +1,4 @@
-"""Class statistics of features (THEORY.md §1).
+"""Class statistics of features (docs/theory.md §1).
 
 Everything downstream — the least-squares classifier, the loss decomposition, the metrics and
 the moment-reduced flows — consumes a `ClassStats`, whether it came from a random
@@ -17,7 +17,7 @@ from ._errors import InputError, check_finite, is_concrete, require
 
 
 class ClassStats(eqx.Module):
-    """Sufficient statistics of labelled features h_{i,c} ∈ R^p (THEORY.md §1).
+    """Sufficient statistics of labelled features h_{i,c} ∈ R^p (docs/theory.md §1).
 
     **Fields:**
 
@@ -150,7 +150,7 @@ def validate_labelled_features(features, labels, num_classes: int, *, min_per_cl
 def class_stats(
     features: Float[Array, "n p"], labels: Int[Array, " n"], num_classes: int
 ) -> ClassStats:
-    """Class statistics of features (THEORY.md §1).
+    """Class statistics of features (docs/theory.md §1).
 
     **Arguments:**
 

@@ -1,6 +1,6 @@
 """The unconstrained-features model (UFM): its state, random initial states, and its loss.
 
-THEORY.md §6 F1: the features H are free parameters, trained jointly with the classifier.
+docs/theory.md §6 F1: the features H are free parameters, trained jointly with the classifier.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def ufm_loss(
     lam_H=0.0,
     lam_b=0.0,
 ) -> Float[Array, ""]:
-    """L_UFM = (1/2n)‖W H + b 1ᵀ − Y‖² + (λ_W/2)‖W‖² + (λ_H/2)‖H‖² + (λ_b/2)‖b‖² (THEORY.md §6 F1)."""
+    """L_UFM = (1/2n)‖W H + b 1ᵀ − Y‖² + (λ_W/2)‖W‖² + (λ_H/2)‖H‖² + (λ_b/2)‖b‖² (docs/theory.md §6 F1)."""
     Y = jax.nn.one_hot(labels, num_classes, dtype=state.H.dtype)
     residual = state.H @ state.W.T + state.b - Y
     return (

@@ -1,4 +1,4 @@
-"""Measure a features file with the yardstick of THEORY.md §3, §5, §7 — one record per checkpoint.
+"""Measure a features file with the yardstick of docs/theory.md §3, §5, §7 — one record per checkpoint.
 
 Used by `centralpath analyze`, by `train` (to report while training) and by `compare`.
 """
@@ -135,7 +135,7 @@ def analyze(
 ) -> list[dict]:
     """One record per checkpoint with the keys of `RECORD_KEYS` (classifier keys None without W).
 
-    λ for the decomposition is the file's `weight_decay` unless `weight_decay` is given: THEORY.md
+    λ for the decomposition is the file's `weight_decay` unless `weight_decay` is given: docs/theory.md
     §7½ — with λ = 0 the least-squares classifier of real features is ill-conditioned and the
     distance to it meaningless.
     """

@@ -1,4 +1,4 @@
-"""Fit the renormalised-flow theory to a measured trajectory of ω_j (THEORY.md §8).
+"""Fit the renormalised-flow theory to a measured trajectory of ω_j (docs/theory.md §8).
 
 Theory F3 says there is one monotone time map τ(e) with F(ω_j(e)) = a_j + τ(e) for every j.
 Given measured ω_j(e_k) and F_jk = F(ω_j(e_k)), a_j and τ_k (with τ(e_0) = 0 fixing the
@@ -25,7 +25,7 @@ from ._errors import InputError, require
 
 @dataclass(frozen=True)
 class TheoryFit:
-    """The fit of THEORY.md §8 (arrays are numpy; m = number of singular values compared).
+    """The fit of docs/theory.md §8 (arrays are numpy; m = number of singular values compared).
 
     - `epochs` [K]; `omega_measured`, `omega_predicted` [K, m]; `a` [m]; `time_map` τ [K].
     - `relative_error` [m]: RMS over checkpoints of |ω̂ − ω|/ω per j;
@@ -105,7 +105,7 @@ def fit_theory(
     nc1=None,
     weighting: str = "relative",
 ) -> TheoryFit:
-    """Fit a_j and τ(e) to measured ω_j(e) (THEORY.md §8).
+    """Fit a_j and τ(e) to measured ω_j(e) (docs/theory.md §8).
 
     **Arguments:**
 

@@ -1,4 +1,4 @@
-"""Simulate a flow of THEORY.md §6 from a configuration: ODE, gradient descent, closed form.
+"""Simulate a flow of docs/theory.md §6 from a configuration: ODE, gradient descent, closed form.
 
 `simulate(config)` is the one entry point behind `centralpath simulate`, `demo` and `sweep`; it
 returns flat results {"<series>/<quantity>": array}, with series `ode`, `gd` and, for the

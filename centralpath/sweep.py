@@ -441,7 +441,7 @@ def _max_norm(axis: str | None):
 
 
 def metrics_rtol(dtype) -> float:
-    """The pseudo-inverse cutoff of the metrics: THEORY.md §7½'s 1e-10, but at least 100 ulps.
+    """The pseudo-inverse cutoff of the metrics: docs/theory.md §7½'s 1e-10, but at least 100 ulps.
 
     In float32 the zero eigenvalues of Σ_B (rank C − 1 < p) come out at ~1e-7 of the largest,
     above 1e-10: kept, they make NC1 ~1e7 (measured). 100·eps = 1.2e-5 drops them.
@@ -483,7 +483,7 @@ def _mask_metrics(metrics: dict, ok) -> dict:
 
 
 def _closed_form_metrics(omega0, ts, C: int, N: int, kind: str) -> dict:
-    """ω(t) and what follows from it alone (THEORY.md §5): L_LS = objective, its terms, NC1 and
+    """ω(t) and what follows from it alone (docs/theory.md §5): L_LS = objective, its terms, NC1 and
     the ETF distance, which for M̄ = U diag(ω) Vᵀ with V spanning 1^⊥ is ‖ω²/‖ω²‖ − 1/√(C−1)‖."""
     import jax.numpy as jnp
 

@@ -1,4 +1,4 @@
-"""Benchmark: the closed form ω(t) = F⁻¹(F(ω₀) + t) (THEORY.md §6 F3) against Diffrax.
+"""Benchmark: the closed form ω(t) = F⁻¹(F(ω₀) + t) (docs/theory.md §6 F3) against Diffrax.
 
 For each split (configurations, times) of 10⁶ (configuration, time) pairs: `configurations`
 initial values ω₀ (log-uniform in [1e-2, 10]) × `times` save times (log-spaced up to t_max, with

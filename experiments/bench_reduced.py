@@ -1,4 +1,4 @@
-"""Benchmark: moment-reduced flows (THEORY.md §6 F4) against the same flows on every sample.
+"""Benchmark: moment-reduced flows (docs/theory.md §6 F4) against the same flows on every sample.
 
 (1) the central-path flow F2 and (2) the UFM F1, at C = 10, p = 128, N = 2000 (n = 20 000),
 float64: `steps` exact gradient-descent steps from the same initial state. The reduced state is

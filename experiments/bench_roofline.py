@@ -1,7 +1,7 @@
 """Benchmark: one full-feature UFM gradient-descent step against its roofline floor.
 
 C = 10, p = 512, N = 500 (n = 5000), float32; `steps` steps inside one compiled loop, so the
-time per step excludes dispatch. One step of L_UFM (THEORY.md §6 F1) is
+time per step excludes dispatch. One step of L_UFM (docs/theory.md §6 F1) is
 
     R = H Wᵀ + 1 bᵀ − Y                      2npC flops, reads H
     W ← W − η (Rᵀ H / n + λ_W W)             2npC flops, reads H

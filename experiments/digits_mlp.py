@@ -1,5 +1,5 @@
 """Figures: an MLP trained with MSE on the real digits data — NC1–NC4 and L_⊥LS/L over epochs,
-the loss decomposition, and its ω_j(epoch) against the fitted closed form (THEORY.md §8).
+the loss decomposition, and its ω_j(epoch) against the fitted closed form (docs/theory.md §8).
 
     python experiments/digits_mlp.py [experiments/digits_mlp.toml]
 """

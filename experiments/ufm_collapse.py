@@ -1,5 +1,5 @@
 """Figure: UFM gradient descent with weight decay reaches the global minimum
-(C−1)τ(1 − Cτ/2), τ = √(Nλ_Wλ_H), and neural collapse (THEORY.md §6 F1).
+(C−1)τ(1 − Cτ/2), τ = √(Nλ_Wλ_H), and neural collapse (docs/theory.md §6 F1).
 
     python experiments/ufm_collapse.py [experiments/ufm_collapse.toml]
 """

@@ -1,4 +1,4 @@
-"""Every test runs at float64 (THEORY.md: identities hold to ~1e-12 only there)."""
+"""Every test runs at float64 (docs/theory.md: identities hold to ~1e-12 only there)."""
 
 from centralpath._runtime import configure_cpu_runtime
 

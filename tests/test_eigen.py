@@ -1,4 +1,4 @@
-"""Closed-form eigen-dynamics of the renormalised flow (THEORY.md §6 F3, F3′)."""
+"""Closed-form eigen-dynamics of the renormalised flow (docs/theory.md §6 F3, F3′)."""
 
 import functools
 

@@ -1,6 +1,6 @@
 """The closed-form eigen-dynamics against an ODE solve, and its limit: the simplex ETF.
 
-THEORY.md §6 F3/F3′. `eigen_dynamics` (Newton on F(ω) = F(ω₀) + t) is checked against an
+docs/theory.md §6 F3/F3′. `eigen_dynamics` (Newton on F(ω) = F(ω₀) + t) is checked against an
 independent Diffrax solve of the scalar ODE dω/dt = omega_rate(ω); then, along F3, the class
 means rebuilt from the closed form approach a simplex ETF (the same on the integrated flow is in
 the slow tier). Algebraic properties of F, F⁻¹ and the asymptotic formulas are in test_eigen.py;
@@ -164,7 +164,7 @@ def check_etf_limit(C, N, omega0, omega, metrics, snr):
         assert_allclose(metrics, 0.0, rtol=0.0, atol=1e-12)
         return
     assert np.all(np.diff(ratios) < 0)
-    # ω_max/ω_min − 1 ≈ Δa/(4t) with a = F(ω₀) (THEORY.md §6 F3); here at t = 1e8.
+    # ω_max/ω_min − 1 ≈ Δa/(4t) with a = F(ω₀) (docs/theory.md §6 F3); here at t = 1e8.
     a = np.asarray(cp.potential(C, N)(omega0))
     gap = ratios[-1] - 1.0
     assert gap <= 1.01 * (a.max() - a.min()) / (4 * ETF_TIMES[-1])

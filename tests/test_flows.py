@@ -1,4 +1,4 @@
-"""The flows of THEORY.md §6 integrated with `integrate`: invariants, closed forms, reductions.
+"""The flows of docs/theory.md §6 integrated with `integrate`: invariants, closed forms, reductions.
 
 - F3/F3′ (`RenormalisedFlow`, `ReducedRenormalisedFlow`): Σ_W ≡ I, μ_G conserved, fixed singular
   vectors of Ω, ω_j(t) equal to the closed form of `eigen_dynamics`, NC1 ∝ t^{-1/2}.
@@ -130,7 +130,7 @@ def test_renormalised_flow_descends_the_central_path_loss(project, reduced):
 
 @pytest.mark.parametrize("project", [True, False], ids=["F3", "F3'"])
 def test_renormalised_flow_freezes_within_class_deviations(project):
-    """On Σ_W = I the within-class part of the velocity vanishes (THEORY.md §6 F3)."""
+    """On Σ_W = I the within-class part of the velocity vanishes (docs/theory.md §6 F3)."""
     trajectory, _ = renormalised_trajectory(project, False)
     X, labels = renormalised_start()
     X1 = trajectory.final_state
@@ -144,7 +144,7 @@ def test_renormalised_flow_freezes_within_class_deviations(project):
 
 
 def test_late_nc1_rate_on_reduced_f3():
-    """NC1(t) ∝ t^{-1/2} late on F3, approaching ((C−1)/2)√(N/t) (THEORY.md §6 F3)."""
+    """NC1(t) ∝ t^{-1/2} late on F3, approaching ((C−1)/2)√(N/t) (docs/theory.md §6 F3)."""
     X, labels = renormalised_start()
     stats0 = cp.class_stats(X, labels, C)
     trajectory = integrate(ReducedRenormalisedFlow(), stats0, LATE_TIMES[-1], ts=LATE_TIMES, **ODE)
@@ -231,7 +231,7 @@ def test_reduced_central_path_matches_samples(lam, lam_H):
     full_traj, red_traj = run_central_path_pair(lam, lam_H, bias=True)
     mu = np.asarray(jax.vmap(lambda s: s.global_mean)(red_traj.snapshots.stats))
     if lam == 0 and lam_H == 0:
-        # λ = 0: the mean of the LS residuals vanishes, so μ_G is conserved (THEORY.md F4).
+        # λ = 0: the mean of the LS residuals vanishes, so μ_G is conserved (docs/theory.md F4).
         assert_allclose(mu, np.broadcast_to(mu[0], mu.shape), rtol=0, atol=1e-12)
     else:
         assert np.linalg.norm(mu[-1] - mu[0]) > 1e-3
@@ -244,7 +244,7 @@ def test_reduced_central_path_matches_samples_without_bias(lam, lam_H):
 
 
 def test_reduced_central_path_rate_is_the_paper_formula():
-    """λ = 0: dμ_G/dt = 0 and dM̄/dt = −(1/n) W_LSᵀ (W_LS M̄ − P) (THEORY.md F4), with W_LS
+    """λ = 0: dμ_G/dt = 0 and dM̄/dt = −(1/n) W_LSᵀ (W_LS M̄ − P) (docs/theory.md F4), with W_LS
     computed here from (1/C) M̄ᵀ Σ_T⁻¹."""
     H, labels = raw_features()
     stats = cp.class_stats(H, labels, C)
@@ -383,7 +383,7 @@ def flow_pair(kind, options):
 @pytest.mark.parametrize(("kind", "options"), PUSHFORWARD_CASES)
 def test_vector_field_commutes_with_reduction(kind, options):
     """jvp of (state ↦ moments) along the flow on samples = the reduced flow at the moments;
-    the objectives agree too (THEORY.md §6 F4: the flows are closed in (μ_c, Σ_W))."""
+    the objectives agree too (docs/theory.md §6 F4: the flows are closed in (μ_c, Σ_W))."""
     full, y, reduced, to_reduced = flow_pair(kind, options)
     velocity = full(0.0, y, None)
     moments, d_moments = jax.jvp(to_reduced, (y,), (velocity,))

@@ -1,4 +1,4 @@
-"""Gradient descent on the flows (THEORY.md §6: t = kη after k steps).
+"""Gradient descent on the flows (docs/theory.md §6: t = kη after k steps).
 
 - The moment-reduced GD steps are exact: GD on moments equals GD on samples to rounding.
 - GD is the explicit Euler method of the flow: its error at fixed t falls like η (slope 1).
@@ -159,7 +159,7 @@ def _whiten_numpy(X, labels, project):
 
 
 def renormalised_gd_numpy(X, labels, eta, steps, project):
-    """Ordinary gradient step on L_LS (Section 4), then re-whitening (THEORY.md §6 F3/F3′)."""
+    """Ordinary gradient step on L_LS (Section 4), then re-whitening (docs/theory.md §6 F3/F3′)."""
     X = np.asarray(X)
     labels = np.asarray(labels)
     Y = np.eye(C)[labels]
@@ -300,7 +300,7 @@ def test_gd_on_samples_converges_to_flow_on_samples(pair):
 
 
 # ---------------------------------------------------------------------------------------------
-# The UFM reaches its global minimum (THEORY.md §6 F1)
+# The UFM reaches its global minimum (docs/theory.md §6 F1)
 
 
 def check_ufm_global_minimum(flow, y0, C, N, lam_W, lam_H, num_steps):

@@ -1,4 +1,4 @@
-"""The ridge least-squares classifier (THEORY.md §2) against brute-force numpy solves."""
+"""The ridge least-squares classifier (docs/theory.md §2) against brute-force numpy solves."""
 
 import jax
 import jax.numpy as jnp
@@ -80,7 +80,7 @@ def test_public_call_matches_jitted_call():
 
 @pytest.mark.parametrize("lam", [0.0, 0.3])
 def test_theory_augmented_formula_balanced(lam):
-    # THEORY.md §2: W̃_LS = (1/C) M̃ᵀ (Ave h̃ h̃ᵀ + λI)⁻¹ with M̃ = [M; 1ᵀ], balanced classes.
+    # docs/theory.md §2: W̃_LS = (1/C) M̃ᵀ (Ave h̃ h̃ᵀ + λI)⁻¹ with M̃ = [M; 1ᵀ], balanced classes.
     C, p, N = 3, 4, 5
     features, labels = make_features((N,) * C, p, seed=7)
     n = C * N

@@ -1,4 +1,4 @@
-"""The MSE loss and its decomposition L = L_NC1 + L_NC2/3 + L_⊥LS (THEORY.md §2–3)."""
+"""The MSE loss and its decomposition L = L_NC1 + L_NC2/3 + L_⊥LS (docs/theory.md §2–3)."""
 
 import jax
 import jax.numpy as jnp
@@ -136,7 +136,7 @@ def test_perp_and_distance_away_from_the_central_path():
 @pytest.mark.parametrize("lam", [0.0, 0.25])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_balanced_nc23_matches_theory_formula(shape, lam):
-    # THEORY.md §3, balanced: L_NC2/3 = (1/(2C)) ‖W_LS M + b_LS 1ᵀ − I_C‖_F².
+    # docs/theory.md §3, balanced: L_NC2/3 = (1/(2C)) ‖W_LS M + b_LS 1ᵀ − I_C‖_F².
     C, p = shape
     features, labels, W, b = make_problem(C, p, True, seed=8)
     out = run(features, labels, W, b, lam, least_squares=True)

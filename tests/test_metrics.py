@@ -1,4 +1,4 @@
-"""Neural-collapse metrics and SNR singular values (THEORY.md §5, §7, §7½)."""
+"""Neural-collapse metrics and SNR singular values (docs/theory.md §5, §7, §7½)."""
 
 import jax
 import jax.numpy as jnp
@@ -193,7 +193,7 @@ def test_snr_invariant_under_affine_maps(balanced, seed):
 
 
 # --------------------------------------------------------------------------------------------
-# (d) THEORY.md §5 formulas (balanced, λ = 0, p ≥ C − 1)
+# (d) docs/theory.md §5 formulas (balanced, λ = 0, p ≥ C − 1)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -260,7 +260,7 @@ def test_weight_decay_is_lambda_in_the_paper_scale():
     def data_loss(p):
         return tr.mse_loss(h @ p["W"].T + p["b"], labels, 2)
 
-    def paper_objective(p):  # THEORY.md §2 with λ = wd
+    def paper_objective(p):  # docs/theory.md §2 with λ = wd
         return centralpath.mse_loss(h, labels, p["W"], p["b"], lam=wd)
 
     opt = tr.make_optimizer(
@@ -312,7 +312,7 @@ def test_capture_layout(tiny_run, tiny_digits):
 
 
 def test_captured_loss_is_the_paper_mse(tiny_run):
-    """The network's MSE is ½ Ave‖Wh+b−y‖² of the captured features, W, b (THEORY.md §2)."""
+    """The network's MSE is ½ Ave‖Wh+b−y‖² of the captured features, W, b (docs/theory.md §2)."""
     for k in range(len(tiny_run.epochs)):
         expected = centralpath.mse_loss(
             jnp.asarray(tiny_run.features[k], jnp.float64),
@@ -335,7 +335,7 @@ def test_features_file_is_accepted_by_analyze(tiny_run, tmp_path):
     for r in records:
         assert r["loss_perp"] is not None and r["loss_perp"] >= 0
         assert len(r["snr"]) == 9
-        # The decomposition adds up (THEORY.md §3) on real features too.
+        # The decomposition adds up (docs/theory.md §3) on real features too.
         np.testing.assert_allclose(
             r["loss_nc1"] + r["loss_nc23"] + r["loss_perp"], r["loss"], rtol=1e-8
         )
@@ -613,7 +613,7 @@ def pytorch_recipe_save(
         W=np.stack(captured["W"]),
         b=np.stack(captured["b"]),
         epochs=np.asarray(captured["epochs"]),
-        weight_decay=np.float64(num_classes * wd / 2),  # nn.MSELoss: λ = C·wd/2 (THEORY.md §2)
+        weight_decay=np.float64(num_classes * wd / 2),  # nn.MSELoss: λ = C·wd/2 (docs/theory.md §2)
         num_classes=np.int64(num_classes),
     )
 

@@ -1,4 +1,4 @@
-"""Class statistics (THEORY.md §1) against an independent plain-numpy computation."""
+"""Class statistics (docs/theory.md §1) against an independent plain-numpy computation."""
 
 import jax
 import jax.numpy as jnp

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._common import add_run_options, draw_figures, log
 
-HELP = "Compare a network's measured SNR dynamics with the closed-form theory (THEORY.md §8)."
+HELP = "Compare a network's measured SNR dynamics with the closed-form theory (docs/theory.md §8)."
 EXAMPLE = "centralpath compare runs/train/features.npz --json compare.json --out runs/compare"
 
 

@@ -1,4 +1,4 @@
-"""`centralpath predict`: the closed-form ω_j(t) of the renormalised flow (THEORY.md §6 F3)."""
+"""`centralpath predict`: the closed-form ω_j(t) of the renormalised flow (docs/theory.md §6 F3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The flows of THEORY.md §6, each a Diffrax vector field `flow(t, y, args)` with a GD step."""
+"""The flows of docs/theory.md §6, each a Diffrax vector field `flow(t, y, args)` with a GD step."""
 
 from ._base import AbstractFlow as AbstractFlow, Snapshot as Snapshot
 from .central_path import (

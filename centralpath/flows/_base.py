@@ -3,7 +3,7 @@
 A flow is an `eqx.Module` holding the problem's data (labels or class counts, ridges). Calling it
 is the vector field `flow(t, y, args)`, so `diffrax.ODETerm(flow)` integrates it and
 `flow.gd_step(y, eta)` takes one discrete step of gradient descent on the same objective; time is
-t = kη after k steps (THEORY.md §6).
+t = kη after k steps (docs/theory.md §6).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .._stats import ClassStats
 
 
 class Snapshot(eqx.Module):
-    """What a trajectory records of a state: enough for every metric of THEORY.md §3, §5, §7.
+    """What a trajectory records of a state: enough for every metric of docs/theory.md §3, §5, §7.
 
     `nc4` is NaN for moment-reduced flows (NC4 needs the samples themselves).
     """

@@ -16,7 +16,7 @@ from ._base import AbstractFlow, check_live, deviation_rate, deviation_step, lea
 
 
 class CentralPathFlow(AbstractFlow):
-    """dh_{i,c}/dt = −(1/n) W_LSᵀ (W_LS h_{i,c} + b_LS − y_c) − λ_H h_{i,c} (THEORY.md §4, F2).
+    """dh_{i,c}/dt = −(1/n) W_LSᵀ (W_LS h_{i,c} + b_LS − y_c) − λ_H h_{i,c} (docs/theory.md §4, F2).
 
     W̃_LS = W̃_LS(H) is recomputed at every evaluation; by the envelope theorem this is the
     gradient of L_LS(H) = min_W̃ L(W̃, H).
@@ -68,7 +68,7 @@ class CentralPathFlow(AbstractFlow):
 
 
 class ReducedCentralPathFlow(AbstractFlow):
-    """F2 closed on the class statistics (THEORY.md §6 F4); the state is a `ClassStats`.
+    """F2 closed on the class statistics (docs/theory.md §6 F4); the state is a `ClassStats`.
 
     With W̃_LS = W̃_LS(stats), R = W_LS M + b_LS 1ᵀ − I and B = (1/n) W_LSᵀ W_LS + λ_H I:
 

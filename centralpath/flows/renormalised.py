@@ -1,6 +1,6 @@
 """F3: the continually renormalised central-path flow (the paper's), and F3′ for contrast.
 
-The state lives on the manifold Σ_W(X) = I of renormalised features (THEORY.md §5, §6 F3). The
+The state lives on the manifold Σ_W(X) = I of renormalised features (docs/theory.md §5, §6 F3). The
 central-path gradient is projected onto the tangent space of that manifold; its within-class
 part, (1/n) W_LSᵀ W_LS ε, is of the form (symmetric)·ε and so lies entirely in the normal space:
 within-class deviations freeze and only the class means move. F3′ instead takes the plain
@@ -104,7 +104,7 @@ class RenormalisedFlow(AbstractFlow):
     def gd_step(self, y, eta):
         """The discrete flows: F3 takes an Euler step of the projected velocity and re-whitens the
         within-class deviations (the retraction to Σ_W = I); F3′ takes a plain gradient step and
-        re-whitens all of X − μ_G (THEORY.md §6 F3′)."""
+        re-whitens all of X − μ_G (docs/theory.md §6 F3′)."""
         if self.project:
             x = y + eta * self(0.0, y, None)
             stats = self.class_stats(x)

@@ -15,7 +15,7 @@ from ._base import AbstractFlow, deviation_rate, deviation_step, least_squares_r
 
 
 class UFMFlow(AbstractFlow):
-    """d(W, b, H)/dt = −∇ L_UFM on every sample (THEORY.md §6 F1).
+    """d(W, b, H)/dt = −∇ L_UFM on every sample (docs/theory.md §6 F1).
 
     **Fields:** `labels` [n]; `num_classes` C; ridges `lam_W`, `lam_H`, `lam_b` ≥ 0; `bias`
     (False freezes b at its initial value, normally 0).
@@ -66,7 +66,7 @@ class ReducedUFMState(eqx.Module):
 
 
 class ReducedUFMFlow(AbstractFlow):
-    """F1 closed on moments (THEORY.md §6 F4): cost independent of the number of samples.
+    """F1 closed on moments (docs/theory.md §6 F4): cost independent of the number of samples.
 
     With R = W M + b 1ᵀ − I, B = (1/n) WᵀW + λ_H I, π = counts/n:
 

@@ -3,13 +3,13 @@
 Every model is an Equinox module acting on one sample (batch with `jax.vmap`) with
 
 - `features(x)`: h ∈ R^p, the last hidden layer — the input of the final linear layer, which is
-  what THEORY.md §1 calls the features;
+  what docs/theory.md §1 calls the features;
 - `classifier`: an `eqx.nn.Linear(p, C, use_bias=True)`, so `classifier.weight` is W [C, p] and
   `classifier.bias` is b [C];
 - `__call__(x) = classifier(features(x))`.
 
 Parameters default to float32 even when JAX runs at float64 (training speed); the analysis
-converts captured features to float64 (THEORY.md §7½).
+converts captured features to float64 (docs/theory.md §7½).
 """
 
 from __future__ import annotations

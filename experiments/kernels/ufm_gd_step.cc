@@ -1,4 +1,4 @@
-// One gradient-descent step of the full-feature UFM loss (THEORY.md §6 F1), float32 on CPU, as
+// One gradient-descent step of the full-feature UFM loss (docs/theory.md §6 F1), float32 on CPU, as
 // an XLA FFI custom call that reads H once and writes it once:
 //
 //   R = H W^T + 1 b^T - Y
