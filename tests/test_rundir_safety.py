@@ -583,28 +583,25 @@ def test_a_runs_config_is_a_valid_config(tmp_path, capsys):
 
 
 def test_compare_honours_config(tmp_path, capsys):
-    from centralpath._integrate import integrate
-    from centralpath._io import save_features
-    from centralpath.simulate import DEFAULTS, build
-
-    cfg = dict(DEFAULTS, classes=3, per_class=4, dim=3, representation="full")
-    flow, X, _ = build(cfg)
-    states = [np.asarray(X)] + [
-        np.asarray(integrate(flow, X, t, rtol=1e-10, atol=1e-12).final_state) for t in (5.0, 50.0)
-    ]
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 4)
+    base, means = rng.normal(size=(12, 3)), np.eye(3)[labels]
     feats = tmp_path / "flow.npz"
-    save_features(
-        feats, features=np.stack(states), labels=np.asarray(flow.labels), epochs=[0, 5, 50]
+    np.savez(
+        feats,
+        features=np.stack([base + s * means for s in (1.0, 2.0, 4.0)]),
+        labels=labels,
+        epochs=np.array([0.0, 5.0, 50.0]),
     )
     toml = tmp_path / "cmp.toml"
     toml.write_text(f'features = "{feats}"\nflow = "whitened"\nrtol = 1e-9\n')
-    code, err = _run(["compare", "--config", toml, "--out", tmp_path / "c1", "--quiet"], capsys)
+    quiet = ["--quiet", "--no-figures"]
+    code, err = _run(["compare", "--config", toml, "--out", tmp_path / "c1", *quiet], capsys)
     assert code == 0, err
     saved = (tmp_path / "c1" / "config.toml").read_text()
     assert 'flow = "whitened"' in saved and "rtol = 1e-09" in saved
     code, err = _run(
-        ["compare", "--config", tmp_path / "c1" / "config.toml", "--out", tmp_path / "c2"]
-        + ["--quiet"],
+        ["compare", "--config", tmp_path / "c1" / "config.toml", "--out", tmp_path / "c2", *quiet],
         capsys,
     )
     assert code == 0, err
