@@ -12,7 +12,20 @@ A features file is an `.npz` (read with `allow_pickle=False`):
 | `weight_decay` | float scalar        | λ in the paper's scale, THEORY.md §2 (optional; 0)        |
 | `num_classes`  | int scalar          | C (optional; default: rows of W, else max label + 1)      |
 
-Other keys (`loss`, `accuracy`, …) may be present; `load_features` never reads them.
+Optional keys that record how the network was trained (written by `centralpath train` and the
+README's PyTorch recipe; read and checked by `load_features`, never needed by the analysis):
+
+| key               | shape / type        | meaning                                                |
+|-------------------|---------------------|--------------------------------------------------------|
+| `loss`            | str scalar          | `"mse"` or `"ce"` (fixed-width unicode, not an object) |
+| `learning_rate`   | float [E]           | the (mean) step size during epoch e = 1..E             |
+| `momentum`        | float scalar        | SGD momentum, in [0, 1)                                |
+| `steps_per_epoch` | int scalar          | optimiser steps per epoch                              |
+| `train_accuracy`  | float [K]           | training accuracy at each checkpoint, in [0, 1]        |
+| `test_accuracy`   | float [K]           | held-out accuracy at each checkpoint, in [0, 1]        |
+| `test_loss`       | float [K]           | held-out data loss (the training loss's kind) per checkpoint |
+
+Other keys (`train_loss`, …) may be present; `load_features` never reads them.
 
 Reading never trusts a file: every member's `.npy` header and zip entry are checked before its
 data is read, and the memory and work of what follows are estimated from them (`_resources`).
@@ -36,6 +49,17 @@ from ._errors import InputError, require
 from ._resources import check_memory, check_work, format_bytes
 
 FEATURE_KEYS = ("features", "labels", "W", "b", "epochs", "weight_decay", "num_classes")
+#: The optional record of the training (module docstring); shared with the predictive compare.
+TRAINING_KEYS = (
+    "loss",
+    "learning_rate",
+    "momentum",
+    "steps_per_epoch",
+    "train_accuracy",
+    "test_accuracy",
+    "test_loss",
+)
+LOSS_NAMES = ("mse", "ce")
 
 
 # Called as observer(tmp, path) once `tmp` holds a file's new content, just before it is renamed
@@ -339,6 +363,14 @@ class FeaturesFile:
     W: np.ndarray | None = None  # [K, C, p]
     b: np.ndarray | None = None  # [K, C]
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    # The training record (TRAINING_KEYS); None where the file does not say.
+    loss: str | None = None  # "mse" | "ce"
+    learning_rate: np.ndarray | None = None  # [E]
+    momentum: float | None = None
+    steps_per_epoch: int | None = None
+    train_accuracy: np.ndarray | None = None  # [K]
+    test_accuracy: np.ndarray | None = None  # [K]
+    test_loss: np.ndarray | None = None  # [K]
 
     @property
     def num_checkpoints(self) -> int:
@@ -473,8 +505,71 @@ def validate_features_arrays(
         require(wd.size == 1, f"{source}: 'weight_decay' must be a scalar, got shape {wd.shape}")
         lam = float(_as_float("weight_decay", wd.reshape(()), source))
         require(lam >= 0, f"{source}: 'weight_decay' must be >= 0, got {lam}")
-    extra = {k: v for k, v in arrays.items() if k not in FEATURE_KEYS}
-    return FeaturesFile(H, labels, C, epochs, lam, W, b, extra)
+    extra = {k: v for k, v in arrays.items() if k not in FEATURE_KEYS + TRAINING_KEYS}
+    record = _training_record(arrays, K, epochs, source)
+    return FeaturesFile(H, labels, C, epochs, lam, W, b, extra, **record)
+
+
+def _scalar(name: str, a, source: str) -> np.ndarray:
+    a = np.asarray(a)
+    require(
+        a.size == 1 and a.ndim <= 1, f"{source}: '{name}' must be a scalar, got shape {a.shape}"
+    )
+    return a.reshape(())
+
+
+def _training_record(arrays: dict, K: int, epochs: np.ndarray, source: str) -> dict:
+    """The optional keys that record how the network was trained (TRAINING_KEYS), checked."""
+    out: dict[str, Any] = {}
+    if "loss" in arrays:
+        a = _scalar("loss", arrays["loss"], source)
+        name = a.item().decode() if a.dtype.kind == "S" else a.item()
+        require(
+            a.dtype.kind in "US" and name in LOSS_NAMES,
+            f"{source}: 'loss' names the training loss and must be the string 'mse' or 'ce', got "
+            f"{name!r} (dtype {a.dtype}); save it as numpy.asarray('mse') (per-checkpoint loss "
+            "values go in 'train_loss')",
+        )
+        out["loss"] = str(name)
+    if "learning_rate" in arrays:
+        lr = _as_float("learning_rate", np.atleast_1d(np.asarray(arrays["learning_rate"])), source)
+        require(
+            lr.ndim == 1 and bool(np.all(lr >= 0)),
+            f"{source}: 'learning_rate' must be [E] step sizes >= 0 (epoch e = 1..E), got shape "
+            f"{lr.shape}",
+        )
+        last = float(np.max(epochs)) if epochs.size else 0.0
+        require(
+            lr.size >= math.ceil(last),
+            f"{source}: 'learning_rate' has {lr.size} epochs but the checkpoints reach epoch "
+            f"{last:g}; save the rate of every epoch up to the last checkpoint",
+        )
+        out["learning_rate"] = lr
+    if "momentum" in arrays:
+        mom = float(_as_float("momentum", _scalar("momentum", arrays["momentum"], source), source))
+        require(0 <= mom < 1, f"{source}: 'momentum' must lie in [0, 1), got {mom}")
+        out["momentum"] = mom
+    if "steps_per_epoch" in arrays:
+        spe = _scalar("steps_per_epoch", arrays["steps_per_epoch"], source)
+        require(
+            np.issubdtype(spe.dtype, np.integer) and int(spe) >= 1,
+            f"{source}: 'steps_per_epoch' must be an integer >= 1, got {spe.item()!r}",
+        )
+        out["steps_per_epoch"] = int(spe)
+    for key in ("train_accuracy", "test_accuracy", "test_loss"):
+        if key not in arrays:
+            continue
+        v = _as_float(key, np.atleast_1d(np.asarray(arrays[key])), source)
+        require(v.shape == (K,), f"{source}: '{key}' must be [K] = [{K}], got {v.shape}")
+        if key.endswith("accuracy"):
+            require(
+                bool(np.all((v >= 0) & (v <= 1))),
+                f"{source}: '{key}' must be fractions in [0, 1], found {v.min():g}..{v.max():g}",
+            )
+        else:
+            require(bool(np.all(v >= 0)), f"{source}: '{key}' must be >= 0, found {v.min():g}")
+        out[key] = v
+    return out
 
 
 # Measured peak of `analyze` per checkpoint, beyond the loaded arrays: about 10 p×p float64
@@ -572,14 +667,19 @@ def load_features(path) -> FeaturesFile:
     headers show that the analysis fits in memory and work (`check_analysis_resources`).
     """
     source = f"features file {path}"
-    arrays = load_npz(path, "features file", keys=FEATURE_KEYS, check=_features_check(source))
+    arrays = load_npz(
+        path, "features file", keys=FEATURE_KEYS + TRAINING_KEYS, check=_features_check(source)
+    )
     return validate_features_arrays(arrays, source)
 
 
 def save_features(
     path, *, features, labels, W=None, b=None, epochs=None, weight_decay=None, **extra
 ) -> None:
-    """Write a features file atomically, in the schema `load_features` reads."""
+    """Write a features file atomically, in the schema `load_features` reads (a `loss` given
+    as a Python string is stored as a fixed-width unicode array, loadable without pickle)."""
+    if isinstance(extra.get("loss"), str):
+        extra["loss"] = np.asarray(extra["loss"], dtype=np.str_)
     arrays = {"features": features, "labels": np.asarray(labels, dtype=np.int64)}
     if W is not None:
         arrays["W"] = W

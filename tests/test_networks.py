@@ -697,15 +697,22 @@ def test_pytorch_recipe_document_class_matches(tmp_path):
     inputs = torch.randn(n, d)
     labels = np.repeat(np.arange(C), n // C)
     loader = [(inputs[i : i + 7], torch.as_tensor(labels[i : i + 7])) for i in range(0, n, 7)]
-    recorder = namespace["FeatureRecorder"](model[2])
+    recorder = namespace["FeatureRecorder"](model[2], loss="mse")
     states = []
     for epoch in range(2):
         states.append((epoch, {k: v.clone() for k, v in model.state_dict().items()}))
-        recorder.capture(model, loader, epoch)
+        recorder.capture(model, loader, epoch, test_loader=loader[:2])
         with torch.no_grad():
             for q in model.parameters():
                 q.add_(0.1 * torch.randn_like(q))
-    recorder.save(tmp_path / "doc.npz", weight_decay=C * 5e-4 / 2, num_classes=C)
+    recorder.save(
+        tmp_path / "doc.npz",
+        weight_decay=C * 5e-4 / 2,
+        num_classes=C,
+        learning_rate=[0.1],
+        momentum=0.9,
+        steps_per_epoch=len(loader),
+    )
     pytorch_recipe_save(
         tmp_path / "fn.npz",
         model,
@@ -719,6 +726,15 @@ def test_pytorch_recipe_document_class_matches(tmp_path):
     assert analyze(load_features(tmp_path / "doc.npz")) == analyze(
         load_features(tmp_path / "fn.npz")
     )
+    # The training record: loss name, schedule, accuracies and the test loss in the paper's scale.
+    ff = load_features(tmp_path / "doc.npz")
+    assert ff.loss == "mse" and ff.steps_per_epoch == 5 and ff.momentum == 0.9
+    model.load_state_dict(states[-1][1])
+    with torch.no_grad():
+        logits = model(inputs).numpy()
+    np.testing.assert_allclose(ff.train_accuracy[-1], np.mean(logits.argmax(1) == labels))
+    expected = float(tr.mse_loss(jnp.asarray(logits[:14]), jnp.asarray(labels[:14]), C))
+    np.testing.assert_allclose(ff.test_loss[-1], expected, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- slow: the real thing
@@ -768,7 +784,8 @@ def test_real_slow_datasets(cache_home, name, shape):
     first = time.perf_counter() - t0
     assert d.inputs.shape == (5000, *shape) and d.num_classes == 10
     np.testing.assert_array_equal(d.class_counts(), np.full(10, 500))
-    assert (cache_home / "centralpath" / "datasets" / f"{name}-v1.npz").is_file()
+    version = ds._CACHE_VERSION[name]
+    assert (cache_home / "centralpath" / "datasets" / f"{name}-v{version}.npz").is_file()
     t0 = time.perf_counter()
     again = ds.load_dataset(name)
     assert time.perf_counter() - t0 < first

