@@ -124,7 +124,9 @@ def run_demo(
         results.update(cmp_results)
         results["train/train_loss"] = np.asarray(training.loss, float)
         results["train/train_accuracy"] = np.asarray(training.accuracy, float)
-        nc1 = np.asarray(cmp_summary["nc1"])
+        checkpoints = cmp_summary["checkpoints"]
+        nc1 = np.asarray([c["nc1"] for c in checkpoints])
+        perp = [c["perp_rel"] for c in checkpoints]
         e0 = training.first_zero_error_epoch
         epochs = np.asarray(training.epochs)
         drop = None
@@ -140,8 +142,8 @@ def run_demo(
             "nc1_first": float(nc1[0]),
             "nc1_last": float(nc1[-1]),
             "nc1_drop_from_first_zero_error": drop,
-            "perp_rel_first": cmp_summary["perp_rel"][0] if cmp_summary["perp_rel"] else None,
-            "perp_rel_last": cmp_summary["perp_rel"][-1] if cmp_summary["perp_rel"] else None,
+            "perp_rel_first": perp[0],
+            "perp_rel_last": perp[-1],
         }
         summary["comparison"] = {
             "variance_explained": fit.variance_explained,

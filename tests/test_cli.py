@@ -359,9 +359,13 @@ def test_compare_and_plot_round_trip(tmp_path, capsys):
     code, stdout, err = _run(["compare", str(path), "--json", str(js), "--out", str(out)], capsys)
     assert code == 0, err
     summary = json.loads(js.read_text())
-    for key in ("epochs", "omega_measured", "omega_predicted", "a", "time_map", "relative_error"):
+    for key in ("a", "relative_error", "variance_explained", "drift_relative", "checkpoints"):
         assert key in summary
-    assert_allclose(summary["time_map"][1:], times[1:], rtol=1e-6)
+    # Per-checkpoint series are records, in the shape of analyze --json.
+    rows = summary["checkpoints"]
+    assert [r["epoch"] for r in rows] == list(times)
+    assert_allclose([r["time_map"] for r in rows][1:], times[1:], rtol=1e-6)
+    assert all({"snr", "nc1", "omega_predicted", "drift"} <= r.keys() for r in rows)
     assert summary["drift_relative"] < 1e-6
     results = _check_run_dir(out, ["train", "fit"])
     pngs = sorted((out / "figures").glob("*.png"))

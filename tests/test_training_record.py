@@ -245,3 +245,66 @@ def test_pytorch_recipe_writes_the_record_for_cross_entropy(tmp_path):
     assert ff.loss == "ce"
     np.testing.assert_allclose(ff.test_loss, [expected], rtol=1e-5)
     np.testing.assert_allclose(ff.test_accuracy, ff.train_accuracy)
+
+
+# --------------------------------------------------------------------------- the MSE warning
+
+
+@pytest.fixture(scope="module")
+def ce_run():
+    data = ds.load_dataset("digits", per_class=10, test_fraction=0.2)
+    return tr.train_from_config({**tr.DEFAULTS, **TINY, "loss": "ce"}, data=data)
+
+
+def _one_warning(err: str, command: str) -> list[str]:
+    lines = [x for x in err.splitlines() if "not least-squares" in x]
+    assert len(lines) <= 1
+    if lines:
+        assert lines[0].startswith(f"centralpath {command}: warning: ")
+    return lines
+
+
+def test_analyze_and_compare_warn_on_a_cross_entropy_network(ce_run, tmp_path, capsys):
+    path = tmp_path / "ce.npz"
+    ce_run.save_features(path)
+    js = tmp_path / "a.json"
+    code, out, err = _cli(capsys, "analyze", str(path), "--json", str(js))
+    assert code == 0
+    (line,) = _one_warning(err, "analyze")
+    assert "trained with cross-entropy (the file's loss = 'ce')" in line
+    # The accuracies are columns of the table and keys of every record.
+    assert "train acc" in out.splitlines()[0] and "test acc" in out.splitlines()[0]
+    rows = json.loads(js.read_text())["checkpoints"]
+    assert all(
+        {"train_accuracy", "test_accuracy", "test_loss", "perp_rel"} <= r.keys() for r in rows
+    )
+    assert [r["test_accuracy"] for r in rows] == pytest.approx(list(ce_run.test_accuracy))
+    code, _, err = _cli(capsys, "compare", str(path), "--quiet")
+    assert code == 0 and len(_one_warning(err, "compare")) == 1
+
+
+def test_no_warning_for_mse_and_the_fallback_without_the_key(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    C, N, p, K = 3, 20, 6, 3
+    labels = np.repeat(np.arange(C), N)
+    means = 3 * rng.standard_normal((C, p))
+    H = np.stack([means[labels] + rng.standard_normal((C * N, p)) for _ in range(K)])
+    # The least-squares classifier of each checkpoint (L_perp = 0) ...
+    Ht = np.concatenate([H, np.ones((K, C * N, 1))], axis=2)
+    Y = np.eye(C)[labels]
+    Wt = np.stack([np.linalg.lstsq(h, Y, rcond=None)[0].T for h in Ht])
+    near = dict(features=H, labels=labels, W=Wt[:, :, :p], b=Wt[:, :, p], epochs=np.arange(K))
+    # ... and one 30 times too large, as cross-entropy's growing logits are (L_perp/L -> 1).
+    far = {**near, "W": 30 * near["W"], "b": 30 * near["b"]}
+    for name, arrays, warns in (
+        ("near.npz", near, False),
+        ("far.npz", far, True),
+        ("far_mse.npz", {**far, "loss": np.asarray("mse")}, False),  # the file's word counts
+    ):
+        np.savez(tmp_path / name, **arrays)
+        code, _, err = _cli(capsys, "analyze", str(tmp_path / name), "--quiet")
+        assert code == 0
+        lines = _one_warning(err, "analyze")
+        assert bool(lines) == warns, (name, err)
+        if warns:
+            assert "L_perp/L >= 0.5 at every checkpoint" in lines[0]

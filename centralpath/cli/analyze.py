@@ -32,6 +32,7 @@ def run(args) -> int:
     from .._rundir import check_output_file
     from ..analysis import analyze
     from ._common import write_output_json
+    from ._records import checkpoint_records, least_squares_warning
     from ._table import table
 
     require(args.rtol > 0 and args.rtol < 1, f"--rtol must lie in (0, 1), got {args.rtol}")
@@ -45,6 +46,10 @@ def run(args) -> int:
     records = analyze(
         ff, weight_decay=args.weight_decay, rtol=args.rtol, source=f"features file {args.features}"
     )
+    warning = least_squares_warning(ff, records)
+    if warning:
+        print(f"centralpath analyze: warning: {warning}", file=sys.stderr)
+    records = checkpoint_records(ff, records)
     if any(r.get("ls_singular") for r in records):
         print(
             "centralpath analyze: warning: the least-squares normal matrix is singular at some "
@@ -77,11 +82,12 @@ def run(args) -> int:
             row = dict(r)
             snr = r["snr"]
             row["snr_min"], row["snr_max"] = min(snr), max(snr)
-            if r["loss"] is not None:
-                row["perp_rel"] = r["loss_perp"] / r["loss"] if r["loss"] else 0.0
             rows.append(row)
+        # Accuracies first when the file records them: collapse is read against them.
+        extra = [k for k in ("train_accuracy", "test_accuracy") if k in records[0]]
         cols = [
             "epoch",
+            *extra,
             "nc1",
             "nc2_equinorm_means",
             "nc2_equiangular_means",
@@ -98,6 +104,7 @@ def run(args) -> int:
         ]
         heads = [
             "epoch",
+            *(k.replace("_accuracy", " acc") for k in extra),
             "NC1",
             "NC2 norm",
             "NC2 angle",

@@ -31,13 +31,30 @@ def register(p) -> None:
     add_run_options(p)
 
 
+#: Per-checkpoint series of the fit, added to each checkpoint's record (name in the record,
+#: attribute of `TheoryFit`).
+FIT_SERIES = (
+    ("omega_predicted", "omega_predicted"),
+    ("time_map", "time_map"),
+    ("drift", "drift"),
+    ("relative_error", "relative_error_by_checkpoint"),
+)
+
+
 def compare_features(ff, *, flow="renormalised", weight_decay=None, rtol=1e-10):
-    """(fit, results, summary) for a features file: analysis per checkpoint and the §8 fit."""
+    """(fit, results, summary) for a features file: analysis per checkpoint and the §8 fit.
+
+    `summary` is the JSON of `compare --json`: the fit's own numbers at the top level (`a`,
+    `relative_error` per j, `variance_explained`, `drift_relative`, `time_map_monotone`,
+    `nc1_exponent`, …) and `checkpoints`, one record per checkpoint in the shape of
+    `analyze --json` (its keys, `perp_rel`, the file's accuracies) plus the fit's series there
+    (`omega_predicted`, `time_map`, `drift`, `relative_error`)."""
     import numpy as np
 
     from .._errors import require_real
     from ..analysis import analyze
     from ..compare import check_epochs, fit_theory
+    from ._records import checkpoint_records
 
     if weight_decay is not None:
         require_real("--weight-decay", weight_decay, 0)
@@ -59,6 +76,9 @@ def compare_features(ff, *, flow="renormalised", weight_decay=None, rtol=1e-10):
         results[f"train/{key}"] = np.asarray(vals, dtype=float)
     if records[0]["loss"] is not None:
         results["train/perp_rel"] = results["train/loss_perp"] / results["train/loss"]
+    for key in ("train_accuracy", "test_accuracy", "test_loss"):
+        if getattr(ff, key, None) is not None:
+            results[f"train/{key}"] = np.asarray(getattr(ff, key), dtype=float)
     results.update(
         {
             "fit/times": epochs,
@@ -71,14 +91,15 @@ def compare_features(ff, *, flow="renormalised", weight_decay=None, rtol=1e-10):
             "fit/relative_error": fit.relative_error,
         }
     )
-    summary = fit.to_dict()
+    full = fit.to_dict()
+    per_checkpoint = {"epochs", "omega_measured"} | {attr for _, attr in FIT_SERIES}
+    summary = {k: v for k, v in full.items() if k not in per_checkpoint}
     summary["balanced"] = bool(np.all(counts == counts[0]))
-    # Every per-checkpoint record but the epoch and ω, which the fit holds as epochs, omega_measured.
-    for key in (k for k in records[0] if k not in ("epoch", "snr")):
-        summary[key] = [r[key] for r in records]
-    summary["perp_rel"] = (
-        None if records[0]["loss"] is None else [r["loss_perp"] / r["loss"] for r in records]
-    )
+    rows = checkpoint_records(ff, records)
+    for k, row in enumerate(rows):  # ω measured is the record's `snr`
+        for name, attr in FIT_SERIES:
+            row[name] = full[attr][k]
+    summary["checkpoints"] = rows
     return fit, results, summary
 
 
@@ -124,6 +145,11 @@ def run(args) -> int:
         "(save features at several epochs)",
     )
     fit, results, summary = compare_features(ff, flow=flow, weight_decay=weight_decay, rtol=rtol)
+    from ._records import least_squares_warning
+
+    warning = least_squares_warning(ff, summary["checkpoints"])
+    if warning:
+        print(f"centralpath compare: warning: {warning}", file=sys.stderr)
     if not summary["balanced"]:
         print(
             "centralpath compare: warning: classes are imbalanced; the closed form assumes "
@@ -145,6 +171,7 @@ def run(args) -> int:
             config,
             overwrite=args.overwrite,
             inputs=[features, args.config, args.json],
+            figures=not args.no_figures,
         )
         with run_dir.running():
             run_dir.save_results(results)
