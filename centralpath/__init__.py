@@ -21,7 +21,11 @@ from ._eigen import (
     omega_rate as omega_rate,
     potential as potential,
 )
-from ._errors import InputError as InputError, NumericalError as NumericalError
+from ._errors import (
+    CentralpathWarning as CentralpathWarning,
+    InputError as InputError,
+    NumericalError as NumericalError,
+)
 from ._etf import (
     collapsed_features as collapsed_features,
     simplex_etf as simplex_etf,

@@ -18,6 +18,10 @@ class NumericalError(RuntimeError):
     """A numerical fault (divergence, failed solve, NaN) with what to change."""
 
 
+class CentralpathWarning(UserWarning):
+    """A result that stands but should be read with care (the command line prints one line)."""
+
+
 def is_concrete(*xs) -> bool:
     """True when every argument holds values (not a tracer inside `jit`/`vmap`)."""
     import jax.core

@@ -15,6 +15,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import NumericalError, require, require_int, require_real, require_seed
+from ._series import (
+    DIVERGENCE_GROWTH,
+    MIN_AUTO_GD_STEPS as MIN_AUTO_GD_STEPS,
+    Status,
+    automatic_eta as automatic_eta,
+    check_stable,
+    closed_form_series,
+    divergence_error,
+    gd_verdict,
+    save_times as save_times,
+    series,
+    solver_tolerances as solver_tolerances,
+    step_plan,
+)
 
 FLOW_NAMES = ("renormalised", "whitened", "central-path", "ufm")
 REPRESENTATIONS = ("reduced", "full")
@@ -206,41 +220,6 @@ def build(config: dict[str, Any], key=None):
     return F.RenormalisedFlow(labels, C, project=project), X, omega0
 
 
-MIN_AUTO_GD_STEPS = 100
-
-
-def automatic_eta(stable_step, t_end):
-    """The GD step for eta = 0: half the stable step 2/ρ at the initial state, but no more than
-    t_end / 100, so that a short horizon still takes enough steps to show the discretisation
-    converging to the flow (a step past t_end would take none). Works elementwise on arrays."""
-    return np.minimum(0.5 * np.asarray(stable_step, float), t_end / MIN_AUTO_GD_STEPS)
-
-
-def solver_tolerances(rtol: float, atol: float) -> tuple[float, float]:
-    """(rtol, atol) for Diffrax at the working precision: at least 100 ulp each.
-
-    A tolerance below what the float type resolves can never be met: the step-size controller
-    shrinks the step until `max_steps` runs out (float32 with the default rtol = 1e-10 took
-    92,841 steps for t = 50 on a 3-class problem, and failed on the UFM). In float64 the floor
-    (2.2e-14) is below every sensible setting and changes nothing.
-    """
-    floor = 100.0 * float(jnp.finfo(jnp.result_type(float)).eps)
-    return max(float(rtol), floor), max(float(atol), floor)
-
-
-def save_times(t_end: float, num_saves: int) -> np.ndarray:
-    """0 and num_saves − 1 log-spaced times from t_end·1e-4 to t_end (0 and t_end for 2)."""
-    if num_saves == 2:  # geomspace with one point gives its start, t_end·1e-4, not t_end
-        return np.asarray([0.0, t_end])
-    return np.concatenate([[0.0], np.geomspace(t_end * 1e-4, t_end, num_saves - 1)])
-
-
-def _series(prefix: str, times, metrics: dict) -> dict[str, np.ndarray]:
-    out = {f"{prefix}/times": np.asarray(times, float)}
-    out.update({f"{prefix}/{k}": np.asarray(v) for k, v in metrics.items()})
-    return out
-
-
 class _Checkpoint:
     """The progress of `simulate` after every segment, so that a killed run can resume.
 
@@ -310,6 +289,7 @@ def simulate(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     state_dir=None,
+    throw: bool = True,
 ) -> dict[str, np.ndarray]:
     """Run a configuration (keys of `DEFAULTS`); return the flat results dictionary.
 
@@ -317,12 +297,12 @@ def simulate(
     flows are autonomous, so a segment is a solve from 0 to the gap). With `state_dir`, progress
     is checkpointed after every segment and a later call with the same `state_dir` continues
     where the last one stopped, with bit-identical results.
+
+    A gradient-descent run that diverges (a non-finite step, or an objective grown tenfold)
+    raises `NumericalError` when `throw` (the command line's choice); otherwise its metrics from
+    the divergence on are NaN and `gd/status` says `Status.gd_diverged`, as in a sweep.
     """
-    from ._discrete import gradient_descent, stable_step_size
-    from ._eigen import central_path_loss_terms, eigen_dynamics, nc1_from_snr
-    from ._integrate import ODEFailure, integrate
-    from ._trajectory import snapshot_metrics
-    from .flows._base import take_snapshot
+    from ._discrete import stable_step_size
 
     config = {**DEFAULTS, **config}
     validate(config)
@@ -335,27 +315,12 @@ def simulate(
             f"rtol/atol raised to {rtol:.2g}/{atol:.2g}: {config['rtol']:.2g}/{config['atol']:.2g} "
             "is below what this precision resolves"
         )
-    eta = None
+    eta = steps = stable = None
     if "gd" in config["methods"]:
         stable = float(stable_step_size(flow, y0))
         eta = float(config["eta"]) or float(automatic_eta(stable, float(config["t_end"])))
-        # Beyond 2/ρ gradient descent does not follow the flow: some flows diverge (caught
-        # below), but the renormalised and central-path steps can stay bounded while going
-        # somewhere else entirely (ω = [3290, 131] against the closed form's [53.2, 53.1]).
-        require(
-            eta < stable,
-            f"eta = {eta:.4g} is beyond the largest stable step 2/rho = {stable:.4g} at the "
-            f"initial state, where gradient descent no longer follows the flow; use --eta below "
-            f"{stable:.4g} (or 0 for automatic: half of it)",
-        )
-        steps = np.round(ts / eta)  # floats until checked: a huge count would wrap in int64
-        require(
-            steps[-1] <= config["max_gd_steps"],
-            f"gradient descent would take {steps[-1]:.3g} steps of eta = {eta:.3g} to reach t-end "
-            f"= {config['t_end']}; raise --eta, lower --t-end, or raise max_gd_steps",
-        )
-        steps = steps.astype(np.int64)
-        require(steps[-1] >= 1, f"eta = {eta:.3g} exceeds t-end; lower --eta")
+        check_stable(eta, stable)
+        steps = step_plan(ts, eta, config["max_gd_steps"], config["t_end"])
     checkpoint = _Checkpoint(state_dir)
     snapshot0 = flow.snapshot(0.0, y0)
     saved = checkpoint.load()
@@ -372,118 +337,154 @@ def simulate(
     bar = tqdm(
         total=len(methods) * (len(ts) - 1), disable=not progress, unit="segment", leave=False
     )
+    run = _Run(config, flow, y0, snapshot0, ts, rtol, atol, eta, steps, checkpoint, bar, log)
     for method in methods:
         if f"{method}/times" in done:
             bar.update(len(ts) - 1)
             continue
-        if resume is not None and resume[0] == method:
-            _, start, y, snapshots, stop_time = resume
+        start = resume if resume is not None and resume[0] == method else None
+        done.update(run.series(method, done, start, throw, stable))
+        checkpoint.save(done, method, len(ts) - 1, *run.last)
+    bar.close()
+    results = dict(done)
+    if omega0 is not None:
+        flow_kind = "renormalised" if config["flow"] == "renormalised" else "whitened"
+        closed = closed_form_series(
+            omega0, ts, int(config["classes"]), int(config["per_class"]), flow_kind
+        )
+        results.update(series("closed_form", ts, {k: np.asarray(v) for k, v in closed.items()}))
+    return results
+
+
+class _Run:
+    """One configuration's ODE or GD series, advanced segment by segment (see `simulate`)."""
+
+    def __init__(self, config, flow, y0, snapshot0, ts, rtol, atol, eta, steps, ckpt, bar, log):
+        self.config, self.flow, self.y0, self.snapshot0, self.ts = config, flow, y0, snapshot0, ts
+        self.rtol, self.atol, self.eta, self.steps = rtol, atol, eta, steps
+        self.checkpoint, self.bar, self.log = ckpt, bar, log
+        self.last = (y0, [snapshot0], float("nan"))
+
+    def series(self, method, done, start, throw, stable) -> dict[str, np.ndarray]:
+        from ._trajectory import snapshot_metrics
+        from .flows._base import take_snapshot
+
+        ts = self.ts
+        if start is not None:
+            _, k0, y, snapshots, stop_time = start
         else:
-            start, y, snapshots, stop_time = 0, y0, [snapshot0], float("nan")
-        bar.update(start)
-        num_steps = 0
-        for k in range(start, len(ts) - 1):
-            if np.isfinite(stop_time):
+            k0, y, snapshots, stop_time = 0, self.y0, [self.snapshot0], float("nan")
+        self.bar.update(k0)
+        num_steps, diverged = 0, False
+        for k in range(k0, len(ts) - 1):
+            if np.isfinite(stop_time) or diverged:
                 break
             if method == "ode":
-                try:
-                    tr = integrate(
-                        flow,
-                        y,
-                        float(ts[k + 1] - ts[k]),
-                        rtol=rtol,
-                        atol=atol,
-                        max_steps=int(config["max_steps"]),
-                        nc1_target=config["nc1_target"] or None,
-                    )
-                except ODEFailure as e:  # each segment starts its clock at 0: report run time
-                    raise NumericalError(
-                        f"the ODE solve stopped at t = {ts[k] + e.t_reached:.4g}, between the "
-                        f"save times {ts[k]:.4g} and {ts[k + 1]:.4g} (max_steps counts per "
-                        f"segment): {e.reason}; {e.hint}"
-                    ) from None
-                num_steps += tr.num_steps
+                tr = self._ode_segment(y, k)
                 if tr.stopped_early:
                     stop_time = float(ts[k] + tr.final_time)
             else:
-                gap = int(steps[k + 1] - steps[k])
+                gap = int(self.steps[k + 1] - self.steps[k])
                 if gap == 0:
                     snapshots.append(snapshots[-1])
-                    checkpoint.save(done, method, k + 1, y, snapshots, stop_time)
-                    bar.update(1)
+                    self.checkpoint.save(done, method, k + 1, y, snapshots, stop_time)
+                    self.bar.update(1)
                     continue
-                try:
-                    tr = gradient_descent(flow, y, eta, gap)
-                    growth = float(tr.snapshots.objective[-1]) / float(snapshot0.objective)
-                except NumericalError:
-                    growth = float("inf")
-                if not growth <= 10.0:  # gradient descent on a stable step never grows tenfold
-                    raise NumericalError(
-                        f"gradient descent diverged by t = {float(ts[k + 1]):.4g} with eta = {eta:.4g} "
-                        f"(the objective grew {growth:.3g}-fold); the largest stable step at the "
-                        f"initial state is about {stable_step_size(flow, y0):.4g} — use a smaller --eta"
+                tr = self._gd_segment(y, gap)
+                diverged = tr is None or not (
+                    float(tr.snapshots.objective[-1])
+                    <= DIVERGENCE_GROWTH * float(self.snapshot0.objective)
+                )
+                if diverged:
+                    growth = (
+                        float("inf")
+                        if tr is None
+                        else float(tr.snapshots.objective[-1]) / float(self.snapshot0.objective)
                     )
+                    if throw:
+                        raise divergence_error(float(ts[k + 1]), self.eta, growth, stable)
+                    if tr is None:  # no finite state to keep: the verdict masks this save
+                        snapshots.append(snapshots[-1])
+                        continue
                 num_steps += gap
             y = tr.final_state
             # The last snapshot of a segment is at its end, except after an NC1 stop inside it.
             snapshots.append(
-                take_snapshot(flow, y)
+                take_snapshot(self.flow, y)
                 if np.isfinite(stop_time)
                 else jax.tree_util.tree_map(lambda a: a[-1], tr.snapshots)
             )
-            checkpoint.save(done, method, k + 1, y, snapshots, stop_time)
-            bar.update(1)
+            self.checkpoint.save(done, method, k + 1, y, snapshots, stop_time)
+            self.bar.update(1)
+        self.last = (y, snapshots, stop_time)
+        return self._metrics(method, snapshots, stop_time, num_steps, snapshot_metrics)
+
+    def _ode_segment(self, y, k):
+        from ._integrate import ODEFailure, integrate
+
+        ts = self.ts
+        try:
+            return integrate(
+                self.flow,
+                y,
+                float(ts[k + 1] - ts[k]),
+                rtol=self.rtol,
+                atol=self.atol,
+                max_steps=int(self.config["max_steps"]),
+                nc1_target=self.config["nc1_target"] or None,
+                progress=False,
+            )
+        except ODEFailure as e:  # each segment starts its clock at 0: report run time
+            raise NumericalError(
+                f"the ODE solve stopped at t = {ts[k] + e.t_reached:.4g}, between the save times "
+                f"{ts[k]:.4g} and {ts[k + 1]:.4g} (max_steps counts per segment): {e.reason}; "
+                f"{e.hint}"
+            ) from None
+
+    def _gd_segment(self, y, gap):
+        """The segment's trajectory, or None when a step went non-finite."""
+        from ._discrete import gradient_descent
+
+        try:
+            return gradient_descent(self.flow, y, self.eta, gap)
+        except NumericalError:
+            return None
+
+    def _metrics(self, method, snapshots, stop_time, num_steps, snapshot_metrics):
+        ts, flow = self.ts, self.flow
+        if method == "gd":  # a diverged run stops early: hold its last state, masked below
+            snapshots = snapshots + [snapshots[-1]] * (len(ts) - len(snapshots))
         times = ts[: len(snapshots)].copy()
         if np.isfinite(stop_time):
             times[-1] = stop_time
-            log(f"ode: stopped at the NC1 target at t = {times[-1]:.4g}")
+            self.log(f"ode: stopped at the NC1 target at t = {times[-1]:.4g}")
         stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *snapshots)
         # An ODE state is known to about its tolerances, which bounds the ω_j it resolves.
         metrics = snapshot_metrics(
             stacked,
             flow.decomposition_lambda,
-            accuracy=max(rtol, atol) if method == "ode" else 0.0,
+            accuracy=max(self.rtol, self.atol) if method == "ode" else 0.0,
         )
         if flow.reduced:
             del metrics["nc4"]  # NC4 needs the samples: not a column of NaN in the results
-        series = _series(
-            method, times if method == "ode" else steps[: len(snapshots)] * eta, metrics
+        if method == "ode":
+            self.log(f"ode: {num_steps} adaptive steps in this call")
+            out = series("ode", times, metrics)
+            out["ode/status"] = np.asarray(int(Status.successful))
+            return out
+        gaps = np.diff(np.concatenate([[0], self.steps]))
+        ok, first = gd_verdict(
+            jnp.asarray(stacked.objective), self.snapshot0.objective, -1, jnp.asarray(gaps)
         )
-        if method == "gd":
-            series["gd/eta"] = np.asarray(eta)
-        done.update(series)
-        log(
-            f"{method}: "
-            + (
-                f"{num_steps} adaptive steps in this call"
-                if method == "ode"
-                else f"{int(steps[len(snapshots) - 1])} steps of eta = {eta:.4g}"
-            )
+        ok = np.asarray(ok)
+        metrics = {
+            k: np.where(ok.reshape(ok.shape + (1,) * (v.ndim - 1)), v, np.nan)
+            for k, v in metrics.items()
+        }
+        self.log(f"gd: {int(self.steps[len(snapshots) - 1])} steps of eta = {self.eta:.4g}")
+        out = series("gd", self.steps * self.eta, metrics)
+        out["gd/eta"] = np.asarray(self.eta)
+        out["gd/status"] = np.asarray(
+            int(Status.successful if int(first) < 0 else Status.gd_diverged)
         )
-        checkpoint.save(done, method, len(ts) - 1, y, snapshots, stop_time)
-    bar.close()
-    results = dict(done)
-    if omega0 is not None:
-        flow_kind = "renormalised" if config["flow"] == "renormalised" else "whitened"
-        omega = np.asarray(
-            eigen_dynamics(
-                omega0, int(config["classes"]), int(config["per_class"]), flow=flow_kind
-            )(ts)
-        )
-        loss, loss_nc1, loss_nc23 = (
-            np.asarray(x) for x in central_path_loss_terms(omega, int(config["classes"]))
-        )
-        results.update(
-            _series(
-                "closed_form",
-                ts,
-                {
-                    "snr": omega,
-                    "nc1": np.asarray(nc1_from_snr(omega)),
-                    "loss": loss,
-                    "loss_nc1": loss_nc1,
-                    "loss_nc23": loss_nc23,
-                },
-            )
-        )
-    return results
+        return out

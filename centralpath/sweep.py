@@ -120,14 +120,18 @@ import numpy as np
 from ._errors import SEED_MAX, InputError, NumericalError, require, require_seed
 from ._resources import check_memory
 from ._runtime import configure_cpu_runtime
-from .simulate import (
-    DEFAULTS,
-    FLOW_NAMES,
+from ._series import (
+    CLOSED_FORM_QUANTITIES,
+    Status,
     automatic_eta,
+    check_stable,
+    closed_form_series,
+    gd_verdict,
     save_times,
     solver_tolerances,
-    validate,
+    step_plan,
 )
+from .simulate import DEFAULTS, FLOW_NAMES, validate
 
 configure_cpu_runtime()
 
@@ -137,7 +141,7 @@ NOT_SWEEPABLE = ("methods", "nc1_target")
 OPTIONS: dict[str, Any] = {"precision": "float64", "record": "final", "quantities": "all"}
 PRECISIONS = ("float64", "float32")
 RECORDS = ("final", "all")
-CLOSED_FORM_KEYS = ("objective", "loss", "loss_nc1", "loss_nc23", "nc1", "etf_distance", "snr")
+CLOSED_FORM_KEYS = CLOSED_FORM_QUANTITIES
 MAX_CONFIGS = 10_000_000
 CHUNK_BYTES = 1 << 19
 SPREAD = 8
@@ -482,29 +486,6 @@ def _mask_metrics(metrics: dict, ok) -> dict:
     }
 
 
-def _closed_form_metrics(omega0, ts, C: int, N: int, kind: str) -> dict:
-    """ω(t) and what follows from it alone (docs/theory.md §5): L_LS = objective, its terms, NC1 and
-    the ETF distance, which for M̄ = U diag(ω) Vᵀ with V spanning 1^⊥ is ‖ω²/‖ω²‖ − 1/√(C−1)‖."""
-    import jax.numpy as jnp
-
-    from ._eigen import central_path_loss_terms, eigen_dynamics, nc1_from_snr
-
-    omega = eigen_dynamics(omega0, C, N, flow=kind)(ts)
-    loss, loss_nc1, loss_nc23 = central_path_loss_terms(omega, C)
-    w2 = omega**2
-    shape = w2 / jnp.linalg.norm(w2, axis=-1, keepdims=True)
-    etf = jnp.linalg.norm(shape - 1.0 / jnp.sqrt(C - 1.0), axis=-1)
-    return dict(
-        objective=loss,
-        loss=loss,
-        loss_nc1=loss_nc1,
-        loss_nc23=loss_nc23,
-        nc1=nc1_from_snr(omega),
-        etf_distance=etf,
-        snr=omega,
-    )
-
-
 def _sequential(fn):
     """`fn` (whose arguments may hold `eqx.Module`s) batched as a loop of unbatched calls.
 
@@ -636,19 +617,18 @@ def _group_program(
         if "gd" in parts:
             snaps, bad = loop(gd_one)(flow, y0, eta_b, gaps_b)
             snap0 = flow.snapshot(0.0, y0)
-            snaps, ok = _sanitise(snaps, snap0, 1)
-            # Saves before the first non-finite step keep their numbers; as in simulate, a run
-            # whose objective grows tenfold has diverged (a stable step never does that).
-            ok = ok & ((bad < 0) | (jnp.cumsum(gaps_b) < bad))
-            ok = ok & (snaps.objective <= 10.0 * snap0.objective)
-            ok = jnp.cumprod(ok.astype(jnp.int32)).astype(bool)
+            snaps, sane = _sanitise(snaps, snap0, 1)
+            # The verdict simulate gives too: saves before the first non-finite step or a
+            # tenfold growth of the objective keep their numbers.
+            ok, _ = gd_verdict(snaps.objective, snap0.objective, bad, gaps_b)
+            ok = ok & jnp.cumprod(sane.astype(jnp.int32)).astype(bool)
             bad = jnp.where((bad < 0) & ~jnp.all(ok), jnp.argmin(ok), bad)
             lam = jnp.asarray(flow.decomposition_lambda)
             metrics = jax.vmap(metrics_of, in_axes=(0, None))(snaps, lam)
             res["gd"] = _mask_metrics(metrics, ok)
             res["gd_bad"] = bad  # ≥ 0: diverged (the step, or the save index of the growth)
         if "closed_form" in parts:
-            res["closed_form"] = _closed_form_metrics(omega0, ts, C, N, kind)
+            res["closed_form"] = closed_form_series(omega0, ts, C, N, kind)
         return res
 
     def local(seeds, params, eta, gaps, ts, count):
@@ -816,25 +796,17 @@ def batched_simulate(
     params_dev = {k: put(v) for k, v in params.items()}
     seeds_dev = put(seeds)
     if "gd" in parts:
-        if np.any(eta == 0):
-            rho_prog = _group_program(static_items, mesh, ("rho",), 1e-10, chunk)
-            out = rho_prog(
-                seeds_dev, params_dev, put(padded(eta, fdt)), put(padded(gaps, idt)), ts_dev, count
-            )
-            rho = _fetch(out["rho"])[:B]
-            stable = np.where(rho > 0, 2.0 / np.where(rho > 0, rho, 1.0), np.inf)
-            eta = np.where(eta == 0, automatic_eta(stable, float(static["t_end"])), eta)
-        steps = np.round(ts[None, :] / eta[:, None])  # floats until checked (int64 would wrap)
-        worst = int(np.argmax(steps[:, -1]))
-        require(
-            steps[worst, -1] <= static["max_gd_steps"],
-            f"gradient descent would take {steps[worst, -1]:.3g} steps of eta = {eta[worst]:.3g} to "
-            f"reach t-end = {static['t_end']} (seed {configs[worst]['seed']}); raise eta, lower "
-            "t-end, or raise max_gd_steps",
+        # The stable step of every configuration: automatic steps are half of it, and a given
+        # step beyond it is refused as in simulate (the flow would not be followed).
+        rho_prog = _group_program(static_items, mesh, ("rho",), 1e-10, chunk)
+        out = rho_prog(
+            seeds_dev, params_dev, put(padded(eta, fdt)), put(padded(gaps, idt)), ts_dev, count
         )
-        if np.any(steps[:, -1] == 0):
-            raise InputError(f"eta = {eta[np.argmin(steps[:, -1])]:.3g} exceeds t-end; lower eta")
-        steps = steps.astype(np.int64)
+        rho = _fetch(out["rho"])[:B]
+        stable = np.where(rho > 0, 2.0 / np.where(rho > 0, rho, 1.0), np.inf)
+        eta = np.where(eta == 0, automatic_eta(stable, float(static["t_end"])), eta)
+        check_stable(eta, stable)
+        steps = step_plan(ts, eta, static["max_gd_steps"], static["t_end"])
         gaps = np.diff(np.concatenate([np.zeros((B, 1), np.int64), steps], axis=1), axis=1)
     program = _group_program(static_items, mesh, tuple(parts), metrics_rtol(fdt), chunk)
     out = program(
@@ -862,6 +834,9 @@ def batched_simulate(
                 if keep(k):
                     res[f"gd/{k}"] = np.asarray(v[i])
             res["gd/eta"] = np.asarray(eta[i])
+            res["gd/status"] = np.asarray(
+                int(Status.gd_diverged if bad[i] >= 0 else Status.successful)
+            )
             results[i].update(res)
     if "closed_form" in parts:
         for i in range(B):
@@ -878,6 +853,7 @@ def batched_simulate(
         log(f"ode: {int(out['ode_steps'][0])} adaptive steps shared by {B} configurations")
         for i in range(B):
             results[i]["ode/times"] = np.asarray(ts, float)
+            results[i]["ode/status"] = np.asarray(int(Status.successful))
             for k, v in out["ode"].items():
                 if keep(k):
                     results[i][f"ode/{k}"] = np.asarray(v[i])

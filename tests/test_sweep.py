@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from centralpath import sweep as sw
+import centralpath as cp
+from centralpath import simulate as sim, sweep as sw
+from centralpath._series import Status
 from centralpath.cli import main
 from centralpath.simulate import simulate
 
@@ -37,7 +39,7 @@ lam_w = [1e-3, 1e-2]
 
 
 def _eta(flow):
-    return {"renormalised": 5.0, "ufm": 0.5}[flow]
+    return {"renormalised": 5.0, "ufm": 0.25}[flow]
 
 
 def _spec(text=SWEEP_TOML):
@@ -147,7 +149,9 @@ def test_batched_equals_simulate(run, flow):
         ref = simulate(config)
         key = tuple(sw._cell(config[k]) for k in spec.swept)
         # The CSV holds one row per distinct time (GD saves repeat when round(t/η) does).
-        ref = {q: _at_distinct_times(ref, q) for q in ref if not q.endswith(("times", "eta"))}
+        ref = {
+            q: _at_distinct_times(ref, q) for q in ref if not q.endswith(("times", "eta", "status"))
+        }
         got = {q: v.reshape(np.shape(ref[q])) for q, v in table[key].items() if q in ref}
         series = {"gd", "closed_form"} if flow == "renormalised" else {"gd"}
         assert {q.split("/")[0] for q in got} == series
@@ -157,12 +161,67 @@ def test_batched_equals_simulate(run, flow):
 def test_batched_simulate_in_memory_matches_and_keeps_simulate_times():
     spec = _spec()
     configs = [c for c in spec.configs if c["flow"] == "ufm"]
-    configs = [{**c, "eta": 0.5, "t_end": 10.0} for c in configs]
+    configs = [{**c, "eta": 0.25, "t_end": 10.0} for c in configs]
     res = sw.batched_simulate(configs, record="all")
     for c, r in zip(configs, res, strict=True):
         ref = simulate(c)
         np.testing.assert_array_equal(r["gd/times"], ref["gd/times"])
         _close({k: v for k, v in r.items() if not k.endswith("times")}, ref, 1e-12)
+
+
+@pytest.mark.parametrize(
+    "flow, extra",
+    [("renormalised", {"eta": 5.0}), ("ufm", {"eta": 0.25, "t_end": 10.0}), ("central-path", {})],
+)
+def test_same_configuration_same_results_whichever_command_ran_it(flow, extra):
+    """simulate and a one-configuration sweep write the same keys (series, quantities, status)
+    and the same numbers: GD bitwise-or-rounding, the closed form to 1e-12; the sweep replaces
+    the renormalised flows' ODE by their exact closed form, which simulate writes too."""
+    config = {
+        **sim.DEFAULTS,
+        "flow": flow,
+        "classes": 3,
+        "per_class": 4,
+        "dim": 4,
+        "methods": ["gd"],
+        "t_end": 100.0,
+        "num_saves": 4,
+        **extra,
+    }
+    ref = simulate(config)
+    (got,) = sw.batched_simulate([config], record="all")
+    assert set(got) == set(ref)
+    for k in ref:
+        assert np.shape(got[k]) == np.shape(ref[k]), k
+    assert int(got["gd/status"]) == int(ref["gd/status"]) == 0
+    np.testing.assert_array_equal(got["gd/times"], ref["gd/times"])
+    _close(got, ref, 1e-12)
+
+
+def test_a_diverged_run_is_reported_as_data_or_raised_on_request():
+    """The same verdict in both commands: NaN metrics from the divergence on and a status, or
+    (simulate's default, the command line's choice) a NumericalError."""
+    config = {
+        **sim.DEFAULTS,
+        "flow": "ufm",
+        "classes": 3,
+        "per_class": 4,
+        "dim": 4,
+        "methods": ["gd"],
+        "t_end": 100.0,
+        "num_saves": 6,
+        "eta": 5.0,
+    }
+    with pytest.warns(cp.CentralpathWarning, match="beyond the largest stable step"):
+        with pytest.raises(cp.NumericalError, match="diverged"):
+            simulate(config)
+        ref = simulate(config, throw=False)
+        (got,) = sw.batched_simulate([config], record="all")
+    for res in (ref, got):
+        assert int(res["gd/status"]) == int(Status.gd_diverged)
+        nc1 = res["gd/nc1"]
+        assert np.isfinite(nc1[0]) and np.isnan(nc1[-1])
+    np.testing.assert_array_equal(np.isnan(got["gd/nc1"]), np.isnan(ref["gd/nc1"]))
 
 
 def test_closed_form_etf_distance_at_t0_matches_the_metric(run):

@@ -144,6 +144,25 @@ def _kept(e: BaseException) -> str:
     return ""
 
 
+def _one_line_warnings(name: str) -> None:
+    """Print the package's warnings as one line each ("centralpath CMD: warning: …"), shown
+    with --quiet too: they qualify a result, they are not progress."""
+    import warnings
+
+    from .._errors import CentralpathWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, CentralpathWarning):
+            print(f"{name}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", CentralpathWarning)
+
+
 def _main(argv: list[str] | None, interrupts: _Interrupts) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -156,6 +175,7 @@ def _main(argv: list[str] | None, interrupts: _Interrupts) -> int:
 
     name = f"centralpath {args.command}"
     configure_cpu_runtime()  # before the JAX backend starts
+    _one_line_warnings(name)
     try:
         import jax
 
