@@ -5,6 +5,12 @@ Importing this package loads JAX and Equinox only; Diffrax, the networks and the
 load when first used.
 """
 
+from ._accumulate import (
+    StatsAccumulator as StatsAccumulator,
+    accumulate as accumulate,
+    merge_across_processes as merge_across_processes,
+    sharded_stats as sharded_stats,
+)
 from ._discrete import (
     gradient_descent as gradient_descent,
     stable_step_size as stable_step_size,

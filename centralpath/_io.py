@@ -393,16 +393,24 @@ def _as_float(name: str, a: np.ndarray, source: str) -> np.ndarray:
 
 
 def validate_features_arrays(
-    arrays: dict[str, np.ndarray], source: str = "features file"
+    arrays: dict[str, np.ndarray], source: str = "features file", *, streamed: tuple = ()
 ) -> FeaturesFile:
-    """Check a dict of arrays against the features-file schema (see the module docstring)."""
+    """Check a dict of arrays against the features-file schema (see the module docstring).
+
+    `streamed` names members ("features", "W") given as placeholders of the right shape whose
+    values the caller reads and checks chunk by chunk (`_stream`): only their shapes are checked.
+    """
     missing = [k for k in ("features", "labels") if k not in arrays]
     require(
         not missing,
         f"{source} lacks {' and '.join(repr(k) for k in missing)}; it needs 'features' [K, n, p] "
         "and 'labels' [n] (see the README's features-file schema)",
     )
-    H = _as_float("features", np.asarray(arrays["features"]), source)
+    H = (
+        arrays["features"]
+        if "features" in streamed
+        else _as_float("features", np.asarray(arrays["features"]), source)
+    )
     require(
         H.ndim in (2, 3),
         f"{source}: 'features' must be [n, p] or [K, n, p], got shape {H.shape}",
@@ -436,7 +444,7 @@ def validate_features_arrays(
 
     W = b = None
     if "W" in arrays:
-        W = _as_float("W", np.asarray(arrays["W"]), source)
+        W = arrays["W"] if "W" in streamed else _as_float("W", np.asarray(arrays["W"]), source)
         if W.ndim == 2:
             W = W[None]
         require(

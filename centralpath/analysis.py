@@ -90,12 +90,12 @@ def _coinciding_means(stats) -> jax.Array:
     return jnp.min(off_diagonal) <= COINCIDING_MEANS * scale
 
 
-@eqx.filter_jit
-def _checkpoint(H, labels, W, b, lam, num_classes: int, rtol: float):
-    stats = _class_stats(H, labels, num_classes)
+def _from_stats(stats, W, b, lam, rtol: float, features=None, labels=None):
+    """Every record value but NC4 from the class statistics (and the classifier). With the
+    samples at hand (`features`, `labels`) ω_j are resolved from the deviations when Σ_W alone
+    cannot (docs/theory.md §7½); streamed checkpoints use the statistics alone."""
     out = {}
-    # The samples are at hand: ω_j are resolved from the deviations when Σ_W alone cannot.
-    m = collapse_metrics(stats, W, rtol=rtol, features=H, labels=labels)
+    m = collapse_metrics(stats, W, rtol=rtol, features=features, labels=labels)
     out.update(
         nc1=m.nc1,
         nc2_equinorm_means=m.nc2_equinorm_means,
@@ -115,7 +115,7 @@ def _checkpoint(H, labels, W, b, lam, num_classes: int, rtol: float):
             nc2_equinorm_classifier=m.nc2_equinorm_classifier,
             nc2_equiangular_classifier=m.nc2_equiangular_classifier,
             nc3=m.nc3,
-            nc4=nc4(H, stats, W, b),
+            nc4=None,  # per sample: filled in by the caller (keeps the record's key order)
             loss=d.loss,
             loss_nc1=d.nc1,
             loss_nc23=d.nc23,
@@ -126,19 +126,52 @@ def _checkpoint(H, labels, W, b, lam, num_classes: int, rtol: float):
     return out
 
 
+@eqx.filter_jit
+def _checkpoint(H, labels, W, b, lam, num_classes: int, rtol: float):
+    stats = _class_stats(H, labels, num_classes)
+    # The samples are at hand: ω_j are resolved from the deviations when Σ_W alone cannot.
+    out = _from_stats(stats, W, b, lam, rtol, features=H, labels=labels)
+    if W is not None:
+        out["nc4"] = nc4(H, stats, W, b)
+    return out
+
+
+# One compiled program per (C, p) for every streamed checkpoint and statistics file.
+_checkpoint_from_stats = eqx.filter_jit(_from_stats)
+
+
+def _record(epoch: float, out: dict) -> dict:
+    rec = {key: None for key in RECORD_KEYS}
+    rec["epoch"] = float(epoch)
+    for key, v in out.items():
+        rec[key] = None if v is None else np.asarray(v).tolist()
+    return rec
+
+
 def analyze(
-    ff: FeaturesFile,
+    ff,
     *,
     weight_decay: float | None = None,
     rtol: float = DEFAULT_RTOL,
     source: str = "features file",
+    rows: int | None = None,
+    on_checkpoint=None,
 ) -> list[dict]:
     """One record per checkpoint with the keys of `RECORD_KEYS` (classifier keys None without W).
 
-    λ for the decomposition is the file's `weight_decay` unless `weight_decay` is given: docs/theory.md
-    §7½ — with λ = 0 the least-squares classifier of real features is ill-conditioned and the
-    distance to it meaningless.
+    `ff` is a `FeaturesFile` (features in memory) or a streamed source of `_stream.open_source`
+    (a features file read one checkpoint at a time in chunks of `rows` samples, or a statistics
+    file). Streamed, the memory is O(rows·p + p² + C·p) whatever n and K, NC4 is counted in a
+    second pass over each checkpoint's chunks, and ω_j come from the statistics alone (resolved
+    down to ~1e-14 of the total variance instead of ~1e-20 with the samples in memory).
+    `on_checkpoint(checkpoint)` receives each streamed checkpoint's statistics (`--save-stats`).
+
+    λ for the decomposition is the file's `weight_decay` unless `weight_decay` is given:
+    docs/theory.md §7½ — with λ = 0 the least-squares classifier of real features is
+    ill-conditioned and the distance to it meaningless.
     """
+    if not isinstance(ff, FeaturesFile):
+        return _analyze_streamed(ff, weight_decay, rtol, rows, on_checkpoint)
     check_analysable(ff, source)
     lam = ff.weight_decay if weight_decay is None else float(weight_decay)
     require(lam >= 0, f"weight decay must be >= 0, got {lam}")
@@ -150,9 +183,65 @@ def analyze(
         out = jax.device_get(
             _checkpoint(jnp.asarray(ff.features[k]), labels, W, b, lam, ff.num_classes, rtol)
         )
-        rec = {key: None for key in RECORD_KEYS}
-        rec["epoch"] = float(ff.epochs[k])
-        for key, v in out.items():
-            rec[key] = np.asarray(v).tolist()
-        records.append(rec)
+        records.append(_record(ff.epochs[k], out))
+    return records
+
+
+def _check_scale(big, spread, source: str, k: int) -> None:
+    """`check_analysable`'s float64 range check for one streamed checkpoint."""
+    if big is not None:
+        require(
+            big <= FEATURE_SCALE_LIMIT,
+            f"{source}: the features at checkpoint {k} reach {big:.1e}, where their products "
+            f"overflow float64; rescale them (every collapse metric is scale-invariant), e.g. "
+            f"divide by {big:.0e}",
+        )
+    if spread is not None:
+        require(
+            spread == 0.0 or spread >= 1.0 / FEATURE_SCALE_LIMIT,
+            f"{source}: the features at checkpoint {k} vary by at most {spread:.1e}, where their "
+            "second moments underflow float64; rescale them (every collapse metric is "
+            f"scale-invariant), e.g. multiply by {1 / spread:.0e}",
+        )
+
+
+def _check_counts(counts, source: str) -> None:
+    if np.any(counts < 2):
+        c = int(np.argmax(counts < 2))
+        raise InputError(
+            f"{source}: class {c} has {int(counts[c])} sample; Sigma_W (inverted for NC1 and the "
+            "SNR) needs at least 2 samples per class — add samples or drop the class"
+        )
+
+
+def _analyze_streamed(src, weight_decay, rtol, rows, on_checkpoint) -> list[dict]:
+    source = src.source
+    C, p = src.num_classes, src.dim
+    require(
+        p >= C - 1,
+        f"{source}: feature dimension p = {p} is below C-1 = {C - 1}; the class means need C-1 "
+        "dimensions — capture a wider layer",
+    )
+    if src.kind == "features":
+        _check_counts(src.class_counts(), source)
+    else:
+        for counts in src.counts:
+            _check_counts(counts, source)
+    lam = src.weight_decay if weight_decay is None else float(weight_decay)
+    require(lam >= 0, f"weight decay must be >= 0, got {lam}")
+    records = []
+    for k, ck in enumerate(src.checkpoints(rows)):
+        big, spread = ck.feature_max_abs, ck.feature_spread
+        if big is None:  # a statistics file without the features' range: bound it by theirs
+            big = float(np.max(np.abs(ck.acc.means)))
+        _check_scale(big, spread, source, k)
+        stats = ck.acc.finalize()
+        W = None if ck.W is None else jnp.asarray(ck.W)
+        b = None if ck.b is None else jnp.asarray(ck.b)
+        out = jax.device_get(_checkpoint_from_stats(stats, W, b, lam, rtol))
+        if W is not None and float(ck.acc.nc4_samples) > 0:
+            out["nc4"] = float(ck.acc.nc4())
+        records.append(_record(ck.epoch, out))
+        if on_checkpoint is not None:
+            on_checkpoint(ck)
     return records

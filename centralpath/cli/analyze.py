@@ -12,6 +12,13 @@ def register(p) -> None:
     p.add_argument("features", help="features file (.npz; schema in the README)")
     p.add_argument("--json", metavar="OUT", help="also write the records as JSON")
     p.add_argument(
+        "--save-stats",
+        metavar="STATS",
+        help="also write the class statistics of every checkpoint (counts, class means, "
+        "Sigma_W, W, b, NC4 count) as a statistics file, which analyze and compare accept in "
+        "place of the features",
+    )
+    p.add_argument(
         "--weight-decay",
         type=float,
         default=None,
@@ -27,9 +34,11 @@ def register(p) -> None:
 
 
 def run(args) -> int:
+    import contextlib
+
     from .._errors import require
-    from .._io import load_features
     from .._rundir import check_output_file
+    from .._stream import StatsWriter, open_source, record_of
     from ..analysis import analyze
     from ._common import write_output_json
     from ._records import checkpoint_records, least_squares_warning
@@ -42,10 +51,22 @@ def run(args) -> int:
     )
     if args.json:  # before the work: `--json` naming the input (or a folder) fails at once
         check_output_file(args.json, inputs=[args.features])
-    ff = load_features(args.features)
-    records = analyze(
-        ff, weight_decay=args.weight_decay, rtol=args.rtol, source=f"features file {args.features}"
-    )
+    if args.save_stats:
+        check_output_file(args.save_stats, inputs=[args.features, args.json], flag="--save-stats")
+    # Streamed: one checkpoint at a time, samples in chunks (memory independent of n and K).
+    ff = open_source(args.features)
+    writer = None
+    if args.save_stats:
+        writer = StatsWriter(args.save_stats, ff.num_classes, ff.dim, ff.num_checkpoints)
+    with writer if writer is not None else contextlib.nullcontext():
+        records = analyze(
+            ff,
+            weight_decay=args.weight_decay,
+            rtol=args.rtol,
+            on_checkpoint=None if writer is None else writer.add,
+        )
+        if writer is not None:
+            writer.close(weight_decay=ff.weight_decay, **record_of(ff))
     warning = least_squares_warning(ff, records)
     if warning:
         print(f"centralpath analyze: warning: {warning}", file=sys.stderr)

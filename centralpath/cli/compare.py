@@ -64,7 +64,12 @@ def compare_features(ff, *, flow="renormalised", weight_decay=None, rtol=1e-10):
     records = analyze(ff, weight_decay=weight_decay, rtol=rtol)
     epochs = np.asarray([r["epoch"] for r in records], float)
     omega = np.asarray([r["snr"] for r in records], float)
-    counts = np.bincount(ff.labels, minlength=ff.num_classes)
+    # A streamed source or statistics file has no labels in memory; it knows its counts.
+    counts = (
+        ff.class_counts()
+        if hasattr(ff, "class_counts")
+        else np.bincount(ff.labels, minlength=ff.num_classes)
+    )
     per_class = float(counts.mean())
     nc1 = np.asarray([r["nc1"] for r in records], float)
     fit = fit_theory(epochs, omega, ff.num_classes, per_class, flow=flow, nc1=nc1)
@@ -111,8 +116,9 @@ def run(args) -> int:
     import sys
 
     from .._errors import require
-    from .._io import load_features, write_json
+    from .._io import write_json
     from .._rundir import RunDir, check_output_file, check_run_path, resolve_config
+    from .._stream import open_source
     from ._common import write_output_json
 
     config = resolve_config(DEFAULTS, args, config_path=args.config)
@@ -138,7 +144,7 @@ def run(args) -> int:
     out = (args.out or "runs/compare") if (args.out or args.config) else None
     if out is not None:
         check_run_path(out, overwrite=args.overwrite, inputs=[features, args.config, args.json])
-    ff = load_features(features)
+    ff = open_source(features)  # one checkpoint at a time: memory independent of n and K
     require(
         ff.num_checkpoints >= 2,
         f"{features} has {ff.num_checkpoints} checkpoint; comparing dynamics needs at least 2 "

@@ -1,0 +1,418 @@
+"""Class statistics that merge exactly: from sample chunks, batches, devices and hosts.
+
+Every metric but the per-sample ones (NC4, CDNV) is a function of the counts n_c, the class
+means μ_c and Σ_W (docs/theory.md §1). `StatsAccumulator` holds them in float64 as counts,
+running class means and the within-class scatter S = Σ_i (h_i − μ_{c(i)})(h_i − μ_{c(i)})ᵀ, and
+combines two sets of samples A and B exactly (Chan, Golub & LeVeque's pairwise update, class by
+class, pooled over classes):
+
+    n_c = n_c^A + n_c^B,   μ_c = μ_c^A + (n_c^B / n_c) δ_c,   δ_c = μ_c^B − μ_c^A
+    S   = S^A + S^B + Σ_c (n_c^A n_c^B / n_c) δ_c δ_cᵀ
+
+A chunk's own statistics are taken from its deviations about its own class means, so nothing is
+ever formed as a second moment minus a squared mean: nearly collapsed features keep their
+digits, and any split of the samples into chunks, batches, devices or hosts gives the statistics
+of one pass over all of them to rounding (~1e-15 relative; tested to 1e-12). A class missing
+from a chunk contributes nothing.
+
+The state is an immutable `equinox.Module`: `update` and `merge` return new accumulators. Its
+arrays are NumPy arrays on the host (`StatsAccumulator.zeros(C, p)`, fast: the chunk's p×p
+product is one BLAS SYRK) or JAX arrays (`backend="jax"`, jit-able, on any device); `finalize`
+returns a `ClassStats`. The NC4 count is per sample: after the statistics are complete,
+`count_nc4` counts, over the same samples, where the classifier disagrees with the nearest of
+the accumulator's (final) class means.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ._errors import InputError, require
+from ._stats import ClassStats
+
+
+def _require_x64(what: str) -> None:
+    require(
+        bool(jax.config.jax_enable_x64),
+        f"{what} needs float64 in JAX; call jax.config.update('jax_enable_x64', True) before "
+        "creating any array",
+    )
+
+
+def _is_host(*arrays) -> bool:
+    """Whether every array is a NumPy array (or a Python/NumPy scalar): then the host path."""
+    return all(isinstance(a, np.ndarray | np.generic | int | float) for a in arrays)
+
+
+def _check_labels(labels, n: int, num_classes: int) -> None:
+    """Labels outside 0..C−1 would be dropped or wrap silently: refuse them (concrete input)."""
+    require(
+        np.shape(labels) == (n,),
+        f"labels must have shape [n] = [{n}] to match the features, got {np.shape(labels)}",
+    )
+    if n == 0 or isinstance(labels, jax.core.Tracer):
+        return
+    lab = np.asarray(labels)
+    require(
+        np.issubdtype(lab.dtype, np.integer),
+        f"labels must be integers 0..C-1, got dtype {lab.dtype}; cast them with .astype(int)",
+    )
+    lo, hi = int(lab.min()), int(lab.max())
+    require(
+        lo >= 0 and hi < num_classes,
+        f"labels must lie in 0..{num_classes - 1}, found {lo}..{hi}; relabel the classes or pass "
+        "the right number of classes",
+    )
+
+
+def chunk_moments(xp, features, labels, num_classes: int, mask=None):
+    """(counts [C], class means [C, p], scatter [p, p]) of one chunk, about its own class means.
+
+    `xp` is `numpy` or `jax.numpy` (or a namespace with `arange`, `where`, `sqrt`: the PyTorch
+    recorder passes one). `features` must already be float64; `mask` [m] (1 keep, 0 drop) lets
+    a padded, fixed-shape chunk compile once.
+    """
+    one_hot = labels[:, None] == xp.arange(num_classes)[None, :]
+    one_hot = one_hot * (1.0 if mask is None else mask[:, None])  # bool -> float64
+    one_hot = one_hot + xp.zeros_like(features[:1, :1])  # the features' dtype and device
+    counts = one_hot.sum(0)
+    means = (one_hot.T @ features) / xp.where(counts > 0, counts, 1.0)[:, None]
+    deviations = features - means[labels]
+    if mask is not None:
+        deviations = deviations * mask[:, None]
+    # Aᵀ A of one operand: NumPy calls SYRK (half a GEMM's flops); XLA a GEMM.
+    return counts, means, deviations.T @ deviations
+
+
+def _host_chunk_moments(features: np.ndarray, labels: np.ndarray, num_classes: int):
+    """`chunk_moments` on the host with no copy beyond the float64 chunk: its deviations are
+    formed in place and their Gram matrix is one SYRK (NumPy detects `D.T @ D`)."""
+    X = np.array(features, dtype=np.float64, order="C", copy=True)
+    one_hot = np.zeros((X.shape[0], num_classes))
+    one_hot[np.arange(X.shape[0]), labels] = 1.0
+    counts = one_hot.sum(0)
+    means = (one_hot.T @ X) / np.where(counts > 0, counts, 1.0)[:, None]
+    X -= means[labels]
+    return counts, means, X.T @ X
+
+
+def merge_moments(xp, a, b):
+    """The pairwise update of the module docstring: (counts, means, scatter) of A ∪ B."""
+    na, ma, sa = a
+    nb, mb, sb = b
+    n = na + nb
+    frac_b = nb / xp.where(n > 0, n, 1.0)
+    delta = mb - ma
+    means = ma + delta * frac_b[:, None]  # exactly μ^B when A has none of the class
+    weighted = delta * xp.sqrt(na * frac_b)[:, None]  # √(n_A n_B / n) δ: zero if either is empty
+    return n, means, sa + sb + weighted.T @ weighted
+
+
+def _nc4_mismatches(xp, features, W, b, means, mask=None):
+    """How many rows have argmax_c (W h + b)_c ≠ argmin_c ‖h − μ_c‖ (`_metrics.nc4`'s rule)."""
+    predicted = xp.argmax(features @ W.T + b, axis=1)
+    # ‖h − μ_c‖² up to the c-independent ‖h‖², as `_metrics.nc4` computes it.
+    nearest = xp.argmin(-2.0 * features @ means.T + (means**2).sum(1), axis=1)
+    miss = (predicted != nearest) * 1.0
+    if mask is not None:
+        miss = miss * mask
+    return miss.sum()
+
+
+class StatsAccumulator(eqx.Module):
+    """Mergeable float64 class statistics (module docstring).
+
+    **Fields:**
+
+    - `counts` [C]: samples per class so far.
+    - `means` [C, p]: their class means (rows are classes; zero for a class not yet seen).
+    - `scatter` [p, p]: Σ_i (h_i − μ_{c(i)})(h_i − μ_{c(i)})ᵀ, not divided by n.
+    - `nc4_mismatches`, `nc4_samples`: what `count_nc4` has counted (0 until it is called).
+
+    Build one with `StatsAccumulator.zeros(C, p)` (NumPy) or `zeros(C, p, backend="jax")`, then
+    `acc = acc.update(features, labels)` per chunk or batch, `acc = acc.merge(other)` to join
+    two, and `acc.finalize()` for the `ClassStats`. `update` casts features to float64 first.
+    """
+
+    counts: Float[Array, " C"]
+    means: Float[Array, "C p"]
+    scatter: Float[Array, "p p"]
+    nc4_mismatches: Float[Array, ""]
+    nc4_samples: Float[Array, ""]
+
+    def __check_init__(self):
+        C, p = np.shape(self.means)
+        if np.shape(self.counts) != (C,) or np.shape(self.scatter) != (p, p):
+            raise InputError(
+                f"accumulator shapes do not agree: counts {np.shape(self.counts)}, means "
+                f"{np.shape(self.means)}, scatter {np.shape(self.scatter)}"
+            )
+
+    @classmethod
+    def zeros(cls, num_classes: int, dim: int, *, backend: str = "numpy") -> StatsAccumulator:
+        """An empty accumulator for C classes of p-dimensional features, with NumPy (host) or
+        JAX (`backend="jax"`, needs `jax_enable_x64`) arrays."""
+        require(
+            isinstance(num_classes, int | np.integer) and num_classes >= 1,
+            f"num_classes must be a positive integer, got {num_classes!r}",
+        )
+        require(
+            isinstance(dim, int | np.integer) and dim >= 1,
+            f"dim must be a positive integer, got {dim!r}",
+        )
+        require(backend in ("numpy", "jax"), f"unknown backend {backend!r}; use numpy or jax")
+        if backend == "jax":
+            _require_x64("a JAX StatsAccumulator")
+        xp = np if backend == "numpy" else jnp
+        z = lambda *shape: xp.zeros(shape, dtype=xp.float64)  # noqa: E731
+        return cls(z(num_classes), z(num_classes, dim), z(dim, dim), z(), z())
+
+    @classmethod
+    def from_arrays(cls, counts, means, scatter, nc4_mismatches=0.0, nc4_samples=0.0):
+        """An accumulator from saved arrays (NumPy float64)."""
+        f = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
+        return cls(f(counts), f(means), f(scatter), f(nc4_mismatches), f(nc4_samples))
+
+    @property
+    def num_classes(self) -> int:
+        return int(np.shape(self.means)[0])
+
+    @property
+    def dim(self) -> int:
+        return int(np.shape(self.means)[1])
+
+    @property
+    def n(self):
+        return self.counts.sum()
+
+    @property
+    def _host(self) -> bool:
+        return _is_host(self.counts, self.means, self.scatter)
+
+    def _moments(self):
+        return self.counts, self.means, self.scatter
+
+    def update(self, features, labels, *, mask=None) -> StatsAccumulator:
+        """The accumulator of these samples and the new chunk `features` [m, p] with `labels` [m].
+
+        NumPy inputs (float16/32/64, memory-mapped included) on a NumPy accumulator run on the
+        host; anything else runs in JAX (jit-compiled once per chunk shape: pad a short last
+        chunk and pass `mask` [m], 1 for a sample and 0 for padding, to avoid recompiling).
+        """
+        require(
+            np.ndim(features) == 2 and np.shape(features)[1] == self.dim,
+            f"features must be [m, p = {self.dim}], got shape {np.shape(features)}",
+        )
+        _check_labels(labels, np.shape(features)[0], self.num_classes)
+        if mask is None and self._host and isinstance(features, np.ndarray):
+            if features.shape[0] == 0:
+                return self
+            require(
+                np.issubdtype(features.dtype, np.floating)
+                or np.issubdtype(features.dtype, np.integer),
+                f"features must be numeric, got dtype {features.dtype}",
+            )
+            chunk = _host_chunk_moments(features, np.asarray(labels, np.int64), self.num_classes)
+            n, means, scatter = merge_moments(np, self._moments(), chunk)
+            return StatsAccumulator(n, means, scatter, self.nc4_mismatches, self.nc4_samples)
+        _require_x64("StatsAccumulator.update on JAX arrays")
+        return _update_jax(self, jnp.asarray(features), jnp.asarray(labels), mask)
+
+    def merge(self, other: StatsAccumulator) -> StatsAccumulator:
+        """The accumulator of the samples of both (exact; the order only changes rounding)."""
+        require(
+            isinstance(other, StatsAccumulator)
+            and (other.num_classes, other.dim) == (self.num_classes, self.dim),
+            f"can only merge accumulators of the same C and p ({self.num_classes}, {self.dim})",
+        )
+        xp = np if (self._host and other._host) else jnp
+        n, means, scatter = merge_moments(xp, self._moments(), other._moments())
+        return StatsAccumulator(
+            n,
+            means,
+            scatter,
+            self.nc4_mismatches + other.nc4_mismatches,
+            self.nc4_samples + other.nc4_samples,
+        )
+
+    def count_nc4(self, features, W, b, *, mask=None) -> StatsAccumulator:
+        """Add, for the samples `features` [m, p], how many the classifier (W [C, p], b [C])
+        assigns to another class than the nearest of this accumulator's class means.
+
+        NC4 compares with the final class means: call it in a second pass, once every sample has
+        been through `update` (and, across devices or hosts, once the accumulators are merged).
+        """
+        require(
+            np.ndim(features) == 2 and np.shape(features)[1] == self.dim,
+            f"features must be [m, p = {self.dim}], got shape {np.shape(features)}",
+        )
+        require(
+            np.shape(W) == (self.num_classes, self.dim) and np.shape(b) == (self.num_classes,),
+            f"W must be [C, p] = [{self.num_classes}, {self.dim}] and b [C], got "
+            f"{np.shape(W)} and {np.shape(b)}",
+        )
+        m = np.shape(features)[0]
+        if self._host and _is_host(features, W, b) and mask is None:
+            X = np.asarray(features, dtype=np.float64)
+            miss = _nc4_mismatches(np, X, np.asarray(W, float), np.asarray(b, float), self.means)
+            return eqx.tree_at(
+                lambda a: (a.nc4_mismatches, a.nc4_samples),
+                self,
+                (self.nc4_mismatches + miss, self.nc4_samples + float(m)),
+            )
+        _require_x64("StatsAccumulator.count_nc4 on JAX arrays")
+        return _count_nc4_jax(self, jnp.asarray(features), jnp.asarray(W), jnp.asarray(b), mask)
+
+    def nc4(self):
+        """The fraction counted by `count_nc4` (NaN before any sample was counted)."""
+        xp = np if self._host else jnp
+        return xp.where(self.nc4_samples > 0, self.nc4_mismatches, xp.nan) / xp.where(
+            self.nc4_samples > 0, self.nc4_samples, 1.0
+        )
+
+    def sigma_w(self):
+        """Σ_W = S / n (divided by n, docs/theory.md §1)."""
+        return self.scatter / self.n
+
+    def finalize(self) -> ClassStats:
+        """The `ClassStats` (counts, M = means [p, C], Σ_W = S/n) of every sample seen."""
+        _require_x64("StatsAccumulator.finalize")
+        require(
+            bool(self.n > 0) if not isinstance(self.n, jax.core.Tracer) else True,
+            "the accumulator has seen no sample; update it with features first",
+        )
+        return ClassStats(
+            jnp.asarray(self.counts), jnp.asarray(self.means).T, jnp.asarray(self.sigma_w())
+        )
+
+    def to_numpy(self) -> StatsAccumulator:
+        """The same accumulator with host (NumPy) arrays (gathered from a device or a mesh)."""
+        return jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x), np.float64), self)
+
+
+@eqx.filter_jit
+def _update_jax(acc: StatsAccumulator, features, labels, mask):
+    X = features.astype(jnp.float64)
+    chunk = chunk_moments(jnp, X, labels, acc.num_classes, mask)
+    n, means, scatter = merge_moments(jnp, acc._moments(), chunk)
+    return StatsAccumulator(n, means, scatter, acc.nc4_mismatches, acc.nc4_samples)
+
+
+@eqx.filter_jit
+def _count_nc4_jax(acc: StatsAccumulator, features, W, b, mask):
+    X = features.astype(jnp.float64)
+    miss = _nc4_mismatches(jnp, X, W.astype(jnp.float64), b.astype(jnp.float64), acc.means, mask)
+    m = X.shape[0] if mask is None else jnp.sum(mask)
+    return StatsAccumulator(
+        acc.counts, acc.means, acc.scatter, acc.nc4_mismatches + miss, acc.nc4_samples + m
+    )
+
+
+def accumulate(chunks, num_classes: int, dim: int) -> StatsAccumulator:
+    """One NumPy accumulator over an iterable of (features [m, p], labels [m]) chunks."""
+    acc = StatsAccumulator.zeros(num_classes, dim)
+    for features, labels in chunks:
+        acc = acc.update(features, labels)
+    return acc
+
+
+# --------------------------------------------------------------------------- devices and hosts
+
+
+def sharded_stats(
+    features, labels, num_classes: int, *, mesh=None, W=None, b=None
+) -> StatsAccumulator:
+    """The accumulator of samples spread over the devices of a 1-D `jax.sharding.Mesh`.
+
+    Each device takes the moments of its shard of `features` [n, p] (split along the samples;
+    n need not divide evenly: the tail is padded and masked), and the devices combine them by
+    reductions (`psum`) of the pairwise update: n_c = Σ_d n_dc, μ_c = Σ_d n_dc μ_dc / n_c and
+    S = Σ_d [S_d + Σ_c n_dc (μ_dc − μ_c)(μ_dc − μ_c)ᵀ]. With `W`, `b` the NC4 count follows, on
+    every device against the combined means. `mesh` defaults to all devices. The result is
+    replicated (JAX arrays); `.to_numpy()` brings it to the host.
+    """
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    _require_x64("sharded_stats")
+    if mesh is None:
+        mesh = Mesh(np.asarray(jax.devices()), ("samples",))
+    require(len(mesh.axis_names) == 1, "sharded_stats needs a 1-D mesh (one axis of devices)")
+    (axis,) = mesh.axis_names
+    n, p = np.shape(features)
+    _check_labels(labels, n, num_classes)
+    devices = mesh.devices.size
+    padded = -(-max(n, 1) // devices) * devices
+    pad = padded - n
+    X = jnp.pad(jnp.asarray(features, jnp.float64), ((0, pad), (0, 0)))
+    y = jnp.pad(jnp.asarray(labels), (0, pad))
+    mask = jnp.pad(jnp.ones(n, jnp.float64), (0, pad))
+    rows = NamedSharding(mesh, P(axis))
+    X, y, mask = (jax.device_put(a, rows) for a in (X, y, mask))
+    with_classifier = W is not None
+    if with_classifier:
+        W = jnp.asarray(W, jnp.float64)
+        b = jnp.zeros(num_classes) if b is None else jnp.asarray(b, jnp.float64)
+    else:
+        W = jnp.zeros((num_classes, p))
+        b = jnp.zeros(num_classes)
+    return _sharded_program(mesh, axis, num_classes, with_classifier)(X, y, mask, W, b)
+
+
+def _sharded_program(mesh, axis: str, num_classes: int, with_classifier: bool):
+    from jax.sharding import PartitionSpec as P
+
+    def local(X, y, mask, W, b):
+        counts, means, scatter = chunk_moments(jnp, X, y, num_classes, mask)
+        total = jax.lax.psum(counts, axis)
+        mean = (
+            jax.lax.psum(counts[:, None] * means, axis) / jnp.where(total > 0, total, 1.0)[:, None]
+        )
+        shift = (means - mean) * jnp.sqrt(counts)[:, None]
+        scatter = jax.lax.psum(scatter + shift.T @ shift, axis)
+        zero = jnp.zeros((), jnp.float64)
+        miss, seen = zero, zero
+        if with_classifier:
+            miss = jax.lax.psum(_nc4_mismatches(jnp, X, W, b, mean, mask), axis)
+            seen = jax.lax.psum(jnp.sum(mask), axis)
+        return StatsAccumulator(total, mean, scatter, miss, seen)
+
+    rows = P(axis)
+    program = jax.shard_map(
+        local, mesh=mesh, in_specs=(rows, rows, rows, P(), P()), out_specs=P(), check_vma=False
+    )
+    return jax.jit(program)
+
+
+def merge_across_processes(acc: StatsAccumulator) -> StatsAccumulator:
+    """The accumulator of the samples seen by every process of a `jax.distributed` run.
+
+    Each process passes the accumulator of its own samples; the small statistics (C + C·p + p²
+    numbers) are gathered from every process (`multihost_utils.process_allgather`) and merged in
+    process order, so every process gets the same result. With one process it is `acc`.
+    """
+    if jax.process_count() == 1:
+        return acc
+    from jax.experimental import multihost_utils
+
+    leaves = acc.to_numpy()
+    gathered = multihost_utils.process_allgather(leaves)  # each leaf gains a leading [P] axis
+    gathered = jax.tree_util.tree_map(np.asarray, gathered)
+    out = None
+    for i in range(jax.process_count()):
+        part = jax.tree_util.tree_map(lambda x, i=i: x[i], gathered)
+        out = part if out is None else out.merge(part)
+    return out
+
+
+__all__ = [
+    "StatsAccumulator",
+    "accumulate",
+    "chunk_moments",
+    "merge_across_processes",
+    "merge_moments",
+    "sharded_stats",
+]

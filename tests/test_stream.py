@@ -1,0 +1,234 @@
+"""Streamed analysis: every input form (stored and deflated `.npz`, a folder of `.npy` members,
+a folder of per-checkpoint files, a statistics file) gives today's in-memory analysis to
+1e-12, and a statistics file gives the features file's analysis to 1e-12 (all keys: NC4 from
+its stored count)."""
+
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+
+from centralpath._errors import InputError
+from centralpath._io import load_features, save_features
+from centralpath._stream import StatsFile, StreamedFeatures, open_source, save_stats
+from centralpath.analysis import RECORD_KEYS, analyze
+from centralpath.cli import main
+
+C, N, P, K = 4, 30, 6, 3
+EPOCHS = np.array([0.0, 2.0, 8.0])
+
+
+def _arrays(seed=0, K=K):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(C), N)
+    y[:5] = 1  # imbalanced
+    rng.shuffle(y)
+    H = rng.normal(size=(K, y.size, P))
+    for k in range(K):
+        H[k] += 3.0 * (k + 1) * np.eye(C, P)[y]
+    return dict(
+        features=H.astype(np.float32),
+        labels=y,
+        W=rng.normal(size=(K, C, P)),
+        b=rng.normal(size=(K, C)),
+        epochs=EPOCHS[:K],
+        weight_decay=np.float64(1e-3),
+    )
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("stream")
+    a = _arrays()
+    out = {"stored": d / "stored.npz", "deflated": d / "deflated.npz"}
+    save_features(out["stored"], **a)
+    np.savez_compressed(out["deflated"], **a)
+    # An unzipped features file: one .npy per member.
+    out["npy"] = d / "npy"
+    out["npy"].mkdir()
+    for key, value in a.items():
+        np.save(out["npy"] / f"{key}.npy", value)
+    # Per-checkpoint files, named so that a plain sort would misorder them.
+    out["per_checkpoint"] = d / "ckpts"
+    out["per_checkpoint"].mkdir()
+    for k, name in enumerate(["ckpt-2.npz", "ckpt-9.npz", "ckpt-10.npz"]):
+        np.savez(
+            out["per_checkpoint"] / name,
+            features=a["features"][k],
+            labels=a["labels"],
+            W=a["W"][k],
+            b=a["b"][k],
+            epochs=a["epochs"][k : k + 1],
+            weight_decay=a["weight_decay"],
+        )
+    out["fortran"] = d / "fortran.npz"
+    np.savez(out["fortran"], **{**a, "features": np.asfortranarray(a["features"])})
+    return out
+
+
+def worst_difference(a: list[dict], b: list[dict]) -> float:
+    """Largest relative difference over every key of two lists of records (booleans and None
+    must agree exactly)."""
+    worst = 0.0
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b, strict=True):
+        assert set(ra) == set(rb)
+        for key in ra:
+            x, y = ra[key], rb[key]
+            if x is None or isinstance(x, bool):
+                assert x == y, (key, x, y)
+                continue
+            x, y = np.asarray(x, float), np.asarray(y, float)
+            scale = np.maximum(np.abs(x), 1e-300)
+            worst = max(worst, float(np.max(np.abs(x - y) / scale)))
+    return worst
+
+
+@pytest.mark.parametrize("form", ["stored", "deflated", "npy", "per_checkpoint", "fortran"])
+def test_every_form_equals_the_in_memory_analysis(files, form):
+    reference = analyze(load_features(files["stored"]))
+    src = open_source(files[form])
+    assert isinstance(src, StreamedFeatures) and src.num_checkpoints == K
+    np.testing.assert_array_equal(src.epochs, EPOCHS)
+    records = analyze(src, rows=7)  # chunks of 7 samples: many chunks, some missing classes
+    assert set(RECORD_KEYS) <= set(records[0])
+    assert worst_difference(reference, records) <= 1e-12
+
+
+def test_statistics_file_equals_features_file(files, tmp_path, capsys):
+    stats_path = tmp_path / "stats.npz"
+    a_json, s_json = tmp_path / "a.json", tmp_path / "s.json"
+    assert (
+        main(
+            [
+                "analyze",
+                str(files["stored"]),
+                "--json",
+                str(a_json),
+                "--save-stats",
+                str(stats_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert main(["analyze", str(stats_path), "--json", str(s_json), "--quiet"]) == 0
+    from_features = json.loads(a_json.read_text())["checkpoints"]
+    from_stats = json.loads(s_json.read_text())["checkpoints"]
+    assert from_features[0]["nc4"] is not None
+    assert worst_difference(from_features, from_stats) <= 1e-12
+    src = open_source(stats_path)
+    assert isinstance(src, StatsFile) and src.num_checkpoints == K and src.weight_decay == 1e-3
+    # No features inside: K·(p² + C·p + C) numbers.
+    with np.load(stats_path) as f:
+        assert "features" not in f.files and f["sigma_w"].shape == (K, P, P)
+    # compare takes it in place of the features file.
+    c1, c2 = tmp_path / "c1.json", tmp_path / "c2.json"
+    assert main(["compare", str(files["stored"]), "--json", str(c1), "--quiet"]) == 0
+    assert main(["compare", str(stats_path), "--json", str(c2), "--quiet"]) == 0
+    capsys.readouterr()
+    s1, s2 = json.loads(c1.read_text()), json.loads(c2.read_text())
+    np.testing.assert_allclose(s1["a"], s2["a"], rtol=1e-12)
+    assert worst_difference(s1["checkpoints"], s2["checkpoints"]) <= 1e-12
+
+
+def test_statistics_folder_and_library_writer(files, tmp_path):
+    src = open_source(files["stored"])
+    checkpoints = list(src.checkpoints())
+    folder = tmp_path / "stats"
+    for ck in checkpoints:  # one statistics file per checkpoint, as a recorder writes
+        save_stats(folder / f"epoch-{int(ck.epoch)}.npz", [ck], weight_decay=1e-3)
+    whole = analyze(open_source(files["stored"]))
+    assert worst_difference(whole, analyze(open_source(folder))) <= 1e-12
+
+
+def test_without_classifier(tmp_path):
+    a = _arrays()
+    path = tmp_path / "f.npz"
+    np.savez(path, features=a["features"], labels=a["labels"])
+    stats = tmp_path / "s.npz"
+    assert main(["analyze", str(path), "--save-stats", str(stats), "--quiet"]) == 0
+    reference = analyze(load_features(path))
+    assert reference[0]["nc4"] is None
+    assert worst_difference(reference, analyze(open_source(stats))) <= 1e-12
+
+
+def test_refusals_are_one_line(files, tmp_path, capsys):
+    a = _arrays()
+    nan = a["features"].copy()
+    nan[0, 3, 2] = np.nan
+    np.savez(tmp_path / "nan.npz", **dict(a, features=nan))
+    f2 = a["features"].copy()  # non-finite in the second checkpoint only
+    f2[1, 3, 2] = np.inf
+    np.savez(tmp_path / "inf.npz", **dict(a, features=f2))
+    cases = [(tmp_path / "inf.npz", "at checkpoint 1")]
+    # A folder mixing a features and a statistics file; labels that differ between files.
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(files["stored"], mixed / "a.npz")
+    save_stats(mixed / "b.npz", list(open_source(files["stored"]).checkpoints())[:1])
+    cases.append((mixed, "mixes features and statistics files"))
+    relabelled = tmp_path / "relabelled"
+    shutil.copytree(files["per_checkpoint"], relabelled)
+    with np.load(relabelled / "ckpt-9.npz") as f:
+        arrays = dict(f)
+    arrays["labels"] = np.roll(arrays["labels"], 1)
+    np.savez(relabelled / "ckpt-9.npz", **arrays)
+    cases.append((relabelled, "other labels"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases.append((empty, "without .npz files"))
+    # Statistics files: not symmetric, missing members.
+    stats = tmp_path / "stats.npz"
+    save_stats(stats, list(open_source(files["stored"]).checkpoints()))
+    with np.load(stats) as f:
+        s = dict(f)
+    asym = s["sigma_w"].copy()
+    asym[0, 0, 1] += 1.0
+    np.savez(tmp_path / "asym.npz", **dict(s, sigma_w=asym))
+    cases.append((tmp_path / "asym.npz", "is not symmetric"))
+    np.savez(tmp_path / "nomeans.npz", **{k: v for k, v in s.items() if k != "class_means"})
+    cases.append((tmp_path / "nomeans.npz", "lacks 'class_means'"))
+    cases.append(
+        (
+            tmp_path / "nan.npz",
+            "'features' holds 1 non-finite value(s) (NaN or Inf) at checkpoint 0",
+        )
+    )
+    for path, phrase in cases:
+        code = main(["analyze", str(path), "--quiet"])
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and phrase in lines[0], (path, err)
+
+
+def test_deflated_bomb_refused_by_its_ratio(tmp_path):
+    path = tmp_path / "zeros.npz"
+    np.savez_compressed(path, features=np.zeros((2000, 500)), labels=np.arange(2000) % 3)
+    with pytest.raises(InputError, match="a zip bomb, not features"):
+        open_source(path)
+
+
+def test_save_stats_refuses_the_input_and_leaves_nothing_on_failure(files, tmp_path, capsys):
+    code = main(["analyze", str(files["stored"]), "--save-stats", str(files["stored"]), "--quiet"])
+    assert code == 2 and "would destroy the input" in capsys.readouterr().err
+    bad = tmp_path / "bad.npz"
+    a = _arrays()
+    f = a["features"].copy()
+    f[2, 0, 0] = np.nan  # fails at the last checkpoint, after two were written
+    np.savez(bad, **dict(a, features=f))
+    out = tmp_path / "out" / "s.npz"
+    assert main(["analyze", str(bad), "--save-stats", str(out), "--quiet"]) == 2
+    capsys.readouterr()
+    assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_stored_member_is_memory_mapped_not_loaded(files):
+    src = open_source(files["stored"])
+    chunk = src.features.rows(1, 5, 9)
+    assert isinstance(chunk, np.memmap) and chunk.shape == (4, P)
+    np.testing.assert_array_equal(chunk, _arrays()["features"][1, 5:9])
+    with zipfile.ZipFile(files["stored"]) as zf:
+        assert zf.getinfo("features.npy").compress_type == zipfile.ZIP_STORED
