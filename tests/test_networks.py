@@ -106,7 +106,9 @@ def test_model_key_is_explicit():
 
 
 def test_make_model_unknown():
-    with pytest.raises(InputError, match="unknown model 'resnet'; choose one of mlp, cnn"):
+    with pytest.raises(
+        InputError, match="unknown model 'resnet'; choose one of mlp, cnn, resnet18"
+    ):
         make_model("resnet", (8, 8), 10, key=jax.random.PRNGKey(0))
 
 

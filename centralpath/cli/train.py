@@ -12,7 +12,8 @@ The run directory (built under `.RUN.partial`, renamed into place when done) hol
                      set's loss and accuracy, the ridge term; per epoch (`history/...`):
                      training loss and accuracy
     analysis.json    the records of `centralpath analyze`
-    model.eqx        the final parameters (equinox.tree_serialise_leaves)
+    model.eqx        the final parameters (equinox.tree_serialise_leaves; for resnet18 the pair
+                     (model, batch-norm state) of eqx.nn.make_with_state)
 
 While training, `.RUN.partial/state/` holds the training state, saved after every epoch; after
 Ctrl-C or a kill, `centralpath train --resume RUN` continues it bit-identically.
@@ -22,7 +23,10 @@ from __future__ import annotations
 
 from ._common import add_run_options, draw_figures, enable_compilation_cache, log
 
-HELP = "Train an MLP/CNN (MSE or cross-entropy) on an offline dataset and measure its collapse."
+HELP = (
+    "Train an MLP/CNN/ResNet18 (MSE or cross-entropy) on an offline dataset and measure its "
+    "collapse."
+)
 EXAMPLE = "centralpath train --dataset digits --model mlp --loss mse --epochs 400 --out runs/digits"
 
 
@@ -43,7 +47,11 @@ def register(p) -> None:
         "--dataset",
         help="digits (default) | mnist | mnist1d | npz:PATH (inputs [n, ...], labels [n])",
     )
-    p.add_argument("--model", help="mlp (default) | cnn")
+    p.add_argument(
+        "--model",
+        help="mlp (default) | cnn | resnet18 (the paper's: 3×3 stride-1 stem, no max-pool, "
+        "batch norm; p = 8 × --resnet-width)",
+    )
     p.add_argument(
         "--loss", help="mse (default; ½ Ave‖Wh+b−y‖², the paper's scale) | ce (cross-entropy)"
     )
@@ -87,6 +95,12 @@ def register(p) -> None:
         "--channels",
         type=_int_list,
         help="CNN conv channels (default 32,64); its p is the last width",
+    )
+    p.add_argument(
+        "--resnet-width",
+        dest="resnet_width",
+        type=int,
+        help="ResNet18's first-stage channels (default 64, the paper's; p = 8 × this)",
     )
     p.add_argument(
         "--no-standardise",
@@ -176,7 +190,11 @@ def _train(args, run_dir, config, data) -> int:
             atomic_path(run_dir.file("model.eqx"), suffix=".tmp.eqx") as tmp,
             open(tmp, "wb") as fh,
         ):
-            eqx.tree_serialise_leaves(fh, training.model)
+            # A model with batch norm is saved with its running statistics: (model, state).
+            saved = training.model
+            if training.model_state is not None:
+                saved = (training.model, training.model_state)
+            eqx.tree_serialise_leaves(fh, saved)
         summary = _summary(training, results, data)
         _draw(run_dir, results, args, emit)
         run_dir.discard("state")

@@ -113,9 +113,31 @@ def capture_epochs(epochs: int, num: int) -> np.ndarray:
 # --------------------------------------------------------------------------- compiled steps
 
 
+# A model with batch normalisation (`models.is_stateful`) carries its running statistics as an
+# `eqx.nn.State` ("model state", `mstate`); the others have mstate = None. Training uses batch
+# statistics and updates the running ones; evaluation and capture use the running statistics
+# (`inference_mode`), as PyTorch's model.eval().
+
+
+def _forward_batch(model, mstate, xb):
+    """(logits [B, C], new model state) of a training minibatch."""
+    if mstate is None:
+        return jax.vmap(model)(xb), None
+    batched = jax.vmap(model, in_axes=(0, None), out_axes=(0, None), axis_name="batch")
+    return batched(xb, mstate)
+
+
+def _features_all(model, mstate, inputs, chunk):
+    """Features of every sample, in evaluation mode, chunk by chunk."""
+    if mstate is None:
+        return jax.lax.map(model.features, inputs, batch_size=chunk)
+    frozen = eqx.nn.inference_mode(model)
+    return jax.lax.map(lambda x: frozen.features(x, mstate)[0], inputs, batch_size=chunk)
+
+
 @eqx.filter_jit
 def _train_epoch(
-    model, opt_state, key, inputs, labels, *, optimizer, loss_fn, batch_size, num_classes
+    model, mstate, opt_state, key, inputs, labels, *, optimizer, loss_fn, batch_size, num_classes
 ):
     """One pass over a fresh permutation; the last partial minibatch is dropped (reshuffled next
     epoch), so that every step has the same shape and the epoch is one `lax.scan`."""
@@ -125,26 +147,27 @@ def _train_epoch(
     order = jax.random.permutation(key, n)[: num_batches * batch_size]
 
     def step(carry, idx):
-        params, opt_state = carry
+        params, opt_state, mstate = carry
 
         def batch_loss(p):
-            logits = jax.vmap(eqx.combine(p, static))(inputs[idx])
-            return loss_fn(logits, labels[idx], num_classes)
+            logits, new_mstate = _forward_batch(eqx.combine(p, static), mstate, inputs[idx])
+            return loss_fn(logits, labels[idx], num_classes), new_mstate
 
-        value, grads = jax.value_and_grad(batch_loss)(params)
+        (value, mstate), grads = jax.value_and_grad(batch_loss, has_aux=True)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), value
+        return (optax.apply_updates(params, updates), opt_state, mstate), value
 
-    (params, opt_state), losses = jax.lax.scan(
-        step, (params, opt_state), order.reshape(num_batches, batch_size)
+    (params, opt_state, mstate), losses = jax.lax.scan(
+        step, (params, opt_state, mstate), order.reshape(num_batches, batch_size)
     )
-    return eqx.combine(params, static), opt_state, losses
+    return eqx.combine(params, static), mstate, opt_state, losses
 
 
 @eqx.filter_jit
-def _test_metrics(model, inputs, labels, *, loss_fn, num_classes, chunk):
+def _test_metrics(model, mstate, inputs, labels, *, loss_fn, num_classes, chunk):
     """The data term of the loss and the accuracy on held-out samples."""
-    logits = jax.lax.map(model, inputs, batch_size=chunk)
+    H = _features_all(model, mstate, inputs, chunk)
+    logits = H @ model.classifier.weight.T + model.classifier.bias
     accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
     return loss_fn(logits, labels, num_classes), accuracy
 
@@ -164,9 +187,9 @@ def epoch_learning_rates(schedule: optax.Schedule, epochs: int, steps_per_epoch:
 
 
 @eqx.filter_jit
-def _evaluate(model, inputs, labels, *, loss_fn, num_classes, chunk):
+def _evaluate(model, mstate, inputs, labels, *, loss_fn, num_classes, chunk):
     """Features of the whole training set, the data term of the loss and the accuracy."""
-    H = jax.lax.map(model.features, inputs, batch_size=chunk)
+    H = _features_all(model, mstate, inputs, chunk)
     logits = H @ model.classifier.weight.T + model.classifier.bias
     accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
     return H, loss_fn(logits, labels, num_classes), accuracy
@@ -191,6 +214,7 @@ class Training:
     - `history_loss`, `history_accuracy` [E + 1]: the same after every epoch, index 0 = before.
     - `learning_rate` [E]: the mean step size of epoch e = 1..E; `momentum`; `steps_per_epoch`.
     - `resumed_from`: the epoch a resumed run continued from (0 for a fresh run).
+    - `model_state`: the batch-norm running statistics of a stateful model (ResNet18), else None.
     """
 
     model: Any
@@ -212,6 +236,7 @@ class Training:
     learning_rate: np.ndarray | None = None
     momentum: float = 0.0
     steps_per_epoch: int = 0
+    model_state: Any = None
 
     @property
     def first_zero_error_epoch(self) -> int | None:
@@ -347,12 +372,14 @@ def fit(
     save_every: int = 1,
     progress: bool = False,
     on_epoch: Callable[[int, float, float], None] | None = None,
+    model_state=None,
 ) -> Training:
     """Train `model` on `data` and capture last-layer features (module docstring).
 
     **Arguments:**
 
-    - `model`: an `MLP`/`CNN` (anything with `features(x)` and a `classifier` `eqx.nn.Linear`).
+    - `model`: an `MLP`/`CNN` (anything with `features(x)` and a `classifier` `eqx.nn.Linear`),
+      or a stateful `ResNet18` with its `model_state` (`make_model` returns both).
     - `data`: the training set.
     - `key`: PRNG key of the minibatch order.
     - `loss`: `mse` (½ Ave ‖W h + b − y‖², the paper's scale) or `ce` (cross-entropy).
@@ -366,6 +393,7 @@ def fit(
     - `save_every`: save the state every this many epochs (and at the last).
     - `progress`: show progress over epochs (a tqdm bar on a terminal, plain lines otherwise).
     - `on_epoch`: called as `on_epoch(epoch, loss, accuracy)` after every epoch.
+    - `model_state`: the `eqx.nn.State` of a model with batch normalisation (None otherwise).
 
     **Returns:**
 
@@ -404,6 +432,7 @@ def fit(
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     state = {
         "model": model,
+        "model_state": model_state,
         "opt_state": opt_state,
         "epoch": np.zeros((), np.int64),
         "key": np.asarray(_raw_key(key), np.uint32),
@@ -441,22 +470,22 @@ def fit(
             "accuracy": np.float64(accuracy),
         }
         if tested:
-            test_value, test_acc = _test_metrics(model, test_inputs, test_labels, **test_kw)
+            test_value, test_acc = _test_metrics(model, mstate, test_inputs, test_labels, **test_kw)
             entry["test_loss"] = np.float64(test_value)
             entry["test_accuracy"] = np.float64(test_acc)
         captures[epoch] = entry
         if store is not None:
             store.save_capture(epoch, entry)
 
-    model, opt_state = state["model"], state["opt_state"]
+    model, mstate, opt_state = state["model"], state["model_state"], state["opt_state"]
     raw_key = jnp.asarray(state["key"], dtype=jnp.uint32)
     hist_loss, hist_acc = state["history_loss"].copy(), state["history_accuracy"].copy()
     if start == 0 and 0 not in captures:
-        H, value, accuracy = _evaluate(model, inputs, labels, **eval_kw)
+        H, value, accuracy = _evaluate(model, mstate, inputs, labels, **eval_kw)
         hist_loss[0], hist_acc[0] = float(value), float(accuracy)
         capture(0, H, model, value, accuracy)
         if store is not None:
-            store.save(_pack(model, opt_state, 0, raw_key, hist_loss, hist_acc))
+            store.save(_pack(model, mstate, opt_state, 0, raw_key, hist_loss, hist_acc))
 
     from .._progress import progress as progress_bar
 
@@ -464,10 +493,10 @@ def fit(
     try:
         for epoch in range(start + 1, epochs + 1):
             raw_key, sub = jax.random.split(raw_key)
-            model, opt_state, batch_losses = _train_epoch(
-                model, opt_state, sub, inputs, labels, **train_kw
+            model, mstate, opt_state, batch_losses = _train_epoch(
+                model, mstate, opt_state, sub, inputs, labels, **train_kw
             )
-            H, value, accuracy = _evaluate(model, inputs, labels, **eval_kw)
+            H, value, accuracy = _evaluate(model, mstate, inputs, labels, **eval_kw)
             value, accuracy = float(value), float(accuracy)
             if not (math.isfinite(value) and bool(jnp.all(jnp.isfinite(batch_losses)))):
                 raise NumericalError(
@@ -479,7 +508,7 @@ def fit(
             if epoch in plan or first_zero_error:
                 capture(epoch, H, model, value, accuracy)
             if store is not None and (epoch % save_every == 0 or epoch == epochs):
-                store.save(_pack(model, opt_state, epoch, raw_key, hist_loss, hist_acc))
+                store.save(_pack(model, mstate, opt_state, epoch, raw_key, hist_loss, hist_acc))
             if on_epoch is not None:
                 on_epoch(epoch, value, accuracy)
             bar.set_postfix(loss=f"{value:.4g}", acc=f"{accuracy:.4f}", refresh=False)
@@ -509,6 +538,7 @@ def fit(
         learning_rate=rates,
         momentum=float(momentum),
         steps_per_epoch=steps_per_epoch,
+        model_state=mstate,
     )
 
 
@@ -518,9 +548,10 @@ def _raw_key(key):
     return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
 
 
-def _pack(model, opt_state, epoch, raw_key, hist_loss, hist_acc) -> dict:
+def _pack(model, mstate, opt_state, epoch, raw_key, hist_loss, hist_acc) -> dict:
     return {
         "model": model,
+        "model_state": mstate,
         "opt_state": opt_state,
         "epoch": np.asarray(epoch, np.int64),
         "key": np.asarray(raw_key, np.uint32),
@@ -539,6 +570,7 @@ DEFAULTS: dict[str, Any] = {
     "model": "mlp",
     "widths": [256, 256, 128],
     "channels": [32, 64],
+    "resnet_width": 64,
     "loss": "mse",
     "epochs": 400,
     "lr": 0.2,
@@ -575,7 +607,15 @@ def validate(config: dict[str, Any]) -> None:
         c["schedule"] in SCHEDULES,
         f"unknown schedule {c['schedule']!r}; choose one of {', '.join(SCHEDULES)}",
     )
-    for key in ("epochs", "batch_size", "seed", "per_class", "num_checkpoints", "save_every"):
+    for key in (
+        "epochs",
+        "batch_size",
+        "seed",
+        "per_class",
+        "num_checkpoints",
+        "save_every",
+        "resnet_width",
+    ):
         require(_is_int(c[key]), f"{key.replace('_', '-')} must be an integer, got {c[key]!r}")
     require_seed(c["seed"])
     require(c["epochs"] >= 1, f"epochs must be >= 1, got {c['epochs']}")
@@ -588,6 +628,7 @@ def validate(config: dict[str, Any]) -> None:
     )
     require(c["num_checkpoints"] >= 2, f"num-checkpoints must be >= 2, got {c['num_checkpoints']}")
     require(c["save_every"] >= 1, f"save-every must be >= 1, got {c['save_every']}")
+    require(c["resnet_width"] >= 1, f"resnet-width must be >= 1, got {c['resnet_width']}")
     for key in ("lr", "weight_decay", "momentum"):
         require(
             isinstance(c[key], int | float)
@@ -634,6 +675,8 @@ def load_configured_dataset(config: dict[str, Any]) -> Dataset:
 def _layers(config: dict[str, Any], input_shape: tuple[int, ...], C: int):
     """(parameters, multiply-adds per sample, activations per sample, the width feeding the
     features layer) of the model `make_model` would build, computed from sizes alone."""
+    if config["model"] == "resnet18":
+        return _resnet_layers(int(config["resnet_width"]), input_shape, C)
     widths = [int(w) for w in config["widths"]]
     p = widths[-1]
     if config["model"] == "mlp":
@@ -661,6 +704,44 @@ def _layers(config: dict[str, Any], input_shape: tuple[int, ...], C: int):
     return params, macs, acts + p + C, flat
 
 
+def _resnet_layers(width: int, input_shape: tuple[int, ...], C: int):
+    """`_layers` of `ResNet18`: the stem, four stages of two BasicBlocks (two 3×3 convolutions,
+    a 1×1 shortcut where the shape changes, batch norm after each), pooling and the classifier."""
+    if len(input_shape) == 3:
+        in_ch, spatial = input_shape[0], list(input_shape[1:])
+    else:
+        in_ch, spatial = 1, list(input_shape)
+    kernel = 3 ** len(spatial)
+    size = math.prod(spatial)
+    params = kernel * in_ch * width + 2 * width
+    macs = kernel * in_ch * width * size
+    acts = 3 * width * size  # convolution, normalisation, ReLU
+    cin = width
+    for mult, stride in ((1, 1), (2, 2), (4, 2), (8, 2)):
+        cout = width * mult
+        for i in range(2):
+            s = stride if i == 0 else 1
+            spatial = [-(-d // s) for d in spatial]
+            size = math.prod(spatial)
+            params += kernel * (cin + cout) * cout + 4 * cout
+            macs += kernel * (cin + cout) * cout * size
+            acts += 6 * cout * size
+            if s != 1 or cin != cout:
+                params += cin * cout + 2 * cout
+                macs += cin * cout * size
+                acts += 2 * cout * size
+            cin = cout
+    p = 8 * width
+    return params + (p + 1) * C, macs + p * C, acts + p + C, p
+
+
+def feature_dimension(config: dict[str, Any]) -> int:
+    """p, the width of the features the model of `config` captures."""
+    if config["model"] == "resnet18":
+        return 8 * int(config["resnet_width"])
+    return int(config["widths"][-1])
+
+
 def check_resources(config: dict[str, Any], data: Dataset) -> None:
     """Refuse, before a model is built, a network that cannot collapse on this data (features
     narrower than C − 1) or whose training, captures and analysis would exceed the memory or
@@ -676,11 +757,24 @@ def check_resources(config: dict[str, Any], data: Dataset) -> None:
             f"the CNN takes samples of shape [L], [H, W] or [channels, H, W], got {list(shape)}; "
             "use --model mlp",
         )
-    p = int(config["widths"][-1])
+    p = feature_dimension(config)
+    resnet = config["model"] == "resnet18"
+    if resnet:
+        require(
+            1 <= len(shape) <= 3,
+            f"the ResNet18 takes samples of shape [L], [H, W] or [channels, H, W], got "
+            f"{list(shape)}; use --model mlp",
+        )
+        require(
+            not (len(shape) == 3 and shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4)),
+            f"the samples of {data.name} have shape {list(shape)}, which looks like [H, W, "
+            "channels]; the ResNet18 takes channels first — save the inputs transposed, "
+            "numpy.transpose(inputs, (0, 3, 1, 2))",
+        )
     require(
         p >= C - 1,
         f"the feature dimension {p} is below C-1 = {C - 1}; widen the last hidden layer "
-        "(the last of --widths)",
+        + ("(p = 8 × --resnet-width)" if resnet else "(the last of --widths)"),
     )
     params, macs, acts, feeding = _layers(config, shape, C)
     if config["model"] == "cnn":
@@ -707,13 +801,15 @@ def check_resources(config: dict[str, Any], data: Dataset) -> None:
     epochs = int(config["epochs"])
     # 6 per MAC to train, 2 to evaluate; the test set is evaluated at every capture.
     flop = 8 * epochs * n * macs + 2 * K * m * macs + K * analysis_flop
-    model = {"mlp": "an MLP", "cnn": "a CNN"}[config["model"]]
+    model = {"mlp": "an MLP", "cnn": "a CNN", "resnet18": "a ResNet18"}[config["model"]]
     source = f"training {model} with p = {p} on {data.name} (n = {n}, input {list(shape)})"
     fix = (
-        "use narrower --widths or fewer --channels, fewer --num-checkpoints or --epochs, or "
+        "use narrower --widths, fewer --channels or a smaller --resnet-width, fewer "
+        "--num-checkpoints or --epochs, or "
         "fewer samples (--per-class)"
     )
-    check_p_over_n(n, p, analysis_flop, source, "capture a narrower layer (the last of --widths)")
+    narrower = "a smaller --resnet-width" if resnet else "the last of --widths"
+    check_p_over_n(n, p, analysis_flop, source, f"capture a narrower layer ({narrower})")
     check_memory(memory, source, fix)
     check_work(flop, source, fix)
 
@@ -736,11 +832,14 @@ def train_from_config(
         data.num_classes,
         widths=config["widths"],
         channels=config["channels"],
+        resnet_width=config["resnet_width"],
         key=model_key,
     )
+    model, model_state = model if isinstance(model, tuple) else (model, None)
     return fit(
         model,
         data,
+        model_state=model_state,
         key=train_key,
         loss=config["loss"],
         epochs=config["epochs"],
