@@ -7,13 +7,15 @@ renormalised flows, `closed_form`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._config import Config, option
 from ._errors import NumericalError, require, require_int, require_real, require_seed
 from ._series import (
     DIVERGENCE_GROWTH,
@@ -32,30 +34,58 @@ from ._series import (
 
 FLOW_NAMES = ("renormalised", "whitened", "central-path", "ufm")
 REPRESENTATIONS = ("reduced", "full")
+PRECISIONS = ("float64", "float32")
 
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SimulationConfig(Config):
+    """Everything `simulate` needs (and a sweep file's top level): one flow of the UFM from a
+    random initial state, its ODE and/or gradient descent, and what to save. The keys are the
+    TOML keys of `--config` files and of a run's `config.toml`; each is also a flag."""
+
+    command: ClassVar[str] = "simulate"
+
+    flow: str = option(
+        "renormalised",
+        "the flow: F3 the paper's (renormalised), F3' (whitened), F2 (central-path), F1 (ufm)",
+        choices=FLOW_NAMES,
+    )
+    classes: int = option(4, "C, number of classes")
+    per_class: int = option(10, "N, samples per class")
+    dim: int = option(8, "p, feature dimension")
+    lam: float = option(0.0, "ridge lambda of the least-squares classifier (central-path)")
+    lam_w: float = option(5e-3, "UFM weight decay on W")
+    lam_h: float = option(5e-3, "UFM weight decay on H")
+    lam_b: float = option(0.0, "UFM weight decay on b")
+    bias: bool = option(True, "classifier with a bias (--no-bias: without)")
+    t_end: float = option(1e4, "final time; t = k·eta after k GD steps")
+    num_saves: int = option(40, "save times: 0 and log-spaced up to t-end")
+    seed: int = option(0, "PRNG seed of the initial state, 0..2**32-1")
+    methods: list = option(["ode", "gd"], "comma-separated subset of ode,gd")
+    eta: float = option(0.0, "GD step size; 0: half the stable step, at most t-end/100")
+    representation: str = option(
+        "reduced",
+        "reduced (class statistics: exact, cost independent of N) or full (every sample; NC4)",
+        choices=REPRESENTATIONS,
+    )
+    mean_scale: float = option(2.0, "initial class means ~ N(0, mean_scale²/p)")
+    noise_scale: float = option(1.0, "initial within-class noise ~ N(0, noise_scale²/p)")
+    rtol: float = option(1e-10, "ODE relative tolerance")
+    atol: float = option(1e-12, "ODE absolute tolerance")
+    max_steps: int = option(200_000, "ODE step limit per segment between save times")
+    max_gd_steps: int = option(1_000_000, "gradient-descent step limit")
+    nc1_target: float = option(0.0, "stop the ODE when NC1 falls below this (0: never)")
+    precision: str = option(
+        "float64", "float64, or float32 for speed on accelerators", choices=PRECISIONS
+    )
+
+    validator: ClassVar = staticmethod(lambda c: validate(c))
+
+
+#: The defaults as a plain dict, for callers that merge dicts ({**DEFAULTS, "flow": "ufm"}).
+#: `precision` is the process's (the command line sets JAX to it), not part of a run's maths.
 DEFAULTS: dict[str, Any] = {
-    "flow": "renormalised",
-    "classes": 4,
-    "per_class": 10,
-    "dim": 8,
-    "lam": 0.0,
-    "lam_w": 5e-3,
-    "lam_h": 5e-3,
-    "lam_b": 0.0,
-    "bias": True,
-    "t_end": 1e4,
-    "num_saves": 40,
-    "seed": 0,
-    "methods": ["ode", "gd"],
-    "eta": 0.0,
-    "representation": "reduced",
-    "mean_scale": 2.0,
-    "noise_scale": 1.0,
-    "rtol": 1e-10,
-    "atol": 1e-12,
-    "max_steps": 200_000,
-    "max_gd_steps": 1_000_000,
-    "nc1_target": 0.0,
+    k: v for k, v in SimulationConfig.defaults().items() if k != "precision"
 }
 
 
@@ -66,6 +96,10 @@ def validate(config: dict[str, Any]) -> None:
     """One-line `InputError` for a bad configuration (from flags, a TOML file or a library call),
     then the memory and work it would need checked against the limits (`check_resources`)."""
     c = config
+    require(
+        c.get("precision", "float64") in PRECISIONS,
+        f"precision must be float64 or float32, got {c.get('precision')!r}",
+    )
     require(
         isinstance(c["flow"], str) and c["flow"] in FLOW_NAMES,
         f"unknown flow {c['flow']!r}; choose one of {', '.join(FLOW_NAMES)}",
@@ -284,14 +318,15 @@ def _restore(saved: dict, y0, snapshot0):
 
 
 def simulate(
-    config: dict[str, Any],
+    config: SimulationConfig | dict[str, Any],
     *,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     state_dir=None,
     throw: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Run a configuration (keys of `DEFAULTS`); return the flat results dictionary.
+    """Run a configuration (a `SimulationConfig`, or a dict of its keys); return the flat results
+    dictionary.
 
     The ODE and gradient descent advance segment by segment between consecutive save times (the
     flows are autonomous, so a segment is a solve from 0 to the gap). With `state_dir`, progress
@@ -304,8 +339,11 @@ def simulate(
     """
     from ._discrete import stable_step_size
 
-    config = {**DEFAULTS, **config}
-    validate(config)
+    if isinstance(config, SimulationConfig):
+        config = config.as_dict()
+    else:
+        config = {**DEFAULTS, **config}
+        validate(config)
     log = log or (lambda s: None)
     flow, y0, omega0 = build(config)
     ts = save_times(float(config["t_end"]), int(config["num_saves"]))

@@ -1,0 +1,139 @@
+"""Typed configurations: one source of defaults, validation, TOML keys, flags and help text.
+
+A configuration is a frozen dataclass (in the style of Diffrax's `PIDController`): each field is
+an option with its default and help, declared once with `option`. From that one declaration
+come the TOML keys of `--config` files and of a run's own `config.toml` (the field names), the
+command-line flags (`--per-class` for `per_class`), their help text (with the default), and the
+coercion of TOML values (an integer where a float is expected). Validation is the class's
+`validate` function, run on construction, so an invalid configuration cannot exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
+
+from ._errors import InputError, require
+
+C = TypeVar("C", bound="Config")
+
+
+def option(default, help: str, *, choices: tuple | None = None, flag: bool = True):
+    """A configuration field: its default, a one-line help, the allowed values (if a choice)
+    and whether it is a command-line flag (a few keys only make sense in files)."""
+    kw = {"default_factory": lambda: default} if isinstance(default, list) else {"default": default}
+    return dataclasses.field(metadata={"help": help, "choices": choices, "flag": flag}, **kw)
+
+
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+class Config:
+    """Base of the typed configurations (subclasses are frozen dataclasses of `option`s)."""
+
+    #: The command whose configuration this is (for messages).
+    command: ClassVar[str] = ""
+    #: validate(dict of every field) raises a one-line `InputError`.
+    validator: ClassVar[Callable[[dict], None] | None] = None
+
+    def __post_init__(self):
+        if self.validator is not None:
+            type(self).validator(self.as_dict())
+
+    # ------------------------------------------------------------------ views
+
+    def as_dict(self) -> dict[str, Any]:
+        """{key: value} for every field (lists as lists): the TOML a run writes."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def replace(self: C, **changes) -> C:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The default of every key, without validating (dataclass defaults)."""
+        out = {}
+        for f in dataclasses.fields(cls):
+            out[f.name] = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        return out
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_mapping(cls: type[C], mapping: Mapping[str, Any], source: str = "configuration") -> C:
+        """From a TOML table or a dict: unknown keys are refused (a typo is an error, never
+        silently ignored), `-` in keys reads as `_`, and values must have the default's type
+        (an integer is accepted for a float)."""
+        defaults = cls.defaults()
+        values = {}
+        for k, v in mapping.items():
+            key = k.replace("-", "_")
+            require(
+                key in defaults,
+                f"{source}: unknown key {k!r}; known keys: {', '.join(sorted(defaults))}",
+            )
+            values[key] = coerce(key, v, defaults[key], source)
+        return cls(**values)
+
+    @classmethod
+    def resolve(cls: type[C], args: argparse.Namespace, config_path=None) -> C:
+        """defaults ← the `--config` TOML file ← the flags given (those not None)."""
+        from ._rundir import load_config
+
+        merged: dict[str, Any] = {}
+        if config_path is not None:
+            loaded = load_config(config_path)
+            merged.update(
+                cls.from_mapping(loaded, f"config file {config_path}").as_dict() if loaded else {}
+            )
+        for f in dataclasses.fields(cls):
+            v = getattr(args, f.name, None)
+            if v is not None:
+                merged[f.name] = v
+        return cls.from_mapping(merged, "the flags")
+
+    # ------------------------------------------------------------------ command line
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser, *, exclude: tuple = ()) -> None:
+        """One flag per field (`--per-class` for `per_class`), default None so that a
+        `--config` file's value stands unless the flag is given; help shows the default."""
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            if not meta.get("flag", True) or f.name in exclude:
+                continue
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            flag = "--" + f.name.replace("_", "-")
+            shown = ",".join(default) if isinstance(default, list) else default
+            help_text = f"{meta['help']} (default {shown})"
+            kw: dict[str, Any] = dict(dest=f.name, default=None, help=help_text)
+            if isinstance(default, bool):
+                parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+                continue
+            if isinstance(default, list):
+                kw["type"] = _comma_list
+            elif isinstance(default, int):
+                kw["type"] = int
+            elif isinstance(default, float):
+                kw["type"] = float
+            if meta.get("choices"):  # shown, but checked by the validator: one-line errors
+                kw["help"] = f"{' | '.join(meta['choices'])}: {help_text}"
+            parser.add_argument(flag, **kw)
+
+
+def coerce(key: str, v, default, source: str):
+    """A TOML value as the type of the key's default (an int is accepted for a float)."""
+    if default is None or isinstance(v, type(default)):
+        if isinstance(default, int | float) and isinstance(v, bool) != isinstance(default, bool):
+            raise InputError(f"{source}: {key!r} must be {type(default).__name__}, got {v!r}")
+        return v
+    if isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if isinstance(default, list) and isinstance(v, list | tuple):
+        return list(v)
+    raise InputError(
+        f"{source}: {key!r} must be {type(default).__name__}, got {type(v).__name__} {v!r}"
+    )
