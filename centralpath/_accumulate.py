@@ -88,16 +88,94 @@ def chunk_moments(xp, features, labels, num_classes: int, mask=None):
     return counts, means, deviations.T @ deviations
 
 
-def _host_chunk_moments(features: np.ndarray, labels: np.ndarray, num_classes: int):
-    """`chunk_moments` on the host with no copy beyond the float64 chunk: its deviations are
-    formed in place and their Gram matrix is one SYRK (NumPy detects `D.T @ D`)."""
-    X = np.array(features, dtype=np.float64, order="C", copy=True)
-    one_hot = np.zeros((X.shape[0], num_classes))
-    one_hot[np.arange(X.shape[0]), labels] = 1.0
-    counts = one_hot.sum(0)
-    means = (one_hot.T @ X) / np.where(counts > 0, counts, 1.0)[:, None]
-    X -= means[labels]
-    return counts, means, X.T @ X
+class HostMoments:
+    """Moments of many chunks on the host, accumulated in place: the hot loop of a streamed
+    checkpoint (`_stream`), and of `StatsAccumulator.update` on a large array.
+
+    Each class is centred on a fixed shift s_c (its mean in the first chunk that holds it), so
+    one p×p buffer takes every chunk's Σ (h − s_c)(h − s_c)ᵀ by one in-place BLAS SYRK (half a
+    GEMM's flops, no p×p temporary per chunk), and `moments()` removes the shift once:
+    S = Σ (h − s_c)(h − s_c)ᵀ − Σ_c n_c d_c d_cᵀ with d_c = μ_c − s_c. As s_c is within the
+    spread of the class, d_c is small and the subtraction loses nothing (the shifted-data
+    algorithm); the result equals the pairwise updates to rounding.
+    """
+
+    def __init__(self, num_classes: int, dim: int):
+        self.C, self.p = num_classes, dim
+        self.counts = np.zeros(num_classes)
+        self.shift = np.zeros((num_classes, dim))
+        self.offset_sums = np.zeros((num_classes, dim))  # Σ (h − s_c) per class
+        self.gram = np.zeros((dim, dim), order="F")  # upper triangle of Σ (h − s_c)(h − s_c)ᵀ
+        # Work buffers reused from chunk to chunk: allocating ~8 MiB arrays per chunk let the
+        # heap fragment, and the peak memory crept up by tens of MB over a long file.
+        self._X = self._G = self._one_hot = None
+
+    def _buffers(self, m: int):
+        if self._X is None or self._X.shape[0] < m:
+            self._X = np.empty((m, self.p))
+            self._G = np.empty((m, self.p))
+            self._one_hot = np.empty((m, self.C))
+        return self._X[:m], self._G[:m], self._one_hot[:m]
+
+    def _load(self, features: np.ndarray, labels: np.ndarray):
+        """The chunk as float64 and its one-hot labels, in the work buffers."""
+        X, G, one_hot = self._buffers(features.shape[0])
+        np.copyto(X, features, casting="unsafe")  # float16/32/int → float64, no new array
+        one_hot[:] = 0.0
+        one_hot[np.arange(X.shape[0]), labels] = 1.0
+        return X, G, one_hot
+
+    def add(self, features: np.ndarray, labels: np.ndarray) -> None:
+        """Add a chunk [m, p] (any float or integer dtype, memory-mapped included)."""
+        if features.shape[0] == 0:
+            return
+        X, G, one_hot = self._load(features, labels)
+        counts = one_hot.sum(0)
+        new = (self.counts == 0) & (counts > 0)
+        if np.any(new):
+            sums = one_hot[:, new].T @ X
+            self.shift[new] = sums / counts[new][:, None]
+        np.take(self.shift, labels, axis=0, out=G)
+        X -= G
+        self.offset_sums += one_hot.T @ X
+        self.counts += counts
+        self.gram = _syrk_update(self.gram, X)
+
+    def count_nc4(self, features: np.ndarray, W, b, means) -> float:
+        """How many rows of the chunk the classifier assigns to another class than the nearest
+        of `means` (the work buffers again: no float64 copy of the chunk is allocated)."""
+        if features.shape[0] == 0:
+            return 0.0
+        X, _, _ = self._buffers(features.shape[0])
+        np.copyto(X, features, casting="unsafe")
+        return float(_nc4_mismatches(np, X, W, b, means))
+
+    def moments(self):
+        """(counts [C], class means [C, p], scatter [p, p]) of every sample added."""
+        d = self.offset_sums / np.where(self.counts > 0, self.counts, 1.0)[:, None]
+        gram = np.triu(self.gram)
+        gram = gram + np.triu(gram, 1).T
+        weighted = d * np.sqrt(self.counts)[:, None]
+        return self.counts.copy(), self.shift + d, gram - weighted.T @ weighted
+
+
+def _syrk_update(gram: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """gram (upper triangle) += Xᵀ X, in place where BLAS allows."""
+    try:
+        from scipy.linalg.blas import dsyrk
+    except ImportError:  # pragma: no cover - scipy comes with jax
+        gram += X.T @ X
+        return gram
+    # X is C-ordered [m, p], i.e. Xᵀ in Fortran order: dsyrk of trans=0 on Xᵀ, no copy.
+    return dsyrk(1.0, X.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=1)
+
+
+def _host_chunk_moments(features: np.ndarray, labels: np.ndarray, num_classes: int, rows: int):
+    """`chunk_moments` of a host array, `rows` samples at a time (`HostMoments`)."""
+    moments = HostMoments(num_classes, features.shape[1])
+    for start in range(0, features.shape[0], rows):
+        moments.add(features[start : start + rows], labels[start : start + rows])
+    return moments.moments()
 
 
 def merge_moments(xp, a, b):
@@ -114,9 +192,12 @@ def merge_moments(xp, a, b):
 
 def _nc4_mismatches(xp, features, W, b, means, mask=None):
     """How many rows have argmax_c (W h + b)_c ≠ argmin_c ‖h − μ_c‖ (`_metrics.nc4`'s rule)."""
-    predicted = xp.argmax(features @ W.T + b, axis=1)
-    # ‖h − μ_c‖² up to the c-independent ‖h‖², as `_metrics.nc4` computes it.
-    nearest = xp.argmin(-2.0 * features @ means.T + (means**2).sum(1), axis=1)
+    C = W.shape[0]
+    # One product for both rules (a chunk is read once): logits and ‖h − μ_c‖² up to the
+    # c-independent ‖h‖², as `_metrics.nc4` computes them.
+    scores = features @ xp.concatenate([W, means], axis=0).T
+    predicted = xp.argmax(scores[:, :C] + b, axis=1)
+    nearest = xp.argmin(-2.0 * scores[:, C:] + (means**2).sum(1), axis=1)
     miss = (predicted != nearest) * 1.0
     if mask is not None:
         miss = miss * mask
@@ -216,7 +297,10 @@ class StatsAccumulator(eqx.Module):
                 or np.issubdtype(features.dtype, np.integer),
                 f"features must be numeric, got dtype {features.dtype}",
             )
-            chunk = _host_chunk_moments(features, np.asarray(labels, np.int64), self.num_classes)
+            rows = max(64, (8 << 20) // (8 * self.dim))  # float64 chunks of ~8 MiB
+            chunk = _host_chunk_moments(
+                features, np.asarray(labels, np.int64), self.num_classes, rows
+            )
             n, means, scatter = merge_moments(np, self._moments(), chunk)
             return StatsAccumulator(n, means, scatter, self.nc4_mismatches, self.nc4_samples)
         _require_x64("StatsAccumulator.update on JAX arrays")

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _io
-from ._accumulate import StatsAccumulator
+from ._accumulate import HostMoments, StatsAccumulator
 from ._errors import InputError, require
 from ._io import (
     ANALYSIS_BASE_BYTES,
@@ -467,7 +467,7 @@ class StreamedFeatures:
         C, n, p = self.meta.num_classes, self.num_samples, self.dim
         rows = rows or chunk_rows(p)
         labels = self.meta.labels
-        acc = StatsAccumulator.zeros(C, p)
+        moments = HostMoments(C, p)  # in place: one SYRK per chunk, no p×p temporary
         lo = np.full(p, np.inf)
         hi = np.full(p, -np.inf)
         for start in range(0, n, rows):
@@ -478,16 +478,19 @@ class StreamedFeatures:
             np.maximum(hi, chunk.max(axis=0), out=hi)
             if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
                 _finite("features", np.asarray(chunk, np.float64), self.source, k)
-            acc = acc.update(chunk, labels[start : start + rows])
+            moments.add(chunk, labels[start : start + rows])
             del chunk  # a memory-mapped chunk is unmapped here
+        acc = StatsAccumulator.from_arrays(*moments.moments())
         W = b = None
         if self.W is not None:
             W = _finite("W", self.W.block(k), self.source, k)
             b = np.asarray(self.meta.b[k], np.float64)
+            missed = 0.0
             for start in range(0, n, rows):
                 chunk = self.features.rows(k, start, start + rows, stream=1)
-                acc = acc.count_nc4(chunk, W, b)
+                missed += moments.count_nc4(chunk, W, b, acc.means)
                 del chunk
+            acc = StatsAccumulator.from_arrays(acc.counts, acc.means, acc.scatter, missed, n)
         big = float(np.max(np.maximum(np.abs(lo), np.abs(hi))))
         spread = float(np.max(hi - lo))
         return Checkpoint(float(self.meta.epochs[k]), acc, W, b, big, spread)

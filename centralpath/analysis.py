@@ -244,4 +244,28 @@ def _analyze_streamed(src, weight_decay, rtol, rows, on_checkpoint) -> list[dict
         records.append(_record(ck.epoch, out))
         if on_checkpoint is not None:
             on_checkpoint(ck)
+        del ck, stats
+        _return_freed_memory()
     return records
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap's freed pages back to the system between checkpoints (glibc only).
+
+    The compiled metrics leave freed blocks scattered over the allocator's arenas; without
+    this the peak memory crept up by ~30 MB over the first checkpoints of a long file (measured
+    at p = 512), which streaming is meant to keep flat in K."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc: nothing to do
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
