@@ -39,6 +39,7 @@ from ._etf import (
     ufm_global_minimum as ufm_global_minimum,
     ufm_threshold as ufm_threshold,
 )
+from ._runtime import configure_cpu_runtime as configure_cpu_runtime
 from ._least_squares import (
     LeastSquaresClassifier as LeastSquaresClassifier,
     least_squares_classifier as least_squares_classifier,

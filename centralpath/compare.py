@@ -179,3 +179,79 @@ def fit_theory(
         flow=flow,
         weighting=weighting,
     )
+
+
+#: Per-checkpoint series of the fit, added to each checkpoint's record (name in the record,
+#: attribute of `TheoryFit`).
+FIT_SERIES = (
+    ("omega_predicted", "omega_predicted"),
+    ("time_map", "time_map"),
+    ("drift", "drift"),
+    ("relative_error", "relative_error_by_checkpoint"),
+)
+
+
+def compare_features(ff, *, flow="renormalised", weight_decay=None, rtol=1e-10):
+    """(fit, results, summary) for a features file: analysis per checkpoint and the §8 fit.
+
+    `summary` is the JSON of `compare --json`: the fit's own numbers at the top level (`a`,
+    `relative_error` per j, `variance_explained`, `drift_relative`, `time_map_monotone`,
+    `nc1_exponent`, …) and `checkpoints`, one record per checkpoint in the shape of
+    `analyze --json` (its keys, `perp_rel`, the file's accuracies) plus the fit's series there
+    (`omega_predicted`, `time_map`, `drift`, `relative_error`)."""
+    import numpy as np
+
+    from ._errors import require_real
+    from ._records import checkpoint_records
+    from .analysis import analyze
+
+    if weight_decay is not None:
+        require_real("--weight-decay", weight_decay, 0)
+    # Before the analysis: the fit needs checkpoints in time order, and a file whose epochs run
+    # backwards or repeat would otherwise be fitted and reported (as "monotone: true").
+    check_epochs(ff.epochs)
+    records = analyze(ff, weight_decay=weight_decay, rtol=rtol)
+    epochs = np.asarray([r["epoch"] for r in records], float)
+    omega = np.asarray([r["snr"] for r in records], float)
+    # A streamed source or statistics file has no labels in memory; it knows its counts.
+    counts = (
+        ff.class_counts()
+        if hasattr(ff, "class_counts")
+        else np.bincount(ff.labels, minlength=ff.num_classes)
+    )
+    per_class = float(counts.mean())
+    nc1 = np.asarray([r["nc1"] for r in records], float)
+    fit = fit_theory(epochs, omega, ff.num_classes, per_class, flow=flow, nc1=nc1)
+    results = {"train/times": epochs}
+    for key in records[0]:
+        if key == "epoch":
+            continue
+        vals = [np.nan if r[key] is None else r[key] for r in records]
+        results[f"train/{key}"] = np.asarray(vals, dtype=float)
+    if records[0]["loss"] is not None:
+        results["train/perp_rel"] = results["train/loss_perp"] / results["train/loss"]
+    for key in ("train_accuracy", "test_accuracy", "test_loss"):
+        if getattr(ff, key, None) is not None:
+            results[f"train/{key}"] = np.asarray(getattr(ff, key), dtype=float)
+    results.update(
+        {
+            "fit/times": epochs,
+            "fit/omega_measured": fit.omega_measured,
+            "fit/omega_predicted": fit.omega_predicted,
+            "fit/time_map": fit.time_map,
+            "fit/drift": fit.drift,
+            "fit/relative_error_by_checkpoint": fit.relative_error_by_checkpoint,
+            "fit/a": fit.a,
+            "fit/relative_error": fit.relative_error,
+        }
+    )
+    full = fit.to_dict()
+    per_checkpoint = {"epochs", "omega_measured"} | {attr for _, attr in FIT_SERIES}
+    summary = {k: v for k, v in full.items() if k not in per_checkpoint}
+    summary["balanced"] = bool(np.all(counts == counts[0]))
+    rows = checkpoint_records(ff, records)
+    for k, row in enumerate(rows):  # ω measured is the record's `snr`
+        for name, attr in FIT_SERIES:
+            row[name] = full[attr][k]
+    summary["checkpoints"] = rows
+    return fit, results, summary

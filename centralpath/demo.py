@@ -112,7 +112,7 @@ def run_demo(
     if train:
         log("2/3 training an MLP with MSE on the real digits data (features captured per epoch)")
         from ._io import load_features
-        from .cli.compare import compare_features
+        from .compare import compare_features
         from .networks.train import DEFAULTS as TRAIN_DEFAULTS, train_from_config
 
         tcfg = {**TRAIN_DEFAULTS, **TRAINING, **config.get("training", {})}

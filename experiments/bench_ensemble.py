@@ -92,10 +92,10 @@ def main(cfg: dict | None = None) -> dict:
     static = tuple(
         sorted(
             (k, tuple(v) if isinstance(v, list) else v)
-            for k, v in sweep._check_group(configs[:1]).items()
+            for k, v in sweep.check_group(configs[:1]).items()
         )
     )
-    program = sweep._group_program(static, mesh, ("gd",), 1e-10, 1)
+    program = sweep.group_program(static, mesh, ("gd",), 1e-10, 1)
     steps = int(round(cfg["t_end"] / cfg["eta"]))
     fdt = jnp.result_type(float)
     params = {k: jnp.asarray([float(base[k])], fdt) for k in sweep.FLOAT_PARAMS}

@@ -17,7 +17,7 @@ def main(cfg: dict, out_root=None):
     import numpy as np
 
     from centralpath._io import load_features
-    from centralpath.cli.compare import compare_features
+    from centralpath.compare import compare_features
     from centralpath.networks.train import DEFAULTS, train_from_config
 
     training = train_from_config({**DEFAULTS, **cfg["training"]})

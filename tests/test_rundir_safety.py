@@ -521,7 +521,7 @@ def fake_sweep(monkeypatch):
         t = np.array([0.0, 5.0, 10.0])
         return [{"gd/times": t, "gd/nc1": t * c["classes"]} for c in configs]
 
-    monkeypatch.setattr(sw, "batched_simulate", batched)
+    monkeypatch.setattr(sw._write, "batched_simulate", batched)  # what run_sweep calls
     return state
 
 

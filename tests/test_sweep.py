@@ -147,7 +147,7 @@ def test_batched_equals_simulate(run, flow):
     table = _by_config(outs[flow])
     for config in spec.configs:
         ref = simulate(config)
-        key = tuple(sw._cell(config[k]) for k in spec.swept)
+        key = tuple(sw.cell(config[k]) for k in spec.swept)
         # The CSV holds one row per distinct time (GD saves repeat when round(t/η) does).
         ref = {
             q: _at_distinct_times(ref, q) for q in ref if not q.endswith(("times", "eta", "status"))
@@ -246,14 +246,14 @@ def test_resume_skips_done_groups_and_gives_identical_output(tmp_path, monkeypat
             raise KeyboardInterrupt
         return real(configs, **kw)
 
-    monkeypatch.setattr(sw, "batched_simulate", interrupted)
+    monkeypatch.setattr(sw._write, "batched_simulate", interrupted)  # what run_sweep calls
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         sw.write_sweep(spec, out)
     assert not out.exists() and (tmp_path / ".resumed.partial" / "groups").is_dir()
     calls.clear()
     monkeypatch.setattr(
-        sw, "batched_simulate", lambda c, **kw: (calls.append(len(c)), real(c, **kw))[1]
+        sw._write, "batched_simulate", lambda c, **kw: (calls.append(len(c)), real(c, **kw))[1]
     )
     sw.write_sweep(spec, out, resume=True)
     assert calls == [4]  # only the unfinished group ran

@@ -37,11 +37,11 @@ def run(args) -> int:
     import contextlib
 
     from .._errors import require
+    from .._records import checkpoint_records, least_squares_warning
     from .._rundir import check_output_file
     from .._stream import StatsWriter, open_source, record_of
     from ..analysis import analyze
     from ._common import write_output_json
-    from ._records import checkpoint_records, least_squares_warning
     from ._table import table
 
     require(args.rtol > 0 and args.rtol < 1, f"--rtol must lie in (0, 1), got {args.rtol}")

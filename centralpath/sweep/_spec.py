@@ -1,0 +1,243 @@
+"""The sweep file: the `[sweep]` table, its options and validation, and the shape groups
+that each run as one compiled call."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._errors import SEED_MAX, InputError, require, require_seed
+from .._resources import check_memory
+from .._series import (
+    CLOSED_FORM_QUANTITIES,
+)
+from ..simulate import DEFAULTS, validate
+
+BATCHABLE = ("seed", "lam", "lam_w", "lam_h", "lam_b", "mean_scale", "noise_scale", "eta")
+FLOAT_PARAMS = ("lam", "lam_w", "lam_h", "lam_b", "mean_scale", "noise_scale")
+NOT_SWEEPABLE = ("methods", "nc1_target")
+OPTIONS: dict[str, Any] = {"precision": "float64", "record": "final", "quantities": "all"}
+PRECISIONS = ("float64", "float32")
+RECORDS = ("final", "all")
+CLOSED_FORM_KEYS = CLOSED_FORM_QUANTITIES
+MAX_CONFIGS = 10_000_000
+CHUNK_BYTES = 1 << 19
+SPREAD = 8
+RENORMALISED = {"renormalised": "renormalised", "whitened": "whitened"}
+
+
+# --------------------------------------------------------------------------- the sweep file
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A parsed sweep: the base configuration, the options, the table and its configurations.
+
+    `swept` names the CSV columns (`seeds` becomes `seed`); `configs` are complete `simulate`
+    configurations in the order of the Cartesian product (the first key varies slowest).
+    """
+
+    base: dict[str, Any]
+    options: dict[str, Any]
+    table: dict[str, Any]
+    swept: tuple[str, ...]
+    configs: list[dict[str, Any]] = field(repr=False)
+
+    def to_config(self) -> dict[str, Any]:
+        """The resolved sweep file (for config.toml; `parse_sweep` of it gives this spec)."""
+        return {**self.base, **self.options, "sweep": dict(self.table)}
+
+
+def _is_seed(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= SEED_MAX
+
+
+def _metric_keys() -> tuple[str, ...]:
+    from .._trajectory import METRIC_KEYS
+
+    return METRIC_KEYS
+
+
+def _coerce(key: str, value, default, source: str):
+    from .._rundir import _coerce as coerce
+
+    if isinstance(default, float) and isinstance(value, bool):
+        raise InputError(f"{source}: {key!r} must be float, got bool {value!r}")
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, bool):
+        raise InputError(f"{source}: {key!r} must be int, got bool {value!r}")
+    return coerce(key, value, default, source)
+
+
+def _parse_options(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    options = dict(OPTIONS)
+    for key in OPTIONS:
+        if key in raw:
+            options[key] = raw[key]
+    require(
+        options["precision"] in PRECISIONS,
+        f"{source}: precision must be one of {', '.join(PRECISIONS)}, got {options['precision']!r}",
+    )
+    require(
+        options["record"] in RECORDS,
+        f"{source}: record must be one of {', '.join(RECORDS)}, got {options['record']!r}",
+    )
+    q = options["quantities"]
+    known = sorted(set(_metric_keys()) | set(CLOSED_FORM_KEYS))
+    if q != "all":
+        require(
+            isinstance(q, list) and len(q) > 0 and all(isinstance(x, str) for x in q),
+            f'{source}: quantities must be "all" or a non-empty list of names, got {q!r}',
+        )
+        bad = [x for x in q if x not in known]
+        if bad:  # (not `require`: its message is built eagerly, and bad[0] needs a bad name)
+            raise InputError(f"{source}: unknown quantity {bad[0]!r}; known: {', '.join(known)}")
+    return options
+
+
+def parse_sweep(raw: dict[str, Any], source: str = "sweep config") -> SweepSpec:
+    """Validate a sweep file's contents (a dict as read from TOML) and expand the product.
+
+    Raises `InputError` with one line for unknown keys, a missing or empty `[sweep]` table,
+    empty lists, values of the wrong type and configurations `simulate` would refuse.
+    """
+    require(isinstance(raw, dict), f"{source}: expected a TOML table at top level")
+    base = dict(DEFAULTS)
+    for k, v in raw.items():
+        key = k.replace("-", "_")
+        if key == "sweep" or key in OPTIONS:
+            continue
+        require(
+            key in DEFAULTS,
+            f"{source}: unknown key {k!r}; known keys: {', '.join(sorted([*DEFAULTS, *OPTIONS]))} "
+            "and the [sweep] table",
+        )
+        base[key] = _coerce(key, v, DEFAULTS[key], source)
+    options = _parse_options({k.replace("-", "_"): v for k, v in raw.items()}, source)
+    require("sweep" in raw, f"{source}: no [sweep] table; add one with the lists to sweep over")
+    table_raw = raw["sweep"]
+    require(
+        isinstance(table_raw, dict),
+        f"{source}: 'sweep' must be a table [sweep] of lists, got {type(table_raw).__name__}",
+    )
+    require(len(table_raw) > 0, f"{source}: the [sweep] table is empty; give at least one list")
+    table: dict[str, Any] = {}
+    axes: list[tuple[str, list]] = []
+    for k, v in table_raw.items():
+        key = k.replace("-", "_")
+        where = f"{source} [sweep]"
+        if key == "seeds":
+            require(
+                "seed" not in {x.replace("-", "_") for x in table_raw},
+                f"{where}: give either seeds (a count) or seed (a list), not both",
+            )
+            if isinstance(v, list):
+                key, v = "seed", v
+            else:
+                require(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                    f"{where}: seeds must be a count >= 1 (or a list), got {v!r}",
+                )
+                require(
+                    v <= MAX_CONFIGS,
+                    f"{where}: seeds = {v} is more than {MAX_CONFIGS} configurations; split it",
+                )
+                # Checked here, before the list of seeds is built: every seed is a 32-bit key.
+                require(
+                    _is_seed(base["seed"]) and base["seed"] + v - 1 <= SEED_MAX,
+                    f"{where}: seeds = {v} from seed = {base['seed']!r} would pass {SEED_MAX} "
+                    f"(seeds are 0..2**32-1, each a 32-bit PRNG key); lower seed or seeds",
+                )
+                table["seeds"] = v
+                axes.append(("seed", [int(base["seed"]) + i for i in range(v)]))
+                continue
+        require(
+            key in DEFAULTS,
+            f"{where}: unknown key {k!r}; sweepable keys: "
+            f"{', '.join(sorted(set(DEFAULTS) - set(NOT_SWEEPABLE)))} and seeds",
+        )
+        require(key not in NOT_SWEEPABLE, f"{where}: {key} cannot be swept; set it at top level")
+        require(key not in dict(axes), f"{where}: {key} is given twice")
+        require(
+            isinstance(v, list),
+            f"{where}: {k} must be a list like {k} = [{DEFAULTS[key]!r}, …], got {v!r}",
+        )
+        require(len(v) > 0, f"{where}: {k} is an empty list; give at least one value")
+        values = [_coerce(key, x, DEFAULTS[key], where) for x in v]
+        if key == "seed":  # the configurations' validation skips seeds (one check per rest)
+            bad = [x for x in values if not _is_seed(x)]
+            if bad:
+                require_seed(bad[0], f"{where}: seed")
+        table[key] = values
+        axes.append((key, values))
+    total = math.prod(len(vals) for _, vals in axes)
+    require(
+        total <= MAX_CONFIGS,
+        f"{source}: the sweep has {total} configurations, more than {MAX_CONFIGS}; split it",
+    )
+    # One dict per configuration (~1.2 KiB with its keys shared), built next: refuse a product
+    # that would not fit before building it.
+    check_memory(
+        total * (sys.getsizeof(base) + 64 * len(axes) + 256),
+        f"{source}: expanding {total} configurations",
+        "split the sweep into smaller files",
+    )
+    names = tuple(name for name, _ in axes)
+    configs = [
+        {**base, **dict(zip(names, combo, strict=True))}
+        for combo in itertools.product(*(vals for _, vals in axes))
+    ]
+    _validate_configs(configs, names, source)
+    if options["quantities"] != "all" and "nc4" in options["quantities"]:
+        require(
+            all(c["representation"] == "full" for c in configs),
+            f'{source}: nc4 needs the samples, which representation = "reduced" does not keep; '
+            'set representation = "full" or drop nc4 from quantities',
+        )
+    return SweepSpec(base, options, table, names, configs)
+
+
+def _validate_configs(configs: list[dict], names: Sequence[str], source: str) -> None:
+    seen = set()
+    for c in configs:
+        # Validity never depends on the seed: check each distinct rest once.
+        sig = tuple((k, repr(c[k])) for k in names if k != "seed")
+        if sig in seen:
+            continue
+        seen.add(sig)
+        where = ", ".join(f"{k} = {c[k]!r}" for k in names if k != "seed") or "base"
+        try:
+            validate(c)
+            require(c["nc1_target"] == 0, "nc1_target (an early stop) is not supported in sweeps")
+        except InputError as e:
+            raise InputError(f"{source}: configuration ({where}): {e}") from None
+
+
+def load_sweep(path) -> SweepSpec:
+    """Read and parse a sweep TOML file (`parse_sweep`)."""
+    from .._rundir import load_config
+
+    return parse_sweep(load_config(path), source=f"sweep file {path}")
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def group_key(config: dict[str, Any]) -> tuple:
+    """What configurations of one compiled call share: everything but the batchable keys."""
+    return tuple(
+        (k, tuple(v) if isinstance(v, list) else v)
+        for k, v in sorted(config.items())
+        if k in DEFAULTS and k not in BATCHABLE
+    )
+
+
+def groups(configs: Sequence[dict[str, Any]]) -> list[list[int]]:
+    """Indices of the configurations of each group, groups in order of first appearance."""
+    out: dict[tuple, list[int]] = {}
+    for i, c in enumerate(configs):
+        out.setdefault(group_key(c), []).append(i)
+    return list(out.values())

@@ -1,0 +1,63 @@
+"""The package's shape: importing it changes nothing in the process, the library never imports
+its command line, and every mention of the mathematics points to docs/theory.md."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "centralpath"
+
+
+def test_importing_the_package_and_sweep_leaves_the_environment_unchanged():
+    # JAX sets a few variables of its own when imported: compare from after that.
+    code = (
+        "import os, jax; before = dict(os.environ); "
+        "import centralpath, centralpath.sweep, centralpath.simulate; "
+        "changed = {k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k)}; "
+        "print(sorted(changed))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def _imports(path: Path) -> set[str]:
+    """Modules a file imports (relative imports resolved against its package)."""
+    tree = ast.parse(path.read_text())
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            names.add(mod)
+            names.update(f"{mod}.{a.name}" for a in node.names)
+    return names
+
+
+def test_the_library_never_imports_its_command_line():
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in PACKAGE.rglob("*.py")
+        if "cli" not in path.relative_to(PACKAGE).parts
+        and any(m == "centralpath.cli" or m.startswith("centralpath.cli.") for m in _imports(path))
+    ]
+    assert offenders == []
+
+
+def test_theory_is_cited_from_the_repository():
+    assert (ROOT / "docs" / "theory.md").is_file()
+    assert "docs/theory.md" in (ROOT / "README.md").read_text()
+    stale = [
+        str(p.relative_to(ROOT))
+        for p in [*PACKAGE.rglob("*.py"), ROOT / "README.md", *(ROOT / "experiments").rglob("*.py")]
+        if "THEORY.md" in p.read_text()
+    ]
+    assert stale == []
