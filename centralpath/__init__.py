@@ -69,11 +69,13 @@ from ._metrics import (
     snr_matrix as snr_matrix,
     snr_singular_values as snr_singular_values,
 )
+from ._recorder import StatsRecorder as StatsRecorder, checkpoint_of as checkpoint_of
 from ._stats import (
     ClassStats as ClassStats,
     class_stats as class_stats,
     within_class_deviations as within_class_deviations,
 )
+from ._stream import open_source as open_source, save_stats as save_stats
 from ._trajectory import Trajectory as Trajectory
 from ._ufm import (
     UFMState as UFMState,

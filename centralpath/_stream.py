@@ -939,8 +939,10 @@ class StatsWriter:
         self._sigma.close()
         arrays = {}
         for key, values in self._small.items():
-            if any(v is None for v in values):
-                continue  # a key that only some checkpoints have (feature range) is left out
+            if any(v is None for v in values) or (
+                key == "nc4_mismatches" and len(values) != self.K
+            ):
+                continue  # known at only some checkpoints (feature range, NC4): left out
             if len(values) != self.K:
                 raise InputError(
                     f"'{key}' was given for {len(values)} of {self.K} checkpoints; give the "

@@ -1,0 +1,101 @@
+"""Recorders write statistics files while training, storing no features: NumPy and JAX
+batches (`centralpath.StatsRecorder`) and PyTorch (`centralpath.torch.StatsRecorder`, a forward
+hook) give the analysis of the features file to 1e-12."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import centralpath as cp
+from centralpath._errors import InputError
+from centralpath._io import FeaturesFile
+from centralpath.analysis import analyze
+
+C, P = 4, 6
+
+
+def run(seed=0, K=3, n=90):
+    """K checkpoints of features, W and b, imbalanced classes."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, n)
+    y[:C] = np.arange(C)
+    H = rng.normal(size=(K, n, P)) + 3.0 * np.arange(1, K + 1)[:, None, None] * np.eye(C, P)[y]
+    return H, y, rng.normal(size=(K, C, P)), rng.normal(size=(K, C))
+
+
+def in_memory(H, y, W, b, epochs):
+    ff = FeaturesFile(H, y, C, np.asarray(epochs, float), 1e-3, W, b)
+    return analyze(ff)
+
+
+def worst(a, b):
+    from test_stream import worst_difference
+
+    return worst_difference(a, b)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "jax", "directory"])
+def test_numpy_and_jax_batches(tmp_path, kind):
+    H, y, W, b = run()
+    epochs = [0, 3, 10]
+    folder = tmp_path / "ckpts" if kind == "directory" else None
+    recorder = cp.StatsRecorder(C, weight_decay=1e-3, directory=folder)
+    for k, e in enumerate(epochs):
+        batches = [(H[k, i : i + 16], y[i : i + 16]) for i in range(0, len(y), 16)]
+        if kind == "jax":
+            batches = [(jnp.asarray(h), jnp.asarray(lab)) for h, lab in batches]
+        recorder.capture(e, batches, W=W[k], b=b[k])
+    path = recorder.save(tmp_path / "stats.npz", loss="mse")
+    reference = in_memory(H, y, W, b, epochs)
+    src = cp.open_source(path)
+    assert src.loss == "mse" and src.num_checkpoints == 3
+    assert worst(reference, analyze(src)) <= 1e-12
+    if kind == "directory":  # the folder written as it went is itself an input
+        assert worst(reference, analyze(cp.open_source(tmp_path / "ckpts"))) <= 1e-12
+
+
+def test_whole_arrays_and_a_function_of_batches():
+    H, y, W, b = run(1)
+    whole = cp.checkpoint_of((H[0], y), C, W=W[0], b=b[0])
+    fresh = cp.checkpoint_of(
+        lambda: iter([(H[0, :50], y[:50]), (H[0, 50:], y[50:])]), C, W=W[0], b=b[0]
+    )
+    for ck in (whole, fresh):
+        stats = ck.acc.finalize()
+        ref = cp.class_stats(H[0], y, C)
+        np.testing.assert_allclose(stats.sigma_w, ref.sigma_w, rtol=0, atol=1e-13)
+        assert ck.acc.nc4() == float(cp.nc4(jnp.asarray(H[0]), ref, W[0], b[0]))
+    with pytest.raises(InputError, match="second pass"):
+        cp.checkpoint_of((x for x in [(H[0], y)]), C, W=W[0], b=b[0])
+    with pytest.raises(InputError, match="labels must lie in 0..3"):
+        cp.checkpoint_of((H[0], y + 1), C)
+
+
+def test_pytorch_hook(tmp_path):
+    torch = pytest.importorskip("torch")
+    from centralpath.torch import StatsRecorder
+
+    torch.manual_seed(0)
+    n = 60
+    model = torch.nn.Sequential(torch.nn.Linear(5, P), torch.nn.ReLU(), torch.nn.Linear(P, C))
+    x = torch.randn(n, 5)
+    y = torch.as_tensor(np.r_[np.arange(C), np.random.default_rng(0).integers(0, C, n - C)])
+    loader = [(x[i : i + 16], y[i : i + 16]) for i in range(0, n, 16)]
+    recorder = StatsRecorder(model[2])
+    features, Ws, bs = [], [], []
+    for epoch in (0, 1):
+        recorder.capture(model, loader, epoch)
+        with torch.no_grad():
+            features.append(model[1](model[0](x)).double().numpy())
+        Ws.append(model[2].weight.detach().double().numpy())
+        bs.append(model[2].bias.detach().double().numpy())
+        with torch.no_grad():  # "train": move the layers
+            for prm in model.parameters():
+                prm.add_(0.1 * torch.randn_like(prm))
+    assert model.training  # restored
+    path = recorder.save(tmp_path / "stats.npz", weight_decay=1e-3)
+    reference = in_memory(np.stack(features), y.numpy(), np.stack(Ws), np.stack(bs), [0, 1])
+    assert reference[0]["nc4"] is not None
+    assert worst(reference, analyze(cp.open_source(path))) <= 1e-12
+    with pytest.raises(InputError, match="final nn.Linear"):
+        StatsRecorder(model[1])
