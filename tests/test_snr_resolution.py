@@ -5,7 +5,6 @@ import jax
 import mpmath as mp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 from numpy.testing import assert_allclose
 
 import centralpath as cp
@@ -167,7 +166,7 @@ def test_coinciding_class_means_give_zero_not_inf():
 
 
 def _collapse(kind, reduced, method, lam, seed):
-    state, labels = cp.init_ufm(jax.random.PRNGKey(seed), 3, 6, 5)
+    state, labels = cp.init_ufm(jax.random.PRNGKey(seed), 3, 4, 4)
     if kind == "ufm":
         flow = (
             ReducedUFMFlow(lam_W=lam, lam_H=lam)
@@ -178,23 +177,26 @@ def _collapse(kind, reduced, method, lam, seed):
     else:
         flow = ReducedCentralPathFlow(lam=lam) if reduced else CentralPathFlow(labels, 3, lam=lam)
         y0 = cp.class_stats(state.H, labels, 3) if reduced else state.H
-    t_end = 3e3
+    # Long enough for the collapse to pass the float64 resolution of ω_j (measured: every case
+    # below flags some saves), short enough for a fast test.
+    t_end = 2e3
     if method == "ode":
-        ts = np.concatenate([[0.0], np.geomspace(1.0, t_end, 30)])
+        ts = np.concatenate([[0.0], np.geomspace(1.0, t_end, 24)])
         return cp.integrate(flow, y0, t_end, ts=ts).metrics()
     eta = 0.5 * cp.stable_step_size(flow, y0)
     k = int(t_end / eta)
-    save = np.unique(np.geomspace(1, k, 30).astype(int))
+    save = np.unique(np.geomspace(1, k, 24).astype(int))
     return cp.gradient_descent(flow, y0, eta, k, save_steps=np.r_[0, save]).metrics()
 
 
-@settings(max_examples=6)
-@given(
-    kind=st.sampled_from(["ufm", "central-path"]),
-    reduced=st.booleans(),
-    method=st.sampled_from(["ode", "gd"]),
-    lam=st.sampled_from([1e-3, 5e-3]),
-    seed=st.integers(0, 3),
+@pytest.mark.parametrize(
+    "kind, reduced, method, lam, seed",
+    [
+        ("ufm", True, "ode", 2e-3, 0),
+        ("ufm", False, "gd", 5e-3, 1),
+        ("central-path", True, "gd", 1e-3, 2),
+        ("central-path", False, "ode", 5e-3, 3),
+    ],
 )
 def test_omega_never_falls_while_nc1_falls(kind, reduced, method, lam, seed):
     m = _collapse(kind, reduced, method, lam, seed)
@@ -205,6 +207,7 @@ def test_omega_never_falls_while_nc1_falls(kind, reduced, method, lam, seed):
     # a finite value after a flagged one would count as a fall.
     fell = omega[1:] < 0.5 * omega[:-1]
     assert not np.any(fell & falling[:, None]), np.c_[nc1, omega]
-    # The collapse is deep enough to reach the resolution floor in most runs; when it does, the
-    # flag agrees with the values.
-    assert np.array_equal(m["snr_beyond_resolution"] > 0, np.any(np.isinf(omega), axis=1))
+    # The collapse reaches the resolution floor, and the flag agrees with the values.
+    beyond = m["snr_beyond_resolution"] > 0
+    assert beyond[-1] and not beyond[0]
+    assert np.array_equal(beyond, np.any(np.isinf(omega), axis=1))
