@@ -99,3 +99,42 @@ def test_pytorch_hook(tmp_path):
     assert worst(reference, analyze(cp.open_source(path))) <= 1e-12
     with pytest.raises(InputError, match="final nn.Linear"):
         StatsRecorder(model[1])
+
+
+def test_train_captures_statistics_instead_of_features(tmp_path):
+    """`fit(capture="stats")` (what `auto` does for large data) keeps no features; its statistics
+    file analyses like the features file of the same training."""
+    jax = pytest.importorskip("jax")
+    pytest.importorskip("optax")
+    from centralpath._io import load_features
+    from centralpath.networks import datasets as ds, train as tr
+    from centralpath.networks.models import make_model
+
+    data = ds.load_dataset("digits", per_class=10, test_fraction=0)
+
+    def fit(capture):
+        model = make_model(
+            "mlp", data.input_shape, data.num_classes, widths=(32, 16), key=jax.random.PRNGKey(0)
+        )
+        return tr.fit(
+            model,
+            data,
+            key=jax.random.PRNGKey(1),
+            epochs=4,
+            batch_size=25,
+            num_checkpoints=4,
+            capture=capture,
+        )
+
+    features, stats = fit("features"), fit("stats")
+    assert stats.features is None and stats.stats["sigma_w"].shape == (len(stats.epochs), 16, 16)
+    features.save_features(tmp_path / "features.npz")
+    stats.save_features(tmp_path / "stats.npz")
+    with np.load(tmp_path / "stats.npz") as f:
+        assert "features" not in f.files and str(f["loss"]) == "mse"
+    reference = analyze(load_features(tmp_path / "features.npz"))
+    assert worst(reference, analyze(cp.open_source(tmp_path / "stats.npz"))) <= 1e-12
+    assert not tr.capture_statistics(31, 1797, 256)  # digits: features
+    assert tr.capture_statistics(31, 50_000, 512)  # CIFAR-10 size: 3.2 GB of features
+    with pytest.raises(InputError, match="unknown capture"):
+        tr.capture_statistics(3, 10, 10, "everything")

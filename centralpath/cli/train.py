@@ -180,9 +180,16 @@ def _train(args, run_dir, config, data) -> int:
         training = train_from_config(
             config, data=data, state_dir=run_dir.file("state"), progress=not args.quiet
         )
-        features_path = run_dir.file("features.npz")
-        training.save_features(features_path)
-        records = analyze(load_features(features_path))
+        if training.stats is None:
+            features_path = run_dir.file("features.npz")
+            training.save_features(features_path)
+            records = analyze(load_features(features_path))
+        else:  # large data: statistics were captured instead of features (networks/train.py)
+            from .._stream import open_source
+
+            features_path = run_dir.file("stats.npz")
+            training.save_features(features_path)
+            records = analyze(open_source(features_path, "statistics file"))
         results = training_results(training, records)
         run_dir.save_results(results)
         write_json(run_dir.file("analysis.json"), {"checkpoints": records})

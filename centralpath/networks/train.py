@@ -207,6 +207,7 @@ class Training:
     - `model`: the trained model.
     - `epochs` [K]: the captured epochs (0 = before training).
     - `features` [K, n, p], `W` [K, C, p], `b` [K, C]: last-layer inputs and classifier.
+      `features` is None when the captures kept class statistics instead (`stats`).
     - `loss` [K], `accuracy` [K]: training loss (the data term, without weight decay) and
       accuracy over the whole training set at each capture.
     - `test_loss` [K], `test_accuracy` [K]: the same on the held-out samples (None without).
@@ -237,6 +238,9 @@ class Training:
     momentum: float = 0.0
     steps_per_epoch: int = 0
     model_state: Any = None
+    # Class statistics per capture instead of features (`capture_statistics`): the arrays of a
+    # statistics file, stacked over the captures.
+    stats: dict[str, np.ndarray] | None = None
 
     @property
     def first_zero_error_epoch(self) -> int | None:
@@ -267,10 +271,69 @@ class Training:
         if self.test_accuracy is not None:
             out["test_accuracy"] = self.test_accuracy
             out["test_loss"] = self.test_loss
+        if self.stats is not None:  # a statistics file: the statistics replace the features
+            del out["features"], out["labels"]
+            out.update(self.stats)
         return out
 
     def save_features(self, path) -> None:
-        save_features(path, **self.features_arrays())
+        """Write the features file (or, for statistics captures, the statistics file)."""
+        if self.stats is not None:
+            _save_statistics(path, self.features_arrays())
+        else:
+            save_features(path, **self.features_arrays())
+
+
+# --------------------------------------------------------------------------- statistics captures
+
+#: `capture="auto"` keeps class statistics instead of features once the float32 features of
+#: all captures (K·n·p·4 bytes) would exceed this: K·(p² + C·p) numbers whatever n, written as a
+#: statistics file that `analyze` reads like a features file (docs in the README).
+STATS_CAPTURE_BYTES = 1 << 30
+_STATISTICS_KEYS = (
+    "counts",
+    "class_means",
+    "sigma_w",
+    "nc4_mismatches",
+    "feature_max_abs",
+    "feature_spread",
+)
+
+
+def capture_statistics(num_captures: int, n: int, p: int, capture: str = "auto") -> bool:
+    """Whether `fit` keeps class statistics rather than features at each capture."""
+    require(
+        capture in ("auto", "features", "stats"),
+        f"unknown capture {capture!r}; choose auto, features or stats",
+    )
+    return capture == "stats" or (
+        capture == "auto" and 4 * num_captures * n * p > STATS_CAPTURE_BYTES
+    )
+
+
+def _statistics_entry(H, labels, model, num_classes: int) -> dict:
+    """A capture's class statistics and NC4 count, from its features (`cp.checkpoint_of`)."""
+    from .._recorder import checkpoint_of
+
+    W, b = np.asarray(model.classifier.weight), np.asarray(model.classifier.bias)
+    ck = checkpoint_of((H, labels), num_classes, W=W, b=b)
+    return {
+        "counts": ck.acc.counts,
+        "class_means": ck.acc.means,
+        "sigma_w": ck.acc.sigma_w(),
+        "nc4_mismatches": np.float64(ck.acc.nc4_mismatches),
+        "feature_max_abs": np.float64(ck.feature_max_abs),
+        "feature_spread": np.float64(ck.feature_spread),
+    }
+
+
+def _save_statistics(path, arrays: dict) -> None:
+    """Write a statistics file and check it reads back (`_stream.open_source`)."""
+    from .._io import save_npz
+    from .._stream import STATS_VERSION, open_source
+
+    save_npz(path, **arrays, stats_version=np.int64(STATS_VERSION))
+    open_source(path, "statistics file")
 
 
 # --------------------------------------------------------------------------- state on disk
@@ -373,6 +436,7 @@ def fit(
     progress: bool = False,
     on_epoch: Callable[[int, float, float], None] | None = None,
     model_state=None,
+    capture: str = "auto",
 ) -> Training:
     """Train `model` on `data` and capture last-layer features (module docstring).
 
@@ -394,6 +458,9 @@ def fit(
     - `progress`: show progress over epochs (a tqdm bar on a terminal, plain lines otherwise).
     - `on_epoch`: called as `on_epoch(epoch, loss, accuracy)` after every epoch.
     - `model_state`: the `eqx.nn.State` of a model with batch normalisation (None otherwise).
+    - `capture`: what a capture keeps — `features`, `stats` (class statistics and the NC4
+      count, no features: a statistics file) or `auto` (statistics once the features of all
+      captures would exceed `STATS_CAPTURE_BYTES`).
 
     **Returns:**
 
@@ -460,10 +527,13 @@ def fit(
             captures = store.load_captures(int(state["epoch"]))
     start = int(state["epoch"])
     plan = set(capture_epochs(epochs, num_checkpoints).tolist())
+    as_stats = capture_statistics(
+        len(plan) + 1, data.num_samples, int(model.classifier.weight.shape[1]), capture
+    )
 
     def capture(epoch, H, model, value, accuracy):
         entry = {
-            "features": np.asarray(H),
+            **(_statistics_entry(H, labels, model, C) if as_stats else {"features": np.asarray(H)}),
             "W": np.asarray(model.classifier.weight),
             "b": np.asarray(model.classifier.bias),
             "loss": np.float64(value),
@@ -521,7 +591,7 @@ def fit(
     return Training(
         model=model,
         epochs=np.asarray(order, dtype=np.int64),
-        features=stack("features"),
+        features=None if as_stats else stack("features"),
         W=stack("W"),
         b=stack("b"),
         loss=stack("loss").astype(np.float64),
@@ -539,6 +609,9 @@ def fit(
         momentum=float(momentum),
         steps_per_epoch=steps_per_epoch,
         model_state=mstate,
+        stats={k: stack(k) for k in _STATISTICS_KEYS if k in captures[order[0]]}
+        if as_stats
+        else None,
     )
 
 
@@ -790,12 +863,18 @@ def check_resources(config: dict[str, Any], data: Dataset) -> None:
     batch = min(int(config["batch_size"]), n)
     chunk = min(4096, n)
     analysis_bytes, analysis_flop = analysis_cost(K, n, p, C, itemsize=4, w_itemsize=4)
+    captured = 4 * 2 * K * (n * p + C * p + C)  # the captures, and their stack
+    if capture_statistics(K, n, p):  # statistics instead: streamed analysis, no features kept
+        from .._stream import streamed_analysis_cost
+
+        analysis_bytes, analysis_flop = streamed_analysis_cost(K, n, p, C)
+        captured = 8 * 2 * K * (p * p + 2 * C * p + C) + 8 * 4 * n * p
     memory = (
         4 * 2 * (n + m) * math.prod(shape)  # inputs (training and test) on the host and device
         + 4 * 5 * params  # parameters, gradients, momentum, updates, a saved copy
         + 4 * 3 * batch * acts  # a minibatch's activations, kept for the backward pass
         + 4 * 2 * chunk * acts  # evaluation of the whole set, chunk by chunk
-        + 4 * 2 * K * (n * p + C * p + C)  # the captures, and their stack
+        + captured
         + analysis_bytes  # features file written, read back and analysed
     )
     epochs = int(config["epochs"])
