@@ -159,6 +159,12 @@ def eigen_dynamics(
             bool(jnp.all(jnp.isfinite(omega0)) & jnp.all(omega0 >= 0)),
             "omega0 must be finite and >= 0; SNR singular values are non-negative",
         )
+    else:  # under jit/vmap the values are unknown until run time: check them there
+        omega0 = eqx.error_if(
+            omega0,
+            ~(jnp.all(jnp.isfinite(omega0)) & jnp.all(omega0 >= 0)),
+            "omega0 must be finite and >= 0; SNR singular values are non-negative",
+        )
     F = potential(num_classes, per_class, kappa=kappa, flow=flow)
     a = F(jnp.where(omega0 > 0, omega0, 1.0))
     zero = omega0 == 0

@@ -47,11 +47,20 @@ def check_finite(name: str, x) -> None:
         )
 
 
-def check_lambda(lam, name: str = "lambda") -> None:
+def check_lambda(lam, name: str = "lambda"):
+    """Refuse a ridge that is not a finite number ≥ 0: before any compute when its value is
+    known, at run time (`eqx.error_if`) under jit/vmap. Returns `lam` (checked)."""
     if is_concrete(lam):
         a = np.asarray(lam)
         if a.ndim != 0 or not np.isfinite(a) or a < 0:
             raise InputError(f"{name} must be a finite number >= 0, got {lam!r}; pass a ridge >= 0")
+        return lam
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    return eqx.error_if(
+        lam, ~(jnp.isfinite(lam) & (lam >= 0)), f"{name} must be a finite number >= 0"
+    )
 
 
 # Seeds become 32-bit PRNG keys: jax.random.PRNGKey(2**32) equals PRNGKey(0) in float32 mode and

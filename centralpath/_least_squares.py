@@ -50,7 +50,7 @@ def least_squares_classifier(
     **Returns:** a `LeastSquaresClassifier`; its `singular` flag says the pseudo-inverse
     (minimum-norm, the λ → 0⁺ limit) was used.
     """
-    check_lambda(lam, "the ridge lambda")
+    lam = check_lambda(lam, "the ridge lambda")
     return _least_squares(stats, lam, bias, rtol, pinv_fallback)
 
 

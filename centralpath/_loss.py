@@ -103,7 +103,7 @@ def loss_decomposition(
       then the bias-free least-squares classifier).
     - `lam`: ridge λ ≥ 0 in the paper's scale.
     """
-    check_lambda(lam, "the ridge lambda")
+    lam = check_lambda(lam, "the ridge lambda")
     # A classifier saved in float32 is promoted to the statistics' dtype: squared in float32,
     # its ridge term alone broke the decomposition identity at 1e-7.
     dtype = jnp.promote_types(jnp.asarray(W).dtype, stats.sigma_w.dtype)

@@ -297,3 +297,23 @@ def test_central_path_loss_terms_and_nc1_from_snr():
     assert_allclose(L[1], 3 / 16, rtol=1e-15, atol=0)
     assert_allclose(L1[1], 3 / 32, rtol=1e-15, atol=0)
     assert_allclose(np.asarray(cp.nc1_from_snr(omega[1])), 3 / 4, rtol=1e-15, atol=0)
+
+
+def test_values_are_checked_at_run_time_under_jit():
+    """Under jit the values are unknown while tracing: the same checks run in the program
+    (eqx.error_if) instead of being skipped."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    predict = eqx.filter_jit(lambda w: cp.eigen_dynamics(w, 3, 4)(jnp.array([0.0, 1.0])))
+    assert np.all(np.isfinite(np.asarray(predict(jnp.array([1.0, 2.0])))))
+    with pytest.raises(Exception, match="omega0 must be finite and >= 0"):
+        jax.block_until_ready(predict(jnp.array([1.0, -2.0])))
+    rng = np.random.default_rng(0)
+    stats = cp.class_stats(rng.normal(size=(12, 4)), np.arange(12) % 3, 3)
+    W, b = jnp.ones((3, 4)), jnp.zeros(3)
+    loss = eqx.filter_jit(lambda lam: cp.loss_decomposition(stats, W, b, lam).loss)
+    assert np.isfinite(float(loss(jnp.asarray(0.1))))
+    with pytest.raises(Exception, match="ridge lambda must be a finite number >= 0"):
+        jax.block_until_ready(loss(jnp.asarray(-0.1)))
