@@ -200,7 +200,9 @@ def _snr_in_frame(M_F, S_F, live, dtype, floor):
     return omega, X, Y
 
 
-def _snr_solve(stats: ClassStats, rtol: float, features=None, labels=None, accuracy=0.0):
+def _snr_solve(
+    stats: ClassStats, rtol: float, features=None, labels=None, accuracy=0.0, frame_scatter=None
+):
     """(ω [C−1], estimated relative error of each ω_j²) — docs/theory.md, "Real features".
 
     Error model: statistics alone do not say how accurately Σ_W is known. A Σ_W accumulated in
@@ -218,7 +220,7 @@ def _snr_solve(stats: ClassStats, rtol: float, features=None, labels=None, accur
     # How well the statistics know Σ_W, relative to Σ_T: rounding, or an ODE solver's tolerance.
     sigma_w_accuracy = jnp.maximum(eps, accuracy)
     C = stats.num_classes
-    frame = _snr_frame(stats, rtol)
+    frame = _snr_frame(stats, rtol) if frame_scatter is None else frame_scatter.frame
     F = frame.F
     M_F = F.T @ stats.centred_means
     d_total = jnp.sqrt(jnp.maximum(jnp.diagonal(stats.sigma_t), 0.0))
@@ -233,9 +235,7 @@ def _snr_solve(stats: ClassStats, rtol: float, features=None, labels=None, accur
 
     def from_stats(_):
         S_F = F.T @ stats.sigma_w @ F
-        omega, X, Y = _snr_in_frame(
-            M_F, 0.5 * (S_F + S_F.T), frame.live, dtype, sigma_w_accuracy
-        )
+        omega, X, Y = _snr_in_frame(M_F, 0.5 * (S_F + S_F.T), frame.live, dtype, sigma_w_accuracy)
         FY = F @ Y
         err = (
             sigma_w_accuracy * (jnp.abs(FY).T @ d_total) ** 2
@@ -245,18 +245,21 @@ def _snr_solve(stats: ClassStats, rtol: float, features=None, labels=None, accur
         return omega[: C - 1], err[: C - 1]
 
     omega, err = from_stats(None)
-    if features is None:
+    if features is None and frame_scatter is None:
         return omega, err
 
     def from_features(_):
         # Σ_W re-accumulated from the deviations projected on the frame: each column's variance
         # is then accurate relative to itself, so only the projection's rounding (≈ eps·‖ε‖ per
         # sample) limits ω_j — the square root of what the statistics alone allow.
-        deviations = features - stats.class_means.T[labels]
-        E = deviations @ F
-        S_F = (E.T @ E) / features.shape[0]
+        if frame_scatter is not None:  # accumulated chunk by chunk by a streamed analysis
+            S_F, deviation_rms = frame_scatter.scatter, frame_scatter.deviation_rms
+        else:
+            deviations = features - stats.class_means.T[labels]
+            E = deviations @ F
+            S_F = (E.T @ E) / features.shape[0]
+            deviation_rms = jnp.sqrt(jnp.mean(jnp.sum(deviations**2, axis=1)))
         omega, X, Y = _snr_in_frame(M_F, S_F, frame.live, dtype, eps**2)
-        deviation_rms = jnp.sqrt(jnp.mean(jnp.sum(deviations**2, axis=1)))
         col_norms = jnp.linalg.norm(F, axis=0)
         projection = 2.0 * jnp.sqrt(stats.dim) * deviation_rms * (jnp.abs(Y).T @ col_norms)
         err = eps * (jnp.sum(X**2, axis=0) + projection) + floor_error(F @ Y)
@@ -264,6 +267,31 @@ def _snr_solve(stats: ClassStats, rtol: float, features=None, labels=None, accur
 
     refine = jnp.max(jnp.where(jnp.isfinite(err), err, jnp.inf)) > _REFINE_ABOVE
     return jax.lax.cond(refine, from_features, lambda _: (omega, err), None)
+
+
+class FrameScatter(eqx.Module):
+    """Σ_W in the collapse frame, accumulated from the samples by a caller that streams them
+    (`snr_frame`, then Σ_i Fᵀε_i ε_iᵀF / n and the RMS of ‖ε_i‖ chunk by chunk): what
+    `snr_singular_values` computes itself when given the features in memory."""
+
+    frame: _SNRFrame
+    scatter: Float[Array, "p p"]
+    deviation_rms: Float[Array, ""]
+
+
+@eqx.filter_jit
+def snr_frame(stats: ClassStats, *, rtol: float = DEFAULT_RTOL) -> _SNRFrame:
+    """The collapse frame of `stats` (`.F`, p×p; `.live`), for accumulating a `FrameScatter`."""
+    return _snr_frame(stats, rtol)
+
+
+@eqx.filter_jit
+def snr_needs_samples(stats: ClassStats, *, rtol: float = DEFAULT_RTOL) -> Bool[Array, ""]:
+    """Whether the statistics alone leave some ω_j above the relative error (~1e-9) at which
+    `snr_singular_values` goes back to the samples: a streamed analysis then makes a
+    `FrameScatter` pass."""
+    _, err = _snr_solve(stats, rtol)
+    return jnp.max(jnp.where(jnp.isfinite(err), err, jnp.inf)) > _REFINE_ABOVE
 
 
 @eqx.filter_jit  # one compiled program instead of ~100 eager dispatches (seconds at p ~ 100)
@@ -275,6 +303,7 @@ def snr_singular_values(
     labels: Int[Array, " n"] | None = None,
     resolution: float = SNR_RESOLUTION,
     accuracy=0.0,
+    frame_scatter: FrameScatter | None = None,
 ) -> Float[Array, " Cm1"]:
     """ω_1 ≥ … ≥ ω_{C−1}: the singular values of the SNR matrix Σ_W^{-1/2} M̄ (docs/theory.md §5).
 
@@ -293,6 +322,8 @@ def snr_singular_values(
       (the statistics alone: ~1e-13).
     - `resolution`: ω_j whose estimated relative error exceeds this are returned as +inf
       (collapsed beyond the resolution of the dtype), never as a finite value that may be wrong.
+    - `frame_scatter`: the same re-accumulation, done by a caller that streams the samples
+      (`FrameScatter`).
     - `accuracy`: the relative accuracy to which `stats.sigma_w` is known, as a fraction of Σ_T's
       scale, when it is worse than the dtype's rounding: an ODE solve's tolerance, for states
       that a Diffrax solve produced (`Trajectory` passes it).
@@ -301,7 +332,7 @@ def snr_singular_values(
     features). Directions where the class means coincide give ω_j = 0. Invariant under any
     invertible affine map of the features.
     """
-    omega, err = _snr_solve(stats, rtol, features, labels, accuracy)
+    omega, err = _snr_solve(stats, rtol, features, labels, accuracy, frame_scatter)
     # Coinciding class means leave M̄ with rank < C − 1: those ω_j are 0, and a relative error
     # of 0 means nothing — report them as 0, not as unresolved.
     mbar_sv = jnp.linalg.svd(stats.centred_means, compute_uv=False)[: stats.num_classes - 1]
@@ -388,6 +419,7 @@ def collapse_metrics(
     features: Float[Array, "n p"] | None = None,
     labels: Int[Array, " n"] | None = None,
     accuracy=0.0,
+    frame_scatter: FrameScatter | None = None,
 ) -> CollapseMetrics:
     """All statistics-based neural-collapse metrics at once (the defaults of docs/theory.md §7).
 
@@ -396,7 +428,12 @@ def collapse_metrics(
     `snr_beyond_resolution` is set when some ω_j is +inf.
     """
     snr = snr_singular_values(
-        stats, rtol=rtol, features=features, labels=labels, accuracy=accuracy
+        stats,
+        rtol=rtol,
+        features=features,
+        labels=labels,
+        accuracy=accuracy,
+        frame_scatter=frame_scatter,
     )
     return CollapseMetrics(
         nc1=nc1(stats, rtol=rtol),

@@ -15,7 +15,7 @@ from ._io import FeaturesFile
 from ._least_squares import least_squares_classifier
 from ._linalg import DEFAULT_RTOL
 from ._loss import least_squares_loss_terms, loss_decomposition
-from ._metrics import collapse_metrics, nc4
+from ._metrics import collapse_metrics, nc4, snr_needs_samples
 from ._stats import _class_stats
 
 RECORD_KEYS = (
@@ -90,12 +90,14 @@ def _coinciding_means(stats) -> jax.Array:
     return jnp.min(off_diagonal) <= COINCIDING_MEANS * scale
 
 
-def _from_stats(stats, W, b, lam, rtol: float, features=None, labels=None):
+def _from_stats(stats, W, b, lam, rtol: float, features=None, labels=None, frame_scatter=None):
     """Every record value but NC4 from the class statistics (and the classifier). With the
     samples at hand (`features`, `labels`) ω_j are resolved from the deviations when Σ_W alone
     cannot (docs/theory.md §7½); streamed checkpoints use the statistics alone."""
     out = {}
-    m = collapse_metrics(stats, W, rtol=rtol, features=features, labels=labels)
+    m = collapse_metrics(
+        stats, W, rtol=rtol, features=features, labels=labels, frame_scatter=frame_scatter
+    )
     out.update(
         nc1=m.nc1,
         nc2_equinorm_means=m.nc2_equinorm_means,
@@ -238,7 +240,15 @@ def _analyze_streamed(src, weight_decay, rtol, rows, on_checkpoint) -> list[dict
         stats = ck.acc.finalize()
         W = None if ck.W is None else jnp.asarray(ck.W)
         b = None if ck.b is None else jnp.asarray(ck.b)
-        out = jax.device_get(_checkpoint_from_stats(stats, W, b, lam, rtol))
+        frame_scatter = None
+        if src.kind == "features" and bool(snr_needs_samples(stats, rtol=rtol)):
+            # The statistics alone cannot resolve some ω_j to ~1e-9 (anisotropic collapse):
+            # one more pass re-accumulates Σ_W in the collapse frame, as with the samples in
+            # memory (docs/theory.md §7½).
+            frame_scatter = src.frame_scatter(k, stats, rtol, rows)
+        out = jax.device_get(
+            _checkpoint_from_stats(stats, W, b, lam, rtol, frame_scatter=frame_scatter)
+        )
         if W is not None and float(ck.acc.nc4_samples) > 0:
             out["nc4"] = float(ck.acc.nc4())
         records.append(_record(ck.epoch, out))
