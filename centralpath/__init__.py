@@ -40,6 +40,7 @@ from ._etf import (
     ufm_threshold as ufm_threshold,
 )
 from ._runtime import configure_cpu_runtime as configure_cpu_runtime
+from .analysis import measure as measure
 from ._least_squares import (
     LeastSquaresClassifier as LeastSquaresClassifier,
     least_squares_classifier as least_squares_classifier,

@@ -10,13 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import InputError, require
+from ._errors import InputError, check_lambda, require
 from ._io import FeaturesFile
 from ._least_squares import least_squares_classifier
 from ._linalg import DEFAULT_RTOL
 from ._loss import least_squares_loss_terms, loss_decomposition
 from ._metrics import collapse_metrics, nc4, snr_needs_samples
-from ._stats import _class_stats
+from ._stats import ClassStats, _class_stats, validate_labelled_features
 
 RECORD_KEYS = (
     "epoch",
@@ -187,6 +187,43 @@ def analyze(
         )
         records.append(_record(ff.epochs[k], out))
     return records
+
+
+def measure(
+    features=None,
+    labels=None,
+    *,
+    stats: ClassStats | None = None,
+    num_classes: int | None = None,
+    W=None,
+    b=None,
+    weight_decay: float = 0.0,
+    rtol: float = DEFAULT_RTOL,
+    epoch: float = 0.0,
+) -> dict:
+    """One record of `analyze` (the keys of `RECORD_KEYS`) from arrays, no file involved.
+
+    Give either the features [n, p] and their labels [n] (every metric), or their `ClassStats`
+    (every metric but NC4, which needs the samples); `W` [C, p] and `b` [C] add the classifier's
+    metrics and the loss decomposition at ridge λ = `weight_decay` (paper scale).
+    """
+    require(
+        (features is None) != (stats is None),
+        "give either features and labels, or the class statistics (stats=...), not both",
+    )
+    lam = check_lambda(weight_decay, "weight_decay")
+    Wj = None if W is None else jnp.asarray(W, float)
+    bj = None if (b is None and W is None) else jnp.asarray(
+        np.zeros(Wj.shape[0]) if b is None else b, float
+    )
+    if stats is not None:
+        out = jax.device_get(_checkpoint_from_stats(stats, Wj, bj, lam, rtol))
+        return _record(epoch, out)
+    C = int(np.max(labels)) + 1 if num_classes is None else int(num_classes)
+    validate_labelled_features(features, labels, C, min_per_class=2)
+    H = jnp.asarray(features, float)
+    out = jax.device_get(_checkpoint(H, jnp.asarray(labels), Wj, bj, lam, C, rtol))
+    return _record(epoch, out)
 
 
 def _check_scale(big, spread, source: str, k: int) -> None:

@@ -224,3 +224,22 @@ def test_coinciding_class_means_are_flagged(tmp_path, capsys):
     H[y == 3] += 1.0
     code, _, err = _run(["analyze", str(_gaussian_file(tmp_path, H, y, "g.npz"))], capsys)
     assert code == 0 and "coincide" not in err
+
+
+def test_measure_takes_arrays_or_class_stats(features_file):
+    """The library measures arrays (or a ClassStats) with no file: the same record as analyze."""
+    path, H, y, W, b = features_file
+    records = analyze(load_features(path))
+    k = 2
+    rec = cp.measure(H[k], y, W=W[k], b=b[k], weight_decay=1e-3, epoch=8)
+    for key in RECORD_KEYS:
+        if records[k][key] is None:
+            assert rec[key] is None, key
+        else:
+            assert_allclose(rec[key], records[k][key], rtol=1e-12, atol=1e-14, err_msg=key)
+    from_stats = cp.measure(stats=cp.class_stats(H[k], y, 4), W=W[k], b=b[k], weight_decay=1e-3)
+    assert from_stats["nc4"] is None  # per sample: not in the statistics
+    assert_allclose(from_stats["snr"], rec["snr"], rtol=1e-12)
+    assert_allclose(from_stats["loss_perp"], rec["loss_perp"], rtol=1e-12)
+    with pytest.raises(cp.InputError, match="either features and labels"):
+        cp.measure(H[k], y, stats=cp.class_stats(H[k], y, 4))
