@@ -82,6 +82,13 @@ def summarise_simulation(results: dict) -> dict[str, float]:
         "omega_ratio_end": float(cf[-1].max() / cf[-1].min()),
         "nc1_start": float(results["closed_form/nc1"][0]),
         "nc1_end": float(results["closed_form/nc1"][-1]),
+        "loss_start": float(results["closed_form/loss"][0]),
+        "loss_end": float(results["closed_form/loss"][-1]),
+        "t_end": float(results["closed_form/times"][-1]),
+        # L_⊥LS/L of the ODE (0 on the central path up to rounding).
+        "perp_rel_max_ode": float(
+            np.max(results["ode/loss_perp"] / np.maximum(results["ode/loss"], 1e-300))
+        ),
     }
 
 
@@ -138,6 +145,9 @@ def run_demo(
             "epochs": int(tcfg["epochs"]),
             "weight_decay": float(tcfg["weight_decay"]),
             "final_train_accuracy": float(training.accuracy[-1]),
+            "final_test_accuracy": None
+            if training.test_accuracy is None
+            else float(training.test_accuracy[-1]),
             "first_zero_error_epoch": e0,
             "nc1_first": float(nc1[0]),
             "nc1_last": float(nc1[-1]),
@@ -159,113 +169,328 @@ def run_demo(
     return results, summary
 
 
-FIGURE_TEXT = {
-    "omega": (
-        "Closed form vs ODE vs gradient descent",
-        "The SNR singular values ω_j(t) of the renormalised flow: the closed form "
-        "F(ω_j(t)) = F(ω_j(0)) + t (lines), the Diffrax solve (circles) and gradient descent "
-        "(dashed) coincide; the ω_j grow like t^(1/4) and equalise, so the class means approach "
-        "a simplex ETF.",
-        "simulation",
+# --------------------------------------------------------------------------- the report
+#
+# One section per part of the story: its figures, each with a caption computed from the run's
+# own numbers (what rose, what fell, by how much, and what that means against the theory), and
+# one table of those numbers. Nothing is fixed text that a run could contradict.
+
+#: (section, title, figure stems in order).
+SECTIONS = (
+    ("simulation", "The renormalised flow: closed form, Diffrax, gradient descent",
+     ("omega", "loss_decomposition_ode", "nc_metrics_ode")),
+    ("convergence", "Gradient descent converges to the flow", ("gd_convergence",)),
+    ("training", "A network trained with MSE on real digits",
+     ("nc_metrics_train", "loss_decomposition_train")),
+    ("comparison", "The network against the closed form",
+     ("measured_vs_predicted", "invariant", "time_map")),
+)  # fmt: skip
+
+FIGURE_TITLES = {
+    "omega": "Closed form vs ODE vs gradient descent",
+    "loss_decomposition_ode": "Loss decomposition along the flow",
+    "nc_metrics_ode": "Neural-collapse metrics along the flow",
+    "gd_convergence": "Error of gradient descent against the step size",
+    "nc_metrics_train": "Neural collapse in the trained network",
+    "loss_decomposition_train": "Loss decomposition of the network",
+    "measured_vs_predicted": "Measured vs predicted ω_j(epoch)",
+    "invariant": "The invariant F(ω_j) − F(ω_k)",
+    "time_map": "Fitted time map τ(epoch)",
+}
+
+#: The theory's NC1 exponent against the flow's time: NC1 ≈ ((C − 1)/2)·√(N/τ) (docs/theory.md
+#: §6, F3, large τ).
+NC1_EXPONENT_THEORY = -0.5
+
+
+def _num(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int | np.integer):
+        return str(int(x))
+    return f"{float(x):.{digits}g}"
+
+
+def change(name: str, first, last, *, digits: int = 3) -> str:
+    """ "NAME fell from A to B (F-fold)" / "rose …" / "stayed at A" — the words follow the
+    numbers."""
+    a, b = float(first), float(last)
+    if not (np.isfinite(a) and np.isfinite(b)):
+        return f"{name} went from {_num(a, digits)} to {_num(b, digits)}"
+    if a == b or (a != 0 and abs(b - a) <= 1e-3 * abs(a)):
+        return f"{name} stayed at {_num(a, digits)}"
+    verb = "fell" if b < a else "rose"
+    text = f"{name} {verb} from {_num(a, digits)} to {_num(b, digits)}"
+    lo, hi = sorted((abs(a), abs(b)))
+    if lo > 0 and a * b > 0 and hi / lo >= 2:
+        fold = hi / lo
+        text += f" ({fold:.3g}-fold)" if fold < 100 else f" ({fold:,.0f}-fold)"
+    return text
+
+
+def drift_verdict(drift: float) -> str:
+    """The comparison's verdict from the drift of F(ω_j) − F(ω_k) relative to the fitted time
+    span (0 along the renormalised theory)."""
+    if not np.isfinite(drift):
+        return "the drift could not be measured (an ω_j is beyond float64 resolution)"
+    if drift < 0.05:
+        return (
+            f"the network keeps the theory's invariant (drift {drift:.2g} of the fitted time "
+            "span, against 0 along the renormalised flow): its ω_j move together as the "
+            "closed form says"
+        )
+    if drift < 0.3:
+        return (
+            f"the network keeps the invariant only roughly (drift {drift:.2g} of the fitted "
+            "time span; 0 along the renormalised flow): the closed form describes the trend of "
+            "its ω_j, not their spread"
+        )
+    return (
+        f"the network does not keep the invariant (drift {drift:.2g} of the fitted time span, "
+        "against 0 along the renormalised flow): its ω_j spread where the closed form moves "
+        "them together, so it is not on the renormalised central-path dynamics"
+    )
+
+
+def exponent_verdict(exponent: float) -> str:
+    """The late NC1 exponent against τ, read against the theory's −1/2."""
+    if not np.isfinite(exponent):
+        return "the late NC1 exponent could not be fitted (fewer than 3 late checkpoints)"
+    gap = exponent - NC1_EXPONENT_THEORY
+    if abs(gap) <= 0.1:
+        how = "consistent with the theory's −1/2"
+    elif gap < 0:
+        how = f"steeper than the theory's −1/2 (by {-gap:.2g}): NC1 falls faster than on the flow"
+    else:
+        how = f"shallower than the theory's −1/2 (by {gap:.2g}): NC1 falls slower than on the flow"
+    return f"late NC1 ∝ τ^{exponent:.3f}, {how}"
+
+
+def order_verdict(slope: float) -> str:
+    if abs(slope - 1.0) <= 0.15:
+        return f"fitted order {slope:.3f}: first order in η (Euler's method), as it should be"
+    return f"fitted order {slope:.3f}, not the first order (1) of Euler's method: check the steps"
+
+
+def captions(summary: dict[str, Any]) -> dict[str, str]:
+    """One caption per figure, computed from the summary's numbers."""
+    out: dict[str, str] = {}
+    s = summary.get("simulation")
+    if s:
+        out["omega"] = (
+            f"The SNR singular values ω_j(t) up to t = {_num(s['t_end'])}: closed form (lines), "
+            f"Diffrax (circles), gradient descent (dashed). "
+            f"{change('ω_max/ω_min', s['omega_ratio_start'], s['omega_ratio_end'], digits=4)}: "
+            + (
+                "the ω_j equalise, so the class means approach a simplex ETF. "
+                if s["omega_ratio_end"] < s["omega_ratio_start"]
+                else "the ω_j do not equalise. "
+            )
+            + f"Diffrax agrees with the closed form to {s['ode_vs_closed_form_max_rel']:.1e} "
+            f"(max relative difference), gradient descent to "
+            f"{s['gd_vs_closed_form_final_rel']:.1e} at the last save."
+        )
+        perp = s["perp_rel_max_ode"]
+        on_path = (
+            "the flow stays on the central path (L_⊥LS is 0 up to rounding)"
+            if perp < 1e-10
+            else f"L_⊥LS/L reaches {perp:.2g}: the flow leaves the central path"
+        )
+        out["loss_decomposition_ode"] = (
+            f"L = L_NC1 + L_NC2/3 + L_⊥LS along the ODE: {change('L', s['loss_start'], s['loss_end'])}; "
+            f"{on_path}."
+        )
+        out["nc_metrics_ode"] = (
+            f"NC1–NC3 and L_⊥LS/L against time: {change('NC1', s['nc1_start'], s['nc1_end'])}."
+        )
+    c = summary.get("convergence")
+    if c:
+        out["gd_convergence"] = (
+            f"Max relative error of gradient descent's ω_j at t = {_num(c['t'])} against the "
+            f"closed form, for η = {', '.join(_num(e) for e in c['eta'])}: "
+            f"{order_verdict(c['slope'])}; the error {change('', c['error'][0], c['error'][-1]).strip()} "
+            "from the largest step to the smallest."
+        )
+    t = summary.get("training")
+    if t:
+        e0 = t["first_zero_error_epoch"]
+        reached = (
+            f"training accuracy reached 100% at epoch {e0}"
+            if e0 is not None
+            else f"training accuracy ended at {t['final_train_accuracy']:.4f} (never 100%)"
+        )
+        test = t.get("final_test_accuracy")
+        drop = t.get("nc1_drop_from_first_zero_error")
+        out["nc_metrics_train"] = (
+            f"{change('NC1', t['nc1_first'], t['nc1_last'])} over {t['epochs']} epochs; "
+            f"{reached}"
+            + ("" if test is None else f" (held-out accuracy {test:.3f} at the end)")
+            + (
+                ""
+                if drop is None
+                else f"; NC1 fell {drop:.3g}-fold after that (the terminal phase)"
+            )
+            + "."
+        )
+        pl = t["perp_rel_last"]
+        if pl is None:
+            out["loss_decomposition_train"] = "The file has no classifier: no decomposition."
+        else:
+            where = (
+                "the network ends close to the central path (its classifier near the "
+                "least-squares one)"
+                if pl < 0.05
+                else "the classifier stays away from the least-squares one"
+            )
+            out["loss_decomposition_train"] = (
+                f"{change('L_⊥LS/L', t['perp_rel_first'], pl)} (ridge classifier at the training "
+                f"weight decay λ = {t['weight_decay']:g}): {where}; L_⊥LS is {pl:.1%} of L at "
+                "the end."
+            )
+    m = summary.get("comparison")
+    if m:
+        out["measured_vs_predicted"] = (
+            f"The closed form fitted to the measured ω_j (docs/theory.md §8) explains "
+            f"{m['variance_explained']:.1%} of the variance of F(ω_j); the per-j RMS relative "
+            f"error is {m['relative_error_median']:.0%} (median) to "
+            f"{m['relative_error_max']:.0%} (worst)."
+        )
+        out["invariant"] = f"F(ω_j) − F̄ along the epochs: {drift_verdict(m['drift_relative'])}."
+        out["time_map"] = (
+            "The fitted theory time τ(epoch) is "
+            + (
+                "monotone, as the theory requires"
+                if m["time_map_monotone"]
+                else "not monotone, which the theory forbids: the fit is not a time map"
+            )
+            + f"; {exponent_verdict(m['nc1_exponent'])}."
+        )
+    return out
+
+
+#: Rows of each section's table: (key, label).
+TABLE_ROWS = {
+    "simulation": (
+        ("omega_ratio_start", "ω_max/ω_min at t = 0"),
+        ("omega_ratio_end", "ω_max/ω_min at the end"),
+        ("nc1_start", "NC1 at t = 0"),
+        ("nc1_end", "NC1 at the end"),
+        ("loss_start", "L at t = 0"),
+        ("loss_end", "L at the end"),
+        ("perp_rel_max_ode", "max L_⊥LS/L along the ODE (0 on the central path)"),
+        ("ode_vs_closed_form_max_rel", "ODE vs closed form, max relative difference"),
+        ("gd_vs_closed_form_final_rel", "GD vs closed form at the end, relative"),
     ),
-    "gd_convergence": (
-        "Gradient descent converges to the flow",
-        "Relative error of gradient descent's ω at fixed t against the closed form, "
-        "for decreasing step sizes η: first order (Euler).",
-        "convergence",
+    "convergence": (
+        ("t", "time t of the comparison"),
+        ("eta", "step sizes η"),
+        ("error", "max relative error of ω_j"),
+        ("slope", "fitted order (1 = first order)"),
     ),
-    "loss_decomposition_ode": (
-        "Loss decomposition along the flow",
-        "L = L_NC1 + L_NC2/3 + L_⊥LS; on the central path L_⊥LS = 0.",
-        "simulation",
+    "training": (
+        ("dataset", "dataset"),
+        ("model", "network"),
+        ("epochs", "epochs"),
+        ("weight_decay", "weight decay λ (paper scale)"),
+        ("final_train_accuracy", "final training accuracy"),
+        ("final_test_accuracy", "final held-out accuracy"),
+        ("first_zero_error_epoch", "first epoch with 100% training accuracy"),
+        ("nc1_first", "NC1 at epoch 0"),
+        ("nc1_last", "NC1 at the end"),
+        ("nc1_drop_from_first_zero_error", "NC1 drop after the first zero-error epoch"),
+        ("perp_rel_first", "L_⊥LS/L at epoch 0"),
+        ("perp_rel_last", "L_⊥LS/L at the end"),
     ),
-    "nc_metrics_ode": (
-        "Neural-collapse metrics along the flow",
-        "NC1–NC4 and L_⊥LS/L against time.",
-        "simulation",
+    "comparison": (
+        ("variance_explained", "variance of F(ω_j) explained by the fit"),
+        ("relative_error_median", "per-j RMS relative error, median"),
+        ("relative_error_max", "per-j RMS relative error, worst"),
+        ("drift_relative", "drift of F(ω_j) − F(ω_k) / fitted time span (theory: 0)"),
+        ("time_map_monotone", "time map monotone (theory: yes)"),
+        ("nc1_exponent", f"late NC1 exponent against τ (theory: {NC1_EXPONENT_THEORY:g})"),
     ),
-    "nc_metrics_train": (
-        "Neural collapse in the trained network",
-        "NC1–NC4 and L_⊥LS/L of the MLP over epochs (ridge classifier at the "
-        "training weight decay).",
-        "training",
-    ),
-    "loss_decomposition_train": (
-        "Loss decomposition of the network",
-        "The network stays close to the central path: L_⊥LS is a small part of L.",
-        "training",
-    ),
-    "measured_vs_predicted": (
-        "Measured vs predicted ω_j(epoch)",
-        "The network's ω_j against the closed form with fitted a_j and time map τ(e).",
-        "comparison",
-    ),
-    "invariant": (
-        "The invariant F(ω_j) − F(ω_k)",
-        "Constant along the renormalised theory; its drift measures the departure of the "
-        "network from it.",
-        "comparison",
-    ),
-    "time_map": ("Fitted time map τ(epoch)", "Monotone along the theory.", "comparison"),
 }
 
 
-def _numbers_table(numbers: dict) -> list[tuple[str, str]]:
+def section_table(section: str, numbers: dict) -> list[tuple[str, str]]:
+    """(label, value) rows of one section's numbers."""
     rows = []
-    for k, v in numbers.items():
-        if isinstance(v, float):
-            rows.append((k, f"{v:.4g}"))
-        elif isinstance(v, list):
-            rows.append((k, ", ".join(f"{x:.3g}" if isinstance(x, float) else str(x) for x in v)))
+    for key, label in TABLE_ROWS.get(section, ()):
+        if key not in numbers:
+            continue
+        v = numbers[key]
+        if isinstance(v, list | tuple):
+            value = ", ".join(_num(x) for x in v)
+        elif isinstance(v, str):
+            value = v
         else:
-            rows.append((k, str(v)))
+            value = _num(v, 4)
+        rows.append((label, value))
     return rows
 
 
+def section_verdicts(summary: dict[str, Any]) -> dict[str, str]:
+    """A sentence per section that reads its numbers (the interpretation of the table)."""
+    out = {}
+    c = summary.get("convergence")
+    if c:
+        out["convergence"] = order_verdict(c["slope"]).capitalize() + "."
+    m = summary.get("comparison")
+    if m:
+        out["comparison"] = (
+            f"Verdict: {drift_verdict(m['drift_relative'])}; {exponent_verdict(m['nc1_exponent'])}."
+        )
+    return out
+
+
 def write_report(run_path: Path, summary: dict[str, Any]) -> None:
-    """report.md and a self-contained report.html: each figure with the numbers behind it."""
+    """report.md and a self-contained report.html: per section its figures, each with a caption
+    computed from the numbers, then one table of those numbers and its verdict."""
     from ._io import write_text
 
     figures = run_path / "figures"
-    md = [
-        "# centralpath demo",
-        "",
-        "Neural collapse under MSE loss: the renormalised central-path flow in closed form, checked "
-        "against Diffrax and gradient descent, and compared with a network trained on real digits.",
-        "",
-    ]
-    body = [
-        "<h1>centralpath demo</h1>",
-        "<p>Neural collapse under MSE loss: the renormalised central-path flow in closed form, checked "
-        "against Diffrax and gradient descent, and compared with a network trained on real digits.</p>",
-    ]
-    for stem, (title, text, section) in FIGURE_TEXT.items():
-        png = figures / f"{stem}.png"
-        if not png.exists():
+    intro = (
+        "Neural collapse under MSE loss: the renormalised central-path flow in closed form, "
+        "checked against Diffrax and gradient descent, and compared with a network trained on "
+        "real digits."
+    )
+    md = ["# centralpath demo", "", intro, ""]
+    body = ["<h1>centralpath demo</h1>", f"<p>{html.escape(intro)}</p>"]
+    caps, verdicts = captions(summary), section_verdicts(summary)
+    for section, title, stems in SECTIONS:
+        numbers = summary.get(section)
+        if not numbers:
             continue
-        rows = _numbers_table(summary.get(section, {}))
-        md += [
-            f"## {title}",
-            "",
-            text,
-            "",
-            f"![{title}](figures/{stem}.png)",
-            "",
-            "| quantity | value |",
-            "|---|---|",
-            *(f"| {k} | {v} |" for k, v in rows),
-            "",
-        ]
-        data = base64.b64encode(png.read_bytes()).decode()
-        table = "".join(
+        md += [f"## {title}", ""]
+        body.append(f"<h2>{html.escape(title)}</h2>")
+        for stem in stems:
+            png = figures / f"{stem}.png"
+            caption = caps.get(stem, "")
+            if not png.exists():
+                if caption:  # no figure drawn (--no-figures): the caption still says the numbers
+                    md += [caption, ""]
+                    body.append(f"<p>{html.escape(caption)}</p>")
+                continue
+            name = FIGURE_TITLES[stem]
+            md += [f"### {name}", "", f"![{name}](figures/{stem}.png)", "", caption, ""]
+            data = base64.b64encode(png.read_bytes()).decode()
+            body += [
+                f"<h3>{html.escape(name)}</h3>",
+                f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}" '
+                'style="max-width:640px">',
+                f"<p>{html.escape(caption)}</p>",
+            ]
+        rows = section_table(section, numbers)
+        if verdicts.get(section):
+            md += [verdicts[section], ""]
+            body.append(f"<p><b>{html.escape(verdicts[section])}</b></p>")
+        md += ["| quantity | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), ""]
+        cells = "".join(
             f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows
         )
-        body += [
-            f"<h2>{html.escape(title)}</h2>",
-            f"<p>{html.escape(text)}</p>",
-            f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}" style="max-width:640px">',
-            f"<table><tr><th>quantity</th><th>value</th></tr>{table}</table>",
-        ]
+        body.append(f"<table><tr><th>quantity</th><th>value</th></tr>{cells}</table>")
     write_text(run_path / "report.md", "\n".join(md) + "\n")
     style = (
         "body{font-family:sans-serif;max-width:760px;margin:2em auto;line-height:1.4}"

@@ -73,7 +73,14 @@ def run(args) -> int:
                 "[convergence] or [training]",
             )
             config[section].update(_section(args.config, section, values))
-    run_dir = RunDir(args.out, "demo", config, overwrite=args.overwrite, inputs=[args.config])
+    run_dir = RunDir(
+        args.out,
+        "demo",
+        config,
+        overwrite=args.overwrite,
+        inputs=[args.config],
+        figures=not args.no_figures,
+    )
     with run_dir.running():
         results, summary = run_demo(
             Path(run_dir.partial),
@@ -93,12 +100,13 @@ def run(args) -> int:
         f"closed form vs Diffrax: max relative difference {s['ode_vs_closed_form_max_rel']:.2e}; "
         f"omega_max/omega_min {s['omega_ratio_start']:.3g} -> {s['omega_ratio_end']:.3g}"
     )
-    emit(f"GD -> flow in eta: fitted order {summary['convergence']['slope']:.3f}")
+    from ..demo import captions, order_verdict, section_verdicts
+
+    emit(f"GD -> flow in eta: {order_verdict(summary['convergence']['slope'])}")
     if "training" in summary:
-        t = summary["training"]
-        emit(
-            f"network: NC1 {t['nc1_first']:.3g} -> {t['nc1_last']:.3g}; "
-            f"L_perp/L {t['perp_rel_first']:.3g} -> {t['perp_rel_last']:.3g}"
-        )
+        caps = captions(summary)
+        emit(f"network: {caps['nc_metrics_train']}")
+        emit(f"network: {caps['loss_decomposition_train']}")
+        emit(f"comparison: {section_verdicts(summary)['comparison']}")
     print(f"report: {path / 'report.html'}")
     return 0
