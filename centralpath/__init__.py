@@ -87,6 +87,11 @@ from ._ufm import (
 
 __version__ = "0.1.0"
 
+# Result objects print their numbers (`print(loss_decomposition(...))`), not `f64[]`.
+from ._repr import install as _install_repr  # noqa: E402
+
+_install_repr()
+
 # Loaded on first use: Diffrax costs ~0.5 s to import and only the ODE path needs it.
 _LAZY = {"integrate": "._integrate"}
 

@@ -317,6 +317,30 @@ def _restore(saved: dict, y0, snapshot0):
     )
 
 
+def distinct_gd_saves(results: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`results` with gradient descent's saves kept once per step count.
+
+    GD saves at round(t/η) steps, so a save time below η/2 is step 0 again, and neighbouring
+    log-spaced times can round to one count: with the automatic η (at most t_end/100) the first
+    dozen of the 40 default saves all repeat the initial state at t = 0. A run directory keeps
+    each GD time once, so that its tidy table has one row per (time, quantity, index) and pivots
+    (the sweep's table does the same); `simulate()` itself keeps a snapshot per save time.
+    """
+    t = results.get("gd/times")
+    if t is None:
+        return results
+    t = np.asarray(t)
+    keep = np.sort(np.unique(t, return_index=True)[1])
+    if keep.size == t.size:
+        return results
+    out = dict(results)
+    for k, v in results.items():
+        v = np.asarray(v)
+        if k.startswith("gd/") and v.ndim >= 1 and v.shape[0] == t.size:
+            out[k] = v[keep]
+    return out
+
+
 def simulate(
     config: SimulationConfig | dict[str, Any],
     *,
@@ -369,11 +393,12 @@ def simulate(
         resume = _restore(saved, y0, snapshot0)
         log(f"resuming {resume[0]} at segment {resume[1]} of {len(ts) - 1}")
 
-    from tqdm.auto import tqdm
+    from ._progress import progress as progress_bar
 
     methods = [m for m in ("ode", "gd") if m in config["methods"]]
-    bar = tqdm(
-        total=len(methods) * (len(ts) - 1), disable=not progress, unit="segment", leave=False
+    # A tqdm bar on a terminal; plain lines in a log (tqdm's frames would fill it).
+    bar = progress_bar(
+        len(methods) * (len(ts) - 1), enabled=progress, desc="simulate", unit="segment"
     )
     run = _Run(config, flow, y0, snapshot0, ts, rtol, atol, eta, steps, checkpoint, bar, log)
     for method in methods:

@@ -275,7 +275,10 @@ def test_predict_json_matches_closed_form(tmp_path, capsys):
     assert data["times"] == [0.0, 10.0, 1e5]
     omega = np.asarray(data["omega"])
     assert omega.shape == (3, 3)
-    assert_allclose(omega[0], [0.5, 2.0, 1.0], rtol=1e-13)  # columns in the order given
+    # omega_1 is the largest, as everywhere: the given order is sorted, and stays sorted.
+    assert data["omega0"] == [2.0, 1.0, 0.5]
+    assert_allclose(omega[0], [2.0, 1.0, 0.5], rtol=1e-13)
+    assert np.all(np.diff(omega, axis=1) <= 0)
     F = cp.potential(4, 10)
     assert_allclose(
         np.asarray(F(omega)) - np.asarray(F(omega[0])),

@@ -34,6 +34,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _version() -> str:
+    """The installed package's version, read from its metadata: importing centralpath itself
+    would load JAX just to print a number."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("centralpath")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     # allow_abbrev=False everywhere: argparse otherwise takes any unique prefix of a flag, so a
     # mistyped or unknown `--omega 1` or `--kap 2` was silently accepted as --omega0 / --kappa.
@@ -46,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Neural collapse under MSE loss: simulate the central-path dynamics, measure "
         "networks, compare with the closed form.",
     )
+    parser.add_argument("--version", action="version", version=f"centralpath {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, modname in COMMANDS.items():
         mod = importlib.import_module(modname)

@@ -17,7 +17,8 @@ def register(p) -> None:
         "--omega0",
         type=float_list,
         required=True,
-        help="initial ω_j > 0, comma-separated (at most C-1)",
+        help="initial ω_j > 0, comma-separated (at most C-1), in any order: they are sorted "
+        "largest first, so omega_1 is the largest, as everywhere in centralpath",
     )
     p.add_argument("--times", type=float_list, required=True, help="times t >= 0, comma-separated")
     p.add_argument(
@@ -32,7 +33,11 @@ def register(p) -> None:
         default="renormalised",
         help="renormalised (F3, default) or whitened (F3')",
     )
-    p.add_argument("--json", metavar="OUT", help='write {"times": [...], "omega": [[...], ...]}')
+    p.add_argument(
+        "--json",
+        metavar="OUT",
+        help='write {"times": [...], "omega0": [...], "omega": [[...], ...]} (largest first)',
+    )
 
 
 def run(args) -> int:
@@ -58,6 +63,9 @@ def run(args) -> int:
         all(math.isfinite(t) and t >= 0 for t in ts), f"--times must be finite and >= 0, got {ts}"
     )
     require(math.isfinite(args.kappa) and args.kappa > 0, f"--kappa must be > 0, got {args.kappa}")
+    # ω_1 ≥ … ≥ ω_{C−1} everywhere (analyze, compare, the library): the columns follow. F is
+    # increasing, so the order at t = 0 is the order at every t.
+    om = sorted(om, reverse=True)
 
     if args.json:
         from .._rundir import check_output_file
@@ -75,7 +83,9 @@ def run(args) -> int:
     evaluate = jax.jit(lambda w, t: eigen_dynamics(w, C, N, kappa=args.kappa, flow=args.flow)(t))
     omega = np.asarray(evaluate(np.asarray(om, float), np.asarray(ts, float)))
     if args.json:
-        write_output_json(args.json, {"times": list(ts), "omega": omega.tolist()})
+        write_output_json(
+            args.json, {"times": list(ts), "omega0": list(om), "omega": omega.tolist()}
+        )
     if not args.quiet:
         from ._table import table
 

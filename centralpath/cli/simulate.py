@@ -30,7 +30,7 @@ def _set_precision(config) -> None:
 def run(args) -> int:
     from .._errors import require
     from .._rundir import RunDir, default_run_path, load_config
-    from ..simulate import SimulationConfig, simulate
+    from ..simulate import SimulationConfig, distinct_gd_saves, simulate
     from ._common import check_resume_flags
 
     enable_compilation_cache()
@@ -57,12 +57,14 @@ def run(args) -> int:
             overwrite=args.overwrite,
             resumable=True,
             inputs=[args.config],
+            figures=not args.no_figures,
         )
     # Any failure from here on keeps .RUN.partial with its checkpoints (and says so).
     with run_dir.running():
         results = simulate(
             config, progress=not args.quiet, log=log(args), state_dir=run_dir.file("state")
         )
+        results = distinct_gd_saves(results)  # one row per GD time in results.csv
         run_dir.save_results(results)
         draw_figures("simulate", run_dir.partial, results, args)
         run_dir.discard("state")
