@@ -321,8 +321,8 @@ def distinct_gd_saves(results: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """`results` with gradient descent's saves kept once per step count.
 
     GD saves at round(t/η) steps, so a save time below η/2 is step 0 again, and neighbouring
-    log-spaced times can round to one count: with the automatic η (at most t_end/100) the first
-    dozen of the 40 default saves all repeat the initial state at t = 0. A run directory keeps
+    log-spaced times can round to one count: with the defaults (t_end = 1e4, η = t_end/100 =
+    100, saves log-spaced from 1) 18 of the 40 saves repeat the initial state at t = 0. A run directory keeps
     each GD time once, so that its tidy table has one row per (time, quantity, index) and pivots
     (the sweep's table does the same); `simulate()` itself keeps a snapshot per save time.
     """

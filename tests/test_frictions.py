@@ -55,8 +55,10 @@ def test_no_figures_folder_with_no_figures(tmp_path, capsys):
 
 
 def test_gd_times_are_unique_so_the_table_pivots(tmp_path, capsys):
-    """With the automatic η (≤ t_end/100), the first log-spaced saves (from t_end·1e-4) round to
-    step 0: 13 GD rows of the default 40 saves shared t = 0. Each step count is kept once."""
+    """The automatic η is capped at t_end/100 (100 for the default t_end = 1e4) while the saves
+    are log-spaced from t_end·1e-4 = 1: every save below η/2 = 50 rounded to step 0, and later
+    neighbours to one step count, so the default run's 40 GD rows held 18 distinct times, 18 of
+    them at t = 0. Each step count is now kept once."""
     pd = pytest.importorskip("pandas")
     out = tmp_path / "sim"
     code, _, err = _run(["simulate", *SIM, "--no-figures", "--out", str(out)], capsys)
