@@ -52,6 +52,11 @@ from ._loss import (
     mse_loss as mse_loss,
     mse_loss_from_stats as mse_loss_from_stats,
 )
+from ._measured import (
+    MeasuredState as MeasuredState,
+    initial_state as initial_state,
+    measured_state as measured_state,
+)
 from ._metrics import (
     NC1_VARIANTS as NC1_VARIANTS,
     CollapseMetrics as CollapseMetrics,
