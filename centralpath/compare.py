@@ -191,6 +191,25 @@ FIT_SERIES = (
 )
 
 
+def measured_series(ff, records: list[dict]) -> dict:
+    """The `train/…` series of a compare run's results.npz: every record key of `analyze` over
+    the checkpoints, L_⊥LS/L, and the file's accuracies and test loss when it has them."""
+    import numpy as np
+
+    results = {"train/times": np.asarray([r["epoch"] for r in records], float)}
+    for key in records[0]:
+        if key == "epoch":
+            continue
+        vals = [np.nan if r[key] is None else r[key] for r in records]
+        results[f"train/{key}"] = np.asarray(vals, dtype=float)
+    if records[0]["loss"] is not None:
+        results["train/perp_rel"] = results["train/loss_perp"] / results["train/loss"]
+    for key in ("train_accuracy", "test_accuracy", "test_loss"):
+        if getattr(ff, key, None) is not None:
+            results[f"train/{key}"] = np.asarray(getattr(ff, key), dtype=float)
+    return results
+
+
 def compare_features(ff, *, flow="renormalised", weight_decay=None, rtol=1e-10):
     """(fit, results, summary) for a features file: analysis per checkpoint and the §8 fit.
 
@@ -222,17 +241,7 @@ def compare_features(ff, *, flow="renormalised", weight_decay=None, rtol=1e-10):
     per_class = float(counts.mean())
     nc1 = np.asarray([r["nc1"] for r in records], float)
     fit = fit_theory(epochs, omega, ff.num_classes, per_class, flow=flow, nc1=nc1)
-    results = {"train/times": epochs}
-    for key in records[0]:
-        if key == "epoch":
-            continue
-        vals = [np.nan if r[key] is None else r[key] for r in records]
-        results[f"train/{key}"] = np.asarray(vals, dtype=float)
-    if records[0]["loss"] is not None:
-        results["train/perp_rel"] = results["train/loss_perp"] / results["train/loss"]
-    for key in ("train_accuracy", "test_accuracy", "test_loss"):
-        if getattr(ff, key, None) is not None:
-            results[f"train/{key}"] = np.asarray(getattr(ff, key), dtype=float)
+    results = measured_series(ff, records)
     results.update(
         {
             "fit/times": epochs,

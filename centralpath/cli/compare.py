@@ -28,11 +28,49 @@ def register(p) -> None:
         help="ridge λ for the decomposition; default: the file's weight_decay",
     )
     p.add_argument("--rtol", type=float, help="pseudo-inverse cutoff (default 1e-10)")
+    p.add_argument(
+        "--model",
+        choices=["closed-form", "central-path", "ufm", "all"],
+        help="predict omega_j from the network's own state at e0 and score the prediction: "
+        "closed-form (F3), central-path (ridge flow at the weight decay), ufm (from the "
+        "measured W, b), all (the ladder); without it, the §8 fit of the closed form",
+    )
+    p.add_argument(
+        "--from-epoch",
+        dest="from_epoch",
+        metavar="{auto,N}",
+        help="start e0 of the prediction: auto (default; the first checkpoint with "
+        "L_perp/L <= 0.1) or an epoch of the file",
+    )
+    p.add_argument(
+        "--clock",
+        choices=["monotone", "lr"],
+        help="epochs -> model time: monotone (default; the best non-decreasing map, fitted) "
+        "or lr (t = kappa * sum of lr * steps_per_epoch / (1 - momentum))",
+    )
+    p.add_argument("--kappa", type=float, help="the lr clock's scale (default: fitted to this run)")
+    p.add_argument(
+        "--kappa-from",
+        dest="kappa_from",
+        metavar="COMPARE.json",
+        help="read kappa from another run's compare --clock lr --json (out-of-sample test)",
+    )
     add_run_options(p)
 
 
-# The keys of a compare run's config.toml, which is a valid --config for compare.
-DEFAULTS = {"features": None, "flow": "renormalised", "weight_decay": None, "rtol": 1e-10}
+# The keys of a compare run's config.toml, which is a valid --config for compare. The
+# predictive keys (model …) are written only when --model is given.
+DEFAULTS = {
+    "features": None,
+    "flow": "renormalised",
+    "weight_decay": None,
+    "rtol": 1e-10,
+    "model": None,
+    "from_epoch": None,
+    "clock": None,
+    "kappa": None,
+    "kappa_from": None,
+}
 
 
 def run(args) -> int:
@@ -62,9 +100,11 @@ def run(args) -> int:
         or (isinstance(weight_decay, int | float) and not isinstance(weight_decay, bool)),
         f"weight_decay must be a number, got {weight_decay!r}",
     )
+    if config["model"] is not None:
+        check_model_options(config)
     # Outputs are checked before the work: a bad path fails in a second, not after the fit.
     if args.json:
-        check_output_file(args.json, inputs=[features, args.config])
+        check_output_file(args.json, inputs=[features, args.config, config["kappa_from"]])
     out = (args.out or "runs/compare") if (args.out or args.config) else None
     if out is not None:
         check_run_path(out, overwrite=args.overwrite, inputs=[features, args.config, args.json])
@@ -74,6 +114,8 @@ def run(args) -> int:
         f"{features} has {ff.num_checkpoints} checkpoint; comparing dynamics needs at least 2 "
         "(save features at several epochs)",
     )
+    if config["model"] is not None:
+        return run_models(args, config, ff, out)
     fit, results, summary = compare_features(ff, flow=flow, weight_decay=weight_decay, rtol=rtol)
     from .._records import least_squares_warning
 
@@ -128,4 +170,129 @@ def run(args) -> int:
             f"drift of F(omega_j) - F(omega_k) / max|tau|: {fit.drift_relative:.3g}; "
             f"time map monotone: {fit.time_map_monotone}; NC1 exponent vs tau (late): {fit.nc1_exponent:.3g}"
         )
+    return 0
+
+
+def check_model_options(config: dict) -> None:
+    """One-line refusals of the predictive options, before any work (`--model` given)."""
+    from .._errors import InputError, require, require_real
+    from ..predictive import CLOCKS, MODELS
+
+    model, clock = config["model"], config["clock"] or "monotone"
+    require(
+        model in (*MODELS, "all"),
+        f"unknown model {model!r}; choose one of {', '.join(MODELS)}, or all",
+    )
+    require(clock in CLOCKS, f"unknown clock {clock!r}; choose monotone or lr")
+    fe = config["from_epoch"]
+    if isinstance(fe, str) and fe != "auto":
+        try:
+            fe = float(fe)
+        except ValueError:
+            raise InputError(f"--from-epoch must be auto or an epoch number, got {fe!r}") from None
+    if fe is not None and fe != "auto":
+        require_real("--from-epoch", fe, 0)
+    config["from_epoch"] = "auto" if fe is None else fe
+    config["clock"] = clock
+    kappa, source = config["kappa"], config["kappa_from"]
+    require(
+        kappa is None or source is None,
+        "give the lr clock's scale once: --kappa K or --kappa-from COMPARE.json, not both",
+    )
+    require(
+        (kappa is None and source is None) or clock == "lr",
+        "--kappa and --kappa-from set the lr clock's scale; add --clock lr",
+    )
+    if kappa is not None:
+        require_real("--kappa", kappa, 0, lo_open=True)
+        require(
+            model != "all",
+            "--kappa K is one model's time scale, and the models' times differ; with --model "
+            "all pass --kappa-from the JSON of another --model all --clock lr run",
+        )
+    if source is not None:
+        require(isinstance(source, str) and source, "--kappa-from needs a path to a JSON file")
+
+
+def run_models(args, config: dict, ff, out) -> int:
+    """`compare --model …`: the prediction of each model from e0, scored, with a verdict."""
+    import sys
+
+    from .._io import write_json
+    from .._records import checkpoint_records, least_squares_warning
+    from .._rundir import RunDir
+    from ..compare import check_epochs, measured_series
+    from ..predictive import (
+        LADDER_COLUMNS,
+        MODELS,
+        compare_models,
+        ladder_rows,
+        results_series,
+        summary_json,
+    )
+    from ._common import write_output_json
+
+    weight_decay = config["weight_decay"]
+    if weight_decay is not None:
+        from .._errors import require_real
+
+        require_real("--weight-decay", weight_decay, 0)
+    check_epochs(ff.epochs)  # a prediction runs forward in time: epochs must increase
+    models = list(MODELS) if config["model"] == "all" else [config["model"]]
+    measurement, records, predictions = compare_models(
+        ff,
+        models,
+        from_epoch=config["from_epoch"],
+        clock=config["clock"],
+        kappa=config["kappa"],
+        kappa_from=config["kappa_from"],
+        weight_decay=weight_decay,
+        rtol=config["rtol"],
+    )
+    rows = checkpoint_records(ff, records)
+    warning = least_squares_warning(ff, rows)
+    if warning:
+        print(f"centralpath compare: warning: {warning}", file=sys.stderr)
+    summary = summary_json(predictions, rows)
+    results = measured_series(ff, records)
+    results.update(results_series(measurement, predictions))
+    if args.json:
+        write_output_json(args.json, summary)
+    if out is not None:
+        saved = {
+            "features": str(config["features"]),
+            "weight_decay": ff.weight_decay if weight_decay is None else weight_decay,
+            "rtol": config["rtol"],
+            "model": config["model"],
+            "from_epoch": config["from_epoch"],
+            "clock": config["clock"],
+        }
+        if config["kappa"] is not None:
+            saved["kappa"] = config["kappa"]
+        if config["kappa_from"] is not None:
+            saved["kappa_from"] = str(config["kappa_from"])
+        run_dir = RunDir(
+            out,
+            "compare",
+            saved,
+            overwrite=args.overwrite,
+            inputs=[config["features"], args.config, args.json, config["kappa_from"]],
+            figures=not args.no_figures,
+        )
+        with run_dir.running():
+            run_dir.save_results(results)
+            write_json(run_dir.file("compare.json"), summary)
+            draw_figures("compare", run_dir.partial, results, args)
+            path = run_dir.finish()
+        log(args)(f"run directory: {path}")
+    if not args.quiet:
+        from ._table import table
+
+        first = predictions[0]
+        print(f"start e0: {first.from_epoch_rule}; clock: {first.clock}")
+        print(table(ladder_rows(predictions), list(LADDER_COLUMNS)))
+        for p in predictions:
+            print(f"{p.model}: {p.verdict}: {p.reason}")
+            for note in p.notes:
+                print(f"  note: {note}")
     return 0

@@ -529,6 +529,9 @@ def figures_for(kind: str, results: dict) -> dict[str, object]:
         figs["time_map"] = lambda: figure_time_map(results)
     if "convergence/eta" in results:
         figs["gd_convergence"] = lambda: figure_gd_convergence(results)
+    from .compare import figures as model_figures  # compare --model: the models' predictions
+
+    figs.update(model_figures(results))
     return figs
 
 
