@@ -414,3 +414,26 @@ def test_cli_lr_clock_without_the_training_record(tmp_path, capsys):
     code, _, err = _cli(capsys, "compare", bare, "--model", "closed-form", "--clock", "lr")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert all(k in err for k in ("learning_rate", "momentum", "steps_per_epoch")), err
+
+
+def test_cli_simulate_from_a_measured_state(tmp_path, capsys):
+    """The renormalised flow from a file's checkpoint follows the closed form from its ω."""
+    path = _shrinking_features(tmp_path / "f.npz")
+    out = tmp_path / "sim"
+    args = ["simulate", "--from", path, "--epoch", "1", "--flow", "renormalised"]
+    code, _, err = _cli(
+        capsys, *args, "--t-end", "1e4", "--num-saves", "4", "--out", out, "--no-figures"
+    )
+    assert code == 0, err
+    assert "from epoch 1" in err
+    results = dict(np.load(out / "results.npz"))
+    assert_allclose(results["ode/snr"], results["closed_form/snr"], rtol=1e-7)
+    state = measured_state(path, epoch=1)
+    assert_allclose(results["ode/snr"][0], np.asarray(cp.snr_singular_values(state.stats)))
+    for bad, words in (
+        (["--methods", "gd"], "ODE"),
+        (["--lam-w", "0.1"], "--lam-w"),
+        (["--epoch", "9"], "no checkpoint at epoch 9"),
+    ):
+        code, _, err = _cli(capsys, *args, *bad, "--out", tmp_path / "x", "--quiet")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and words in err, err

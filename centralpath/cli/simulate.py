@@ -17,6 +17,9 @@ def register(p) -> None:
     p.add_argument(
         "--resume", metavar="RUN", help="continue the interrupted run RUN (bit-identical results)"
     )
+    from ._simulate_from import add_from_options
+
+    add_from_options(p)  # --from FEATURES.npz --epoch E: start from a network's state
     add_run_options(p)
 
 
@@ -34,6 +37,10 @@ def run(args) -> int:
     from ._common import check_resume_flags
 
     enable_compilation_cache()
+    if getattr(args, "from_features", None):
+        from ._simulate_from import run_from
+
+        return run_from(args)
     # A run's own config.toml is a valid --config for another run: the same keys.
     keys = SimulationConfig.defaults()
     if args.resume:
