@@ -127,7 +127,8 @@ def run_demo(
         features_path = run_path / "features.npz"
         training.save_features(features_path)
         log("3/3 measuring the network and comparing with the closed form")
-        fit, cmp_results, cmp_summary = compare_features(load_features(features_path))
+        ff = load_features(features_path)
+        fit, cmp_results, cmp_summary = compare_features(ff)
         results.update(cmp_results)
         results["train/train_loss"] = np.asarray(training.loss, float)
         results["train/train_accuracy"] = np.asarray(training.accuracy, float)
@@ -155,6 +156,13 @@ def run_demo(
             "perp_rel_first": perp[0],
             "perp_rel_last": perp[-1],
         }
+        # The predictive test (compare --model all): each model from the network's own state.
+        from .predictive import MODELS, compare_models, report_numbers, results_series
+
+        log("    ... and predicting it with the closed form, the central path and the UFM")
+        measurement, _, predictions = compare_models(ff, MODELS, records=checkpoints)
+        results.update(results_series(measurement, predictions))
+        summary["prediction"] = report_numbers(predictions)
         summary["comparison"] = {
             "variance_explained": fit.variance_explained,
             "drift_relative": fit.drift_relative,
@@ -184,6 +192,7 @@ SECTIONS = (
      ("nc_metrics_train", "loss_decomposition_train")),
     ("comparison", "The network against the closed form",
      ("measured_vs_predicted", "invariant", "time_map")),
+    ("prediction", "Does the theory predict the network?", ("models_vs_measured",)),
 )  # fmt: skip
 
 FIGURE_TITLES = {
@@ -196,6 +205,7 @@ FIGURE_TITLES = {
     "measured_vs_predicted": "Measured vs predicted ω_j(epoch)",
     "invariant": "The invariant F(ω_j) − F(ω_k)",
     "time_map": "Fitted time map τ(epoch)",
+    "models_vs_measured": "Measured ω_j against each model started from the network",
 }
 
 #: The theory's NC1 exponent against the flow's time: NC1 ≈ ((C − 1)/2)·√(N/τ) (docs/theory.md
@@ -367,6 +377,11 @@ def captions(summary: dict[str, Any]) -> dict[str, str]:
             )
             + f"; {exponent_verdict(m['nc1_exponent'])}."
         )
+    p = summary.get("prediction")
+    if p:
+        from .predictive import report_caption
+
+        out["models_vs_measured"] = report_caption(p)
     return out
 
 
@@ -411,6 +426,14 @@ TABLE_ROWS = {
         ("time_map_monotone", "time map monotone (theory: yes)"),
         ("nc1_exponent", f"late NC1 exponent against τ (theory: {NC1_EXPONENT_THEORY:g})"),
     ),
+    # The model ladder of compare --model all (centralpath.predictive.report_numbers).
+    "prediction": (
+        ("start", "start e0"),
+        ("clock", "clock"),
+        ("closed-form", "closed form (F3, λ = 0, from ω(e0))"),
+        ("central-path", "central path at λ = the weight decay"),
+        ("ufm", "UFM from the measured W, b"),
+    ),
 }
 
 
@@ -437,6 +460,9 @@ def section_verdicts(summary: dict[str, Any]) -> dict[str, str]:
     c = summary.get("convergence")
     if c:
         out["convergence"] = order_verdict(c["slope"]).capitalize() + "."
+    p = summary.get("prediction")
+    if p:
+        out["prediction"] = f"Verdict ({p['verdict_of']}): {p['verdict']} — {p['reason']}."
     m = summary.get("comparison")
     if m:
         out["comparison"] = (

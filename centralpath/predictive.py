@@ -1046,6 +1046,50 @@ def ladder_markdown(summaries: list[dict]) -> list[str]:
     return lines
 
 
+#: What a report says of each model (the ladder, simplest first).
+MODEL_LABELS = {
+    "closed-form": "closed form (F3, λ = 0, from ω(e0))",
+    "central-path": "central path at λ = the weight decay (from the statistics at e0)",
+    "ufm": "UFM from the measured W, b (λ_W = λ_H = the weight decay)",
+}
+
+
+def report_numbers(predictions: list[Prediction]) -> dict:
+    """The verdict and the ladder as a report's numbers (the demo's network section): `verdict`,
+    `reason` and `verdict_of` (the central path's, the theory under test), `start`, `clock`, and
+    per model one line "median error x%, skill s: verdict" under the model's name."""
+
+    def line(p: Prediction) -> str:
+        err, skill = p.numbers["median_relative_error"], p.numbers["skill"]
+        if not math.isfinite(err):
+            return p.verdict
+        shown = f"median error {100 * err:.2f}%"
+        if math.isfinite(skill):
+            shown += f", skill {skill:.3f}"
+        return f"{shown}: {p.verdict}"
+
+    lead = next((p for p in predictions if p.model == "central-path"), predictions[0])
+    out = {
+        "verdict": lead.verdict,
+        "reason": lead.reason,
+        "verdict_of": lead.model,
+        "start": lead.from_epoch_rule,
+        "clock": lead.clock,
+    }
+    out.update({p.model: line(p) for p in predictions})
+    return out
+
+
+def report_caption(numbers: dict) -> str:
+    """The caption of the models-vs-measured figure, from `report_numbers`."""
+    return (
+        f"Each model starts from the network's own state ({numbers['start']}) and runs "
+        f"forward; a {numbers['clock']} clock maps epochs to its time. Circles: measured ω_j; "
+        f"lines: the model's. Against the no-change baseline ω(e) = ω(e0), the "
+        f"{numbers['verdict_of']} model is {numbers['verdict']}: {numbers['reason']}."
+    )
+
+
 def read_kappa(path, model: str) -> tuple[float, str]:
     """κ of `model` from another run's `compare --clock lr --json` output (the out-of-sample
     test): its top level, or its `models` list when it ran --model all."""
@@ -1096,6 +1140,7 @@ __all__ = [
     "MODELS",
     "THRESHOLDS",
     "Measurement",
+    "MODEL_LABELS",
     "Prediction",
     "compare_models",
     "isotonic",
@@ -1104,6 +1149,8 @@ __all__ = [
     "predict",
     "read_kappa",
     "relative_errors",
+    "report_caption",
+    "report_numbers",
     "results_series",
     "scores",
     "summary_json",

@@ -46,6 +46,17 @@ SUMMARY = {
         "time_map_monotone": True,
         "nc1_exponent": -0.475,
     },
+    "prediction": {  # centralpath.predictive.report_numbers
+        "verdict": "consistent",
+        "reason": "median relative error 4.75% <= 5% and skill 0.887 >= 0.7 over 32 "
+        "checkpoint(s) after epoch 14",
+        "verdict_of": "central-path",
+        "start": "auto: epoch 14 is the first checkpoint with L_perp/L <= 0.1 (0.0938)",
+        "clock": "monotone",
+        "closed-form": "median error 9.41%, skill 0.777: inconsistent",
+        "central-path": "median error 4.75%, skill 0.887: consistent",
+        "ufm": "median error 24.41%, skill 0.421: inconsistent",
+    },
 }
 
 STEMS = [s for _, _, stems in demo.SECTIONS for s in stems]
@@ -116,3 +127,12 @@ def test_without_figures_the_captions_remain(tmp_path):
     md, _ = _report(tmp_path, SUMMARY, stems=[])
     assert "![" not in md and "L_⊥LS/L fell from 0.41 to 0.003" in md
     assert md.count("| quantity | value |") == len(demo.SECTIONS)
+
+
+def test_the_prediction_section_states_the_verdict_and_the_ladder(tmp_path):
+    md, _ = _report(tmp_path, SUMMARY)
+    section = md.split("## Does the theory predict the network?")[1]
+    assert "Verdict (central-path): consistent — median relative error 4.75% <= 5%" in section
+    for row in ("median error 9.41%, skill 0.777: inconsistent", "skill 0.421: inconsistent"):
+        assert row in section
+    assert "a monotone clock maps epochs to its time" in section
