@@ -1,0 +1,96 @@
+"""Simulation start-up: the NC1 stop is cheap (the C×C Gram of the means, equal to the metric)
+and every segment of a run reuses one compiled solve."""
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import centralpath as cp
+from centralpath._moment_metrics import nc1_from_gram
+from centralpath._stats import ClassStats
+
+
+def random_stats(seed, C=5, p=9, counts=None, dead=0, collapse=1.0):
+    rng = np.random.default_rng(seed)
+    counts = np.full(C, 20.0) if counts is None else np.asarray(counts, float)
+    M = rng.standard_normal((p, C)) * 3
+    A = rng.standard_normal((p, p))
+    S = A @ A.T / p
+    S[:, : C - 1] *= collapse  # anisotropic: small variance along some directions
+    S[: C - 1, :] *= collapse
+    if dead:
+        S[-dead:, :] = S[:, -dead:] = 0.0
+        M[-dead:] = 1.5
+    return ClassStats(jnp.asarray(counts), jnp.asarray(M), jnp.asarray(S))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"counts": [3, 50, 7, 20, 11]},
+        {"dead": 2},
+        {"collapse": 1e-6},
+        {"C": 10, "p": 64},
+    ],
+)
+def test_nc1_from_gram_equals_the_metric(kw):
+    for seed in range(3):
+        stats = random_stats(seed, **kw)
+        np.testing.assert_allclose(nc1_from_gram(stats), cp.nc1(stats), rtol=1e-12)
+
+
+def test_nc1_from_gram_with_coinciding_means():
+    stats = random_stats(0)
+    M = np.asarray(stats.class_means).copy()
+    M[:, 1] = M[:, 0]  # rank C − 2: the cutoff drops the null direction as the metric does
+    stats = ClassStats(stats.counts, jnp.asarray(M), stats.sigma_w)
+    np.testing.assert_allclose(nc1_from_gram(stats), cp.nc1(stats), rtol=1e-10)
+
+
+class _Compiles(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith("Finished XLA compilation of"):
+            self.names.append(message.split()[4])
+
+
+def _count_compiles(fn):
+    handler = _Compiles()
+    logger = logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            fn()
+    finally:
+        logger.removeHandler(handler)
+    return handler.names
+
+
+def test_every_segment_reuses_one_compiled_solve():
+    """`simulate` solves segment by segment; the NC1 stop used to be a new closure per call,
+    i.e. a new static argument, and every segment recompiled (~16 s each at p = 512)."""
+    from centralpath.simulate import simulate
+
+    config = dict(
+        flow="ufm",
+        classes=3,
+        per_class=4,
+        dim=5,
+        methods=["ode"],
+        t_end=50.0,
+        num_saves=6,
+        nc1_target=1e-9,
+    )
+    names = _count_compiles(lambda: simulate(config))
+    assert names.count("jit(_solve)") == 1, names
+    # Another target, another start: still the same program.
+    again = _count_compiles(lambda: simulate({**config, "nc1_target": 1e-8, "seed": 3}))
+    assert "jit(_solve)" not in again, again
