@@ -82,6 +82,10 @@ _MAX_DECADES = 24.0
 #: The search stops once the model's level (mean log ω) passes the largest measured one by this.
 _LEVEL_MARGIN = math.log(1.1)
 _GAUSS_NEWTON_STEPS = 3
+#: Solver steps per chunk of save times. A chunk that needs more is stiff because the model's
+#: within-class spread has collapsed past what float64 resolves (the ω_j there are +inf anyway):
+#: a UFM took minutes to exhaust 100,000 steps there, for nothing.
+_MAX_STEPS = 20_000
 
 
 # --------------------------------------------------------------------------- measurement
@@ -250,9 +254,17 @@ class _ClosedForm:
 class _FlowModel:
     """A moment-reduced flow from a measured state, solved with Diffrax (`integrate`)."""
 
-    def __init__(self, name: str, flow, y0, rtol: float = 1e-10, atol: float = 1e-12):
+    def __init__(
+        self,
+        name: str,
+        flow,
+        y0,
+        rtol: float = 1e-10,
+        atol: float = 1e-12,
+        max_steps: int = _MAX_STEPS,
+    ):
         self.name, self.flow, self.y0 = name, flow, y0
-        self.rtol, self.atol = rtol, atol
+        self.rtol, self.atol, self.max_steps = rtol, atol, max_steps
         self.note = ""
         self._last = (0.0, y0)  # where the latest solve ended: `_trace_path` goes on from there
 
@@ -296,10 +308,13 @@ class _FlowModel:
                     ts=ts,
                     rtol=self.rtol,
                     atol=self.atol,
+                    max_steps=self.max_steps,
                     progress=False,
                 )
-            except NumericalError as e:
-                self.note = f"the {self.name} model's solve stopped: {e}"
+            except NumericalError as e:  # ODEFailure says where and why
+                where = getattr(e, "t_reached", None)
+                at = "" if where is None else f" at t = {t_now + where:.3g}"
+                self.note = f"the {self.name} model's solve stopped{at}: {getattr(e, 'reason', e)}"
                 break
             values = _snapshot_values(tr, full)
             keep = np.searchsorted(ts, rel)
