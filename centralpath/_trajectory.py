@@ -11,6 +11,7 @@ from jaxtyping import Array, Float, PyTree
 from ._linalg import DEFAULT_RTOL
 from ._loss import loss_decomposition
 from ._metrics import collapse_metrics
+from ._moment_metrics import nc1_from_gram
 from .flows._base import Snapshot
 
 METRIC_KEYS = (
@@ -97,7 +98,8 @@ def metrics_of_snapshot(
         loss_perp=d.perp,
         perp_rel=d.perp / d.loss,
         w_ls_distance=d.w_ls_distance,
-        nc1=m.nc1,
+        # From the C×C Gram of the means: XLA then drops the metric's p×p eigendecomposition.
+        nc1=nc1_from_gram(s.stats, rtol),
         nc2_equinorm_means=m.nc2_equinorm_means,
         nc2_equinorm_classifier=m.nc2_equinorm_classifier,
         nc2_equiangular_means=m.nc2_equiangular_means,
