@@ -456,10 +456,8 @@ def section_table(section: str, numbers: dict) -> list[tuple[str, str]]:
 
 def section_verdicts(summary: dict[str, Any]) -> dict[str, str]:
     """A sentence per section that reads its numbers (the interpretation of the table)."""
+    # The convergence caption already carries its verdict (one figure, one number).
     out = {}
-    c = summary.get("convergence")
-    if c:
-        out["convergence"] = order_verdict(c["slope"]).capitalize() + "."
     p = summary.get("prediction")
     if p:
         out["prediction"] = f"Verdict ({p['verdict_of']}): {p['verdict']} — {p['reason']}."
