@@ -9,7 +9,7 @@ A features file is an `.npz` (read with `allow_pickle=False`):
 | `W`            | float [K, C, p] (or [C, p]) | last-layer weights (optional)                     |
 | `b`            | float [K, C] (or [C])       | last-layer bias (optional; zero if W given alone) |
 | `epochs`       | number [K]          | checkpoint epochs (optional; default 0..K−1)              |
-| `weight_decay` | float scalar        | λ in the paper's scale, THEORY.md §2 (optional; 0)        |
+| `weight_decay` | float scalar        | λ in the paper's scale, docs/theory.md §2 (optional; 0)        |
 | `num_classes`  | int scalar          | C (optional; default: rows of W, else max label + 1)      |
 
 Optional keys that record how the network was trained (written by `centralpath train` and the

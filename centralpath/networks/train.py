@@ -7,7 +7,7 @@ first epoch with zero training error (the start of the terminal phase of trainin
 `state_dir` it saves its complete state after every epoch and continues from it when called
 again: a resumed run is bit-identical to an uninterrupted one.
 
-**Loss scale (THEORY.md §2).** The MSE loss is the paper's L = ½ Ave ‖W h + b − y‖², one-hot y.
+**Loss scale (docs/theory.md §2).** The MSE loss is the paper's L = ½ Ave ‖W h + b − y‖², one-hot y.
 Weight decay is `optax.add_decayed_weights(wd)` chained before `optax.sgd`: it adds wd·θ to the
 gradient of every parameter, W and b included, i.e. minimises L + (wd/2)‖θ‖². On the last layer
 that is the paper's (λ/2)(‖W‖² + ‖b‖²) with **λ = wd**, the `weight_decay` written to the
@@ -44,7 +44,7 @@ SCHEDULES = ("cosine", "step", "constant")
 
 
 def mse_loss(logits, labels, num_classes: int):
-    """½ Ave ‖W h + b − y‖² on one-hot targets: the paper's scale (THEORY.md §2)."""
+    """½ Ave ‖W h + b − y‖² on one-hot targets: the paper's scale (docs/theory.md §2)."""
     y = jax.nn.one_hot(labels, num_classes, dtype=logits.dtype)
     return 0.5 * jnp.mean(jnp.sum((logits - y) ** 2, axis=-1))
 
