@@ -854,6 +854,8 @@ def predict(
     numbers = scores(omega[after], m.omega[after], m.omega[k0])
     numbers["checkpoints_compared"] = int(len(after))
     numbers["growth"] = _growth(m.omega[k0], m.omega[-1])
+    numbers["nc1_median_relative_error"] = _median(relative_errors(nc1[after], m.nc1[after]))
+    numbers["last"] = _last_checkpoint(m, omega[-1], nc1[-1], perp[-1])
     v, reason = verdict(numbers, na, float(m.epochs[k0]))
     return Prediction(
         model,
@@ -874,6 +876,28 @@ def predict(
     )
 
 
+def _last_checkpoint(m: Measurement, omega, nc1, perp) -> dict:
+    """Measured and predicted ω_max/ω_min, NC1 and L_⊥LS/L at the last checkpoint."""
+
+    def num(x):
+        return float(x) if x is not None and np.isfinite(x) else None
+
+    def ratio(w):
+        w = np.asarray(w, float)
+        return num(np.max(w) / np.min(w)) if np.all(np.isfinite(w)) and np.min(w) > 0 else None
+
+    return {
+        "epoch": float(m.epochs[-1]),
+        "omega_ratio_measured": ratio(m.omega[-1]),
+        "omega_ratio_predicted": ratio(omega),
+        "nc1_measured": num(m.nc1[-1]),
+        "nc1_predicted": num(nc1),
+        "perp_rel_measured": None if m.perp_rel is None else num(m.perp_rel[-1]),
+        # L_⊥LS = 0 on the central path up to rounding (~1e-31 of L): reported as 0.
+        "perp_rel_predicted": None if num(perp) is None else (0.0 if perp < 1e-12 else float(perp)),
+    }
+
+
 def _growth(first: np.ndarray, last: np.ndarray) -> float | None:
     level, _ = _level_shape(np.stack([first, last]))
     return float(level[1] / level[0]) if np.all(np.isfinite(level)) else None
@@ -892,6 +916,7 @@ def _empty_numbers(K: int) -> dict:
     )
     out: dict[str, Any] = {k: float("nan") for k in keys}
     out.update(values_compared=0, values_beyond_resolution=0, checkpoints_compared=0, growth=None)
+    out.update(nc1_median_relative_error=float("nan"), last=None)
     return out
 
 

@@ -8,6 +8,7 @@ and ω_j to 1e-6. The score tests use hand-built numbers.
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,7 +20,10 @@ from centralpath._integrate import integrate
 from centralpath._io import load_features, save_features
 from centralpath._measured import MeasuredState, initial_state, measured_state, project_live
 from centralpath.predictive import (
+    _MAX_STEPS,
+    _SAVES,
     Measurement,
+    _pad,
     isotonic,
     predict,
     read_kappa,
@@ -70,8 +74,10 @@ def _flow_trajectory(state: MeasuredState, model: str, times):
         omega0 = np.asarray(cp.snr_singular_values(state.stats))
         return np.asarray(cp.eigen_dynamics(omega0, C, float(N))(jnp.asarray(times)))
     flow, y0 = initial_state(state, model)
-    tr = integrate(flow, y0, float(times[-1]), ts=times, rtol=1e-11, atol=1e-13)
-    return tr.snr()
+    # The model's solver settings and number of save times: one compiled program for both.
+    ts = _pad(np.asarray(times, float), _SAVES)
+    tr = integrate(flow, y0, float(ts[-1]), ts=ts, max_steps=_MAX_STEPS)
+    return tr.snr()[np.searchsorted(ts, times)]
 
 
 # The model times of the checkpoints: where ω grows by tens of per cent for each flow.
@@ -141,11 +147,15 @@ def test_renormalised_flow_from_a_measured_state_follows_the_closed_form():
     assert_allclose(tr.snr(), expected, rtol=1e-7)
 
 
-def test_trajectory_snr_is_metrics_snr():
+def test_trajectory_snr_is_snr_singular_values_of_each_snapshot():
     state = _random_state(seed=5)[0]
     flow, y0 = initial_state(state, "central-path")
-    tr = integrate(flow, y0, 100.0, ts=np.array([0.0, 10.0, 100.0]))
-    assert_allclose(tr.snr(), tr.metrics()["snr"], rtol=0, atol=0)
+    ts = _pad(np.array([0.0, 10.0, 100.0]), _SAVES)
+    tr = integrate(flow, y0, 100.0, ts=ts, max_steps=_MAX_STEPS)
+    for k in (0, 31, 63):
+        stats = jax.tree_util.tree_map(lambda a, k=k: a[k], tr.snapshots.stats)
+        expected = cp.snr_singular_values(stats, accuracy=tr.accuracy)
+        assert_allclose(tr.snr()[k], np.asarray(expected), rtol=1e-14)
 
 
 def test_measured_state_is_an_isometry_of_the_live_directions():

@@ -293,6 +293,23 @@ def run_models(args, config: dict, ff, out) -> int:
         print(table(ladder_rows(predictions), list(LADDER_COLUMNS)))
         for p in predictions:
             print(f"{p.model}: {p.verdict}: {p.reason}")
+            last = p.numbers.get("last")
+            if last:
+                print(f"  at epoch {last['epoch']:g}, measured / predicted: {_pair(last)}")
             for note in p.notes:
                 print(f"  note: {note}")
     return 0
+
+
+def _pair(last: dict) -> str:
+    def show(x):
+        return "-" if x is None else f"{x:.3g}"
+
+    return "; ".join(
+        f"{name} {show(last[f'{key}_measured'])} / {show(last[f'{key}_predicted'])}"
+        for key, name in (
+            ("omega_ratio", "omega_max/omega_min"),
+            ("nc1", "NC1"),
+            ("perp_rel", "L_perp/L"),
+        )
+    )
