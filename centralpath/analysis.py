@@ -213,8 +213,10 @@ def measure(
     )
     lam = check_lambda(weight_decay, "weight_decay")
     Wj = None if W is None else jnp.asarray(W, float)
-    bj = None if (b is None and W is None) else jnp.asarray(
-        np.zeros(Wj.shape[0]) if b is None else b, float
+    bj = (
+        None
+        if (b is None and W is None)
+        else jnp.asarray(np.zeros(Wj.shape[0]) if b is None else b, float)
     )
     if stats is not None:
         out = jax.device_get(_checkpoint_from_stats(stats, Wj, bj, lam, rtol))
