@@ -39,8 +39,6 @@ from ._etf import (
     ufm_global_minimum as ufm_global_minimum,
     ufm_threshold as ufm_threshold,
 )
-from ._runtime import configure_cpu_runtime as configure_cpu_runtime
-from .analysis import measure as measure
 from ._least_squares import (
     LeastSquaresClassifier as LeastSquaresClassifier,
     least_squares_classifier as least_squares_classifier,
@@ -76,6 +74,7 @@ from ._metrics import (
     snr_singular_values as snr_singular_values,
 )
 from ._recorder import StatsRecorder as StatsRecorder, checkpoint_of as checkpoint_of
+from ._runtime import configure_cpu_runtime as configure_cpu_runtime
 from ._stats import (
     ClassStats as ClassStats,
     class_stats as class_stats,
@@ -89,6 +88,7 @@ from ._ufm import (
     init_ufm as init_ufm,
     ufm_loss as ufm_loss,
 )
+from .analysis import measure as measure
 
 __version__ = "0.1.0"
 
