@@ -94,3 +94,18 @@ def test_every_segment_reuses_one_compiled_solve():
     # Another target, another start: still the same program.
     again = _count_compiles(lambda: simulate({**config, "nc1_target": 1e-8, "seed": 3}))
     assert "jit(_solve)" not in again, again
+
+
+@pytest.mark.parametrize("representation", ["full", "reduced"])
+def test_stable_step_is_two_over_the_jacobian_spectral_radius(representation):
+    """The power iteration runs on the state's pytree (no flattened copies); it still finds
+    the largest |eigenvalue| of the flow's Jacobian."""
+    import centralpath.simulate as S
+    from centralpath._discrete import stable_step_size
+
+    config = dict(S.DEFAULTS, flow="ufm", classes=3, per_class=6, dim=5)
+    flow, y0, _ = S.build({**config, "representation": representation})
+    flat, unravel = jax.flatten_util.ravel_pytree(y0)
+    J = jax.jacfwd(lambda z: jax.flatten_util.ravel_pytree(flow(0.0, unravel(z)))[0])(flat)
+    rho = np.max(np.abs(np.linalg.eigvals(np.asarray(J))))
+    np.testing.assert_allclose(stable_step_size(flow, y0, iterations=400), 2 / rho, rtol=1e-8)
