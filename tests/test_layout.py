@@ -61,3 +61,23 @@ def test_theory_is_cited_from_the_repository():
         if "THEORY.md" in p.read_text()
     ]
     assert stale == []
+
+
+def test_an_interrupt_while_the_program_starts_is_one_line_and_130(tmp_path):
+    """Importing the package takes 1-2 s; the entry point (outside the package) turns a Ctrl-C or
+    SIGTERM in that window into one line and status 130, not a traceback."""
+    import signal
+    import time
+
+    code = "import sys, centralpath_launch; sys.exit(centralpath_launch.main())"
+    args = ["simulate", "--out", str(tmp_path / "run"), "--quiet", "--no-figures"]
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, *args], stderr=subprocess.PIPE, text=True, cwd=ROOT
+        )
+        time.sleep(0.3)  # well inside `import centralpath` (jax, equinox)
+        proc.send_signal(sig)
+        err = proc.communicate(timeout=60)[1]
+        assert proc.returncode == 130, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "interrupted" in lines[0] and "Traceback" not in err, err
