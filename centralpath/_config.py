@@ -31,6 +31,15 @@ def _comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in _comma_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 256,256, got {text!r}"
+        ) from None
+
+
 class Config:
     """Base of the typed configurations (subclasses are frozen dataclasses of `option`s)."""
 
@@ -107,14 +116,14 @@ class Config:
                 continue
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default
             flag = "--" + f.name.replace("_", "-")
-            shown = ",".join(default) if isinstance(default, list) else default
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
             help_text = f"{meta['help']} (default {shown})"
             kw: dict[str, Any] = dict(dest=f.name, default=None, help=help_text)
             if isinstance(default, bool):
                 parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
                 continue
             if isinstance(default, list):
-                kw["type"] = _comma_list
+                kw["type"] = _int_list if default and isinstance(default[0], int) else _comma_list
             elif isinstance(default, int):
                 kw["type"] = int
             elif isinstance(default, float):

@@ -30,97 +30,12 @@ HELP = (
 EXAMPLE = "centralpath train --dataset digits --model mlp --loss mse --epochs 400 --out runs/digits"
 
 
-def _int_list(text: str) -> list[int]:
-    import argparse
-
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers like 256,256, got {text!r}"
-        ) from None
-    return values
-
-
 def register(p) -> None:
-    p.add_argument(
-        "--dataset",
-        help="digits (default) | mnist | mnist1d | npz:PATH (inputs [n, ...], labels [n])",
-    )
-    p.add_argument(
-        "--model",
-        help="mlp (default) | cnn | resnet18 (the paper's: 3×3 stride-1 stem, no max-pool, "
-        "batch norm; p = 8 × --resnet-width)",
-    )
-    p.add_argument(
-        "--loss", help="mse (default; ½ Ave‖Wh+b−y‖², the paper's scale) | ce (cross-entropy)"
-    )
-    p.add_argument("--epochs", type=int, help="training epochs (default 400)")
-    p.add_argument("--lr", type=float, help="initial learning rate (default 0.2)")
-    p.add_argument(
-        "--schedule",
-        help="learning-rate schedule: cosine (default) | step (÷10 at 1/3, 2/3) | constant",
-    )
-    p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
-    p.add_argument(
-        "--weight-decay",
-        dest="weight_decay",
-        type=float,
-        help="weight decay on all parameters; = λ in the paper's scale for --loss mse (default 2e-4)",
-    )
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="minibatch size (default 128)")
-    p.add_argument(
-        "--seed",
-        type=int,
-        help="PRNG seed of the initialisation, minibatch order and subset (default 0)",
-    )
-    p.add_argument(
-        "--per-class",
-        dest="per_class",
-        type=int,
-        help="samples per class (balanced subset); 0 = as many as the smallest class has (default)",
-    )
-    p.add_argument(
-        "--test-fraction",
-        dest="test_fraction",
-        type=float,
-        help="held-out fraction of every class for test accuracy (default 0.2; stratified, fixed "
-        "seed); mnist1d and an npz with test_inputs/test_labels use their own test split; 0 = "
-        "no test set",
-    )
-    p.add_argument(
-        "--widths", type=_int_list, help="MLP hidden widths; the last is p (default 256,256,128)"
-    )
-    p.add_argument(
-        "--channels",
-        type=_int_list,
-        help="CNN conv channels (default 32,64); its p is the last width",
-    )
-    p.add_argument(
-        "--resnet-width",
-        dest="resnet_width",
-        type=int,
-        help="ResNet18's first-stage channels (default 64, the paper's; p = 8 × this)",
-    )
-    p.add_argument(
-        "--no-standardise",
-        dest="standardise",
-        action="store_const",
-        const=False,
-        help="keep the raw input scale (default: mean 0, standard deviation 1)",
-    )
-    p.add_argument(
-        "--num-checkpoints",
-        dest="num_checkpoints",
-        type=int,
-        help="about how many log-spaced epochs to capture (default 30)",
-    )
-    p.add_argument(
-        "--save-every",
-        dest="save_every",
-        type=int,
-        help="save the training state every N epochs (default 1)",
-    )
+    from ..networks.train import TrainConfig
+
+    # Every key of a train configuration is a flag, from its one declaration (TrainConfig);
+    # the same keys are the TOML keys of --config and of a run's config.toml.
+    TrainConfig.add_arguments(p)
     p.add_argument(
         "--resume",
         metavar="RUN",
@@ -131,8 +46,8 @@ def register(p) -> None:
 
 def run(args) -> int:
     from .._errors import require
-    from .._rundir import RunDir, default_run_path, resolve_config
-    from ..networks.train import DEFAULTS, load_configured_dataset, validate
+    from .._rundir import RunDir, default_run_path
+    from ..networks.train import DEFAULTS, TrainConfig, load_configured_dataset
 
     enable_compilation_cache()
 
@@ -149,8 +64,7 @@ def run(args) -> int:
         with run_dir.running():  # a bad dataset keeps the partial run and releases its lock
             data = load(config)
     else:
-        config = resolve_config(DEFAULTS, args, config_path=args.config)
-        validate(config)
+        config = TrainConfig.resolve(args, config_path=args.config).as_dict()
         # Load the data before creating any directory: a bad dataset leaves nothing behind.
         data = load(config)
         dataset = config["dataset"]
