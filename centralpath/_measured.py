@@ -27,6 +27,7 @@ units that value is 0.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import jax.numpy as jnp
@@ -58,6 +59,32 @@ class MeasuredState:
     epoch: float
     index: int
     weight_decay: float
+
+    @classmethod
+    def from_stats(
+        cls,
+        stats: ClassStats,
+        W=None,
+        b=None,
+        *,
+        weight_decay: float = 0.0,
+        epoch: float = float("nan"),
+        rtol: float = DEFAULT_RTOL,
+    ) -> MeasuredState:
+        """From class statistics (and a classifier) at hand instead of a file: the same
+        projection onto the live directions as `measured_state`."""
+        require_real("weight_decay", weight_decay, 0)
+        projected, W_U, V = project_live(stats, W, b, rtol=rtol)
+        return cls(
+            stats=projected,
+            W=W_U,
+            b=None if b is None else np.asarray(b, dtype=np.float64),
+            basis=V,
+            dropped=int(stats.dim - V.shape[1]),
+            epoch=float(epoch),
+            index=0,
+            weight_decay=float(weight_decay),
+        )
 
     @property
     def num_classes(self) -> int:
@@ -149,17 +176,10 @@ def measured_state(
         stats = class_stats(source.features[index], source.labels, source.num_classes)
         W = None if source.W is None else source.W[index]
         b = None if source.b is None else source.b[index]
-    projected, W_U, V = project_live(stats, W, b, rtol=rtol)
-    return MeasuredState(
-        stats=projected,
-        W=W_U,
-        b=None if b is None else np.asarray(b, dtype=np.float64),
-        basis=V,
-        dropped=int(stats.dim - V.shape[1]),
-        epoch=float(epochs[index]),
-        index=index,
-        weight_decay=float(source.weight_decay),
+    state = MeasuredState.from_stats(
+        stats, W, b, weight_decay=float(source.weight_decay), epoch=epochs[index], rtol=rtol
     )
+    return dataclasses.replace(state, index=index)
 
 
 def whiten(stats: ClassStats, *, rtol: float = DEFAULT_RTOL) -> ClassStats:

@@ -18,7 +18,7 @@ import centralpath as cp
 from centralpath._errors import InputError
 from centralpath._integrate import integrate
 from centralpath._io import load_features, save_features
-from centralpath._measured import MeasuredState, initial_state, measured_state, project_live
+from centralpath._measured import MeasuredState, initial_state, measured_state
 from centralpath.predictive import (
     _MAX_STEPS,
     _SAVES,
@@ -46,9 +46,8 @@ def _random_state(seed=0, dead=False) -> MeasuredState:
         H = np.concatenate([H, np.zeros((C * N, 1))], axis=1)  # a dead unit
     W = rng.normal(size=(C, H.shape[1])) * 0.3
     b = rng.normal(size=C) * 0.1
-    stats = cp.class_stats(H, labels, C)
-    projected, W_U, V = project_live(stats, W, b)
-    return MeasuredState(projected, W_U, b, V, H.shape[1] - V.shape[1], 0.0, 0, LAM), H, W, b
+    state = MeasuredState.from_stats(cp.class_stats(H, labels, C), W, b, weight_decay=LAM)
+    return state, H, W, b
 
 
 def _measurement(omega, *, loss="mse", lr=None, perp=None) -> Measurement:
