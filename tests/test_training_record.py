@@ -300,6 +300,17 @@ def test_no_warning_for_mse_and_the_fallback_without_the_key(tmp_path, capsys):
         ("near.npz", near, False),
         ("far.npz", far, True),
         ("far_mse.npz", {**far, "loss": np.asarray("mse")}, False),  # the file's word counts
+        # At initialisation L_perp/L is 0.3-0.7 whatever the loss: a CE run without the key
+        # whose first checkpoint is near least squares is still flagged.
+        (
+            "far_after_init.npz",
+            {
+                **far,
+                "W": np.concatenate([near["W"][:1], far["W"][1:]]),
+                "b": np.concatenate([near["b"][:1], far["b"][1:]]),
+            },
+            True,
+        ),
     ):
         np.savez(tmp_path / name, **arrays)
         code, _, err = _cli(capsys, "analyze", str(tmp_path / name), "--quiet")
