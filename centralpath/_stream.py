@@ -521,11 +521,13 @@ class StreamedFeatures:
         return FrameScatter(frame, jnp.asarray(scatter / n), jnp.asarray(np.sqrt(squares / n)))
 
     def checkpoints(self, rows: int | None = None) -> Iterator[Checkpoint]:
-        for k in range(self.num_checkpoints):
-            yield self.checkpoint(k, rows)
-        for lazy in (self.features, self.W):
-            if isinstance(lazy, _Deflated):
-                lazy.close()
+        try:
+            for k in range(self.num_checkpoints):
+                yield self.checkpoint(k, rows)
+        finally:  # also when the caller stops early (a refusal at some checkpoint)
+            for lazy in (self.features, self.W):
+                if isinstance(lazy, _Deflated):
+                    lazy.close()
 
 
 @dataclass

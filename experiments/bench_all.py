@@ -26,6 +26,7 @@ BENCHMARKS = (
     "sharding",
     "cold_start",
     "precision",
+    "scale",
 )
 
 PROFILES: dict[str, dict[str, dict]] = {
@@ -38,6 +39,16 @@ PROFILES: dict[str, dict[str, dict]] = {
         "sharding": dict(seeds=64, ode_seeds=16, repeats=3),
         "cold_start": dict(runs=3),
         "precision": dict(seeds=3),
+        "scale": dict(
+            n=10_000,
+            p=128,
+            k_small=2,
+            k_large=6,
+            rss_runs=1,
+            time_repeats=2,
+            sim_per_class=500,
+            sim_dim=64,
+        ),
     },
     "gpu": {
         "reduced": dict(per_class=10_000, dim=256, steps=50),
@@ -47,6 +58,8 @@ PROFILES: dict[str, dict[str, dict]] = {
         "sharding": dict(seeds=256, ode_seeds=64),
         "cold_start": dict(runs=3),
         "precision": dict(seeds=8),
+        # The sizes, one run each: the whole suite must fit bench_gpu.sh's budget.
+        "scale": dict(rss_runs=1, time_repeats=2),
     },
     "tiny": {
         "reduced": dict(
@@ -64,6 +77,16 @@ PROFILES: dict[str, dict[str, dict]] = {
         ),
         "cold_start": dict(runs=1, target_s=1e9),
         "precision": dict(seeds=1, t_end=1e4, ufm_t_end=10.0),
+        "scale": dict(
+            n=300,
+            p=8,
+            classes=3,
+            k_small=2,
+            k_large=3,
+            rss_runs=1,
+            time_repeats=1,
+            simulate=False,
+        ),
     },
 }
 

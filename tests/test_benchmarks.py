@@ -14,7 +14,7 @@ sys.path.insert(0, str(EXPERIMENTS))
 import bench_all  # noqa: E402
 
 TINY = bench_all.PROFILES["tiny"]
-SUBPROCESS = {"sharding", "cold_start", "precision"}
+SUBPROCESS = {"sharding", "cold_start", "precision", "scale"}
 
 
 def _params():
