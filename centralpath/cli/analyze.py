@@ -9,7 +9,11 @@ EXAMPLE = "centralpath analyze run/features.npz --json run/analysis.json"
 
 
 def register(p) -> None:
-    p.add_argument("features", help="features file (.npz; schema in the README)")
+    p.add_argument(
+        "features",
+        help="features or statistics file (.npz), or a folder of per-checkpoint .npz files or of "
+        ".npy members (schemas in the README); read one checkpoint at a time",
+    )
     p.add_argument("--json", metavar="OUT", help="also write the records as JSON")
     p.add_argument(
         "--save-stats",

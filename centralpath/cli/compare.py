@@ -12,7 +12,8 @@ def register(p) -> None:
     p.add_argument(
         "features",
         nargs="?",
-        help="features file with K >= 2 checkpoints (schema in the README; or `features` in --config)",
+        help="features or statistics file (or folder of checkpoints) with K >= 2 checkpoints "
+        "(schemas in the README; or `features` in --config)",
     )
     p.add_argument("--json", metavar="OUT", help="also write the fit and the metrics as JSON")
     p.add_argument(
