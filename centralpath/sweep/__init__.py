@@ -110,6 +110,7 @@ from ._devices import make_mesh as make_mesh
 from ._program import group_program as group_program, metrics_rtol as metrics_rtol
 from ._spec import (
     BATCHABLE as BATCHABLE,
+    FLOAT_PARAMS as FLOAT_PARAMS,
     SweepSpec as SweepSpec,
     group_key as group_key,
     groups as groups,

@@ -205,8 +205,9 @@ def group_program(
     loop = _sequential if lapack else (lambda f: f)
 
     def rho_one(flow, y0):
-        flat, _ = jax.flatten_util.ravel_pytree(y0)
-        v0 = jax.random.normal(jax.random.PRNGKey(0), flat.shape, flat.dtype)
+        # The start of stable_step_size's power iteration, so both commands find the same ρ.
+        flat, unravel = jax.flatten_util.ravel_pytree(y0)
+        v0 = unravel(jax.random.normal(jax.random.PRNGKey(0), flat.shape, flat.dtype))
         return _spectral_radius(flow, y0, v0, 50)
 
     def gd_one(flow, y0, eta_b, gaps_b):
