@@ -146,3 +146,61 @@ def coerce(key: str, v, default, source: str):
     raise InputError(
         f"{source}: {key!r} must be {type(default).__name__}, got {type(v).__name__} {v!r}"
     )
+
+
+# --------------------------------------------------------------------------- train
+# Declared here, not in centralpath.networks: building the command line's parser must not
+# import the training stack (optax, the datasets), which loads only when a network is trained.
+
+
+def _validate_training(config: dict) -> None:
+    from .networks.train import validate
+
+    validate(config)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig(Config):
+    """Everything `train` needs: the data, the network, the optimiser and the captures. One
+    declaration per key gives its default, flag, help and TOML key (centralpath._config)."""
+
+    command: ClassVar[str] = "train"
+
+    dataset: str = option(
+        "digits", "digits | mnist | mnist1d | npz:PATH (inputs [n, ...], labels [n])"
+    )
+    model: str = option(
+        "mlp",
+        "mlp | cnn | resnet18 (the paper's: 3×3 stride-1 stem, no max-pool, batch norm; "
+        "p = 8 × --resnet-width)",
+    )
+    widths: list = option([256, 256, 128], "MLP hidden widths; the last is p")
+    channels: list = option([32, 64], "CNN conv channels; its p is the last width")
+    resnet_width: int = option(64, "ResNet18's first-stage channels (the paper's 64; p = 8 × this)")
+    loss: str = option("mse", "mse (½ Ave‖Wh+b−y‖², the paper's scale) | ce (cross-entropy)")
+    epochs: int = option(400, "training epochs")
+    lr: float = option(0.2, "initial learning rate")
+    schedule: str = option(
+        "cosine", "learning-rate schedule: cosine | step (÷10 at 1/3, 2/3) | constant"
+    )
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(
+        2e-4, "weight decay on all parameters; = λ in the paper's scale for --loss mse"
+    )
+    batch_size: int = option(128, "minibatch size")
+    seed: int = option(0, "PRNG seed of the initialisation, minibatch order and subset")
+    per_class: int = option(
+        0, "samples per class (balanced subset); 0 = as many as the smallest class has"
+    )
+    test_fraction: float = option(
+        0.2,
+        "held-out fraction of every class for test accuracy (stratified, fixed seed); mnist1d "
+        "and an npz with test_inputs/test_labels use their own test split; 0 = no test set",
+    )
+    standardise: bool = option(
+        True, "inputs to mean 0, standard deviation 1 (--no-standardise: the raw scale)"
+    )
+    num_checkpoints: int = option(30, "about how many log-spaced epochs to capture")
+    save_every: int = option(1, "save the training state every N epochs")
+
+    validator: ClassVar = staticmethod(lambda c: _validate_training(c))

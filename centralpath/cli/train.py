@@ -31,7 +31,7 @@ EXAMPLE = "centralpath train --dataset digits --model mlp --loss mse --epochs 40
 
 
 def register(p) -> None:
-    from ..networks.train import TrainConfig
+    from .._config import TrainConfig
 
     # Every key of a train configuration is a flag, from its one declaration (TrainConfig);
     # the same keys are the TOML keys of --config and of a run's config.toml.
@@ -45,9 +45,10 @@ def register(p) -> None:
 
 
 def run(args) -> int:
+    from .._config import TrainConfig
     from .._errors import require
     from .._rundir import RunDir, default_run_path
-    from ..networks.train import DEFAULTS, TrainConfig, load_configured_dataset
+    from ..networks.train import DEFAULTS, load_configured_dataset
 
     enable_compilation_cache()
 

@@ -17,7 +17,6 @@ decay wd it corresponds to λ = C·wd/2 instead.)
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
@@ -25,7 +24,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -33,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._config import Config, option
+from .._config import TrainConfig as TrainConfig
 from .._errors import InputError, NumericalError, require, require_seed
 from .._io import atomic_path, load_npz, save_features, save_npz, write_json
 from .datasets import DATASETS, Dataset
@@ -641,53 +640,6 @@ def _pack(model, mstate, opt_state, epoch, raw_key, hist_loss, hist_acc) -> dict
 # Tuned on digits (MLP, MSE; checked by the slow test_default_digits_run_collapses): 100% training accuracy by epoch ~15 and
 # NC1 falling 14-19x after that over three seeds, in about a minute on two CPU cores. A larger
 # weight decay (5e-4) stalls NC1 earlier; a smaller learning rate reaches zero error later.
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainConfig(Config):
-    """Everything `train` needs: the data, the network, the optimiser and the captures. One
-    declaration per key gives its default, flag, help and TOML key (centralpath._config)."""
-
-    command: ClassVar[str] = "train"
-
-    dataset: str = option(
-        "digits", "digits | mnist | mnist1d | npz:PATH (inputs [n, ...], labels [n])"
-    )
-    model: str = option(
-        "mlp",
-        "mlp | cnn | resnet18 (the paper's: 3×3 stride-1 stem, no max-pool, batch norm; "
-        "p = 8 × --resnet-width)",
-    )
-    widths: list = option([256, 256, 128], "MLP hidden widths; the last is p")
-    channels: list = option([32, 64], "CNN conv channels; its p is the last width")
-    resnet_width: int = option(64, "ResNet18's first-stage channels (the paper's 64; p = 8 × this)")
-    loss: str = option("mse", "mse (½ Ave‖Wh+b−y‖², the paper's scale) | ce (cross-entropy)")
-    epochs: int = option(400, "training epochs")
-    lr: float = option(0.2, "initial learning rate")
-    schedule: str = option(
-        "cosine", "learning-rate schedule: cosine | step (÷10 at 1/3, 2/3) | constant"
-    )
-    momentum: float = option(0.9, "SGD momentum")
-    weight_decay: float = option(
-        2e-4, "weight decay on all parameters; = λ in the paper's scale for --loss mse"
-    )
-    batch_size: int = option(128, "minibatch size")
-    seed: int = option(0, "PRNG seed of the initialisation, minibatch order and subset")
-    per_class: int = option(
-        0, "samples per class (balanced subset); 0 = as many as the smallest class has"
-    )
-    test_fraction: float = option(
-        0.2,
-        "held-out fraction of every class for test accuracy (stratified, fixed seed); mnist1d "
-        "and an npz with test_inputs/test_labels use their own test split; 0 = no test set",
-    )
-    standardise: bool = option(
-        True, "inputs to mean 0, standard deviation 1 (--no-standardise: the raw scale)"
-    )
-    num_checkpoints: int = option(30, "about how many log-spaced epochs to capture")
-    save_every: int = option(1, "save the training state every N epochs")
-
-    validator: ClassVar = staticmethod(lambda c: validate(c))
-
-
 #: The defaults as a plain dict ({**DEFAULTS, "epochs": 10}); derived from `TrainConfig`.
 DEFAULTS: dict[str, Any] = TrainConfig.defaults()
 
