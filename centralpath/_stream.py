@@ -595,31 +595,6 @@ class StatsFile:
         spread = None if self.feature_spread is None else float(self.feature_spread[k])
         return Checkpoint(float(self.epochs[k]), acc, W, b, big, spread)
 
-    def frame_scatter(self, k: int, stats, rtol: float, rows: int | None = None):
-        """Σ_W of checkpoint k re-accumulated in the collapse frame of `stats`, one more pass
-        over its chunks (`_metrics.FrameScatter`): what lets a streamed analysis resolve ω_j
-        under anisotropic collapse as far as one with the samples in memory."""
-        import jax.numpy as jnp
-
-        from ._metrics import FrameScatter, snr_frame
-
-        frame = snr_frame(stats, rtol=rtol)
-        F = np.asarray(frame.F)
-        means = np.asarray(stats.class_means).T  # [C, p], float64
-        n, p = self.num_samples, self.dim
-        rows = rows or chunk_rows(p)
-        labels = self.meta.labels
-        scatter = np.zeros((p, p))
-        squares = 0.0
-        for start in range(0, n, rows):
-            chunk = self.features.rows(k, start, start + rows, stream=0)
-            deviations = np.asarray(chunk, np.float64) - means[labels[start : start + rows]]
-            E = deviations @ F
-            scatter += E.T @ E
-            squares += float(np.sum(deviations**2))
-            del chunk, deviations, E
-        return FrameScatter(frame, jnp.asarray(scatter / n), jnp.asarray(np.sqrt(squares / n)))
-
     def checkpoints(self, rows: int | None = None) -> Iterator[Checkpoint]:
         for k in range(self.num_checkpoints):
             yield self.checkpoint(k, rows)
