@@ -502,17 +502,7 @@ def validate_features_arrays(
         )
     elif W is not None:
         b = np.zeros((K, C))
-    if "epochs" in arrays:
-        epochs = _as_float("epochs", np.atleast_1d(np.asarray(arrays["epochs"])), source)
-        require(epochs.shape == (K,), f"{source}: 'epochs' must be [K] = [{K}], got {epochs.shape}")
-    else:
-        epochs = np.arange(K, dtype=np.float64)
-    lam = 0.0
-    if "weight_decay" in arrays:
-        wd = np.asarray(arrays["weight_decay"])
-        require(wd.size == 1, f"{source}: 'weight_decay' must be a scalar, got shape {wd.shape}")
-        lam = float(_as_float("weight_decay", wd.reshape(()), source))
-        require(lam >= 0, f"{source}: 'weight_decay' must be >= 0, got {lam}")
+    epochs, lam = epochs_and_weight_decay(arrays, K, source)
     extra = {k: v for k, v in arrays.items() if k not in FEATURE_KEYS + TRAINING_KEYS}
     record = _training_record(arrays, K, epochs, source)
     return FeaturesFile(H, labels, C, epochs, lam, W, b, extra, **record)
@@ -524,6 +514,23 @@ def _scalar(name: str, a, source: str) -> np.ndarray:
         a.size == 1 and a.ndim <= 1, f"{source}: '{name}' must be a scalar, got shape {a.shape}"
     )
     return a.reshape(())
+
+
+def epochs_and_weight_decay(arrays, K: int, source: str) -> tuple[np.ndarray, float]:
+    """The optional `epochs` [K] (default 0..K−1) and `weight_decay` (λ ≥ 0, default 0) of a
+    features or statistics file, checked."""
+    if "epochs" in arrays:
+        epochs = _as_float("epochs", np.atleast_1d(np.asarray(arrays["epochs"])), source)
+        require(epochs.shape == (K,), f"{source}: 'epochs' must be [K] = [{K}], got {epochs.shape}")
+    else:
+        epochs = np.arange(K, dtype=np.float64)
+    lam = 0.0
+    if "weight_decay" in arrays:
+        wd = np.asarray(arrays["weight_decay"])
+        require(wd.size == 1, f"{source}: 'weight_decay' must be a scalar, got shape {wd.shape}")
+        lam = float(_as_float("weight_decay", wd.reshape(()), source))
+        require(lam >= 0, f"{source}: 'weight_decay' must be >= 0, got {lam}")
+    return epochs, lam
 
 
 def _training_record(arrays: dict, K: int, epochs: np.ndarray, source: str) -> dict:
@@ -627,6 +634,12 @@ def check_analysis_resources(K: int, n: int, p: int, C: int, source: str, **item
     """Refuse, before anything is loaded, features whose analysis would not fit or not end:
     p ≫ n (`check_p_over_n`), memory over the limit, O(p³) work over the limit."""
     memory, flop = analysis_cost(K, n, p, C, **itemsizes)
+    check_analysis_cost(K, n, p, memory, flop, source)
+
+
+def check_analysis_cost(K: int, n: int, p: int, memory, flop, source: str) -> None:
+    """Refuse an analysis of K checkpoints [n, p] whose p ≫ n, memory or O(p³) work is over the
+    limits, with the fix (in memory or streamed: only the cost model differs)."""
     narrower = (
         f"project the features onto at most {n} dimensions (e.g. PCA) or capture a narrower layer"
         if p > n

@@ -49,10 +49,11 @@ from ._io import (
     _open_npz,
     _refuse,
     _training_record,
-    check_p_over_n,
+    check_analysis_cost,
+    epochs_and_weight_decay,
     validate_features_arrays,
 )
-from ._resources import check_memory, check_work, format_bytes
+from ._resources import check_memory, format_bytes
 
 STATS_KEYS = (
     "sigma_w",
@@ -618,22 +619,7 @@ def streamed_analysis_cost(K: int, n: int, p: int, C: int, rows: int | None = No
 def check_streamed_resources(K: int, n: int, p: int, C: int, source: str) -> None:
     """`_io.check_analysis_resources` for a streamed analysis: p ≫ n, memory, work."""
     memory, flop = streamed_analysis_cost(K, n, p, C)
-    narrower = (
-        f"project the features onto at most {n} dimensions (e.g. PCA) or capture a narrower layer"
-        if p > n
-        else "capture a narrower layer"
-    )
-    check_p_over_n(n, p, flop, source, narrower)
-    check_memory(
-        memory,
-        f"{source}: analysing features [{K}, {n}, {p}] (p×p matrices of {format_bytes(8 * p * p)})",
-        f"analyse fewer checkpoints, or {narrower}",
-    )
-    check_work(
-        K * flop,
-        f"{source}: analysing {K} checkpoints of p = {p} features",
-        f"analyse fewer checkpoints, or {narrower}",
-    )
+    check_analysis_cost(K, n, p, memory, flop, source)
 
 
 def _numeric(name: str, h: _Header, source: str) -> None:
@@ -785,17 +771,7 @@ def _stats_from_container(c: _Container, source: str) -> StatsFile:
             W is not None and bool(np.all((v >= 0) & (v <= counts.sum(1)))),
             f"{source}: 'nc4_mismatches' must count samples (0..n) of a file with 'W'",
         )
-    if "epochs" in small:
-        epochs = _as_float("epochs", np.atleast_1d(np.asarray(small["epochs"])), source)
-        require(epochs.shape == (K,), f"{source}: 'epochs' must be [K] = [{K}], got {epochs.shape}")
-    else:
-        epochs = np.arange(K, dtype=np.float64)
-    lam = 0.0
-    if "weight_decay" in small:
-        wd = np.asarray(small["weight_decay"])
-        require(wd.size == 1, f"{source}: 'weight_decay' must be a scalar, got shape {wd.shape}")
-        lam = float(_as_float("weight_decay", wd.reshape(()), source))
-        require(lam >= 0, f"{source}: 'weight_decay' must be >= 0, got {lam}")
+    epochs, lam = epochs_and_weight_decay(small, K, source)
     record = _training_record(small, K, epochs, source)
     return StatsFile(
         counts=counts,
