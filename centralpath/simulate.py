@@ -258,15 +258,23 @@ class _Checkpoint:
     """The progress of `simulate` after every segment, so that a killed run can resume.
 
     `state_dir/progress.npz` holds the finished series, the current method, the segment index,
-    the state's leaves and the snapshots so far — written atomically, loaded without pickle.
-    The run is cut into segments between consecutive save times whether or not it is resumed,
-    so a resumed run takes exactly the same steps as an uninterrupted one: bit-identical.
+    the state's leaves and the ODE's step history (`StepCarry`) — written atomically, loaded
+    without pickle. Each snapshot is written once, to its own `snapshot-<method>-<k>.npz`:
+    rewriting all snapshots so far after every segment cost O(saves²) (80 MB per write by the
+    40th save at p = 512). The run is cut into segments between consecutive save times whether
+    or not it is resumed, so a resumed run takes exactly the same steps as an uninterrupted
+    one: bit-identical.
     """
 
     def __init__(self, state_dir):
         from pathlib import Path
 
-        self.path = None if state_dir is None else Path(state_dir) / "progress.npz"
+        self.dir = None if state_dir is None else Path(state_dir)
+        self.path = None if state_dir is None else self.dir / "progress.npz"
+        self.written: dict[str, int] = {}  # snapshots on disk, per method
+
+    def snapshot_path(self, method: str, k: int):
+        return self.dir / f"snapshot-{method}-{k}.npz"
 
     def load(self):
         from ._io import load_npz
@@ -276,45 +284,71 @@ class _Checkpoint:
         return load_npz(self.path, "checkpoint")
 
     def save(
-        self, done: dict, method: str, segment: int, y, snapshots: list, stop_time: float
+        self,
+        done: dict,
+        method: str,
+        segment: int,
+        y,
+        snapshots: list,
+        stop_time: float,
+        carry=None,
     ) -> None:
         from ._io import save_npz
 
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for k in range(self.written.get(method, 0), len(snapshots)):
+            leaves = jax.tree_util.tree_leaves(snapshots[k])
+            save_npz(
+                self.snapshot_path(method, k),
+                **{str(i): np.asarray(a) for i, a in enumerate(leaves)},
+            )
+        self.written[method] = len(snapshots)
         arrays = {f"done/{k}": v for k, v in done.items()}
         arrays["current/method"] = np.asarray(method)
         arrays["current/segment"] = np.asarray(segment)
         arrays["current/stop_time"] = np.asarray(stop_time, float)
+        arrays["current/snapshots"] = np.asarray(len(snapshots))
         for i, leaf in enumerate(jax.tree_util.tree_leaves(y)):
             arrays[f"state/{i}"] = np.asarray(leaf)
-        stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *snapshots)
-        for i, leaf in enumerate(jax.tree_util.tree_leaves(stacked)):
-            arrays[f"snapshots/{i}"] = np.asarray(leaf)
+        for i, c in enumerate(() if carry is None else carry):
+            arrays[f"carry/{i}"] = np.asarray(c)
         save_npz(self.path, **arrays)
 
+    def restore(self, saved: dict, y0, snapshot0):
+        """(method, segment, y, snapshots, stop_time, carry) from a checkpoint, with the pytree
+        shapes of y0 and snapshot0; carry is None where none was saved (gradient descent)."""
+        from ._io import load_npz
 
-def _restore(saved: dict, y0, snapshot0):
-    """(method, segment, y, snapshots, stop_time) from a checkpoint, with the pytree shapes of y0."""
-    n_state = len(jax.tree_util.tree_leaves(y0))
-    y = jax.tree_util.tree_unflatten(
-        jax.tree_util.tree_structure(y0), [jnp.asarray(saved[f"state/{i}"]) for i in range(n_state)]
-    )
-    treedef = jax.tree_util.tree_structure(snapshot0)
-    leaves = [saved[f"snapshots/{i}"] for i in range(treedef.num_leaves)]
-    count = leaves[0].shape[0]
-    snapshots = [
-        jax.tree_util.tree_unflatten(treedef, [jnp.asarray(leaf[k]) for leaf in leaves])
-        for k in range(count)
-    ]
-    return (
-        str(saved["current/method"]),
-        int(saved["current/segment"]),
-        y,
-        snapshots,
-        float(saved["current/stop_time"]),
-    )
+        n_state = len(jax.tree_util.tree_leaves(y0))
+        y = jax.tree_util.tree_unflatten(
+            jax.tree_util.tree_structure(y0),
+            [jnp.asarray(saved[f"state/{i}"]) for i in range(n_state)],
+        )
+        method = str(saved["current/method"])
+        count = int(saved["current/snapshots"])
+        treedef = jax.tree_util.tree_structure(snapshot0)
+        snapshots = []
+        for k in range(count):
+            arrays = load_npz(self.snapshot_path(method, k), "checkpoint")
+            snapshots.append(
+                jax.tree_util.tree_unflatten(
+                    treedef, [jnp.asarray(arrays[str(i)]) for i in range(treedef.num_leaves)]
+                )
+            )
+        self.written[method] = count
+        carry = None
+        if "carry/0" in saved:
+            carry = tuple(jnp.asarray(saved[f"carry/{i}"]) for i in range(4))
+        return (
+            method,
+            int(saved["current/segment"]),
+            y,
+            snapshots,
+            float(saved["current/stop_time"]),
+            carry,
+        )
 
 
 def distinct_gd_saves(results: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -390,7 +424,7 @@ def simulate(
     resume = None
     if saved is not None:
         done = {k[len("done/") :]: v for k, v in saved.items() if k.startswith("done/")}
-        resume = _restore(saved, y0, snapshot0)
+        resume = checkpoint.restore(saved, y0, snapshot0)
         log(f"resuming {resume[0]} at segment {resume[1]} of {len(ts) - 1}")
 
     from ._progress import progress as progress_bar
@@ -426,7 +460,7 @@ class _Run:
         self.config, self.flow, self.y0, self.snapshot0, self.ts = config, flow, y0, snapshot0, ts
         self.rtol, self.atol, self.eta, self.steps = rtol, atol, eta, steps
         self.checkpoint, self.bar, self.log = ckpt, bar, log
-        self.last = (y0, [snapshot0], float("nan"))
+        self.last = (y0, [snapshot0], float("nan"), None)
 
     def series(self, method, done, start, throw, stable) -> dict[str, np.ndarray]:
         from ._trajectory import snapshot_metrics
@@ -434,68 +468,70 @@ class _Run:
 
         ts = self.ts
         if start is not None:
-            _, k0, y, snapshots, stop_time = start
+            _, k0, y, snapshots, stop_time, carry = start
         else:
-            k0, y, snapshots, stop_time = 0, self.y0, [self.snapshot0], float("nan")
+            k0, y, snapshots, stop_time, carry = 0, self.y0, [self.snapshot0], float("nan"), None
         self.bar.update(k0)
         num_steps, diverged = 0, False
         for k in range(k0, len(ts) - 1):
             if np.isfinite(stop_time) or diverged:
                 break
             if method == "ode":
-                tr = self._ode_segment(y, k)
-                if tr.stopped_early:
-                    stop_time = float(ts[k] + tr.final_time)
-            else:
-                gap = int(self.steps[k + 1] - self.steps[k])
-                if gap == 0:
-                    snapshots.append(snapshots[-1])
-                    self.checkpoint.save(done, method, k + 1, y, snapshots, stop_time)
-                    self.bar.update(1)
-                    continue
-                tr = self._gd_segment(y, gap)
-                diverged = tr is None or not (
-                    float(tr.snapshots.objective[-1])
-                    <= DIVERGENCE_GROWTH * float(self.snapshot0.objective)
-                )
-                if diverged:
-                    growth = (
-                        float("inf")
-                        if tr is None
-                        else float(tr.snapshots.objective[-1]) / float(self.snapshot0.objective)
-                    )
-                    if throw:
-                        raise divergence_error(float(ts[k + 1]), self.eta, growth, stable)
-                    if tr is None:  # no finite state to keep: the verdict masks this save
-                        snapshots.append(snapshots[-1])
-                        continue
-                num_steps += gap
-            y = tr.final_state
-            # The last snapshot of a segment is at its end, except after an NC1 stop inside it.
-            snapshots.append(
-                take_snapshot(self.flow, y)
-                if np.isfinite(stop_time)
-                else jax.tree_util.tree_map(lambda a: a[-1], tr.snapshots)
+                segment = self._ode_segment(y, k, carry)
+                y, carry = segment.final_state, segment.carry
+                num_steps += segment.num_steps
+                if segment.stopped_early:
+                    stop_time = float(ts[k] + segment.final_time)
+                # At the segment's end, or at the NC1 stop inside it.
+                snapshots.append(take_snapshot(self.flow, y))
+                self.checkpoint.save(done, method, k + 1, y, snapshots, stop_time, carry)
+                self.bar.update(1)
+                continue
+            gap = int(self.steps[k + 1] - self.steps[k])
+            if gap == 0:
+                snapshots.append(snapshots[-1])
+                self.checkpoint.save(done, method, k + 1, y, snapshots, stop_time)
+                self.bar.update(1)
+                continue
+            tr = self._gd_segment(y, gap)
+            diverged = tr is None or not (
+                float(tr.snapshots.objective[-1])
+                <= DIVERGENCE_GROWTH * float(self.snapshot0.objective)
             )
+            if diverged:
+                growth = (
+                    float("inf")
+                    if tr is None
+                    else float(tr.snapshots.objective[-1]) / float(self.snapshot0.objective)
+                )
+                if throw:
+                    raise divergence_error(float(ts[k + 1]), self.eta, growth, stable)
+                if tr is None:  # no finite state to keep: the verdict masks this save
+                    snapshots.append(snapshots[-1])
+                    continue
+            num_steps += gap
+            y = tr.final_state
+            snapshots.append(jax.tree_util.tree_map(lambda a: a[-1], tr.snapshots))
             self.checkpoint.save(done, method, k + 1, y, snapshots, stop_time)
             self.bar.update(1)
-        self.last = (y, snapshots, stop_time)
+        self.last = (y, snapshots, stop_time, carry)
         return self._metrics(method, snapshots, stop_time, num_steps, snapshot_metrics)
 
-    def _ode_segment(self, y, k):
-        from ._integrate import ODEFailure, integrate
+    def _ode_segment(self, y, k, carry):
+        from ._integrate import ODEFailure, integrate_segment
 
         ts = self.ts
         try:
-            return integrate(
+            # The step history carries over: segmenting costs about no steps over one solve.
+            return integrate_segment(
                 self.flow,
                 y,
                 float(ts[k + 1] - ts[k]),
+                carry,
                 rtol=self.rtol,
                 atol=self.atol,
                 max_steps=int(self.config["max_steps"]),
                 nc1_target=self.config["nc1_target"] or None,
-                progress=False,
             )
         except ODEFailure as e:  # each segment starts its clock at 0: report run time
             raise NumericalError(

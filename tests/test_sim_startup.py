@@ -1,5 +1,5 @@
-"""Simulation start-up: the NC1 stop is cheap (the C×C Gram of the means, equal to the metric)
-and every segment of a run reuses one compiled solve."""
+"""Simulation start-up: the NC1 stop is cheap (the C×C Gram of the means, equal to the metric),
+every segment of a run reuses one compiled solve, and segments carry the step history over."""
 
 import logging
 
@@ -90,10 +90,10 @@ def test_every_segment_reuses_one_compiled_solve():
         nc1_target=1e-9,
     )
     names = _count_compiles(lambda: simulate(config))
-    assert names.count("jit(_solve)") == 1, names
+    assert names.count("jit(_solve_segment)") == 1, names
     # Another target, another start: still the same program.
     again = _count_compiles(lambda: simulate({**config, "nc1_target": 1e-8, "seed": 3}))
-    assert "jit(_solve)" not in again, again
+    assert "jit(_solve_segment)" not in again, again
 
 
 @pytest.mark.parametrize("representation", ["full", "reduced"])
