@@ -95,7 +95,13 @@ def integrate(
         event,
         diffrax.TqdmProgressMeter() if _show_progress(progress) else diffrax.NoProgressMeter(),
     )
-    stopped_early = _check_result(sol.result, flow, t1, max_steps, sol.ts[1], sol.ys[1])
+    stopped_early = _check_result(
+        sol.result,
+        flow,
+        t1,
+        max_steps,
+        lambda: (float(sol.ts[1][-1]), jax_tree_take(sol.ys[1], -1)),
+    )
     snaps_ts, _ = sol.ts
     snaps_ts = np.asarray(snaps_ts)
     final_time = float(sol.ts[1][-1])
@@ -126,16 +132,16 @@ def integrate(
     )
 
 
-def _check_result(result, flow, t1, max_steps, times, states) -> bool:
+def _check_result(result, flow, t1, max_steps, end) -> bool:
     """Whether the solve stopped at the NC1 target; raise `ODEFailure` for any other stop short
-    of t1, saying why and what to change (`times`, `states`: the saved end of the solve)."""
+    of t1, saying why and what to change (`end()`: the time and state where it stopped)."""
     stopped_early = bool(result == diffrax.RESULTS.event_occurred)
     if result == diffrax.RESULTS.successful or stopped_early:
         return stopped_early
-    t_reached = float(times[-1]) if times is not None else float("nan")
+    t_reached, final = end()
     if result == diffrax.RESULTS.max_steps_reached:
         reason = f"{max_steps} steps (max_steps) were not enough"
-        cond = _sigma_w_condition(flow, jax_tree_take(states, -1))
+        cond = _sigma_w_condition(flow, final)
         if cond > 1e12:
             reason += (
                 f": Sigma_W of the state is nearly singular (condition {cond:.1e}), so the "
@@ -222,6 +228,14 @@ def fresh_carry() -> StepCarry:
     return (jnp.ones(()), jnp.ones(()), jnp.asarray(False), jnp.asarray(jnp.nan))
 
 
+def _carry_arrays(carry: StepCarry | None) -> StepCarry:
+    """The carry as the arrays the compiled segment takes (one dtype whatever its source: a
+    previous segment, a checkpoint, or a fresh start), so that all share one program."""
+    carry = fresh_carry() if carry is None else carry
+    dtypes = (float, float, bool, float)
+    return tuple(jnp.asarray(c, dtype=d) for c, d in zip(carry, dtypes, strict=True))
+
+
 class Segment(eqx.Module):
     """One segment of a run (`integrate_segment`): the state at its end (or at the NC1 stop),
     the time reached, whether the NC1 target stopped it, its solver steps, and the carry for the
@@ -285,6 +299,40 @@ class _CarriedPID(diffrax.AbstractAdaptiveStepSizeController):
         return keep, next_t0, next_t1, jump, (new_state, proposed), result
 
 
+def _linear_combination(coefficients, increments):
+    """Σ_j a_j k_j over the nonzero a_j, leaf by leaf: one fused elementwise pass."""
+    pairs = [(float(a), k) for a, k in zip(coefficients, increments, strict=True) if a != 0]
+    return jax.tree.map(
+        lambda *leaves: sum(a * k for (a, _), k in zip(pairs, leaves, strict=True)),
+        *(k for _, k in pairs),
+    )
+
+
+class _Tsit5(diffrax.Tsit5):
+    """Diffrax's Tsit5 (the same tableau, FSAL state and dense output) with its stages written
+    out: each stage's input is one fused pass over the previous stages' increments. Diffrax
+    loops over the stages and forms every stage's input as a dot with all seven stored stages,
+    which on a large state (Σ_W, p×p) cost more than the vector field: ~12 ms of every ~20 ms
+    step at C = 10, p = 512 against ~3 ms here."""
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        first_step, f_last = solver_state
+        control = terms.contr(t0, t1)
+        dt = t1 - t0
+        f0 = jax.lax.cond(first_step | made_jump, lambda: terms.vf(t0, y0, args), lambda: f_last)
+        ks = [terms.prod(f0, control)]
+
+        for row, c in zip(self.tableau.a_lower, self.tableau.c, strict=True):
+            yi = jax.tree.map(jnp.add, y0, _linear_combination(row, ks))
+            fi = terms.vf(t0 + float(c) * dt, yi, args)
+            ks.append(terms.prod(fi, control))
+        # The last stage is evaluated at y1 itself (Tsit5 is FSAL): its vector field starts the
+        # next step.
+        y_error = _linear_combination(self.tableau.b_error, ks)
+        dense_info = dict(y0=y0, y1=yi, k=jax.tree.map(lambda *k: jnp.stack(k), *ks))
+        return yi, y_error, dense_info, (jnp.asarray(False), fi), diffrax.RESULTS.successful
+
+
 def integrate_segment(
     flow: AbstractFlow,
     y0: PyTree,
@@ -306,25 +354,21 @@ def integrate_segment(
     """
     require(np.isfinite(t1) and t1 > 0, f"t_end must be a finite number > 0, got {t1}")
     require(rtol > 0 and atol > 0, f"rtol and atol must be > 0, got {rtol}, {atol}")
-    carry = fresh_carry() if carry is None else carry
-    carry = tuple(
-        jnp.asarray(c, dtype=d) for c, d in zip(carry, (float, float, bool, float), strict=True)
-    )
+    carry = _carry_arrays(carry)
     event = None
     if nc1_target is not None:
         require(nc1_target > 0, f"the NC1 target must be > 0, got {nc1_target}")
         event = diffrax.Event(_BelowNC1(flow, jnp.asarray(nc1_target, float)))
-    sol = _solve_segment(
+    final, time, result, num_steps, carry = _solve_segment(
         flow, y0, jnp.asarray(t1, float), carry, float(rtol), float(atol), max_steps, event
     )
-    stopped_early = _check_result(sol.result, flow, t1, max_steps, sol.ts, sol.ys)
-    (inv_error, prev_inv_error, at_dtmin), dt = sol.controller_state
+    stopped_early = _check_result(result, flow, t1, max_steps, lambda: (float(time), final))
     return Segment(
-        final_state=jax_tree_take(sol.ys, 0),
-        final_time=float(sol.ts[0]),
+        final_state=final,
+        final_time=float(time),
         stopped_early=stopped_early,
-        num_steps=int(sol.stats["num_steps"]),
-        carry=(inv_error, prev_inv_error, at_dtmin, dt),
+        num_steps=int(num_steps),
+        carry=carry,
     )
 
 
@@ -332,9 +376,9 @@ def integrate_segment(
 def _solve_segment(flow, y0, t1, carry, rtol, atol, max_steps, event):
     pid = diffrax.PIDController(rtol=rtol, atol=atol)
     controller = _CarriedPID(pid, t1, carry, pid.rtol, pid.atol, pid.norm)
-    return diffrax.diffeqsolve(
+    sol = diffrax.diffeqsolve(
         diffrax.ODETerm(flow),
-        diffrax.Tsit5(),
+        _Tsit5(),
         t0=0.0,
         t1=t1,
         dt0=None,
@@ -345,3 +389,38 @@ def _solve_segment(flow, y0, t1, carry, rtol, atol, max_steps, event):
         max_steps=max_steps,
         throw=False,
     )
+    (inv_error, prev_inv_error, at_dtmin), dt = sol.controller_state
+    # Taken apart here, not by the caller: indexing the solution outside compiles a small
+    # program per leaf and dispatches it at every segment.
+    final = jax.tree_util.tree_map(lambda a: a[0], sol.ys)
+    carry = (inv_error, prev_inv_error, at_dtmin, dt)
+    return final, sol.ts[0], sol.result, sol.stats["num_steps"], carry
+
+
+def compile_segment(
+    flow: AbstractFlow,
+    y0: PyTree,
+    *,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+    max_steps: int = 100_000,
+    nc1_target: float | None = None,
+) -> None:
+    """Compile `integrate_segment`'s program for states shaped like `y0` (any values: it is
+    solved over an empty interval, t1 = 0, so nothing steps), e.g. on another thread while the
+    real initial state is still being drawn. The same arguments but values as the later calls:
+    they then find the program compiled."""
+    event = None
+    if nc1_target is not None:
+        event = diffrax.Event(_BelowNC1(flow, jnp.asarray(nc1_target, float)))
+    out = _solve_segment(
+        flow,
+        y0,
+        jnp.asarray(0.0, float),
+        _carry_arrays(None),
+        float(rtol),
+        float(atol),
+        max_steps,
+        event,
+    )
+    jax.block_until_ready(out)

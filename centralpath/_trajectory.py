@@ -126,6 +126,13 @@ def _metrics(snapshots: Snapshot, lam, rtol: float, accuracy):
 
 
 @eqx.filter_jit
+def one_snapshot_metrics(s: Snapshot, lam, rtol: float, accuracy):
+    """`metrics_of_snapshot` compiled once per flow and shape, for a run that computes each
+    snapshot's metrics as it goes (`simulate`) instead of all of them at its end."""
+    return metrics_of_snapshot(s, lam, rtol=rtol, accuracy=accuracy)
+
+
+@eqx.filter_jit
 def _snr(stats, rtol: float, accuracy):
     from ._metrics import snr_singular_values
 

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -224,18 +225,20 @@ def build(config: dict[str, Any], key=None):
     from . import flows as F
     from ._metrics import renormalised_features, snr_singular_values
     from ._stats import _class_stats
-    from ._ufm import init_ufm
 
     c = config
     C, N, p = int(c["classes"]), int(c["per_class"]), int(c["dim"])
     key = jax.random.PRNGKey(int(c["seed"])) if key is None else key
-    state, labels = init_ufm(key, C, N, p, mean_scale=c["mean_scale"], noise_scale=c["noise_scale"])
     reduced = c["representation"] == "reduced"
+    # Arrays, not Python floats: a sweep traces them, and one program serves every scale.
+    scales = (jnp.asarray(c["mean_scale"], float), jnp.asarray(c["noise_scale"], float))
+    if c["flow"] == "ufm" and reduced:
+        kw = dict(lam_W=c["lam_w"], lam_H=c["lam_h"], lam_b=c["lam_b"], bias=bool(c["bias"]))
+        return F.ReducedUFMFlow(**kw), _draw_reduced_ufm(key, C, N, p, *scales), None
+    state, labels = _draw(key, C, N, p, *scales)
     omega0 = None
     if c["flow"] == "ufm":
         kw = dict(lam_W=c["lam_w"], lam_H=c["lam_h"], lam_b=c["lam_b"], bias=bool(c["bias"]))
-        if reduced:
-            return F.ReducedUFMFlow(**kw), F.ReducedUFMState.from_state(state, labels, C), None
         return F.UFMFlow(labels, C, **kw), state, None
     H = state.H
     if c["flow"] == "central-path":
@@ -252,6 +255,54 @@ def build(config: dict[str, Any], key=None):
     if reduced:
         return F.ReducedRenormalisedFlow(project=project), stats, omega0
     return F.RenormalisedFlow(labels, C, project=project), X, omega0
+
+
+@eqx.filter_jit
+def _draw(key, C: int, N: int, p: int, mean_scale, noise_scale):
+    """`init_ufm` as one compiled program: called op by op it compiled a dozen small programs
+    (~2 s of a run's start-up at C = 10, N = 5,000, p = 512)."""
+    from ._ufm import init_ufm
+
+    return init_ufm(key, C, N, p, mean_scale=mean_scale, noise_scale=noise_scale)
+
+
+@eqx.filter_jit
+def _draw_reduced_ufm(key, C: int, N: int, p: int, mean_scale, noise_scale):
+    """The reduced UFM's initial state: the same draw as `_draw`, reduced to class statistics
+    in the same program (the n×p features never leave it)."""
+    from ._ufm import init_ufm
+    from .flows import ReducedUFMState
+
+    state, labels = init_ufm(key, C, N, p, mean_scale=mean_scale, noise_scale=noise_scale)
+    return ReducedUFMState.from_state(state, labels, C)
+
+
+def _compile_ode_early(config: dict[str, Any], rtol: float, atol: float):
+    """Compile the ODE's segment program on another thread, from the shapes of the initial
+    state, while this one draws it: ~5 s and ~3.5 s at C = 10, N = 5,000, p = 512, which then
+    overlap on two cores. Returns the thread; the first segment joins it before its call."""
+    import threading
+
+    from ._integrate import compile_segment
+
+    def work():
+        try:
+            shapes = eqx.filter_eval_shape(build, config)[:2]
+            flow, y0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            compile_segment(
+                flow,
+                y0,
+                rtol=rtol,
+                atol=atol,
+                max_steps=int(config["max_steps"]),
+                nc1_target=config["nc1_target"] or None,
+            )
+        except Exception:  # only a head start: the first segment compiles and reports anything
+            pass
+
+    thread = threading.Thread(target=work, name="centralpath-compile", daemon=True)
+    thread.start()
+    return thread
 
 
 class _Checkpoint:
@@ -403,9 +454,10 @@ def simulate(
         config = {**DEFAULTS, **config}
         validate(config)
     log = log or (lambda s: None)
+    rtol, atol = solver_tolerances(config["rtol"], config["atol"])
+    compiling = _compile_ode_early(config, rtol, atol) if "ode" in config["methods"] else None
     flow, y0, omega0 = build(config)
     ts = save_times(float(config["t_end"]), int(config["num_saves"]))
-    rtol, atol = solver_tolerances(config["rtol"], config["atol"])
     if "ode" in config["methods"] and (rtol, atol) != (config["rtol"], config["atol"]):
         log(
             f"rtol/atol raised to {rtol:.2g}/{atol:.2g}: {config['rtol']:.2g}/{config['atol']:.2g} "
@@ -418,7 +470,9 @@ def simulate(
         check_stable(eta, stable)
         steps = step_plan(ts, eta, config["max_gd_steps"], config["t_end"])
     checkpoint = _Checkpoint(state_dir)
-    snapshot0 = flow.snapshot(0.0, y0)
+    from .flows._base import take_snapshot
+
+    snapshot0 = take_snapshot(flow, y0)  # compiled: op by op it compiled ~20 small programs
     saved = checkpoint.load()
     done: dict[str, np.ndarray] = {}
     resume = None
@@ -435,6 +489,7 @@ def simulate(
         len(methods) * (len(ts) - 1), enabled=progress, desc="simulate", unit="segment"
     )
     run = _Run(config, flow, y0, snapshot0, ts, rtol, atol, eta, steps, checkpoint, bar, log)
+    run.compiling = compiling
     for method in methods:
         if f"{method}/times" in done:
             bar.update(len(ts) - 1)
@@ -453,6 +508,59 @@ def simulate(
     return results
 
 
+class _SnapshotMetrics:
+    """Every quantity of `METRIC_KEYS` for each snapshot of a series, computed on a second
+    thread while the run goes on.
+
+    The metrics take several p×p eigendecompositions per save (~150 ms of CPU each at p = 512,
+    and ~4 s to compile); computed together after the ODE they added to its time, while the
+    solver's loop keeps only one core busy. One snapshot at a time, one thread: LAPACK calls
+    stay unbatched and never run two at once (see `_runtime`). Each snapshot's numbers come
+    from the same compiled program whenever and wherever they are computed, so a resumed run
+    stays bit-identical.
+    """
+
+    def __init__(self, lam, accuracy: float):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="centralpath-metrics")
+        self._lam, self._accuracy = jnp.asarray(lam, float), jnp.asarray(accuracy, float)
+        self._snapshots: list = []
+        self._futures: list = []
+
+    def catch_up(self, snapshots: list) -> None:
+        """Start the metrics of the snapshots not seen yet (a repeated snapshot is reused)."""
+        from ._linalg import DEFAULT_RTOL
+        from ._trajectory import one_snapshot_metrics
+
+        for s in snapshots[len(self._futures) :]:
+            if self._snapshots and s is self._snapshots[-1]:
+                future = self._futures[-1]
+            else:
+                future = self._pool.submit(
+                    lambda s=s: jax.device_get(
+                        one_snapshot_metrics(s, self._lam, DEFAULT_RTOL, self._accuracy)
+                    )
+                )
+            self._snapshots.append(s)
+            self._futures.append(future)
+
+    def stacked(self, count: int) -> dict[str, np.ndarray]:
+        """The metrics of the first `count` snapshots, [count, …] (the last repeated past the
+        snapshots seen: a diverged GD run holds its last state)."""
+        from ._trajectory import METRIC_KEYS
+
+        try:
+            rows = [f.result() for f in self._futures]
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        rows = (rows + [rows[-1]] * count)[:count]
+        return {k: np.stack([np.asarray(r[k]) for r in rows]) for k in METRIC_KEYS}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 class _Run:
     """One configuration's ODE or GD series, advanced segment by segment (see `simulate`)."""
 
@@ -460,20 +568,32 @@ class _Run:
         self.config, self.flow, self.y0, self.snapshot0, self.ts = config, flow, y0, snapshot0, ts
         self.rtol, self.atol, self.eta, self.steps = rtol, atol, eta, steps
         self.checkpoint, self.bar, self.log = ckpt, bar, log
+        self.compiling = None  # the thread of `_compile_ode_early`, if one was started
         self.last = (y0, [snapshot0], float("nan"), None)
 
     def series(self, method, done, start, throw, stable) -> dict[str, np.ndarray]:
-        from ._trajectory import snapshot_metrics
-        from .flows._base import take_snapshot
-
-        ts = self.ts
         if start is not None:
             _, k0, y, snapshots, stop_time, carry = start
         else:
             k0, y, snapshots, stop_time, carry = 0, self.y0, [self.snapshot0], float("nan"), None
         self.bar.update(k0)
+        # An ODE state is known to about its tolerances, which bounds the ω_j it resolves.
+        accuracy = max(self.rtol, self.atol) if method == "ode" else 0.0
+        pending = _SnapshotMetrics(self.flow.decomposition_lambda, accuracy)
+        try:
+            return self._advance(
+                method, done, throw, stable, pending, k0, y, snapshots, stop_time, carry
+            )
+        finally:
+            pending.close()
+
+    def _advance(self, method, done, throw, stable, pending, k0, y, snapshots, stop_time, carry):
+        from .flows._base import take_snapshot
+
+        ts = self.ts
         num_steps, diverged = 0, False
         for k in range(k0, len(ts) - 1):
+            pending.catch_up(snapshots)
             if np.isfinite(stop_time) or diverged:
                 break
             if method == "ode":
@@ -515,12 +635,16 @@ class _Run:
             self.checkpoint.save(done, method, k + 1, y, snapshots, stop_time)
             self.bar.update(1)
         self.last = (y, snapshots, stop_time, carry)
-        return self._metrics(method, snapshots, stop_time, num_steps, snapshot_metrics)
+        pending.catch_up(snapshots)
+        return self._metrics(method, snapshots, stop_time, num_steps, pending)
 
     def _ode_segment(self, y, k, carry):
         from ._integrate import ODEFailure, integrate_segment
 
         ts = self.ts
+        if self.compiling is not None:  # compiling the same program here too would waste it
+            self.compiling.join()
+            self.compiling = None
         try:
             # The step history carries over: segmenting costs about no steps over one solve.
             return integrate_segment(
@@ -549,7 +673,7 @@ class _Run:
         except NumericalError:
             return None
 
-    def _metrics(self, method, snapshots, stop_time, num_steps, snapshot_metrics):
+    def _metrics(self, method, snapshots, stop_time, num_steps, pending):
         ts, flow = self.ts, self.flow
         if method == "gd":  # a diverged run stops early: hold its last state, masked below
             snapshots = snapshots + [snapshots[-1]] * (len(ts) - len(snapshots))
@@ -557,13 +681,7 @@ class _Run:
         if np.isfinite(stop_time):
             times[-1] = stop_time
             self.log(f"ode: stopped at the NC1 target at t = {times[-1]:.4g}")
-        stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *snapshots)
-        # An ODE state is known to about its tolerances, which bounds the ω_j it resolves.
-        metrics = snapshot_metrics(
-            stacked,
-            flow.decomposition_lambda,
-            accuracy=max(self.rtol, self.atol) if method == "ode" else 0.0,
-        )
+        metrics = pending.stacked(len(snapshots))
         if flow.reduced:
             del metrics["nc4"]  # NC4 needs the samples: not a column of NaN in the results
         if method == "ode":
@@ -572,8 +690,9 @@ class _Run:
             out["ode/status"] = np.asarray(int(Status.successful))
             return out
         gaps = np.diff(np.concatenate([[0], self.steps]))
+        objective = np.stack([np.asarray(s.objective) for s in snapshots])
         ok, first = gd_verdict(
-            jnp.asarray(stacked.objective), self.snapshot0.objective, -1, jnp.asarray(gaps)
+            jnp.asarray(objective), self.snapshot0.objective, -1, jnp.asarray(gaps)
         )
         ok = np.asarray(ok)
         metrics = {

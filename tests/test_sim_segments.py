@@ -55,3 +55,30 @@ def test_simulate_counts_its_ode_steps(tmp_path):
     S.simulate({**config, "num_saves": 5}, log=lines.append, state_dir=tmp_path)
     steps = [int(s.split()[1]) for s in lines if s.startswith("ode:") and "adaptive" in s]
     assert steps and steps[0] > 0, lines
+
+
+def test_written_out_tsit5_is_diffrax_tsit5():
+    """`_Tsit5` only reorganises the stage sums: the same solve to rounding, and the same
+    number of steps."""
+    import diffrax
+
+    from centralpath._integrate import _Tsit5
+
+    flow, y0, _ = _problem()
+
+    def solve(solver):
+        return diffrax.diffeqsolve(
+            diffrax.ODETerm(flow),
+            solver,
+            0.0,
+            20.0,
+            None,
+            y0,
+            saveat=diffrax.SaveAt(ts=[5.0, 20.0]),
+            stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-12),
+        )
+
+    ours, theirs = solve(_Tsit5()), solve(diffrax.Tsit5())
+    assert int(ours.stats["num_steps"]) == int(theirs.stats["num_steps"])
+    for a, b in zip(jax.tree.leaves(ours.ys), jax.tree.leaves(theirs.ys), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)

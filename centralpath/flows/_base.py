@@ -127,11 +127,15 @@ def deviation_rate(W: Float[Array, "C p"], n, lam_H, sigma: Float[Array, "p p"])
     B and multiplying; at C ≪ p (C = 10, p = 512) that is the difference between the reduced flow
     being cheap and being dominated by p×p products.
     """
-    # WᵀW Σ / n; its transpose is Σ WᵀW / n because Σ is symmetric. Scaled as (1/n)·(…), not
-    # (…)/n, throughout the flows: XLA rewrites the division differently in differently shaped
-    # programs, which broke bitwise agreement across device counts (see centralpath.sweep).
-    S = (1.0 / n) * (W.T @ (W @ sigma))
-    return S + S.T + 2 * lam_H * sigma
+    # WᵀWΣ/n + ΣWᵀW/n = (WᵀG + GᵀW)/n with G = WΣ (Σ symmetric): one product of a p×2C and a
+    # 2C×p matrix, no p×p transpose (a transpose of S cost as much as the rest of the vector
+    # field, and more inside a solver's loop). Scaled as (1/n)·(…), not (…)/n, throughout the
+    # flows: XLA rewrites the division differently in differently shaped programs, which broke
+    # bitwise agreement across device counts (see centralpath.sweep).
+    G = W @ sigma
+    left = jnp.concatenate([W, G], axis=0)
+    right = jnp.concatenate([G, W], axis=0)
+    return (1.0 / n) * (left.T @ right) + 2 * lam_H * sigma
 
 
 def deviation_step(W: Float[Array, "C p"], n, lam_H, eta, sigma: Float[Array, "p p"]):
