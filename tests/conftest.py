@@ -1,6 +1,22 @@
-"""Every test runs at float64 (docs/theory.md: identities hold to ~1e-12 only there)."""
+"""Every test runs at float64 (docs/theory.md: identities hold to ~1e-12 only there), compiled
+with XLA:CPU's quick settings (tests/_compile.py; CENTRALPATH_TEST_OPTIMISED=1 for the
+defaults), with the command line's compilation cache in a temporary directory of its own."""
 
-from centralpath._runtime import configure_cpu_runtime
+import atexit
+import os
+import shutil
+import tempfile
+
+from _compile import quick_compile
+
+quick_compile()
+# The command line keeps compiled programs under XDG_CACHE_HOME: keep the suite's out of the
+# user's cache, and its results independent of what is in there.
+_CACHE = tempfile.mkdtemp(prefix="centralpath-test-cache-")
+os.environ["XDG_CACHE_HOME"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+
+from centralpath._runtime import configure_cpu_runtime  # noqa: E402
 
 configure_cpu_runtime()  # before the JAX backend starts
 

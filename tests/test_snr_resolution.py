@@ -84,11 +84,62 @@ def analyze_snr(features, labels):
     return np.array(record["snr"], dtype=float), record["snr_beyond_resolution"]
 
 
-@pytest.mark.parametrize("ratio", [1e-4, 1e-10, 1e-18, 1e-22])
+#: Below the spec's 1e-10 the error is set by rounding itself (6.3e-7 at 1e-22 as users' programs
+#: compile, 1.0e-6 under the suite's quick compile): those ratios are measured in a child
+#: compiled with XLA's defaults (tests/_compile.py).
+EDGE_RATIOS = (1e-18, 1e-22)
+
+CHILD = """
+import json, sys
+from centralpath._runtime import configure_cpu_runtime
+configure_cpu_runtime()
+import jax
+jax.config.update("jax_enable_x64", True)
+sys.path.insert(0, sys.argv[1])
+import test_snr_resolution as t
+out = {}
+for ratio in t.EDGE_RATIOS:
+    for seed in (0, 1):
+        omega, beyond = t.analyze_snr(*t.anisotropic_features(ratio, seed))
+        out[f"{ratio}/{seed}"] = [omega.tolist(), bool(beyond)]
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def edge_snr():
+    """{(ratio, seed): (ω, beyond)} for `EDGE_RATIOS`, from `analyze` in a default-compiled child."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from _compile import default_compile_env
+
+    here = Path(__file__).resolve().parent
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(here)],
+        env=default_compile_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {
+        (float(k.split("/")[0]), int(k.split("/")[1])): (np.array(v[0]), v[1])
+        for k, v in got.items()
+    }
+
+
+@pytest.mark.parametrize("ratio", [1e-4, 1e-10, *EDGE_RATIOS])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_analyze_matches_60_digit_reference(ratio, seed):
+def test_analyze_matches_60_digit_reference(ratio, seed, request):
     features, labels, ref = case(ratio, seed)
-    omega, beyond = analyze_snr(features, labels)
+    if ratio in EDGE_RATIOS:
+        omega, beyond = request.getfixturevalue("edge_snr")[ratio, seed]
+    else:
+        omega, beyond = analyze_snr(features, labels)
     # With the samples at hand Σ_W is re-accumulated in the collapse frame: measured errors
     # 3e-13 (1e-10), 3e-8 (1e-18), 6e-7 (1e-22); the issue asks 1e-6 down to 1e-10.
     assert not beyond

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _compile import default_compile_env
 
 import centralpath as cp
 from centralpath import simulate as sim, sweep as sw
@@ -89,10 +90,12 @@ def run(tmp_path_factory):
     return files, outs
 
 
-def _child_env(host_devices: int = 0) -> dict:
-    """Environment of a child Python: this checkout importable, CPU only, and (if asked) that
-    many host devices (the flag must be set before jax starts, hence a child)."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+def _child_env(host_devices: int = 0, default_compile: bool = False) -> dict:
+    """Environment of a child Python: this checkout importable, CPU only, (if asked) that many
+    host devices (the flag must be set before jax starts, hence a child) and XLA's default
+    compile rather than the suite's quick one (for assertions about rounding)."""
+    env = default_compile_env() if default_compile else dict(os.environ)
+    env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     if host_devices:
         flag = f"--xla_force_host_platform_device_count={host_devices}"
@@ -262,22 +265,19 @@ def test_resume_skips_done_groups_and_gives_identical_output(tmp_path, monkeypat
 
 
 def test_sharded_over_four_host_devices_equals_unsharded(run, tmp_path):
+    """The same sweep on 4 host devices and on 1, in one child compiled as users' programs are
+    (tests/_compile.py): the GD objective bit for bit, every quantity to 1e-12 — and to 1e-12
+    of this process's run too."""
     files, outs = run
-    env = _child_env(host_devices=4)
-    out = tmp_path / "sharded"
+    env = _child_env(host_devices=4, default_compile=True)
+    out = {d: tmp_path / f"devices-{d}" for d in ("1", "4")}
+    script = (
+        "import sys; from centralpath.cli import main; "
+        "sys.exit(max(main(['sweep', sys.argv[1], '--out', out, '--devices', d, '--quiet']) "
+        "for d, out in (('1', sys.argv[2]), ('4', sys.argv[3]))))"
+    )
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "centralpath.cli",
-            "sweep",
-            str(files["ufm"]),
-            "--out",
-            str(out),
-            "--devices",
-            "4",
-            "--quiet",
-        ],
+        [sys.executable, "-c", script, str(files["ufm"]), str(out["1"]), str(out["4"])],
         env=env,
         capture_output=True,
         text=True,
@@ -286,11 +286,12 @@ def test_sharded_over_four_host_devices_equals_unsharded(run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     import json
 
-    assert json.loads((out / "metadata.json").read_text())["mesh_devices"] == 4
-    a, b = _by_config(out), _by_config(outs["ufm"])
-    assert a.keys() == b.keys()
+    assert json.loads((out["4"] / "metadata.json").read_text())["mesh_devices"] == 4
+    a, b, here = _by_config(out["4"]), _by_config(out["1"]), _by_config(outs["ufm"])
+    assert a.keys() == b.keys() == here.keys()
     for key in a:
         _close(a[key], b[key], 1e-12)
+        _close(a[key], here[key], 1e-12)
         # The GD states do not depend on the device count (chunks of a fixed size, loops whose
         # count is data); the metrics are bitwise equal too in most runs, but XLA compiles the
         # unpartitioned 1-device program differently and an ulp can remain (centralpath.sweep).
