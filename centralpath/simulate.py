@@ -288,7 +288,10 @@ def _compile_ode_early(config: dict[str, Any], rtol: float, atol: float):
     def work():
         try:
             shapes = eqx.filter_eval_shape(build, config)[:2]
-            flow, y0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            flow, y0 = jax.tree_util.tree_map(
+                lambda s: jnp.zeros(s.shape, s.dtype) if isinstance(s, jax.ShapeDtypeStruct) else s,
+                shapes,
+            )
             compile_segment(
                 flow,
                 y0,

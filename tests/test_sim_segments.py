@@ -82,3 +82,28 @@ def test_written_out_tsit5_is_diffrax_tsit5():
     assert int(ours.stats["num_steps"]) == int(theirs.stats["num_steps"])
     for a, b in zip(jax.tree.leaves(ours.ys), jax.tree.leaves(theirs.ys), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+
+
+def test_the_ode_program_compiles_while_the_initial_state_is_drawn():
+    """`simulate` compiles the segment program on a second thread from the state's shapes; the
+    first segment then finds it compiled (a failure there would only be silent slowness)."""
+    import logging
+
+    threads = []
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            if "Finished XLA compilation of jit(_solve_segment)" in record.getMessage():
+                threads.append(record.threadName)
+
+    logger, handler = logging.getLogger("jax"), Handler()
+    logger.addHandler(handler)
+    previous = jax.config.jax_log_compiles
+    jax.config.update("jax_log_compiles", True)
+    try:  # a shape no other test compiles
+        config = dict(flow="ufm", classes=4, per_class=3, dim=7, methods=["ode"], t_end=5.0)
+        S.simulate({**config, "num_saves": 3})
+    finally:
+        jax.config.update("jax_log_compiles", previous)
+        logger.removeHandler(handler)
+    assert threads == ["centralpath-compile"], threads

@@ -66,10 +66,14 @@ def _count_compiles(fn):
     handler = _Compiles()
     logger = logging.getLogger("jax")
     logger.addHandler(handler)
+    # Set globally, not by the thread-local `jax.log_compiles`: simulate compiles its ODE program
+    # on a second thread.
+    previous = jax.config.jax_log_compiles
+    jax.config.update("jax_log_compiles", True)
     try:
-        with jax.log_compiles(True):
-            fn()
+        fn()
     finally:
+        jax.config.update("jax_log_compiles", previous)
         logger.removeHandler(handler)
     return handler.names
 
