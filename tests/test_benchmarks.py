@@ -3,6 +3,7 @@ correctness assertions (same answers on both sides of every ratio) hold. Wall ti
 checked. The benchmarks that start subprocesses (sharding over host devices, the cold start,
 float32 in a fresh process) are in the slow tier; tests/test_sweep.py covers sharding fast."""
 
+import functools
 import sys
 from pathlib import Path
 
@@ -23,9 +24,16 @@ def _params():
         yield pytest.param(name, marks=marks, id=name)
 
 
+@functools.cache
+def tiny_result(name: str) -> dict:
+    """A benchmark's `tiny` run through bench_all, once per session (several tests read it)."""
+    (result,) = bench_all.run("tiny", [name])
+    return result
+
+
 @pytest.mark.parametrize("name", list(_params()))
 def test_benchmark_runs_and_its_checks_hold(name):
-    (result,) = bench_all.run("tiny", [name])
+    result = tiny_result(name)
     assert result["rows"], name
     for row in result["rows"]:
         assert row["seconds"] is None or row["seconds"] > 0
@@ -36,9 +44,7 @@ def test_benchmark_runs_and_its_checks_hold(name):
 
 
 def test_reduced_flows_agree_with_the_full_ones():
-    import bench_reduced
-
-    checks = bench_reduced.main(TINY["reduced"])["checks"]
+    checks = tiny_result("reduced")["checks"]
     assert checks["central_path_rel_err"] < 1e-9 and checks["ufm_rel_err"] < 1e-9
 
 
