@@ -30,3 +30,23 @@ hypothesis.settings.register_profile(
     "centralpath", deadline=None, max_examples=25, derandomize=True, print_blob=True
 )
 hypothesis.settings.load_profile("centralpath")
+
+
+#: The test files that take longest (measured), run first: a worker that draws one of them last
+#: would leave the other cores idle while it finishes (pytest-xdist hands out whole files).
+LONGEST_FIRST = (
+    "test_sweep.py",
+    "test_cli.py",
+    "test_compare_predictive.py",
+    "test_experiments.py",
+    "test_rundir_safety.py",
+    "test_flows.py",
+    "test_sim_startup.py",
+    "test_snr_resolution.py",
+    "test_benchmarks.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept within

@@ -570,13 +570,24 @@ def test_a_runs_config_is_a_valid_config(tmp_path, capsys):
     assert main([*SIM, "--out", str(tmp_path / "a")]) == 0
     saved = tmp_path / "a" / "config.toml"
     assert 'precision = "float64"' in saved.read_text()
-    code, err = _run(["simulate", "--config", saved, "--out", tmp_path / "b", "--quiet"], capsys)
+    code, err = _run(
+        ["simulate", "--config", saved, "--out", tmp_path / "b", "--quiet", "--no-figures"], capsys
+    )
     assert code == 0, err
     assert (tmp_path / "b" / "config.toml").read_text() == saved.read_text()
     # The file's precision is honoured, a flag overrides it.
     (tmp_path / "f32.toml").write_text(saved.read_text().replace("float64", "float32"))
     code, err = _run(
-        ["simulate", "--config", tmp_path / "f32.toml", "--out", tmp_path / "c", "--quiet"], capsys
+        [
+            "simulate",
+            "--config",
+            tmp_path / "f32.toml",
+            "--out",
+            tmp_path / "c",
+            "--quiet",
+            "--no-figures",
+        ],
+        capsys,
     )
     assert code == 0, err
     assert 'precision = "float32"' in (tmp_path / "c" / "config.toml").read_text()
