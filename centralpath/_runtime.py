@@ -32,9 +32,15 @@ def configure_cpu_runtime() -> bool:
             return all(f in os.environ.get("XLA_FLAGS", "") for f in XLA_CPU_FLAGS)
     except ImportError:  # pragma: no cover - private API moved; be conservative
         return False
-    flags = os.environ.get("XLA_FLAGS", "")
-    missing = [f for f in XLA_CPU_FLAGS if f.split("=")[0] not in flags]
-    if missing:
-        os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
+    add_xla_flags(XLA_CPU_FLAGS)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     return True
+
+
+def add_xla_flags(flags) -> None:
+    """Append to XLA_FLAGS each of `flags` ("--name=value") whose name it does not set yet (a
+    value the user chose wins). Read when the backend starts: call it before."""
+    current = os.environ.get("XLA_FLAGS", "")
+    missing = [f for f in flags if f.split("=")[0] not in current]
+    if missing:
+        os.environ["XLA_FLAGS"] = " ".join([current, *missing]).strip()

@@ -25,9 +25,9 @@ def quick_compile() -> bool:
     lo, hi = QUICK_COMPILE_JAXLIB
     if os.environ.get("CENTRALPATH_TEST_OPTIMISED") or not lo <= release < hi:
         return False
-    flags = os.environ.get("XLA_FLAGS", "")
-    missing = [f for f in QUICK_COMPILE_FLAGS if f.split("=")[0] not in flags]
-    os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
+    from centralpath._runtime import add_xla_flags
+
+    add_xla_flags(QUICK_COMPILE_FLAGS)
     return True
 
 
