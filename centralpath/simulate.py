@@ -268,13 +268,11 @@ def _draw(key, C: int, N: int, p: int, mean_scale, noise_scale):
 
 @eqx.filter_jit
 def _draw_reduced_ufm(key, C: int, N: int, p: int, mean_scale, noise_scale):
-    """The reduced UFM's initial state: the same draw as `_draw`, reduced to class statistics
-    in the same program (the n×p features never leave it)."""
-    from ._ufm import init_ufm
+    """The reduced UFM's initial state: its class statistics drawn directly from their
+    distribution (`ReducedUFMState.draw`), in O(p³) at any N, as one compiled program."""
     from .flows import ReducedUFMState
 
-    state, labels = init_ufm(key, C, N, p, mean_scale=mean_scale, noise_scale=noise_scale)
-    return ReducedUFMState.from_state(state, labels, C)
+    return ReducedUFMState.draw(key, C, N, p, mean_scale=mean_scale, noise_scale=noise_scale)
 
 
 def _compile_ode_early(config: dict[str, Any], rtol: float, atol: float):

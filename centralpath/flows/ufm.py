@@ -64,6 +64,47 @@ class ReducedUFMState(eqx.Module):
     def from_state(cls, state: UFMState, labels, num_classes: int) -> ReducedUFMState:
         return cls(state.W, state.b, _class_stats(state.H, labels, num_classes))
 
+    @classmethod
+    def draw(
+        cls,
+        key,
+        num_classes: int,
+        per_class: int,
+        dim: int,
+        *,
+        mean_scale=1.0,
+        noise_scale=1.0,
+        weight_scale=1.0,
+        dtype=None,
+    ) -> ReducedUFMState:
+        """The reduced state of a random UFM state (`init_ufm`), drawn directly from the
+        distribution of its class statistics, in O(p³) work whatever the number of samples.
+
+        With true centres μ_c ~ N(0, m²/p I) and noise e ~ N(0, s²/p I), the class statistics of
+        `init_ufm`'s features are independent (Cochran's theorem): the sample means μ_c + ē_c
+        with ē_c ~ N(0, s²/(pN) I), and n Σ_W = (s²/p) · W_p(n − C, I), a Wishart draw
+        (`wishart_bartlett`). The key is split as `init_ufm` splits it, so W and the centres
+        μ_c are the ones `init_ufm` draws from the same key; the sampling noise is a different
+        draw from the same distribution. Forming the statistics from an n × p draw instead cost
+        2 n p² flop: most of `simulate`'s start-up at C = 10, N = 5,000, p = 512.
+        """
+        from .._ufm import check_problem_size, wishart_bartlett
+
+        check_problem_size(num_classes, per_class, dim)
+        dtype = dtype or jnp.result_type(float)
+        C, N, p = num_classes, per_class, dim
+        n = C * N
+        k_h, k_w = jax.random.split(key)
+        k_means, k_noise = jax.random.split(k_h)
+        k_bar, k_scatter = jax.random.split(k_noise)
+        centres = mean_scale * jax.random.normal(k_means, (C, p), dtype) / jnp.sqrt(p)
+        mean_noise = jax.random.normal(k_bar, (C, p), dtype) * (noise_scale / jnp.sqrt(p * N))
+        scatter = wishart_bartlett(k_scatter, n - C, p, dtype)
+        sigma_w = ((noise_scale**2 / p) / n) * scatter
+        stats = ClassStats(jnp.full((C,), float(N), dtype), (centres + mean_noise).T, sigma_w)
+        W = weight_scale * jax.random.normal(k_w, (C, p), dtype) / jnp.sqrt(p)
+        return cls(W, jnp.zeros(C, dtype), stats)
+
 
 class ReducedUFMFlow(AbstractFlow):
     """F1 closed on moments (docs/theory.md §6 F4): cost independent of the number of samples.
@@ -84,14 +125,40 @@ class ReducedUFMFlow(AbstractFlow):
     name: ClassVar[str] = "ufm"
     reduced: ClassVar[bool] = True
 
-    def _rates(self, y: ReducedUFMState):
+    def _rates(self, y: ReducedUFMState, G=None):
+        """(dW, db, dM); `G` = W Σ_W when the caller has it (the only use of Σ_W here)."""
         s = y.stats
         n = s.n
+        G = y.W @ s.sigma_w if G is None else G
         R = least_squares_residual(s, y.W, y.b)
         dM = -(1.0 / n) * (y.W.T @ R) - self.lam_H * s.class_means
-        dW = -(y.W @ s.sigma_w + (R * s.priors) @ s.class_means.T) - self.lam_W * y.W
+        dW = -(G + (R * s.priors) @ s.class_means.T) - self.lam_W * y.W
         db = -(R @ s.priors) - self.lam_b * y.b if self.bias else jnp.zeros_like(y.b)
         return dW, db, dM
+
+    # The structure the low-rank Runge–Kutta step (`centralpath._integrate`) uses: Σ_W enters
+    # every other rate only through G = W Σ_W, and its own rate is −(B Σ_W + Σ_W B) with
+    # B = (1/n) WᵀW + λ_H I, so dΣ_W = −(1/n)(WᵀG + GᵀW) − 2 λ_H Σ_W: a multiple of Σ_W plus a
+    # rank-2C term.
+
+    @staticmethod
+    def sigma_of(y: ReducedUFMState):
+        """Where the state keeps Σ_W (for `eqx.tree_at`)."""
+        return y.stats.sigma_w
+
+    def congruence(self, y: ReducedUFMState):
+        """(W, 1/n, λ_H): dΣ_W = −scale·(WᵀG + GᵀW) − 2 λ_H Σ_W with G = W Σ_W."""
+        return y.W, 1.0 / y.stats.n, self.lam_H
+
+    def rates_given(self, y: ReducedUFMState, G) -> ReducedUFMState:
+        """The vector field at y, given G = W Σ_W, for every leaf but Σ_W: y holds None in
+        Σ_W's place (`eqx.tree_at(flow.sigma_of, y, None)`) and so does the result."""
+        dW, db, dM = self._rates(y, G)
+        return eqx.tree_at(
+            lambda r: (r.W, r.b, r.stats.counts, r.stats.class_means),
+            y,
+            (dW, db, jnp.zeros_like(y.stats.counts), dM),
+        )
 
     def __call__(self, t, y: ReducedUFMState, args=None) -> ReducedUFMState:
         dW, db, dM = self._rates(y)
