@@ -103,3 +103,79 @@ def test_the_ode_program_compiles_while_the_initial_state_is_drawn():
     # The run counts its steps (the segments' sum; it used to log 0).
     steps = [int(s.split()[1]) for s in lines if s.startswith("ode:") and "adaptive" in s]
     assert steps and steps[0] > 0, lines
+
+
+def _reduced_problem(lam_h=0.05):
+    """A reduced UFM with p > 2C, so Σ_W's rank-2C moves are a real factorisation, and weight
+    decay on H, so Σ_W's own decay term is exercised."""
+    config = dict(S.DEFAULTS, flow="ufm", classes=3, per_class=10, dim=16, lam_h=lam_h)
+    flow, y0, _ = S.build(config)
+    assert hasattr(flow, "rates_given")
+    return flow, y0
+
+
+def test_low_rank_tsit5_step_is_the_dense_step():
+    """`_LowRankTsit5` forms Σ_W only at y1 and in the error estimate, from factored stages:
+    exact algebra, so y1, the error estimate and every dense-output increment equal the dense
+    step's to rounding, on the first step and on an FSAL step after it."""
+    import diffrax
+    import equinox as eqx
+
+    from centralpath._integrate import _LowRankTsit5, _Tsit5
+
+    flow, y0 = _reduced_problem()
+    terms = diffrax.ODETerm(flow)
+    for h in (0.1, 0.5):  # steps of the size the controller takes here (h = 4 overflows)
+        runs = []
+        for solver in (_Tsit5(), _LowRankTsit5()):
+            step = eqx.filter_jit(solver.step)
+            state = solver.init(terms, 0.0, h, y0, None)
+            y1, err1, _, state, _ = step(terms, 0.0, h, y0, None, state, False)
+            y2, err2, dense2, _, _ = step(terms, h, 2 * h, y1, None, state, False)
+            runs.append((y1, err1, y2, err2, dense2["k"]))
+        # Each quantity is compared at the scale its rounding lives on: an error estimate is a
+        # small difference of stage sums, so it is held to the state's scale, and a constant
+        # leaf's (the class counts') increments are exactly zero in both.
+        (y1, err1, y2, err2, k), (y1_, err1_, y2_, err2_, k_) = runs
+        for dense, low_rank, ref in (
+            (y1, y1_, y1),
+            (err1, err1_, y1),
+            (y2, y2_, y2),
+            (err2, err2_, y2),
+            (k, k_, k),
+        ):
+            for a, b, r in zip(*map(jax.tree.leaves, (dense, low_rank, ref)), strict=True):
+                scale = max(float(np.max(np.abs(r))), float(np.max(np.abs(a))))
+                np.testing.assert_allclose(b, a, rtol=0, atol=1e-12 * scale)
+
+
+def test_low_rank_tsit5_solves_as_diffrax_tsit5():
+    """Through `diffeqsolve` (its wrapped terms, the controller, the interpolation at save
+    times): the same steps as Diffrax's Tsit5 and the same solution to solver tolerance; and
+    `integrate_segment` takes the factored step for the reduced UFM."""
+    import diffrax
+
+    from centralpath._integrate import _LowRankTsit5
+
+    flow, y0 = _reduced_problem()
+
+    def solve(solver):
+        return diffrax.diffeqsolve(
+            diffrax.ODETerm(flow),
+            solver,
+            0.0,
+            30.0,
+            None,
+            y0,
+            saveat=diffrax.SaveAt(ts=[2.5, 11.0, 30.0]),
+            stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-12),
+        )
+
+    ours, theirs = solve(_LowRankTsit5()), solve(diffrax.Tsit5())
+    assert int(ours.stats["num_steps"]) == int(theirs.stats["num_steps"])
+    for a, b in zip(jax.tree.leaves(ours.ys), jax.tree.leaves(theirs.ys), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    segment = integrate_segment(flow, y0, 30.0)
+    final = jax.tree.map(lambda a: a[-1], theirs.ys)
+    for a, b in zip(jax.tree.leaves(segment.final_state), jax.tree.leaves(final), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
