@@ -342,3 +342,33 @@ def test_train_sigkill_then_resume(tmp_path):
         assert sorted(a.files) == sorted(b.files)
         for k in b.files:
             np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name}:{k}")
+
+
+def test_checkpoint_writes_at_most_every_interval_and_always_at_the_end(tmp_path, monkeypatch):
+    """Between segments the progress file is rewritten only after `interval_s`; the end of each
+    method always is, with every snapshot, so a resume after the end has all it needs."""
+    import centralpath._io as io
+    import centralpath.simulate as sim
+
+    writes = []
+    real = io.save_npz
+    monkeypatch.setattr(
+        io, "save_npz", lambda path, **a: (writes.append(Path(path).name), real(path, **a))[1]
+    )
+    monkeypatch.setattr(sim._Checkpoint, "interval_s", 3600.0)
+    args = SIM[:-4] + [
+        "--t-end",
+        "5",
+        "--num-saves",
+        "6",
+        "--methods",
+        "ode",
+        "--quiet",
+        "--no-figures",
+    ]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    # The first segment's write (nothing written yet), then the final one: 2 writes for 5 segments.
+    assert writes.count("progress.npz") == 2, writes
+    assert sorted(w for w in writes if w.startswith("snapshot-")) == sorted(
+        f"snapshot-ode-{k}.npz" for k in range(6)
+    )

@@ -68,8 +68,10 @@ def _tree(path: Path) -> dict[str, bytes]:
 
 
 def _interrupt(monkeypatch, after: int, exc=KeyboardInterrupt):
-    """Make simulate's checkpoint writer fail with `exc` right after its `after`-th save."""
+    """Make simulate's checkpoint writer fail with `exc` right after its `after`-th save, each
+    save written (no `interval_s` throttle: the tampering tests change what a save wrote)."""
     original = sim._Checkpoint.save
+    monkeypatch.setattr(sim._Checkpoint, "interval_s", 0.0)
     calls = {"n": 0}
 
     def failing(self, *args, **kwargs):
