@@ -10,23 +10,18 @@ accuracy of ω_j at the edge of float64 — run in a child with `default_compile
 
 import os
 
-#: XLA aborts on a flag it does not know: only for the jaxlib releases these were measured on
-#: ([from, to) as (major, minor)); others compile with the defaults.
+from centralpath._runtime import QUICK_COMPILE_JAXLIB, _jaxlib_in, add_xla_flags
+
+#: LLVM at -O0 (the command line's own quick compile stops at -O1: users' runs are longer).
+#: XLA aborts on a flag it does not know: only for the jaxlib releases `QUICK_COMPILE_JAXLIB`.
 QUICK_COMPILE_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
-QUICK_COMPILE_JAXLIB = ((0, 7), (0, 11))
 
 
 def quick_compile() -> bool:
     """Add `QUICK_COMPILE_FLAGS` to XLA_FLAGS (before the backend starts) unless
     CENTRALPATH_TEST_OPTIMISED is set or jaxlib is outside the measured releases."""
-    from jaxlib import version
-
-    release = tuple(int(x) for x in version.__version__.split(".")[:2])
-    lo, hi = QUICK_COMPILE_JAXLIB
-    if os.environ.get("CENTRALPATH_TEST_OPTIMISED") or not lo <= release < hi:
+    if os.environ.get("CENTRALPATH_TEST_OPTIMISED") or not _jaxlib_in(QUICK_COMPILE_JAXLIB):
         return False
-    from centralpath._runtime import add_xla_flags
-
     add_xla_flags(QUICK_COMPILE_FLAGS)
     return True
 
