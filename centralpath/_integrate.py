@@ -345,7 +345,14 @@ class _LowRankTsit5(_Tsit5):
     p×(2C·stages) factor (`_low_rank_sums`). The dense Tsit5 formed the p×p rate and the p×p
     input of every stage (5.4–7.0 ms per step at C = 10, p = 512, against 3.1–4.0 ms here, same
     runs): same tableau, same error estimate and norm, so the same steps to rounding.
+
+    `interpolates=False` leaves out the dense output (its stage increments as zeros of their
+    shape): for a solve that saves only at t1 and stops on a boolean event, where Diffrax
+    carries the dense output but never reads it. Forming it was ~0.4 s of tracing and
+    compiling at C = 10, p = 512.
     """
+
+    interpolates: bool = True
 
     def init(self, terms, t0, t1, y0, args):
         flow = _flow_of(terms)
@@ -423,7 +430,10 @@ class _LowRankTsit5(_Tsit5):
             )
             return eqx.tree_at(flow.sigma_of, ks[k], S_rate, is_leaf=lambda x: x is None)
 
-        k_dense = [dense_increment(k) for k in range(len(ks))]
+        if self.interpolates:
+            k_dense = [dense_increment(k) for k in range(len(ks))]
+        else:
+            k_dense = [jax.tree.map(jnp.zeros_like, y0)] * len(ks)
         dense_info = dict(y0=y0, y1=y1, k=jax.tree.map(lambda *k: jnp.stack(k), *k_dense))
         return y1, y_error, dense_info, (jnp.asarray(False), (f1, G1)), diffrax.RESULTS.successful
 
@@ -501,8 +511,9 @@ def integrate_segment(
 def _solve_segment(flow, y0, t1, carry, rtol, atol, max_steps, event):
     pid = diffrax.PIDController(rtol=rtol, atol=atol)
     controller = _CarriedPID(pid, t1, carry, pid.rtol, pid.atol, pid.norm)
-    # Flows whose Σ_W moves by a multiple of itself plus a rank-2C term take the factored step.
-    solver = _LowRankTsit5() if hasattr(flow, "rates_given") else _Tsit5()
+    # Flows whose Σ_W moves by a multiple of itself plus a rank-2C term take the factored step;
+    # saved only at t1, with a boolean event (no root find), nothing interpolates.
+    solver = _LowRankTsit5(interpolates=False) if hasattr(flow, "rates_given") else _Tsit5()
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(flow),
         solver,

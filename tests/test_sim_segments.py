@@ -2,6 +2,7 @@
 history over, so cutting costs about nothing against one solve and stays accurate."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import centralpath.simulate as S
@@ -179,3 +180,44 @@ def test_low_rank_tsit5_solves_as_diffrax_tsit5():
     final = jax.tree.map(lambda a: a[-1], theirs.ys)
     for a, b in zip(jax.tree.leaves(segment.final_state), jax.tree.leaves(final), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_segment_stopped_by_the_nc1_event_is_diffrax_tsit5s():
+    """`integrate_segment` leaves out the dense output (nothing interpolates a t1-only save with
+    a boolean event): the NC1 stop comes at the same step, with the same state, as a solve that
+    forms it; `integrate_segment` stops after as many steps as Diffrax's own Tsit5."""
+    import diffrax
+
+    from centralpath._integrate import _BelowNC1, _LowRankTsit5
+    from centralpath._moment_metrics import nc1_from_gram
+
+    flow, y0 = _reduced_problem()
+    target = 0.5 * float(nc1_from_gram(flow.class_stats(y0)))
+
+    def solve(solver):
+        return diffrax.diffeqsolve(
+            diffrax.ODETerm(flow),
+            solver,
+            0.0,
+            1e4,
+            None,
+            y0,
+            saveat=diffrax.SaveAt(t1=True),
+            stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-12),
+            event=diffrax.Event(_BelowNC1(flow, jnp.asarray(target))),
+            max_steps=100_000,
+        )
+
+    segment = integrate_segment(flow, y0, 1e4, nc1_target=target)
+    assert segment.stopped_early
+    left_out, formed = solve(_LowRankTsit5(interpolates=False)), solve(_LowRankTsit5())
+    theirs = solve(diffrax.Tsit5())
+    # Left out or formed, the dense output changes nothing: bit for bit.
+    for a, b in zip(jax.tree.leaves(left_out.ys), jax.tree.leaves(formed.ys), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert float(left_out.ts[0]) == float(formed.ts[0])
+    # Against Diffrax's own Tsit5: the same steps; the step sizes differ by rounding (their
+    # error norms do), which moves the stop time by ~1e-8 relative over 150 steps.
+    assert segment.num_steps == int(theirs.stats["num_steps"])
+    np.testing.assert_allclose(segment.final_time, float(theirs.ts[0]), rtol=1e-7)
+    assert float(nc1_from_gram(flow.class_stats(segment.final_state))) < target
