@@ -502,3 +502,28 @@ def test_every_flow_warns_of_a_step_beyond_the_stable_bound(tmp_path, capsys, fl
     assert "warning: eta = 1e+04 is beyond the largest stable step 2/rho" in err, err
     code, _, err = _run([*args, "--out", str(tmp_path / "y")], capsys)
     assert code == 0 and "warning" not in err, err
+
+
+@pytest.mark.parametrize("multi_host", [False, True])
+def test_installed_program_skips_finalisation_except_in_a_multi_host_run(multi_host):
+    """The `centralpath` program (main() reading sys.argv) ends with os._exit once its output is
+    flushed — the interpreter's teardown took ~0.6 s — but a process of a multi-host run
+    (jax.distributed) finalises, so that jax.distributed's own shutdown runs."""
+    import subprocess
+    import sys
+
+    fake_client = (
+        "from jax._src import distributed; distributed.global_state.client = object(); "
+        if multi_host
+        else ""
+    )
+    probe = (
+        "import atexit, sys; atexit.register(lambda: print('finalised', flush=True)); "
+        f"import jax; {fake_client}"
+        "from centralpath.cli import main; "
+        "sys.argv = ['centralpath', 'simulate', '--flow', 'nope']; sys.exit(main())"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr
+    assert "unknown flow 'nope'" in out.stderr  # flushed before the exit
+    assert ("finalised" in out.stdout) == multi_host, out.stdout
