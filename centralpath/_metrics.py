@@ -200,13 +200,33 @@ def _snr_in_frame(M_F, S_F, live, dtype, floor):
     return omega, X, Y
 
 
+def _error_model(stats: ClassStats, accuracy):
+    """The pieces of `_snr_solve`'s error model that every way of computing ω_j shares:
+    (how well Σ_W is known relative to Σ_T, d_T = √diag Σ_T, the float floor's share of ω_j² for
+    eigenvectors Y)."""
+    eps = jnp.finfo(stats.sigma_w.dtype).eps
+    # How well the statistics know Σ_W, relative to Σ_T: rounding, or an ODE solver's tolerance.
+    sigma_w_accuracy = jnp.maximum(eps, accuracy)
+    d_total = jnp.sqrt(jnp.maximum(jnp.diagonal(stats.sigma_t), 0.0))
+    # Deviations h − μ_c carry the rounding of μ_c, ≈ eps·|μ_c| per coordinate: a within-class
+    # spread below that floor is not measurable in this dtype (exactly collapsed features show
+    # Σ_W ~ (eps·|h|)² of pure rounding). Its share of ω_j² is (|y_j|ᵀ floor)², with a factor p
+    # for the sum over coordinates.
+    floor = eps * jnp.max(jnp.abs(stats.class_means), axis=1)
+
+    def floor_error(Y):
+        return stats.dim * (jnp.abs(Y).T @ floor) ** 2
+
+    return sigma_w_accuracy, d_total, floor_error
+
+
 class _CholeskySNR(eqx.Module):
     omega: Float[Array, " Cm1"]
     err: Float[Array, " Cm1"]
     good_enough: Bool[Array, ""]
 
 
-def _snr_by_cholesky(stats: ClassStats, rtol: float, sigma_w_accuracy, d_total, floor_error):
+def _snr_by_cholesky(stats: ClassStats, rtol: float, accuracy) -> _CholeskySNR:
     """ω_j from Σ_W = L Lᵀ: the singular values of Z = L⁻¹ M̄, with y_j = L⁻ᵀ u_j the
     Σ_W-normalised generalised eigenvectors (u_j: Z's left singular vectors). One Cholesky
     factorisation and one triangular inverse (~p³/2 flops) against the frame's three p×p
@@ -216,13 +236,14 @@ def _snr_by_cholesky(stats: ClassStats, rtol: float, sigma_w_accuracy, d_total, 
     backward stable relative to the diagonal, |δΣ_ab| ≤ (p + 1)·eps·√(Σ_aa Σ_bb) each, so
     |δω_j²|/ω_j² ≤ 2(p + 1)·eps·(|y_j|ᵀ d_W)² with d_W = √diag Σ_W; the SVD of Z adds
     2·eps·ω_1/ω_j. `good_enough` when that rounding is at most 1% of what Σ_W's own uncertainty
-    (`sigma_w_accuracy`) already puts on every ω_j, and when every direction is live: the bound
+    (`accuracy`, at least eps) already puts on every ω_j, and when every direction is live: the bound
     λ_min(Σ_T) ≥ λ_min(Σ_W) ≥ 1/‖L⁻¹‖_F² clears `rtol`'s dead-unit cut-off (else the frame,
     which drops dead units, decides).
     """
     dtype = stats.sigma_w.dtype
     eps = jnp.finfo(dtype).eps
     C, p = stats.num_classes, stats.dim
+    sigma_w_accuracy, d_total, floor_error = _error_model(stats, accuracy)
     Sw = 0.5 * (stats.sigma_w + stats.sigma_w.T)
     L = jnp.linalg.cholesky(Sw)
     L_inv = jax.scipy.linalg.solve_triangular(L, jnp.eye(p, dtype=dtype), lower=True)
@@ -259,18 +280,8 @@ def _snr_solve(
     """
     dtype = stats.sigma_w.dtype
     eps = jnp.finfo(dtype).eps
-    # How well the statistics know Σ_W, relative to Σ_T: rounding, or an ODE solver's tolerance.
-    sigma_w_accuracy = jnp.maximum(eps, accuracy)
     C = stats.num_classes
-    d_total = jnp.sqrt(jnp.maximum(jnp.diagonal(stats.sigma_t), 0.0))
-    # Deviations h − μ_c carry the rounding of μ_c, ≈ eps·|μ_c| per coordinate: a within-class
-    # spread below that floor is not measurable in this dtype (exactly collapsed features show
-    # Σ_W ~ (eps·|h|)² of pure rounding). Its share of ω_j² is (|y_j|ᵀ floor)², with a factor p
-    # for the sum over coordinates.
-    floor = eps * jnp.max(jnp.abs(stats.class_means), axis=1)
-
-    def floor_error(FY):
-        return stats.dim * (jnp.abs(FY).T @ floor) ** 2
+    sigma_w_accuracy, d_total, floor_error = _error_model(stats, accuracy)
 
     def from_stats(frame):
         F = frame.F
@@ -293,7 +304,7 @@ def _snr_solve(
         # well as the frame whenever its rounding is a small part of that uncertainty, at a
         # tenth of the cost (the frame's three p×p eigendecompositions were ~90 ms of each of
         # `simulate`'s snapshots at p = 512).
-        cheap = _snr_by_cholesky(stats, rtol, sigma_w_accuracy, d_total, floor_error)
+        cheap = _snr_by_cholesky(stats, rtol, accuracy)
         return jax.lax.cond(
             cheap.good_enough,
             lambda _: (cheap.omega, cheap.err),
