@@ -92,6 +92,10 @@ DEFAULTS: dict[str, Any] = {
 
 MAX_SAVES = 10_000  # each save ends a checkpointed segment: more is a log, not a figure
 
+#: Layout of `state/progress.npz`. 2: the ODE's carry is `SolverCarry` stored as leaves with its
+#: described structure (1 stored Diffrax's PID state tuple by position: refused).
+CHECKPOINT_FORMAT = 2
+
 
 def validate(config: dict[str, Any]) -> None:
     """One-line `InputError` for a bad configuration (from flags, a TOML file or a library call),
@@ -306,6 +310,13 @@ def _compile_ode_early(config: dict[str, Any], rtol: float, atol: float):
     return thread
 
 
+def _carry_template(flow, y0, rtol, atol):
+    """The structure of the ODE's carry for this flow and state (shapes only, nothing solved)."""
+    from ._integrate import first_carry
+
+    return eqx.filter_eval_shape(first_carry, flow, y0, jnp.asarray(1.0), rtol, atol)
+
+
 class _Checkpoint:
     """The progress of `simulate` after every segment, so that a killed run can resume.
 
@@ -377,15 +388,35 @@ class _Checkpoint:
         arrays["current/snapshots"] = np.asarray(len(snapshots))
         for i, leaf in enumerate(jax.tree_util.tree_leaves(y)):
             arrays[f"state/{i}"] = np.asarray(leaf)
-        for i, c in enumerate(() if carry is None else carry):
-            arrays[f"carry/{i}"] = np.asarray(c)
+        arrays["format/version"] = np.asarray(CHECKPOINT_FORMAT)
+        if carry is not None:
+            from ._solver import carry_description
+
+            # The solver's and controller's states as leaves, with their described structure:
+            # a carry of another layout (another Diffrax release) is refused, never misread.
+            for i, c in enumerate(jax.tree_util.tree_leaves(carry)):
+                arrays[f"carry/{i}"] = np.asarray(c)
+            arrays["carry/description"] = np.asarray(carry_description(carry))
         save_npz(self.path, **arrays)
         self._last_write = time.monotonic()
 
-    def restore(self, saved: dict, y0, snapshot0):
+    def restore(self, saved: dict, y0, snapshot0, carry_template=None):
         """(method, segment, y, snapshots, stop_time, carry) from a checkpoint, with the pytree
-        shapes of y0 and snapshot0; carry is None where none was saved (gradient descent)."""
+        shapes of y0 and snapshot0 and, for the ODE's carry, of `carry_template()` (the carry
+        this release would start with); carry is None where none was saved (gradient descent).
+        A checkpoint of another format, or whose carry has another layout, is refused."""
         from ._io import load_npz
+
+        version = int(saved["format/version"]) if "format/version" in saved else 1
+        restart = (
+            f"start the run again: drop --resume, or simulate into {self.dir.parent} with "
+            "--overwrite"
+        )
+        require(
+            version == CHECKPOINT_FORMAT,
+            f"the checkpoint in {self.dir} has format {version}, this centralpath reads format "
+            f"{CHECKPOINT_FORMAT} (it was written by another release); {restart}",
+        )
 
         n_state = len(jax.tree_util.tree_leaves(y0))
         y = jax.tree_util.tree_unflatten(
@@ -405,8 +436,20 @@ class _Checkpoint:
             )
         self.written[method] = count
         carry = None
-        if "carry/0" in saved:
-            carry = tuple(jnp.asarray(saved[f"carry/{i}"]) for i in range(4))
+        if "carry/description" in saved:
+            from ._solver import carry_description
+
+            template = carry_template()
+            require(
+                str(saved["carry/description"]) == carry_description(template),
+                f"the checkpoint in {self.dir} holds the ODE solver's state in another layout "
+                f"(written with another Diffrax or centralpath release); {restart}",
+            )
+            leaves, treedef = jax.tree_util.tree_flatten(template)
+            carry = jax.tree_util.tree_unflatten(
+                treedef,
+                [jnp.asarray(saved[f"carry/{i}"], t.dtype) for i, t in enumerate(leaves)],
+            )
         return (
             method,
             int(saved["current/segment"]),
@@ -493,7 +536,7 @@ def simulate(
     resume = None
     if saved is not None:
         done = {k[len("done/") :]: v for k, v in saved.items() if k.startswith("done/")}
-        resume = checkpoint.restore(saved, y0, snapshot0)
+        resume = checkpoint.restore(saved, y0, snapshot0, lambda: _carry_template(flow, y0, rtol, atol))
         log(f"resuming {resume[0]} at segment {resume[1]} of {len(ts) - 1}")
 
     from ._progress import progress as progress_bar

@@ -86,6 +86,7 @@ PROFILES: dict[str, dict[str, dict]] = {
             rss_runs=1,
             time_repeats=1,
             simulate=False,
+            sweep=False,
         ),
     },
 }

@@ -16,7 +16,10 @@ In one run, on features files of n samples, p units, C classes and K float32 che
   process (XLA_FLAGS=--xla_force_host_platform_device_count=4);
 - `centralpath simulate` of the reduced UFM at C = 10, N = 5,000, p = 512 to NC1 < 1e-3, with an
   empty compilation cache: total wall time, and its start-up (the same command stopped after
-  its first segment) — plus the full representation's time to its first GD step.
+  its first segment) — plus the full representation's time to its first GD step;
+- a `centralpath sweep` of that configuration over `sweep_seeds` seeds (the ODE to t_end, no
+  early stop, which sweeps do not have) against `simulate` of one of them with the same
+  settings, interleaved, medians: the sweep's cost per configuration over simulate's.
 
     python experiments/bench_scale.py [--profile full|small|gpu|tiny] [--json OUT]
 """
@@ -55,6 +58,10 @@ DEFAULTS = dict(
     target_growth=0.05,
     target_ratio=1.5,
     target_sim_s=10.0,
+    sweep=True,
+    sweep_seeds=4,
+    sweep_runs=3,
+    target_sweep_ratio=1.2,
     timeout_s=1800,
 )
 
@@ -310,6 +317,66 @@ def simulation_rows(cfg: dict, work: Path) -> tuple[list[dict], dict]:
     return rows, checks
 
 
+def _sweep_file(path: Path, cfg: dict) -> Path:
+    path.write_text(
+        "\n".join(
+            [
+                'flow = "ufm"',
+                "classes = 10",
+                f"per_class = {cfg['sim_per_class']}",
+                f"dim = {cfg['sim_dim']}",
+                'methods = ["ode"]',
+                f"t_end = {cfg['sim_t_end']}",
+                'record = "all"',
+                "[sweep]",
+                f"seeds = {cfg['sweep_seeds']}",
+            ]
+        )
+        + "\n"
+    )
+    return path
+
+
+def sweep_rows(cfg: dict, work: Path) -> tuple[list[dict], dict]:
+    """The sweep's cost per configuration against simulate of one configuration (the same
+    solver and segments: one solve path), interleaved in fresh processes with empty caches."""
+    seeds = int(cfg["sweep_seeds"])
+    spec = _sweep_file(work / "sweep.toml", cfg)
+    sim = ["--methods", "ode", "--t-end", str(cfg["sim_t_end"])]
+    sweep = [sys.executable, "-m", "centralpath.cli", "sweep", str(spec), "--overwrite"]
+    times: dict[str, list[float]] = {"simulate": [], "sweep": []}
+    for _ in range(cfg["sweep_runs"]):
+        for name in ("simulate", "sweep"):
+            with tempfile.TemporaryDirectory() as cache:
+                env = _env(XDG_CACHE_HOME=cache)
+                if name == "simulate":
+                    cmd = _simulate_cmd(work / "sweep-sim", cfg, *sim)
+                else:
+                    cmd = [*sweep, "--out", str(work / "sweep-run")]
+                t, _ = _run(cmd, env, cfg["timeout_s"])
+            times[name].append(t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    per_config = med["sweep"] / seeds
+    size = f"C = 10, N = {cfg['sim_per_class']}, p = {cfg['sim_dim']}, t_end = {cfg['sim_t_end']:g}"
+    rows = [
+        _bench.row(f"simulate reduced UFM ODE, {size}, one seed", med["simulate"]),
+        _bench.row(
+            f"sweep of it over {seeds} seeds, per configuration",
+            per_config,
+            baseline=med["simulate"] * cfg["target_sweep_ratio"],
+            target=1.0,
+            note=f"ratio = {cfg['target_sweep_ratio']:g} x simulate / sweep per configuration; "
+            f"sweep / simulate = {per_config / med['simulate']:.2f}",
+        ),
+    ]
+    checks = {
+        "sweep_per_config_over_simulate": per_config / med["simulate"],
+        "sweep_times_s": times["sweep"],
+        "sweep_simulate_times_s": times["simulate"],
+    }
+    return rows, checks
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -459,6 +526,10 @@ def main(cfg: dict | None = None) -> dict:
             sim_rows, sim_checks = simulation_rows(cfg, work)
             rows += sim_rows
             checks.update(sim_checks)
+        if cfg["sweep"]:
+            sweep_rows_, sweep_checks = sweep_rows(cfg, work)
+            rows += sweep_rows_
+            checks.update(sweep_checks)
     return {"name": "scale", "rows": rows, "checks": checks}
 
 

@@ -474,6 +474,33 @@ def test_resume_refuses_a_tampered_partial_run(tmp_path, capsys, monkeypatch, da
     assert not run.exists()
 
 
+@pytest.mark.parametrize("written_by", ["format 1", "another carry layout"])
+def test_resume_refuses_a_checkpoint_of_another_release(tmp_path, capsys, monkeypatch, written_by):
+    """A checkpoint whose format version or ODE-carry layout is not this release's (an older
+    centralpath stored Diffrax's PID tuple by position; another Diffrax release may lay its
+    controller state out differently) is refused in one line saying to start again, never
+    misread; nothing in the partial run changes."""
+    from centralpath import _solver
+
+    if written_by == "format 1":
+        monkeypatch.setattr(sim, "CHECKPOINT_FORMAT", 1)
+    else:
+        real = _solver.carry_description
+        monkeypatch.setattr(_solver, "carry_description", lambda c: real(c) + " (other)")
+    restore = _interrupt(monkeypatch, 3)
+    ode = [a if a != "gd" else "ode" for a in SIM]  # the ODE's carry is what is checked
+    code, err = _run([*ode, "--out", tmp_path / "run"], capsys)
+    restore()
+    assert code == 130, err
+    monkeypatch.undo()
+    partial, run = tmp_path / ".run.partial", tmp_path / "run"
+    before = _tree(partial)
+    code, err = _run(["simulate", "--resume", run, "--quiet", "--no-figures"], capsys)
+    assert code in (1, 2), err
+    _one_line(err, "start the run again", "--overwrite")
+    assert _tree(partial) == before, "a refused resume changes nothing"
+
+
 def test_resume_with_changed_flags_is_refused(tmp_path, capsys, monkeypatch):
     run = _partial_run(tmp_path, monkeypatch, capsys)
     for flag, value, key in (

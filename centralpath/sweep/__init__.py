@@ -34,14 +34,17 @@ with `simulate.build`, so the flows carry their ridges as batched leaves, and
 - the renormalised flows (F3, F3′) use the closed form F(ω(t)) = F(ω(0)) + t, one vectorised
   Newton call; it *is* the exact solution of their ODE, so no ODE is integrated for them (their
   `ode` method is replaced by the `closed_form` series, which `simulate` also writes);
-- the other flows integrate ONE vector ODE for the whole group with Diffrax. The configurations
-  are independent, so the batched vector field is separable; the step-size controller takes
-  the max norm over the batch, so every configuration's local error is held to rtol/atol. The
-  steps are shared, so these numbers agree with per-configuration `simulate` to the tolerance,
-  not bitwise. (Vmapping `diffeqsolve` instead would run every configuration in lock-step
-  with the slowest one anyway, with a while loop per configuration.)
+- the other flows integrate ONE vector ODE for the whole group, as `simulate` integrates one:
+  segment by segment between the save times, with the same solver (the factored Tsit5 for the
+  reduced UFM) and the same carried step-size controller, through the same solve
+  (`centralpath._solver.solve`). The configurations are independent, so the batched vector
+  field is separable; the controller's norm is the largest configuration's RMS norm, so every
+  configuration's local error is held to rtol/atol, and a one-configuration sweep takes
+  `simulate`'s steps. (Vmapping `diffeqsolve` instead would run every configuration in
+  lock-step with the slowest one anyway, with a while loop per configuration.)
 
-GD and closed-form results equal per-configuration `simulate` runs to ~1e-12 at float64
+ODE, GD and closed-form results of a one-configuration sweep equal `simulate`'s to ~1e-12 at
+float64; in a larger batch the ODE's shared steps agree with `simulate` to the tolerance
 (`tests/test_sweep.py`).
 
 **Deadlock.** jaxlib's batched LAPACK kernels (eigh, svd, LU, triangular solves under `vmap`)

@@ -35,13 +35,21 @@ def _build(static: dict, seed, params: dict):
     return build({**static, **params}, key=jax.random.PRNGKey(seed))
 
 
-def _max_norm(axis: str | None):
+def _batch_rms_norm(each, axis: str | None):
+    """The step-size controller's norm for a batch: the largest of the configurations' RMS norms
+    (the PID controller's default norm, each configuration's leaves together), over every
+    device. One configuration alone gets the norm `simulate` uses. Each configuration's norm is
+    taken by `each` (chunk by chunk, as the vector field): a sum's rounding then never depends
+    on how many configurations a device holds, and the maximum is exact, so the shared steps are
+    the same bits on any device count."""
+    import diffrax
     import jax
     import jax.numpy as jnp
 
+    rms = diffrax.PIDController(rtol=1.0, atol=1.0).norm  # the default `norm` field
+
     def norm(tree):
-        leaves = [jnp.max(jnp.abs(x)) for x in jax.tree_util.tree_leaves(tree) if x.size]
-        value = jnp.max(jnp.stack(leaves))
+        value = jnp.max(each(lambda _, e: rms(e), tree))
         return jax.lax.pmax(value, axis) if axis else value
 
     return norm
@@ -256,6 +264,14 @@ def group_program(
         return out
 
     def _vector_ode(flows, y0s, ts, count, batch_shape):
+        """The batch's ODE as `simulate` runs it: segment by segment between the save times,
+        with the solver (`default_solver`: the factored Tsit5 for the reduced UFM) and the
+        carried controller of `integrate_segment`, through the same solve. The step size is
+        shared: the controller's norm is the largest configuration's RMS error norm, so a
+        one-point batch takes `simulate`'s steps."""
+        from .._integrate import solve_segment
+        from .._solver import SegmentController, default_solver, start_carry
+
         flows_dyn, flows_static = eqx.partition(flows, eqx.is_array)
 
         def each(fn, *args):
@@ -267,29 +283,36 @@ def group_program(
         def vf(t, y, args):
             return each(lambda f, yb: f(t, yb, None), y)
 
-        def snapshot(t, y, args):
-            return each(lambda f, yb: f.snapshot(t, yb), y)
-
-        saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=snapshot)])
         rtol, atol = solver_tolerances(static["rtol"], static["atol"])
-        # The solve knows each state to about its tolerances: that bounds the resolved ω_j.
-        ode_metrics_of = _snapshot_metrics(rtol_metrics, max(rtol, atol))
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(vf),
-            diffrax.Tsit5(),
-            t0=0.0,
-            t1=ts[-1],
-            dt0=None,
-            y0=y0s,
-            saveat=saveat,
-            stepsize_controller=diffrax.PIDController(
-                rtol=rtol, atol=atol, norm=_max_norm("batch")
-            ),
-            max_steps=int(static["max_steps"]),
-            throw=False,
+        solver = default_solver(flows, map=each)
+        norm = _batch_rms_norm(each, "batch")
+
+        def controller(end):
+            pid = diffrax.PIDController(rtol=rtol, atol=atol, norm=norm)
+            return SegmentController(pid, jnp.asarray(end, ts.dtype))
+
+        gaps = ts[1:] - ts[:-1]
+        carry0 = start_carry(vf, solver, controller(gaps[0]), y0s, gaps[0])
+
+        def segment(state, gap):
+            y, carry, steps, ok = state
+            y, _, result, num_steps, carry = solve_segment(
+                vf, y, gap, carry, controller(gap), int(static["max_steps"]), solver=solver
+            )
+            ok = ok & (result == diffrax.RESULTS.successful)
+            snapshot = each(lambda f, yb: f.snapshot(0.0, yb), y)
+            return (y, carry, steps + num_steps, ok), snapshot
+
+        (_, _, steps, ok), snaps = jax.lax.scan(
+            segment, (y0s, carry0, jnp.zeros((), int_dtype()), jnp.asarray(True)), gaps
         )
         snap0 = each(lambda f, yb: f.snapshot(0.0, yb), y0s)
-        snaps, sane = _sanitise(sol.ys[0], snap0, 2)  # leaves [T, B, …]
+        snaps = jax.tree_util.tree_map(
+            lambda first, rest: jnp.concatenate([first[None], rest]), snap0, snaps
+        )
+        # The solve knows each state to about its tolerances: that bounds the resolved ω_j.
+        ode_metrics_of = _snapshot_metrics(rtol_metrics, max(rtol, atol))
+        snaps, sane = _sanitise(snaps, snap0, 2)  # leaves [T, B, …]
         by_config = jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), snaps)  # [B, T, …]
         metrics = each(
             lambda f, s: jax.vmap(ode_metrics_of, in_axes=(0, None))(
@@ -298,8 +321,6 @@ def group_program(
             by_config,
         )
         metrics = _mask_metrics(metrics, sane.T)
-        ok = sol.result == diffrax.RESULTS.successful
-        steps = jnp.asarray(sol.stats["num_steps"])
         return {
             "ode": metrics,
             "ode_ok": jnp.broadcast_to(ok, batch_shape),
