@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from _runner import enable_x64, load_cfg, write_figures
+from _runner import enable_x64, parse_args, write_figures
 
 
 def main(cfg: dict, out_root=None):
@@ -20,4 +20,4 @@ def main(cfg: dict, out_root=None):
 
 if __name__ == "__main__":
     enable_x64()
-    print(main(load_cfg(__file__, sys.argv)))
+    print(main(*parse_args(__file__, sys.argv)))

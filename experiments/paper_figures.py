@@ -6,7 +6,8 @@ file; `centralpath.plotting.paper` draws one panel per quantity with every run i
 
     python experiments/paper_figures.py [experiments/paper_figures.toml] [--out DIR]
 
-writes figures/paper/ (results.npz/csv, summary.json with the per-run table, figures/) and
+writes runs/paper/ (or DIR/paper/; `experiments/regenerate_figures.py` writes figures/paper/:
+results.npz/csv, summary.json with the per-run table, figures/) and
 prints the table of figures/README.md (final NC1, L_⊥LS/L and test accuracy per run) and the
 wall time. Sizes and epochs are chosen to finish in under 20 minutes on two CPU cores (the
 TOML says which; the measured time is in summary.json).
@@ -18,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from _runner import ROOT, enable_x64, load_cfg
+from _runner import DEFAULT_OUT, enable_x64, parse_args
 
 #: The series of one run in results.npz (besides `times`): analyze's records, L_⊥LS/L, the
 #: network's own training loss and accuracy, and the held-out accuracy and loss.
@@ -166,7 +167,7 @@ def main(cfg: dict, out_root: Path | None = None, *, log=print) -> Path:
                     f"{summary['final_test_accuracy']}, NC1 {summary['nc1_final']:.3g}, "
                     f"L_perp/L {summary['perp_rel_final']:.3g}"
                 )
-    out = (out_root or ROOT / "figures") / cfg.get("name", "paper")
+    out = (DEFAULT_OUT if out_root is None else Path(out_root)) / cfg.get("name", "paper")
     run = RunDir(out, "experiment paper_figures", flat_tables(cfg), overwrite=True)
     try:
         run.save_results(results)
@@ -190,9 +191,4 @@ if __name__ == "__main__":
 
     configure_cpu_runtime()  # before the JAX backend starts, as the command line does
     enable_x64()
-    args = [a for a in sys.argv if a != "--out" and not a.startswith("--out=")]
-    out_root = None
-    if "--out" in sys.argv:
-        out_root = Path(sys.argv[sys.argv.index("--out") + 1])
-        args.remove(str(out_root))
-    print(main(load_cfg(__file__, args), out_root))
+    print(main(*parse_args(__file__, sys.argv)))

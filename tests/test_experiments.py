@@ -83,3 +83,31 @@ def test_experiment_smoke(tmp_path, name, cfg, stems):
     for series in ("closed_form", "ode", "gd"):
         if f"{series}/snr" in results and f"{series}/nc1" in results:
             assert not omega_grow_while_nc1_falls(results, series)
+
+
+def test_scripts_write_to_runs_unless_told_and_never_to_the_reference_figures(tmp_path):
+    """Without --out a script writes runs/<name> (git-ignored), so trying one leaves the
+    committed figures/ and `git status` alone; `--out DIR` and `--out=DIR` both work; only
+    regenerate_figures.py passes `--out figures`."""
+    import shutil
+    import subprocess
+
+    runner = _load("_runner")
+    toml = tmp_path / "c.toml"
+    toml.write_text("x = 1\n")
+    script = str(EXPERIMENTS / "closed_form.py")
+    assert runner.parse_args(script, [script]) == (
+        runner.load_cfg(script, [script]),
+        runner.ROOT / "runs",
+    )
+    assert runner.parse_args(script, [script, str(toml), "--out", "a"]) == ({"x": 1}, Path("a"))
+    assert runner.parse_args(script, [script, "--out=b", str(toml)]) == ({"x": 1}, Path("b"))
+    for bad in (["--out"], ["--out="], [str(toml), str(toml)]):
+        with pytest.raises(SystemExit):
+            runner.parse_args(script, [script, *bad])
+    if shutil.which("git") and (runner.ROOT / ".git").exists():
+        ignored = subprocess.run(
+            ["git", "-C", str(runner.ROOT), "check-ignore", "-q", "runs/closed_form/results.npz"]
+        )
+        assert ignored.returncode == 0, "runs/ must be ignored by git"
+    assert "--out" in (EXPERIMENTS / "regenerate_figures.py").read_text()
