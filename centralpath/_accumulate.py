@@ -88,6 +88,35 @@ def chunk_moments(xp, features, labels, num_classes: int, mask=None):
     return counts, means, deviations.T @ deviations
 
 
+#: Up to this many classes in a chunk, each class's rows are centred as one contiguous block
+#: (a broadcast row per class); beyond, one gather of the shifts serves them all (a Python loop
+#: over hundreds of classes would cost more than the gather it saves).
+BLOCK_CLASSES = 64
+
+
+class ClassBlocks:
+    """The samples of a chunk grouped by class: row `order[i]` of the chunk is row i of the
+    grouped chunk, whose class c occupies rows `starts[c]:starts[c + 1]`.
+
+    Centring then subtracts one row per class from a contiguous block, and the class sums are
+    the blocks' column sums: no gathered [m, p] array of shifts and no one-hot product per chunk.
+    Labels do not change from checkpoint to checkpoint, so a streamed file groups each of its
+    chunks once (`_stream`); a recorder's batch is grouped as it arrives.
+    """
+
+    __slots__ = ("order", "starts", "counts", "present", "labels")
+
+    def __init__(self, labels: np.ndarray, num_classes: int):
+        labels = np.asarray(labels)
+        counts = np.bincount(labels, minlength=num_classes)
+        grouped = labels.size < 2 or bool(np.all(labels[:-1] <= labels[1:]))
+        self.order = None if grouped else np.argsort(labels, kind="stable")
+        self.labels = labels if grouped else labels[self.order]  # of the grouped rows
+        self.starts = np.concatenate([[0], np.cumsum(counts)])
+        self.counts = counts.astype(np.float64)
+        self.present = np.flatnonzero(counts)
+
+
 class HostMoments:
     """Moments of many chunks on the host, accumulated in place: the hot loop of a streamed
     checkpoint (`_stream`), and of `StatsAccumulator.update` on a large array.
@@ -98,6 +127,9 @@ class HostMoments:
     S = Σ (h − s_c)(h − s_c)ᵀ − Σ_c n_c d_c d_cᵀ with d_c = μ_c − s_c. As s_c is within the
     spread of the class, d_c is small and the subtraction loses nothing (the shifted-data
     algorithm); the result equals the pairwise updates to rounding.
+
+    A chunk is grouped by class (`ClassBlocks`) as it is converted to float64; the SYRK runs on
+    `_runtime.blas_threads()` threads (`large_products`), everything else on one.
     """
 
     def __init__(self, num_classes: int, dim: int):
@@ -106,47 +138,75 @@ class HostMoments:
         self.shift = np.zeros((num_classes, dim))
         self.offset_sums = np.zeros((num_classes, dim))  # Σ (h − s_c) per class
         self.gram = np.zeros((dim, dim), order="F")  # upper triangle of Σ (h − s_c)(h − s_c)ᵀ
+        # Column ranges of the features as given (NaN propagates through min/max and Inf
+        # shows): taken from the grouped chunk while it is in cache.
+        self.lo = np.full(dim, np.inf)
+        self.hi = np.full(dim, -np.inf)
         # Work buffers reused from chunk to chunk: allocating ~8 MiB arrays per chunk let the
         # heap fragment, and the peak memory crept up by tens of MB over a long file.
-        self._X = self._G = self._one_hot = None
+        self._X = None
+        self._raw: dict = {}
 
-    def _buffers(self, m: int):
+    def _buffer(self, m: int) -> np.ndarray:
         if self._X is None or self._X.shape[0] < m:
             self._X = np.empty((m, self.p))
-            self._G = np.empty((m, self.p))
-            self._one_hot = np.empty((m, self.C))
-        return self._X[:m], self._G[:m], self._one_hot[:m]
+        return self._X[:m]
 
-    def _load(self, features: np.ndarray, labels: np.ndarray):
-        """The chunk as float64 and its one-hot labels, in the work buffers."""
-        X, G, one_hot = self._buffers(features.shape[0])
-        np.copyto(X, features, casting="unsafe")  # float16/32/int → float64, no new array
-        one_hot[:] = 0.0
-        one_hot[np.arange(X.shape[0]), labels] = 1.0
-        return X, G, one_hot
+    def _grouped(self, features: np.ndarray, blocks: ClassBlocks) -> np.ndarray:
+        """The chunk's rows in class order, in the file's dtype (a work buffer)."""
+        if blocks.order is None:
+            return features
+        m = features.shape[0]
+        raw = self._raw.get(features.dtype)
+        if raw is None or raw.shape[0] < m:
+            raw = self._raw[features.dtype] = np.empty((m, self.p), features.dtype)
+        return np.take(features, blocks.order, axis=0, out=raw[:m])
 
-    def add(self, features: np.ndarray, labels: np.ndarray) -> None:
-        """Add a chunk [m, p] (any float or integer dtype, memory-mapped included)."""
+    def add(self, features: np.ndarray, labels=None, blocks: ClassBlocks | None = None) -> None:
+        """Add a chunk [m, p] (any float or integer dtype, memory-mapped included) with its
+        `labels`, or with their `ClassBlocks` made once."""
         if features.shape[0] == 0:
             return
-        X, G, one_hot = self._load(features, labels)
-        counts = one_hot.sum(0)
-        new = (self.counts == 0) & (counts > 0)
-        if np.any(new):
-            sums = one_hot[:, new].T @ X
-            self.shift[new] = sums / counts[new][:, None]
-        np.take(self.shift, labels, axis=0, out=G)
-        X -= G
-        self.offset_sums += one_hot.T @ X
-        self.counts += counts
+        blocks = ClassBlocks(labels, self.C) if blocks is None else blocks
+        self.centred(features, blocks)
+        X = self._X[: features.shape[0]]
         self.gram = _syrk_update(self.gram, X)
+
+    def centred(self, features: np.ndarray, blocks: ClassBlocks) -> np.ndarray:
+        """Convert the chunk to float64 grouped by class, centre each class on its shift (set
+        from this chunk for a class seen for the first time) and add the class sums and counts:
+        everything of `add` but the SYRK. Returns the centred rows (a work buffer)."""
+        raw = self._grouped(features, blocks)
+        np.minimum(self.lo, raw.min(axis=0), out=self.lo)
+        np.maximum(self.hi, raw.max(axis=0), out=self.hi)
+        X = self._buffer(features.shape[0])
+        starts = blocks.starts
+        if blocks.present.size > BLOCK_CLASSES:
+            np.copyto(X, raw, casting="unsafe")  # float16/32/int → float64, no new array
+            for c in blocks.present[self.counts[blocks.present] == 0]:
+                self.shift[c] = X[starts[c] : starts[c + 1]].mean(0)
+            X -= np.take(self.shift, blocks.labels, axis=0)
+            sums = np.add.reduceat(X, starts[blocks.present], axis=0)
+            self.offset_sums[blocks.present] += sums
+        else:
+            for c in blocks.present:
+                block, rows = X[starts[c] : starts[c + 1]], raw[starts[c] : starts[c + 1]]
+                if self.counts[c] == 0:
+                    np.copyto(block, rows, casting="unsafe")
+                    self.shift[c] = block.mean(0)
+                    block -= self.shift[c]
+                else:  # converted and centred in one pass
+                    np.subtract(rows, self.shift[c], out=block)
+                self.offset_sums[c] += block.sum(0)
+        self.counts += blocks.counts
+        return X
 
     def count_nc4(self, features: np.ndarray, W, b, means) -> float:
         """How many rows of the chunk the classifier assigns to another class than the nearest
-        of `means` (the work buffers again: no float64 copy of the chunk is allocated)."""
+        of `means` (the work buffer again: no float64 copy of the chunk is allocated)."""
         if features.shape[0] == 0:
             return 0.0
-        X, _, _ = self._buffers(features.shape[0])
+        X = self._buffer(features.shape[0])
         np.copyto(X, features, casting="unsafe")
         return float(_nc4_mismatches(np, X, W, b, means))
 
@@ -160,21 +220,29 @@ class HostMoments:
 
 
 def _syrk_update(gram: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """gram (upper triangle) += Xᵀ X, in place where BLAS allows."""
+    """gram (upper triangle) += Xᵀ X, in place where BLAS allows, on the threads the user
+    allows (`_runtime.large_products`)."""
+    from ._runtime import large_products
+
     try:
         from scipy.linalg.blas import dsyrk
     except ImportError:  # pragma: no cover - scipy comes with jax
-        gram += X.T @ X
+        with large_products():
+            gram += X.T @ X
         return gram
     # X is C-ordered [m, p], i.e. Xᵀ in Fortran order: dsyrk of trans=0 on Xᵀ, no copy.
-    return dsyrk(1.0, X.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=1)
+    with large_products():
+        return dsyrk(1.0, X.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=1)
 
 
 def _host_chunk_moments(features: np.ndarray, labels: np.ndarray, num_classes: int, rows: int):
     """`chunk_moments` of a host array, `rows` samples at a time (`HostMoments`)."""
+    from ._runtime import single_threaded_blas
+
     moments = HostMoments(num_classes, features.shape[1])
-    for start in range(0, features.shape[0], rows):
-        moments.add(features[start : start + rows], labels[start : start + rows])
+    with single_threaded_blas():
+        for start in range(0, features.shape[0], rows):
+            moments.add(features[start : start + rows], labels[start : start + rows])
     return moments.moments()
 
 

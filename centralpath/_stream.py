@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _io
-from ._accumulate import HostMoments, StatsAccumulator
+from ._accumulate import ClassBlocks, HostMoments, StatsAccumulator
 from ._errors import InputError, require
 from ._io import (
     ANALYSIS_BASE_BYTES,
@@ -54,6 +54,7 @@ from ._io import (
     validate_features_arrays,
 )
 from ._resources import check_memory, format_bytes
+from ._runtime import large_products, single_threaded_blas
 
 STATS_KEYS = (
     "sigma_w",
@@ -441,9 +442,10 @@ class StreamedFeatures:
     W: _Lazy | None
     source: str
     kind: str = "features"
+    _blocks: dict = field(default_factory=dict, repr=False)
 
     def __getattr__(self, name):
-        if name == "meta":  # not yet set (copy, pickle): no recursion
+        if name in ("meta", "_blocks"):  # not yet set (copy, pickle): no recursion
             raise AttributeError(name)
         return getattr(self.meta, name)
 
@@ -462,36 +464,47 @@ class StreamedFeatures:
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.meta.labels, minlength=self.meta.num_classes)
 
+    def class_blocks(self, rows: int) -> list[ClassBlocks]:
+        """Each chunk's samples grouped by class, made once per file: the labels are the same at
+        every checkpoint."""
+        blocks = self._blocks.get(rows)
+        if blocks is None:
+            labels, C = self.meta.labels, self.meta.num_classes
+            blocks = [
+                ClassBlocks(labels[start : start + rows], C)
+                for start in range(0, self.num_samples, rows)
+            ]
+            self._blocks = {rows: blocks}  # one chunk size at a time
+        return blocks
+
     def checkpoint(self, k: int, rows: int | None = None) -> Checkpoint:
         """Checkpoint k: statistics and the features' range in one pass over its chunks, then
         (with a classifier) the NC4 count in a second pass against the final class means."""
         C, n, p = self.meta.num_classes, self.num_samples, self.dim
         rows = rows or chunk_rows(p)
-        labels = self.meta.labels
+        blocks = self.class_blocks(rows)
         moments = HostMoments(C, p)  # in place: one SYRK per chunk, no p×p temporary
-        lo = np.full(p, np.inf)
-        hi = np.full(p, -np.inf)
-        for start in range(0, n, rows):
-            chunk = self.features.rows(k, start, start + rows, stream=0)
-            # Column ranges in the file's dtype: NaN propagates through min/max and Inf shows,
-            # so finiteness, the magnitude and the spread cost two reductions of the raw chunk.
-            np.minimum(lo, chunk.min(axis=0), out=lo)
-            np.maximum(hi, chunk.max(axis=0), out=hi)
-            if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
-                _finite("features", np.asarray(chunk, np.float64), self.source, k)
-            moments.add(chunk, labels[start : start + rows])
-            del chunk  # a memory-mapped chunk is unmapped here
-        acc = StatsAccumulator.from_arrays(*moments.moments())
-        W = b = None
-        if self.W is not None:
-            W = _finite("W", self.W.block(k), self.source, k)
-            b = np.asarray(self.meta.b[k], np.float64)
-            missed = 0.0
-            for start in range(0, n, rows):
-                chunk = self.features.rows(k, start, start + rows, stream=1)
-                missed += moments.count_nc4(chunk, W, b, acc.means)
-                del chunk
-            acc = StatsAccumulator.from_arrays(acc.counts, acc.means, acc.scatter, missed, n)
+        with single_threaded_blas():  # thin products on one thread; the SYRK on the user's
+            for i, start in enumerate(range(0, n, rows)):
+                chunk = self.features.rows(k, start, start + rows, stream=0)
+                moments.add(chunk, blocks=blocks[i])
+                # The column ranges (in the file's dtype) show NaN and Inf: finiteness, the
+                # magnitude and the spread in two reductions of the chunk.
+                if not (np.all(np.isfinite(moments.lo)) and np.all(np.isfinite(moments.hi))):
+                    _finite("features", np.asarray(chunk, np.float64), self.source, k)
+                del chunk  # a memory-mapped chunk is unmapped here
+            acc = StatsAccumulator.from_arrays(*moments.moments())
+            W = b = None
+            if self.W is not None:
+                W = _finite("W", self.W.block(k), self.source, k)
+                b = np.asarray(self.meta.b[k], np.float64)
+                missed = 0.0
+                for start in range(0, n, rows):
+                    chunk = self.features.rows(k, start, start + rows, stream=1)
+                    missed += moments.count_nc4(chunk, W, b, acc.means)
+                    del chunk
+                acc = StatsAccumulator.from_arrays(acc.counts, acc.means, acc.scatter, missed, n)
+        lo, hi = moments.lo, moments.hi
         big = float(np.max(np.maximum(np.abs(lo), np.abs(hi))))
         spread = float(np.max(hi - lo))
         return Checkpoint(float(self.meta.epochs[k]), acc, W, b, big, spread)
@@ -512,13 +525,14 @@ class StreamedFeatures:
         labels = self.meta.labels
         scatter = np.zeros((p, p))
         squares = 0.0
-        for start in range(0, n, rows):
-            chunk = self.features.rows(k, start, start + rows, stream=0)
-            deviations = np.asarray(chunk, np.float64) - means[labels[start : start + rows]]
-            E = deviations @ F
-            scatter += E.T @ E
-            squares += float(np.sum(deviations**2))
-            del chunk, deviations, E
+        with large_products():  # two n·p² products: worth the user's threads
+            for start in range(0, n, rows):
+                chunk = self.features.rows(k, start, start + rows, stream=0)
+                deviations = np.asarray(chunk, np.float64) - means[labels[start : start + rows]]
+                E = deviations @ F
+                scatter += E.T @ E
+                squares += float(np.sum(deviations**2))
+                del chunk, deviations, E
         return FrameScatter(frame, jnp.asarray(scatter / n), jnp.asarray(np.sqrt(squares / n)))
 
     def checkpoints(self, rows: int | None = None) -> Iterator[Checkpoint]:
