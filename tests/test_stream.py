@@ -232,3 +232,83 @@ def test_stored_member_is_memory_mapped_not_loaded(files):
     np.testing.assert_array_equal(chunk, _arrays()["features"][1, 5:9])
     with zipfile.ZipFile(files["stored"]) as zf:
         assert zf.getinfo("features.npy").compress_type == zipfile.ZIP_STORED
+
+
+def _numpy_reference(H, y, W, b, C):
+    """The metrics of one checkpoint by straightforward float64 NumPy on the whole batch,
+    written from their definitions (docs/theory.md §1, §5, §7), independent of the package."""
+    H = np.asarray(H, np.float64)
+    n, p = H.shape
+    counts = np.array([np.sum(y == c) for c in range(C)], float)
+    M = np.stack([H[y == c].mean(0) for c in range(C)])  # [C, p]
+    D = H - M[y]
+    sigma_w = D.T @ D / n
+    mu = counts @ M / n
+    Mbar = (M - mu).T  # [p, C]
+    sigma_b = Mbar @ Mbar.T / C
+    s, V = np.linalg.eigh(sigma_b)
+    keep = s > 1e-10 * s.max()
+    nc1 = float(np.sum(np.einsum("pk,pq,qk->k", V[:, keep], sigma_w, V[:, keep]) / s[keep])) / C
+    norms = np.linalg.norm(Mbar, axis=0)
+    unit = Mbar / norms
+    off = ~np.eye(C, dtype=bool)
+    w_norms = np.linalg.norm(W, axis=1)
+    w_unit = W / w_norms[:, None]
+    nc4 = np.mean(np.argmax(H @ W.T + b, 1) != np.argmin(((H[:, None] - M[None]) ** 2).sum(-1), 1))
+    L = np.linalg.cholesky(sigma_w)
+    omega = np.linalg.svd(np.linalg.solve(L, Mbar), compute_uv=False)[: C - 1]
+    return {
+        "sigma_w": sigma_w,
+        "means": M,
+        "nc1": nc1,
+        "nc2_equinorm_means": np.std(norms, ddof=1) / np.mean(norms),
+        "nc2_equiangular_means": np.mean(np.abs(unit.T @ unit + 1 / (C - 1))[off]),
+        "nc2_equinorm_classifier": np.std(w_norms, ddof=1) / np.mean(w_norms),
+        "nc2_equiangular_classifier": np.mean(np.abs(w_unit @ w_unit.T + 1 / (C - 1))[off]),
+        "nc3": np.sum((W.T / np.linalg.norm(W) - Mbar / np.linalg.norm(Mbar)) ** 2),
+        "nc4": nc4,
+        "snr": omega,
+    }
+
+
+@pytest.mark.parametrize(
+    "C, p, rows",
+    [(5, 12, 7), (5, 12, 4096), (70, 80, 300)],  # many chunks; one chunk; the gathered path
+    ids=["chunks", "one-chunk", "many-classes"],
+)
+def test_one_pass_equals_numpy_float64(tmp_path, C, p, rows):
+    """The streamed one-pass statistics (samples grouped by class per chunk, each class
+    centred on its shift, one SYRK) and every metric of the record equal a plain full-batch
+    float64 NumPy computation to 1e-12, labels in file order shuffled and imbalanced, NC4
+    counting real disagreements."""
+    from centralpath._accumulate import BLOCK_CLASSES
+
+    rng = np.random.default_rng(C)
+    n, K = 40 * C + 13, 2
+    y = rng.integers(0, C, n)
+    y[:C] = np.arange(C)
+    y[C : C + 30] = 0  # imbalanced
+    rng.shuffle(y)
+    centres = rng.normal(size=(C, p))
+    H = np.stack([rng.normal(size=(n, p)) + (1.5 + k) * centres[y] + 4.0 for k in range(K)])
+    W = np.stack([centres + 0.8 * rng.normal(size=(C, p)) for _ in range(K)])
+    b = rng.normal(size=(K, C))
+    path = tmp_path / "f.npz"
+    save_features(path, features=H.astype(np.float32), labels=y, W=W, b=b, weight_decay=0.0)
+    H = H.astype(np.float32)  # what the file holds
+    src = open_source(path)
+    blocks = src.class_blocks(rows)
+    assert (max(len(bl.present) for bl in blocks) > BLOCK_CLASSES) == (C > BLOCK_CLASSES)
+    records = analyze(src, rows=rows)
+    for k in range(K):
+        ref = _numpy_reference(H[k], y, W[k], b[k], C)
+        assert 0 < ref["nc4"] < 0.9  # the NC4 count decides something
+        acc = open_source(path).checkpoint(k, rows=rows).acc
+        scale = np.max(np.abs(ref["sigma_w"]))
+        assert np.max(np.abs(acc.sigma_w() - ref["sigma_w"])) <= 1e-12 * scale
+        assert np.max(np.abs(acc.means - ref["means"])) <= 1e-12 * np.max(np.abs(ref["means"]))
+        for key, expected in ref.items():
+            if key in ("sigma_w", "means"):
+                continue
+            got = np.asarray(records[k][key], float)
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0, err_msg=key)
