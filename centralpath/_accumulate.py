@@ -162,15 +162,16 @@ class HostMoments:
             raw = self._raw[features.dtype] = np.empty((m, self.p), features.dtype)
         return np.take(features, blocks.order, axis=0, out=raw[:m])
 
-    def add(self, features: np.ndarray, labels=None, blocks: ClassBlocks | None = None) -> None:
+    def add(self, features: np.ndarray, labels=None, blocks: ClassBlocks | None = None):
         """Add a chunk [m, p] (any float or integer dtype, memory-mapped included) with its
-        `labels`, or with their `ClassBlocks` made once."""
+        `labels`, or with their `ClassBlocks` made once. Returns the chunk's rows grouped by
+        class and centred on their shifts (a work buffer, valid until the next call)."""
         if features.shape[0] == 0:
-            return
+            return None
         blocks = ClassBlocks(labels, self.C) if blocks is None else blocks
-        self.centred(features, blocks)
-        X = self._X[: features.shape[0]]
+        X = self.centred(features, blocks)
         self.gram = _syrk_update(self.gram, X)
+        return X
 
     def centred(self, features: np.ndarray, blocks: ClassBlocks) -> np.ndarray:
         """Convert the chunk to float64 grouped by class, centre each class on its shift (set
@@ -217,6 +218,88 @@ class HostMoments:
         gram = gram + np.triu(gram, 1).T
         weighted = d * np.sqrt(self.counts)[:, None]
         return self.counts.copy(), self.shift + d, gram - weighted.T @ weighted
+
+
+class FoldedNC4:
+    """NC4 counted in the statistics' pass over a checkpoint, exactly.
+
+    NC4 compares the classifier's decision argmax_c (W h + b)_c with the nearest final class
+    mean, which is known only after the pass. Each chunk is scored against provisional means,
+    the classes' shifts s_c (`HostMoments`), from the centred rows x = h − s_y already in
+    cache: logits W x + (W s_y + b) and ‖h − s_c‖² − ‖h‖² = −2 x·s_c + (‖s_c‖² − 2 s_y·s_c).
+    Per sample it keeps the provisional decisions, the gap δ between its nearest and second
+    nearest provisional mean and ‖x‖. The final means μ_c = s_c + e_c move each score by
+    −2 x·e_c + (‖μ_c‖² − ‖s_c‖² − 2 s_y·e_c), so a decision can change only where
+    δ ≤ 4‖x‖ max_c‖e_c‖ + 2 max_c|‖μ_c‖² − ‖s_c‖² − 2 s_y·e_c| (plus a bound on the rounding of
+    both ways of computing the scores). Only those samples — usually none: e_c is the
+    difference between a class's mean and its mean in one chunk — are read again and decided
+    as `count_nc4` decides them; so are logit near-ties, and the samples of a chunk scored
+    before some class had been seen.
+    """
+
+    def __init__(self, W: np.ndarray, b: np.ndarray, n: int):
+        self.W, self.b = np.asarray(W, np.float64), np.asarray(b, np.float64)
+        C = self.W.shape[0]
+        self.n = n
+        self.mismatch = np.zeros(n, bool)  # provisional: classifier ≠ nearest provisional mean
+        self.recheck = np.zeros(n, bool)  # decided again against the final means
+        # Rounded so that the test below stays conservative: the gap down, ‖x‖ up.
+        self.gap = np.zeros(n, np.float32)
+        self.norm = np.zeros(n, np.float32)
+        self.eps = float(np.finfo(np.float64).eps)
+        self.wmax = float(np.max(np.linalg.norm(self.W, axis=1))) if C else 0.0
+        self.bmax = float(np.max(np.abs(self.b))) if C else 0.0
+
+    def score(self, X: np.ndarray, blocks: ClassBlocks, start: int, moments: HostMoments):
+        """Score the centred, grouped rows X of the chunk that starts at sample `start`."""
+        m, p = X.shape
+        rows = start + (np.arange(m) if blocks.order is None else blocks.order)
+        if not np.all(moments.counts > 0):  # a class not seen yet has no provisional mean
+            self.recheck[rows] = True
+            return
+        C, S, W = self.W.shape[0], moments.shift, self.W
+        G = X @ np.concatenate([W, S]).T  # one thin product for both rules
+        logits = G[:, :C] + (S @ W.T + self.b)[blocks.labels]
+        dist = -2.0 * G[:, C:] + ((S**2).sum(1)[None, :] - 2.0 * S @ S.T)[blocks.labels]
+        top = np.partition(logits, C - 2, axis=1)[:, C - 2 :]
+        near = np.partition(dist, 1, axis=1)[:, :2]
+        norm = np.sqrt(np.einsum("ij,ij->i", X, X))
+        smax = float(np.max(np.linalg.norm(S, axis=1)))
+        slack = 16.0 * (p + 2) * self.eps * ((norm + smax) * self.wmax + self.bmax)
+        self.recheck[rows] |= (top[:, 1] - top[:, 0]) <= slack  # a logit near-tie
+        self.mismatch[rows] = np.argmax(logits, 1) != np.argmin(dist, 1)
+        self.gap[rows] = (near[:, 1] - near[:, 0]) * (1.0 - 1e-6)
+        self.norm[rows] = norm * (1.0 + 1e-6)
+
+    def to_recheck(self, moments: HostMoments, means: np.ndarray, labels: np.ndarray):
+        """The samples (sorted indices) whose nearest mean the final `means` could change."""
+        S = moments.shift
+        e = means - S
+        emax = float(np.max(np.linalg.norm(e, axis=1)))
+        kappa = (means**2).sum(1) - (S**2).sum(1)
+        moved = np.max(np.abs(kappa[None, :] - 2.0 * S @ e.T), axis=1)  # per class y of h
+        mmax = max(
+            float(np.max(np.linalg.norm(means, axis=1))), float(np.max(np.linalg.norm(S, axis=1)))
+        )
+        p = means.shape[1]
+        norm = self.norm.astype(np.float64)
+        rounding = 16.0 * (p + 2) * self.eps * ((norm + mmax) * mmax + mmax**2)
+        bound = 4.0 * norm * emax + 2.0 * moved[labels] + rounding
+        return np.flatnonzero(self.recheck | (self.gap <= bound))
+
+    def count(self, moments: HostMoments, means: np.ndarray, labels: np.ndarray, read, rows: int):
+        """The NC4 count against the final `means`; `read(start, stop)` reads samples again
+        (only chunks holding a sample to decide again, `rows` samples per chunk)."""
+        again = self.to_recheck(moments, means, labels)
+        keep = np.ones(self.n, bool)
+        keep[again] = False
+        missed = float(np.count_nonzero(self.mismatch & keep))
+        self.rechecked = int(again.size)
+        for chunk_start in np.unique(again // rows) * rows:
+            local = again[(again >= chunk_start) & (again < chunk_start + rows)] - chunk_start
+            X = np.asarray(read(int(chunk_start), int(chunk_start) + rows)[local], np.float64)
+            missed += float(_nc4_mismatches(np, X, self.W, self.b, means))
+        return missed
 
 
 def _syrk_update(gram: np.ndarray, X: np.ndarray) -> np.ndarray:

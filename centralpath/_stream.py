@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _io
-from ._accumulate import ClassBlocks, HostMoments, StatsAccumulator
+from ._accumulate import ClassBlocks, FoldedNC4, HostMoments, StatsAccumulator
 from ._errors import InputError, require
 from ._io import (
     ANALYSIS_BASE_BYTES,
@@ -443,6 +443,7 @@ class StreamedFeatures:
     source: str
     kind: str = "features"
     _blocks: dict = field(default_factory=dict, repr=False)
+    nc4_rechecked: int = 0  # samples the last checkpoint read again for NC4 (`FoldedNC4`)
 
     def __getattr__(self, name):
         if name in ("meta", "_blocks"):  # not yet set (copy, pickle): no recursion
@@ -478,31 +479,39 @@ class StreamedFeatures:
         return blocks
 
     def checkpoint(self, k: int, rows: int | None = None) -> Checkpoint:
-        """Checkpoint k: statistics and the features' range in one pass over its chunks, then
-        (with a classifier) the NC4 count in a second pass against the final class means."""
+        """Checkpoint k: statistics, the features' range and (with a classifier) the NC4 count
+        in one pass over its chunks; only the samples whose nearest class mean the final means
+        could change are read again (`FoldedNC4`)."""
         C, n, p = self.meta.num_classes, self.num_samples, self.dim
         rows = rows or chunk_rows(p)
         blocks = self.class_blocks(rows)
         moments = HostMoments(C, p)  # in place: one SYRK per chunk, no p×p temporary
+        W = b = nc4 = None
+        if self.W is not None:
+            W = _finite("W", self.W.block(k), self.source, k)
+            b = np.asarray(self.meta.b[k], np.float64)
+            nc4 = FoldedNC4(W, b, n)
         with single_threaded_blas():  # thin products on one thread; the SYRK on the user's
             for i, start in enumerate(range(0, n, rows)):
                 chunk = self.features.rows(k, start, start + rows, stream=0)
-                moments.add(chunk, blocks=blocks[i])
+                X = moments.add(chunk, blocks=blocks[i])
                 # The column ranges (in the file's dtype) show NaN and Inf: finiteness, the
                 # magnitude and the spread in two reductions of the chunk.
                 if not (np.all(np.isfinite(moments.lo)) and np.all(np.isfinite(moments.hi))):
                     _finite("features", np.asarray(chunk, np.float64), self.source, k)
-                del chunk  # a memory-mapped chunk is unmapped here
+                if nc4 is not None:
+                    nc4.score(X, blocks[i], start, moments)
+                del chunk, X  # a memory-mapped chunk is unmapped here
             acc = StatsAccumulator.from_arrays(*moments.moments())
-            W = b = None
-            if self.W is not None:
-                W = _finite("W", self.W.block(k), self.source, k)
-                b = np.asarray(self.meta.b[k], np.float64)
-                missed = 0.0
-                for start in range(0, n, rows):
-                    chunk = self.features.rows(k, start, start + rows, stream=1)
-                    missed += moments.count_nc4(chunk, W, b, acc.means)
-                    del chunk
+            if nc4 is not None:
+                missed = nc4.count(
+                    moments,
+                    acc.means,
+                    self.meta.labels,
+                    lambda start, stop: self.features.rows(k, start, stop, stream=1),
+                    rows,
+                )
+                self.nc4_rechecked = nc4.rechecked  # how many samples were read again
                 acc = StatsAccumulator.from_arrays(acc.counts, acc.means, acc.scatter, missed, n)
         lo, hi = moments.lo, moments.hi
         big = float(np.max(np.maximum(np.abs(lo), np.abs(hi))))
@@ -620,11 +629,14 @@ class StatsFile:
 
 def streamed_analysis_cost(K: int, n: int, p: int, C: int, rows: int | None = None):
     """(bytes, flop of one checkpoint) of analysing K checkpoints of [n, p] features streamed in
-    chunks of `rows` samples: the chunk (as read, as float64, its one-hot and deviations), the
-    labels, W and the p×p matrices of the metrics — nothing grows with K but the records."""
+    chunks of `rows` samples: the chunk (as read, grouped by class, as float64, NC4's scores),
+    the labels and per-sample NC4 record, W and the p×p matrices of the metrics — nothing grows
+    with K but the records."""
     rows = min(rows or chunk_rows(p), max(n, 1))
     working = 8 * (ANALYSIS_PP_MATRICES * p * p + 4 * rows * p + rows * C + 6 * C * p)
-    labels = 8 * 3 * n  # as loaded, as int64, and a count's work array
+    # The labels as loaded, as int64 and a count's work array; each chunk's grouping (the
+    # order and the grouped labels, int64); NC4's per-sample record (two float32, two bools).
+    labels = 8 * 3 * n + 16 * n + 10 * n
     records = K * ANALYSIS_RECORD_BYTES
     per_checkpoint = ANALYSIS_FLOP_PER_P3 * p**3 + 2 * n * p * p + ANALYSIS_CALL_FLOP
     return working + labels + records + ANALYSIS_BASE_BYTES, per_checkpoint

@@ -312,3 +312,33 @@ def test_one_pass_equals_numpy_float64(tmp_path, C, p, rows):
                 continue
             got = np.asarray(records[k][key], float)
             np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0, err_msg=key)
+
+
+def test_nc4_folded_into_the_first_pass_rechecks_what_the_final_means_change(tmp_path):
+    """NC4 is counted in the statistics' pass against provisional means (each class's mean in
+    its first chunk); the samples whose nearest mean the final means could change are read
+    again. Here the first chunk holds biased samples of class 0, so its provisional mean is
+    off and some samples' nearest mean does change: the count still equals the full-batch
+    NumPy count, and samples far from any boundary are not read again."""
+    rng = np.random.default_rng(5)
+    C, p, rows = 3, 4, 60
+    n = 3000
+    y = np.concatenate([np.arange(C).repeat(20), rng.integers(0, C, n - 3 * 20)])
+    centres = 6.0 * np.eye(C, p)
+    H = rng.normal(size=(n, p)) + centres[y]
+    H[:rows][y[:rows] == 0] += 0.2 * (centres[1] - centres[0])  # biased first chunk
+    W = centres + 0.5 * rng.normal(size=(C, p))
+    b = 0.1 * rng.normal(size=C)
+    path = tmp_path / "f.npz"
+    save_features(path, features=H.astype(np.float32), labels=y, W=W, b=b)
+    X = H.astype(np.float32).astype(np.float64)
+    final = np.stack([X[y == c].mean(0) for c in range(C)])
+    first = np.stack([X[:rows][y[:rows] == c].mean(0) for c in range(C)])
+    nearest = lambda M: np.argmin(((X[:, None] - M[None]) ** 2).sum(-1), 1)  # noqa: E731
+    changed = np.count_nonzero(nearest(first) != nearest(final))
+    assert changed > 0  # the provisional decisions are wrong for some samples
+    expected = np.count_nonzero(np.argmax(X @ W.T + b, 1) != nearest(final)) / n
+    src = open_source(path)
+    ck = src.checkpoint(0, rows=rows)
+    assert float(ck.acc.nc4()) == expected
+    assert changed <= src.nc4_rechecked < n // 2
