@@ -452,9 +452,11 @@ def per_checkpoint_rows(cfg: dict, path: Path, src, K: int, proc_times: dict):
         out.append(
             _bench.row(
                 f"analyze per checkpoint, whole processes (t(K={k_large}) - t(K={k_small}))"
-                f" / {k_large - k_small}, {allowed} thread(s)",
+                f" / {k_large - k_small}, 1 thread",
                 whole,
-                note=f"medians of {len(small_t)} interleaved runs (the memory runs)",
+                baseline=floor,
+                note=f"ratio = floor / this; medians of {len(small_t)} interleaved runs (the "
+                "memory runs)",
             )
         )
         checks["per_checkpoint_whole_process_s"] = whole
@@ -576,8 +578,11 @@ def main(cfg: dict | None = None) -> dict:
         proc_times: dict[int, list[float]] = {K: [] for K in files}
         for _ in range(cfg["rss_runs"]):
             for K, path in files.items():
+                # One BLAS thread: the whole-process time is compared with the in-process one.
                 elapsed, out = _run(
-                    [sys.executable, "-c", RSS_CHILD, str(path)], _env(), cfg["timeout_s"]
+                    [sys.executable, "-c", RSS_CHILD, str(path)],
+                    _env(CENTRALPATH_BLAS_THREADS="1"),
+                    cfg["timeout_s"],
                 )
                 rss[K].append(int(out.strip().splitlines()[-1]) / 1024)  # KiB -> MiB
                 proc_times[K].append(elapsed)
