@@ -243,9 +243,9 @@ class FoldedNC4:
         self.n = n
         self.mismatch = np.zeros(n, bool)  # provisional: classifier ≠ nearest provisional mean
         self.recheck = np.zeros(n, bool)  # decided again against the final means
-        # Rounded so that the test below stays conservative: the gap down, ‖x‖ up.
-        self.gap = np.zeros(n, np.float32)
-        self.norm = np.zeros(n, np.float32)
+        # float64: features may reach 1e75 (or vary by 1e-75), where float32 squares overflow.
+        self.gap = np.zeros(n)
+        self.norm = np.zeros(n)
         self.eps = float(np.finfo(np.float64).eps)
         self.wmax = float(np.max(np.linalg.norm(self.W, axis=1))) if C else 0.0
         self.bmax = float(np.max(np.abs(self.b))) if C else 0.0
@@ -268,8 +268,8 @@ class FoldedNC4:
         slack = 16.0 * (p + 2) * self.eps * ((norm + smax) * self.wmax + self.bmax)
         self.recheck[rows] |= (top[:, 1] - top[:, 0]) <= slack  # a logit near-tie
         self.mismatch[rows] = np.argmax(logits, 1) != np.argmin(dist, 1)
-        self.gap[rows] = (near[:, 1] - near[:, 0]) * (1.0 - 1e-6)
-        self.norm[rows] = norm * (1.0 + 1e-6)
+        self.gap[rows] = near[:, 1] - near[:, 0]
+        self.norm[rows] = norm
 
     def to_recheck(self, moments: HostMoments, means: np.ndarray, labels: np.ndarray):
         """The samples (sorted indices) whose nearest mean the final `means` could change."""
@@ -282,7 +282,7 @@ class FoldedNC4:
             float(np.max(np.linalg.norm(means, axis=1))), float(np.max(np.linalg.norm(S, axis=1)))
         )
         p = means.shape[1]
-        norm = self.norm.astype(np.float64)
+        norm = self.norm
         rounding = 16.0 * (p + 2) * self.eps * ((norm + mmax) * mmax + mmax**2)
         bound = 4.0 * norm * emax + 2.0 * moved[labels] + rounding
         return np.flatnonzero(self.recheck | (self.gap <= bound))

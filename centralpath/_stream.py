@@ -635,8 +635,8 @@ def streamed_analysis_cost(K: int, n: int, p: int, C: int, rows: int | None = No
     rows = min(rows or chunk_rows(p), max(n, 1))
     working = 8 * (ANALYSIS_PP_MATRICES * p * p + 4 * rows * p + rows * C + 6 * C * p)
     # The labels as loaded, as int64 and a count's work array; each chunk's grouping (the
-    # order and the grouped labels, int64); NC4's per-sample record (two float32, two bools).
-    labels = 8 * 3 * n + 16 * n + 10 * n
+    # order and the grouped labels, int64); NC4's per-sample record (two float64, two bools).
+    labels = 8 * 3 * n + 16 * n + 18 * n
     records = K * ANALYSIS_RECORD_BYTES
     per_checkpoint = ANALYSIS_FLOP_PER_P3 * p**3 + 2 * n * p * p + ANALYSIS_CALL_FLOP
     return working + labels + records + ANALYSIS_BASE_BYTES, per_checkpoint

@@ -314,7 +314,8 @@ def test_one_pass_equals_numpy_float64(tmp_path, C, p, rows):
             np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0, err_msg=key)
 
 
-def test_nc4_folded_into_the_first_pass_rechecks_what_the_final_means_change(tmp_path):
+@pytest.mark.parametrize("scale", [1.0, 1e60, 1e-60])  # float64's range, not float32's
+def test_nc4_folded_into_the_first_pass_rechecks_what_the_final_means_change(tmp_path, scale):
     """NC4 is counted in the statistics' pass against provisional means (each class's mean in
     its first chunk); the samples whose nearest mean the final means could change are read
     again. Here the first chunk holds biased samples of class 0, so its provisional mean is
@@ -330,8 +331,8 @@ def test_nc4_folded_into_the_first_pass_rechecks_what_the_final_means_change(tmp
     W = centres + 0.5 * rng.normal(size=(C, p))
     b = 0.1 * rng.normal(size=C)
     path = tmp_path / "f.npz"
-    save_features(path, features=H.astype(np.float32), labels=y, W=W, b=b)
-    X = H.astype(np.float32).astype(np.float64)
+    X, W = H * scale, W / scale  # NC4 is invariant under this
+    save_features(path, features=X, labels=y, W=W, b=b)
     final = np.stack([X[y == c].mean(0) for c in range(C)])
     first = np.stack([X[:rows][y[:rows] == c].mean(0) for c in range(C)])
     nearest = lambda M: np.argmin(((X[:, None] - M[None]) ** 2).sum(-1), 1)  # noqa: E731
