@@ -343,3 +343,40 @@ def test_nc4_folded_into_the_first_pass_rechecks_what_the_final_means_change(tmp
     ck = src.checkpoint(0, rows=rows)
     assert float(ck.acc.nc4()) == expected
     assert changed <= src.nc4_rechecked < n // 2
+
+
+def test_streamed_checkpoint_solves_the_snr_and_least_squares_once():
+    """The metrics and the SNR's resolution test (`snr_needs_samples`) of a streamed checkpoint
+    are one compiled program whose LAPACK calls are those of the metrics alone: the SNR's
+    eigendecompositions and the least-squares factorisation run once, not once per use."""
+    import re
+    from collections import Counter
+
+    import jax
+    import jax.numpy as jnp
+
+    from centralpath._metrics import snr_needs_samples
+    from centralpath._stats import ClassStats
+    from centralpath.analysis import _checkpoint_and_resolution, _checkpoint_from_stats
+
+    rng = np.random.default_rng(0)
+    p, C = 24, 4
+    A = rng.normal(size=(p, p))
+    stats = ClassStats(
+        jnp.full(C, 10.0), jnp.asarray(rng.normal(size=(p, C))), jnp.asarray(A @ A.T / p)
+    )
+    W, b = jnp.asarray(rng.normal(size=(C, p))), jnp.zeros(C)
+
+    def lapack_calls(f, *args):
+        text = jax.jit(f).lower(*args).compile().as_text()
+        return Counter(re.findall(r'custom_call_target="([^"]*lapack[^"]*)"', text))
+
+    both = lapack_calls(
+        lambda s, W, b: _checkpoint_and_resolution(s, W, b, 1e-3, 1e-10), stats, W, b
+    )
+    metrics = lapack_calls(
+        lambda s, W, b: _checkpoint_from_stats(s, W, b, 1e-3, 1e-10), stats, W, b
+    )
+    # The test alone factorises too (lowered, not compiled: cheaper, and enough to see it).
+    test = jax.jit(lambda s: snr_needs_samples(s, rtol=1e-10)).lower(stats).as_text()
+    assert "lapack" in test and metrics and both == metrics
