@@ -129,11 +129,13 @@ class HostMoments:
     algorithm); the result equals the pairwise updates to rounding.
 
     A chunk is grouped by class (`ClassBlocks`) as it is converted to float64; the SYRK runs on
-    `_runtime.blas_threads()` threads (`large_products`), everything else on one.
+    `syrk_threads` BLAS threads (default `_runtime.blas_threads()`, `large_products`), everything
+    else on one.
     """
 
-    def __init__(self, num_classes: int, dim: int):
+    def __init__(self, num_classes: int, dim: int, *, syrk_threads: int | None = None):
         self.C, self.p = num_classes, dim
+        self.syrk_threads = syrk_threads  # None: `_runtime.blas_threads()`
         self.counts = np.zeros(num_classes)
         self.shift = np.zeros((num_classes, dim))
         self.offset_sums = np.zeros((num_classes, dim))  # Σ (h − s_c) per class
@@ -170,7 +172,7 @@ class HostMoments:
             return None
         blocks = ClassBlocks(labels, self.C) if blocks is None else blocks
         X = self.centred(features, blocks)
-        self.gram = _syrk_update(self.gram, X)
+        self.gram = _syrk_update(self.gram, X, self.syrk_threads)
         return X
 
     def centred(self, features: np.ndarray, blocks: ClassBlocks) -> np.ndarray:
@@ -246,14 +248,19 @@ class FoldedNC4:
         # float64: features may reach 1e75 (or vary by 1e-75), where float32 squares overflow.
         self.gap = np.zeros(n)
         self.norm = np.zeros(n)
+        self.part = np.zeros(n, np.uint8)  # which of the pass's `HostMoments` scored it
         self.eps = float(np.finfo(np.float64).eps)
         self.wmax = float(np.max(np.linalg.norm(self.W, axis=1))) if C else 0.0
         self.bmax = float(np.max(np.abs(self.b))) if C else 0.0
 
-    def score(self, X: np.ndarray, blocks: ClassBlocks, start: int, moments: HostMoments):
-        """Score the centred, grouped rows X of the chunk that starts at sample `start`."""
+    def score(
+        self, X: np.ndarray, blocks: ClassBlocks, start: int, moments: HostMoments, part: int = 0
+    ):
+        """Score the centred, grouped rows X of the chunk that starts at sample `start`, which
+        `moments` (the pass's `part`-th, when chunks are spread over threads) accumulated."""
         m, p = X.shape
         rows = start + (np.arange(m) if blocks.order is None else blocks.order)
+        self.part[rows] = part
         if not np.all(moments.counts > 0):  # a class not seen yet has no provisional mean
             self.recheck[rows] = True
             return
@@ -271,26 +278,29 @@ class FoldedNC4:
         self.gap[rows] = near[:, 1] - near[:, 0]
         self.norm[rows] = norm
 
-    def to_recheck(self, moments: HostMoments, means: np.ndarray, labels: np.ndarray):
-        """The samples (sorted indices) whose nearest mean the final `means` could change."""
-        S = moments.shift
-        e = means - S
-        emax = float(np.max(np.linalg.norm(e, axis=1)))
-        kappa = (means**2).sum(1) - (S**2).sum(1)
-        moved = np.max(np.abs(kappa[None, :] - 2.0 * S @ e.T), axis=1)  # per class y of h
-        mmax = max(
-            float(np.max(np.linalg.norm(means, axis=1))), float(np.max(np.linalg.norm(S, axis=1)))
-        )
+    def to_recheck(self, parts: list[HostMoments], means: np.ndarray, labels: np.ndarray):
+        """The samples (sorted indices) whose nearest mean the final `means` could change;
+        `parts` are the pass's `HostMoments` (one, or one per thread), whose shifts scored."""
+        emax = np.empty(len(parts))
+        moved = np.empty((len(parts), means.shape[0]))  # per part and class y of h
+        mmax = float(np.max(np.linalg.norm(means, axis=1)))
+        for j, moments in enumerate(parts):
+            S = moments.shift
+            e = means - S
+            emax[j] = np.max(np.linalg.norm(e, axis=1))
+            kappa = (means**2).sum(1) - (S**2).sum(1)
+            moved[j] = np.max(np.abs(kappa[None, :] - 2.0 * S @ e.T), axis=1)
+            mmax = max(mmax, float(np.max(np.linalg.norm(S, axis=1))))
         p = means.shape[1]
         norm = self.norm
         rounding = 16.0 * (p + 2) * self.eps * ((norm + mmax) * mmax + mmax**2)
-        bound = 4.0 * norm * emax + 2.0 * moved[labels] + rounding
+        bound = 4.0 * norm * emax[self.part] + 2.0 * moved[self.part, labels] + rounding
         return np.flatnonzero(self.recheck | (self.gap <= bound))
 
-    def count(self, moments: HostMoments, means: np.ndarray, labels: np.ndarray, read, rows: int):
+    def count(self, parts: list[HostMoments], means: np.ndarray, labels: np.ndarray, read, rows):
         """The NC4 count against the final `means`; `read(start, stop)` reads samples again
         (only chunks holding a sample to decide again, `rows` samples per chunk)."""
-        again = self.to_recheck(moments, means, labels)
+        again = self.to_recheck(parts, means, labels)
         keep = np.ones(self.n, bool)
         keep[again] = False
         missed = float(np.count_nonzero(self.mismatch & keep))
@@ -302,19 +312,19 @@ class FoldedNC4:
         return missed
 
 
-def _syrk_update(gram: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """gram (upper triangle) += Xᵀ X, in place where BLAS allows, on the threads the user
-    allows (`_runtime.large_products`)."""
+def _syrk_update(gram: np.ndarray, X: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """gram (upper triangle) += Xᵀ X, in place where BLAS allows, on `threads` BLAS threads
+    (default: those the user allows, `_runtime.large_products`)."""
     from ._runtime import large_products
 
     try:
         from scipy.linalg.blas import dsyrk
     except ImportError:  # pragma: no cover - scipy comes with jax
-        with large_products():
+        with large_products(threads):
             gram += X.T @ X
         return gram
     # X is C-ordered [m, p], i.e. Xᵀ in Fortran order: dsyrk of trans=0 on Xᵀ, no copy.
-    with large_products():
+    with large_products(threads):
         return dsyrk(1.0, X.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=1)
 
 

@@ -8,13 +8,15 @@ threads contend with XLA's own pool (a 128×128 triangular solve measured ~100×
 command line and the test suite call `configure_cpu_runtime()` first thing; library users may
 too, before creating any array.
 
-BLAS threads: one product is worth threading, the SYRK of a streamed accumulation (n·p² flops
-per checkpoint); everything else the host does is thin (one-hot sums, NC4 scores: m×p×C) or a
-small factorisation, and a thin product split over threads that a loaded machine does not
-schedule waits for them (0.13–0.16 s per checkpoint became 2.3–3.0 s on a shared 2-core box).
-So every BLAS runs on one thread, and `large_products()` lends the large one the threads the
-user allows: `CENTRALPATH_BLAS_THREADS`, else the user's OPENBLAS_NUM_THREADS, MKL_NUM_THREADS
-or OMP_NUM_THREADS, else every core the process may run on. The program's entry point
+BLAS threads: a thin product (one-hot sums, NC4 scores: m×p×C) or a small factorisation split
+over threads that a loaded machine does not schedule waits for them (0.13–0.16 s per checkpoint
+became 2.3–3.0 s on a shared 2-core box), and even the SYRK of a streamed pass (n·p² flops per
+checkpoint) ran 3–5× slower on 2 BLAS threads than on one there. So every BLAS runs on one
+thread, and the threads the user allows — `CENTRALPATH_BLAS_THREADS`, else the user's
+OPENBLAS_NUM_THREADS, MKL_NUM_THREADS or OMP_NUM_THREADS, else every core the process may run
+on (`blas_threads()`) — go to whole chunks of a streamed pass, one thread per chunk (`_stream`),
+or, where a pass cannot be split (one chunk, a deflated file read in order, a recorder's batch),
+to its SYRK (`large_products()`). The program's entry point
 (`centralpath_launch`) records that number and sets OPENBLAS_NUM_THREADS=1 before NumPy loads;
 `configure_cpu_runtime()` does the same for a library user (and limits libraries already loaded
 through threadpoolctl).

@@ -23,15 +23,17 @@ import contextlib
 import math
 import re
 import struct
+import threading
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import _io
-from ._accumulate import ClassBlocks, FoldedNC4, HostMoments, StatsAccumulator
+from ._accumulate import ClassBlocks, FoldedNC4, HostMoments, StatsAccumulator, merge_moments
 from ._errors import InputError, require
 from ._io import (
     ANALYSIS_BASE_BYTES,
@@ -54,7 +56,7 @@ from ._io import (
     validate_features_arrays,
 )
 from ._resources import check_memory, format_bytes
-from ._runtime import large_products, single_threaded_blas
+from ._runtime import blas_threads, large_products, single_threaded_blas
 
 STATS_KEYS = (
     "sigma_w",
@@ -237,6 +239,14 @@ class _Concat(_Lazy):
     def rows(self, k, start, stop, stream=0):
         i, local = self._index[k]
         return self.parts[i].rows(local, start, stop, stream)
+
+
+def _random_access(lazy: _Lazy) -> bool:
+    """Whether chunks can be read in any order at no extra cost (not a deflated member, which
+    is decompressed from its start)."""
+    if isinstance(lazy, _Concat):
+        return all(_random_access(part) for part in lazy.parts)
+    return isinstance(lazy, _Mapped | _InMemory)
 
 
 # --------------------------------------------------------------------------- containers
@@ -481,31 +491,63 @@ class StreamedFeatures:
     def checkpoint(self, k: int, rows: int | None = None) -> Checkpoint:
         """Checkpoint k: statistics, the features' range and (with a classifier) the NC4 count
         in one pass over its chunks; only the samples whose nearest class mean the final means
-        could change are read again (`FoldedNC4`)."""
+        could change are read again (`FoldedNC4`).
+
+        With more than one thread allowed (`_runtime.blas_threads`) and a file that can be read
+        at any offset, the chunks are spread over that many threads, chunk i to thread i mod T:
+        each accumulates its own moments (every product on one BLAS thread), merged exactly at
+        the end (`merge_moments`). Unlike a SYRK split over BLAS threads, the threads never wait
+        for each other within a chunk, so a loaded machine slows them without stalling them."""
         C, n, p = self.meta.num_classes, self.num_samples, self.dim
         rows = rows or chunk_rows(p)
         blocks = self.class_blocks(rows)
-        moments = HostMoments(C, p)  # in place: one SYRK per chunk, no p×p temporary
+        starts = range(0, n, rows)
+        threads = min(blas_threads(), len(starts), 255) if _random_access(self.features) else 1
+        threads = max(threads, 1)
+        # One thread: its SYRK gets the threads the user allows (a single chunk, or a deflated
+        # file read in order); several: one BLAS thread each. In place: no p×p temporaries.
+        parts = [HostMoments(C, p, syrk_threads=1 if threads > 1 else None) for _ in range(threads)]
         W = b = nc4 = None
         if self.W is not None:
             W = _finite("W", self.W.block(k), self.source, k)
             b = np.asarray(self.meta.b[k], np.float64)
             nc4 = FoldedNC4(W, b, n)
-        with single_threaded_blas():  # thin products on one thread; the SYRK on the user's
-            for i, start in enumerate(range(0, n, rows)):
-                chunk = self.features.rows(k, start, start + rows, stream=0)
+        stop = threading.Event()
+
+        def accumulate(j: int) -> None:
+            moments = parts[j]
+            for i in range(j, len(starts), threads):
+                if stop.is_set():
+                    return
+                chunk = self.features.rows(k, starts[i], starts[i] + rows, stream=0)
                 X = moments.add(chunk, blocks=blocks[i])
                 # The column ranges (in the file's dtype) show NaN and Inf: finiteness, the
                 # magnitude and the spread in two reductions of the chunk.
                 if not (np.all(np.isfinite(moments.lo)) and np.all(np.isfinite(moments.hi))):
                     _finite("features", np.asarray(chunk, np.float64), self.source, k)
                 if nc4 is not None:
-                    nc4.score(X, blocks[i], start, moments)
+                    nc4.score(X, blocks[i], starts[i], moments, j)
                 del chunk, X  # a memory-mapped chunk is unmapped here
-            acc = StatsAccumulator.from_arrays(*moments.moments())
+
+        with single_threaded_blas():  # thin products on one thread
+            if threads == 1:
+                accumulate(0)
+            else:
+                with ThreadPoolExecutor(threads, thread_name_prefix="centralpath-chunks") as pool:
+                    futures = [pool.submit(accumulate, j) for j in range(threads)]
+                    try:
+                        for future in futures:
+                            future.result()
+                    except BaseException:  # a refusal or an interrupt: the others stop too
+                        stop.set()
+                        raise
+            merged = parts[0].moments()
+            for part in parts[1:]:
+                merged = merge_moments(np, merged, part.moments())
+            acc = StatsAccumulator.from_arrays(*merged)
             if nc4 is not None:
                 missed = nc4.count(
-                    moments,
+                    parts,
                     acc.means,
                     self.meta.labels,
                     lambda start, stop: self.features.rows(k, start, stop, stream=1),
@@ -513,7 +555,8 @@ class StreamedFeatures:
                 )
                 self.nc4_rechecked = nc4.rechecked  # how many samples were read again
                 acc = StatsAccumulator.from_arrays(acc.counts, acc.means, acc.scatter, missed, n)
-        lo, hi = moments.lo, moments.hi
+        lo = np.min([part.lo for part in parts], axis=0)
+        hi = np.max([part.hi for part in parts], axis=0)
         big = float(np.max(np.maximum(np.abs(lo), np.abs(hi))))
         spread = float(np.max(hi - lo))
         return Checkpoint(float(self.meta.epochs[k]), acc, W, b, big, spread)
@@ -634,6 +677,8 @@ def streamed_analysis_cost(K: int, n: int, p: int, C: int, rows: int | None = No
     with K but the records."""
     rows = min(rows or chunk_rows(p), max(n, 1))
     working = 8 * (ANALYSIS_PP_MATRICES * p * p + 4 * rows * p + rows * C + 6 * C * p)
+    # Each further thread of the streamed pass: its p×p moments and its chunk buffers.
+    working += 8 * (blas_threads() - 1) * (p * p + 2 * rows * p + 3 * C * p)
     # The labels as loaded, as int64 and a count's work array; each chunk's grouping (the
     # order and the grouped labels, int64); NC4's per-sample record (two float64, two bools).
     labels = 8 * 3 * n + 16 * n + 18 * n
