@@ -163,6 +163,10 @@ def _blas_controller(refresh: bool = False):
 def single_threaded_blas():
     """Every BLAS library loaded now on one thread for the block, restored after: the thin
     products of a streamed loop, whatever the process was configured with."""
+    # SciPy's OpenBLAS (the SYRK's) loads on first use, maybe inside the block, maybe in a
+    # worker thread: load it first, so that the limit covers it.
+    with contextlib.suppress(ImportError):
+        import scipy.linalg.blas  # noqa: F401
     controller = _blas_controller()
     if controller is None or all(lib.num_threads == 1 for lib in controller.lib_controllers):
         yield
