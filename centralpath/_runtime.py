@@ -48,17 +48,19 @@ QUICK_COMPILE_JAXLIB = ((0, 7), (0, 11))
 
 
 def configure_cpu_runtime(*, quick_compile: bool = False, threads: int | None = None) -> bool:
-    """Add `XLA_CPU_FLAGS` to XLA_FLAGS before the JAX backend starts, and run BLAS on one
-    thread but for the large products (`large_products`), which get `threads`; return False
-    (and leave XLA_FLAGS alone) if a backend is already running.
+    """Add `XLA_CPU_FLAGS` to XLA_FLAGS before the JAX backend starts, run BLAS on one thread,
+    and give a streamed pass `threads` threads (module docstring); return False (and leave
+    XLA_FLAGS alone) if a backend is already running.
 
     jax's CPU LAPACK kernels run in scipy's OpenBLAS, whose worker threads contend with XLA's
     thread pool: a 128×128 triangular solve measured ~100× slower with them (2 cores).
 
-    `threads`: how many threads a streamed accumulation's SYRK may use (module docstring; the
-    default: CENTRALPATH_BLAS_THREADS, else the user's OPENBLAS_NUM_THREADS, MKL_NUM_THREADS or
-    OMP_NUM_THREADS, else every core the process may run on). The thread settings hold
-    whenever this is called, also after NumPy has loaded.
+    `threads`: how many threads a streamed pass over features may use (whole chunks per
+    thread, or its SYRK's BLAS threads where it cannot be split; the default:
+    CENTRALPATH_BLAS_THREADS, else the user's OPENBLAS_NUM_THREADS, MKL_NUM_THREADS or
+    OMP_NUM_THREADS, else every core the process may run on). On a machine shared with other
+    work, 1 can be the fastest. The thread settings hold whenever this is called, also after
+    NumPy has loaded.
 
     `quick_compile`: also `QUICK_COMPILE_FLAGS` (the command line's choice), on the jaxlib
     releases they were measured on. A flag the user set in XLA_FLAGS keeps the user's value.
@@ -79,7 +81,7 @@ def configure_cpu_runtime(*, quick_compile: bool = False, threads: int | None = 
 
 # ------------------------------------------------------------------------------ BLAS threads
 
-#: The threads the large products may use (set by the program's entry point, or by the user).
+#: The threads a streamed pass may use (set by the program's entry point, or by the user).
 THREADS_ENV = "CENTRALPATH_BLAS_THREADS"
 #: The variables BLAS libraries read when they load, in the order a user's value is taken from.
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
@@ -104,7 +106,7 @@ def _cores() -> int:
 
 
 def default_blas_threads(environ=os.environ) -> int:
-    """The threads the user allows the large products when nobody said otherwise: the first
+    """The threads the user allows a streamed pass when nobody said otherwise: the first
     positive value of `THREADS_ENV` and `BLAS_THREAD_VARIABLES`, else the usable cores."""
     for name in (THREADS_ENV, *BLAS_THREAD_VARIABLES):
         n = _positive_int(environ.get(name, ""))
@@ -114,14 +116,15 @@ def default_blas_threads(environ=os.environ) -> int:
 
 
 def blas_threads() -> int:
-    """The threads `large_products()` uses (`THREADS_ENV`, or its default)."""
+    """The threads a streamed pass uses, and `large_products()` (`THREADS_ENV`, or its
+    default)."""
     return _positive_int(os.environ.get(THREADS_ENV, "")) or default_blas_threads()
 
 
 def configure_blas_threads(threads: int | None = None) -> int:
-    """Record the large products' thread count (`threads`, or `default_blas_threads()` the
+    """Record the streamed pass's thread count (`threads`, or `default_blas_threads()` the
     first time), make BLAS libraries that load from now on start with one thread, and limit
-    those already loaded to one. Returns the large products' count."""
+    those already loaded to one. Returns the streamed pass's count."""
     set_blas_environment(threads)
     controller = _blas_controller(refresh=True)
     if controller is not None:
