@@ -88,6 +88,35 @@ def chunk_moments(xp, features, labels, num_classes: int, mask=None):
     return counts, means, deviations.T @ deviations
 
 
+#: Up to this many classes in a chunk, each class's rows are centred as one contiguous block
+#: (a broadcast row per class); beyond, one gather of the shifts serves them all (a Python loop
+#: over hundreds of classes would cost more than the gather it saves).
+BLOCK_CLASSES = 64
+
+
+class ClassBlocks:
+    """The samples of a chunk grouped by class: row `order[i]` of the chunk is row i of the
+    grouped chunk, whose class c occupies rows `starts[c]:starts[c + 1]`.
+
+    Centring then subtracts one row per class from a contiguous block, and the class sums are
+    the blocks' column sums: no gathered [m, p] array of shifts and no one-hot product per chunk.
+    Labels do not change from checkpoint to checkpoint, so a streamed file groups each of its
+    chunks once (`_stream`); a recorder's batch is grouped as it arrives.
+    """
+
+    __slots__ = ("order", "starts", "counts", "present", "labels")
+
+    def __init__(self, labels: np.ndarray, num_classes: int):
+        labels = np.asarray(labels)
+        counts = np.bincount(labels, minlength=num_classes)
+        grouped = labels.size < 2 or bool(np.all(labels[:-1] <= labels[1:]))
+        self.order = None if grouped else np.argsort(labels, kind="stable")
+        self.labels = labels if grouped else labels[self.order]  # of the grouped rows
+        self.starts = np.concatenate([[0], np.cumsum(counts)])
+        self.counts = counts.astype(np.float64)
+        self.present = np.flatnonzero(counts)
+
+
 class HostMoments:
     """Moments of many chunks on the host, accumulated in place: the hot loop of a streamed
     checkpoint (`_stream`), and of `StatsAccumulator.update` on a large array.
@@ -98,55 +127,89 @@ class HostMoments:
     S = Σ (h − s_c)(h − s_c)ᵀ − Σ_c n_c d_c d_cᵀ with d_c = μ_c − s_c. As s_c is within the
     spread of the class, d_c is small and the subtraction loses nothing (the shifted-data
     algorithm); the result equals the pairwise updates to rounding.
+
+    A chunk is grouped by class (`ClassBlocks`) as it is converted to float64; the SYRK runs on
+    `syrk_threads` BLAS threads (default `_runtime.blas_threads()`, `large_products`), everything
+    else on one.
     """
 
-    def __init__(self, num_classes: int, dim: int):
+    def __init__(self, num_classes: int, dim: int, *, syrk_threads: int | None = None):
         self.C, self.p = num_classes, dim
+        self.syrk_threads = syrk_threads  # None: `_runtime.blas_threads()`
         self.counts = np.zeros(num_classes)
         self.shift = np.zeros((num_classes, dim))
         self.offset_sums = np.zeros((num_classes, dim))  # Σ (h − s_c) per class
         self.gram = np.zeros((dim, dim), order="F")  # upper triangle of Σ (h − s_c)(h − s_c)ᵀ
+        # Column ranges of the features as given (NaN propagates through min/max and Inf
+        # shows): taken from the grouped chunk while it is in cache.
+        self.lo = np.full(dim, np.inf)
+        self.hi = np.full(dim, -np.inf)
         # Work buffers reused from chunk to chunk: allocating ~8 MiB arrays per chunk let the
         # heap fragment, and the peak memory crept up by tens of MB over a long file.
-        self._X = self._G = self._one_hot = None
+        self._X = None
+        self._raw: dict = {}
 
-    def _buffers(self, m: int):
+    def _buffer(self, m: int) -> np.ndarray:
         if self._X is None or self._X.shape[0] < m:
             self._X = np.empty((m, self.p))
-            self._G = np.empty((m, self.p))
-            self._one_hot = np.empty((m, self.C))
-        return self._X[:m], self._G[:m], self._one_hot[:m]
+        return self._X[:m]
 
-    def _load(self, features: np.ndarray, labels: np.ndarray):
-        """The chunk as float64 and its one-hot labels, in the work buffers."""
-        X, G, one_hot = self._buffers(features.shape[0])
-        np.copyto(X, features, casting="unsafe")  # float16/32/int → float64, no new array
-        one_hot[:] = 0.0
-        one_hot[np.arange(X.shape[0]), labels] = 1.0
-        return X, G, one_hot
+    def _grouped(self, features: np.ndarray, blocks: ClassBlocks) -> np.ndarray:
+        """The chunk's rows in class order, in the file's dtype (a work buffer)."""
+        if blocks.order is None:
+            return features
+        m = features.shape[0]
+        raw = self._raw.get(features.dtype)
+        if raw is None or raw.shape[0] < m:
+            raw = self._raw[features.dtype] = np.empty((m, self.p), features.dtype)
+        return np.take(features, blocks.order, axis=0, out=raw[:m])
 
-    def add(self, features: np.ndarray, labels: np.ndarray) -> None:
-        """Add a chunk [m, p] (any float or integer dtype, memory-mapped included)."""
+    def add(self, features: np.ndarray, labels=None, blocks: ClassBlocks | None = None):
+        """Add a chunk [m, p] (any float or integer dtype, memory-mapped included) with its
+        `labels`, or with their `ClassBlocks` made once. Returns the chunk's rows grouped by
+        class and centred on their shifts (a work buffer, valid until the next call)."""
         if features.shape[0] == 0:
-            return
-        X, G, one_hot = self._load(features, labels)
-        counts = one_hot.sum(0)
-        new = (self.counts == 0) & (counts > 0)
-        if np.any(new):
-            sums = one_hot[:, new].T @ X
-            self.shift[new] = sums / counts[new][:, None]
-        np.take(self.shift, labels, axis=0, out=G)
-        X -= G
-        self.offset_sums += one_hot.T @ X
-        self.counts += counts
-        self.gram = _syrk_update(self.gram, X)
+            return None
+        blocks = ClassBlocks(labels, self.C) if blocks is None else blocks
+        X = self.centred(features, blocks)
+        self.gram = _syrk_update(self.gram, X, self.syrk_threads)
+        return X
+
+    def centred(self, features: np.ndarray, blocks: ClassBlocks) -> np.ndarray:
+        """Convert the chunk to float64 grouped by class, centre each class on its shift (set
+        from this chunk for a class seen for the first time) and add the class sums and counts:
+        everything of `add` but the SYRK. Returns the centred rows (a work buffer)."""
+        raw = self._grouped(features, blocks)
+        np.minimum(self.lo, raw.min(axis=0), out=self.lo)
+        np.maximum(self.hi, raw.max(axis=0), out=self.hi)
+        X = self._buffer(features.shape[0])
+        starts = blocks.starts
+        if blocks.present.size > BLOCK_CLASSES:
+            np.copyto(X, raw, casting="unsafe")  # float16/32/int → float64, no new array
+            for c in blocks.present[self.counts[blocks.present] == 0]:
+                self.shift[c] = X[starts[c] : starts[c + 1]].mean(0)
+            X -= np.take(self.shift, blocks.labels, axis=0)
+            sums = np.add.reduceat(X, starts[blocks.present], axis=0)
+            self.offset_sums[blocks.present] += sums
+        else:
+            for c in blocks.present:
+                block, rows = X[starts[c] : starts[c + 1]], raw[starts[c] : starts[c + 1]]
+                if self.counts[c] == 0:
+                    np.copyto(block, rows, casting="unsafe")
+                    self.shift[c] = block.mean(0)
+                    block -= self.shift[c]
+                else:  # converted and centred in one pass
+                    np.subtract(rows, self.shift[c], out=block)
+                self.offset_sums[c] += block.sum(0)
+        self.counts += blocks.counts
+        return X
 
     def count_nc4(self, features: np.ndarray, W, b, means) -> float:
         """How many rows of the chunk the classifier assigns to another class than the nearest
-        of `means` (the work buffers again: no float64 copy of the chunk is allocated)."""
+        of `means` (the work buffer again: no float64 copy of the chunk is allocated)."""
         if features.shape[0] == 0:
             return 0.0
-        X, _, _ = self._buffers(features.shape[0])
+        X = self._buffer(features.shape[0])
         np.copyto(X, features, casting="unsafe")
         return float(_nc4_mismatches(np, X, W, b, means))
 
@@ -159,22 +222,120 @@ class HostMoments:
         return self.counts.copy(), self.shift + d, gram - weighted.T @ weighted
 
 
-def _syrk_update(gram: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """gram (upper triangle) += Xᵀ X, in place where BLAS allows."""
+class FoldedNC4:
+    """NC4 counted in the statistics' pass over a checkpoint, exactly.
+
+    NC4 compares the classifier's decision argmax_c (W h + b)_c with the nearest final class
+    mean, which is known only after the pass. Each chunk is scored against provisional means,
+    the classes' shifts s_c (`HostMoments`), from the centred rows x = h − s_y already in
+    cache: logits W x + (W s_y + b) and ‖h − s_c‖² − ‖h‖² = −2 x·s_c + (‖s_c‖² − 2 s_y·s_c).
+    Per sample it keeps the provisional decisions, the gap δ between its nearest and second
+    nearest provisional mean and ‖x‖. The final means μ_c = s_c + e_c move each score by
+    −2 x·e_c + (‖μ_c‖² − ‖s_c‖² − 2 s_y·e_c), so a decision can change only where
+    δ ≤ 4‖x‖ max_c‖e_c‖ + 2 max_c|‖μ_c‖² − ‖s_c‖² − 2 s_y·e_c| (plus a bound on the rounding of
+    both ways of computing the scores). Only those samples — usually none: e_c is the
+    difference between a class's mean and its mean in one chunk — are read again and decided
+    as `count_nc4` decides them; so are logit near-ties, and the samples of a chunk scored
+    before some class had been seen.
+    """
+
+    def __init__(self, W: np.ndarray, b: np.ndarray, n: int):
+        self.W, self.b = np.asarray(W, np.float64), np.asarray(b, np.float64)
+        C = self.W.shape[0]
+        self.n = n
+        self.mismatch = np.zeros(n, bool)  # provisional: classifier ≠ nearest provisional mean
+        self.recheck = np.zeros(n, bool)  # decided again against the final means
+        # float64: features may reach 1e75 (or vary by 1e-75), where float32 squares overflow.
+        self.gap = np.zeros(n)
+        self.norm = np.zeros(n)
+        self.part = np.zeros(n, np.uint8)  # which of the pass's `HostMoments` scored it
+        self.eps = float(np.finfo(np.float64).eps)
+        self.wmax = float(np.max(np.linalg.norm(self.W, axis=1))) if C else 0.0
+        self.bmax = float(np.max(np.abs(self.b))) if C else 0.0
+
+    def score(
+        self, X: np.ndarray, blocks: ClassBlocks, start: int, moments: HostMoments, part: int = 0
+    ):
+        """Score the centred, grouped rows X of the chunk that starts at sample `start`, which
+        `moments` (the pass's `part`-th, when chunks are spread over threads) accumulated."""
+        m, p = X.shape
+        rows = start + (np.arange(m) if blocks.order is None else blocks.order)
+        self.part[rows] = part
+        if not np.all(moments.counts > 0):  # a class not seen yet has no provisional mean
+            self.recheck[rows] = True
+            return
+        C, S, W = self.W.shape[0], moments.shift, self.W
+        G = X @ np.concatenate([W, S]).T  # one thin product for both rules
+        logits = G[:, :C] + (S @ W.T + self.b)[blocks.labels]
+        dist = -2.0 * G[:, C:] + ((S**2).sum(1)[None, :] - 2.0 * S @ S.T)[blocks.labels]
+        top = np.partition(logits, C - 2, axis=1)[:, C - 2 :]
+        near = np.partition(dist, 1, axis=1)[:, :2]
+        norm = np.sqrt(np.einsum("ij,ij->i", X, X))
+        smax = float(np.max(np.linalg.norm(S, axis=1)))
+        slack = 16.0 * (p + 2) * self.eps * ((norm + smax) * self.wmax + self.bmax)
+        self.recheck[rows] |= (top[:, 1] - top[:, 0]) <= slack  # a logit near-tie
+        self.mismatch[rows] = np.argmax(logits, 1) != np.argmin(dist, 1)
+        self.gap[rows] = near[:, 1] - near[:, 0]
+        self.norm[rows] = norm
+
+    def to_recheck(self, parts: list[HostMoments], means: np.ndarray, labels: np.ndarray):
+        """The samples (sorted indices) whose nearest mean the final `means` could change;
+        `parts` are the pass's `HostMoments` (one, or one per thread), whose shifts scored."""
+        emax = np.empty(len(parts))
+        moved = np.empty((len(parts), means.shape[0]))  # per part and class y of h
+        mmax = float(np.max(np.linalg.norm(means, axis=1)))
+        for j, moments in enumerate(parts):
+            S = moments.shift
+            e = means - S
+            emax[j] = np.max(np.linalg.norm(e, axis=1))
+            kappa = (means**2).sum(1) - (S**2).sum(1)
+            moved[j] = np.max(np.abs(kappa[None, :] - 2.0 * S @ e.T), axis=1)
+            mmax = max(mmax, float(np.max(np.linalg.norm(S, axis=1))))
+        p = means.shape[1]
+        norm = self.norm
+        rounding = 16.0 * (p + 2) * self.eps * ((norm + mmax) * mmax + mmax**2)
+        bound = 4.0 * norm * emax[self.part] + 2.0 * moved[self.part, labels] + rounding
+        return np.flatnonzero(self.recheck | (self.gap <= bound))
+
+    def count(self, parts: list[HostMoments], means: np.ndarray, labels: np.ndarray, read, rows):
+        """The NC4 count against the final `means`; `read(start, stop)` reads samples again
+        (only chunks holding a sample to decide again, `rows` samples per chunk)."""
+        again = self.to_recheck(parts, means, labels)
+        keep = np.ones(self.n, bool)
+        keep[again] = False
+        missed = float(np.count_nonzero(self.mismatch & keep))
+        self.rechecked = int(again.size)
+        for chunk_start in np.unique(again // rows) * rows:
+            local = again[(again >= chunk_start) & (again < chunk_start + rows)] - chunk_start
+            X = np.asarray(read(int(chunk_start), int(chunk_start) + rows)[local], np.float64)
+            missed += float(_nc4_mismatches(np, X, self.W, self.b, means))
+        return missed
+
+
+def _syrk_update(gram: np.ndarray, X: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """gram (upper triangle) += Xᵀ X, in place where BLAS allows, on `threads` BLAS threads
+    (default: those the user allows, `_runtime.large_products`)."""
+    from ._runtime import large_products
+
     try:
         from scipy.linalg.blas import dsyrk
     except ImportError:  # pragma: no cover - scipy comes with jax
-        gram += X.T @ X
+        with large_products(threads):
+            gram += X.T @ X
         return gram
     # X is C-ordered [m, p], i.e. Xᵀ in Fortran order: dsyrk of trans=0 on Xᵀ, no copy.
-    return dsyrk(1.0, X.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=1)
+    with large_products(threads):
+        return dsyrk(1.0, X.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=1)
 
 
 def _host_chunk_moments(features: np.ndarray, labels: np.ndarray, num_classes: int, rows: int):
     """`chunk_moments` of a host array, `rows` samples at a time (`HostMoments`)."""
+    from ._runtime import single_threaded_blas
+
     moments = HostMoments(num_classes, features.shape[1])
-    for start in range(0, features.shape[0], rows):
-        moments.add(features[start : start + rows], labels[start : start + rows])
+    with single_threaded_blas():
+        for start in range(0, features.shape[0], rows):
+            moments.add(features[start : start + rows], labels[start : start + rows])
     return moments.moments()
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from ._accumulate import HostMoments, StatsAccumulator
 from ._errors import require
+from ._runtime import single_threaded_blas
 from ._stream import Checkpoint, StatsWriter, open_source, save_stats
 
 
@@ -63,8 +64,9 @@ class _Pass:
             if self.host is None:
                 self.host = HostMoments(self.C, p)
             rows = max(64, (8 << 20) // (8 * p))
-            for start in range(0, features.shape[0], rows):
-                self.host.add(features[start : start + rows], labels[start : start + rows])
+            with single_threaded_blas():  # the SYRK takes the user's threads, nothing else
+                for start in range(0, features.shape[0], rows):
+                    self.host.add(features[start : start + rows], labels[start : start + rows])
             lo, hi = features.min(axis=0), features.max(axis=0)
         else:
             if self.device is None:
@@ -107,7 +109,8 @@ def _count_nc4(acc: StatsAccumulator, batches, W, b) -> StatsAccumulator:
         if m == 0:
             continue
         if _on_host(features):
-            missed += work.count_nc4(np.asarray(features), W, b, acc.means)
+            with single_threaded_blas():  # a thin product (m × p × 2C)
+                missed += work.count_nc4(np.asarray(features), W, b, acc.means)
         else:
             if means_dev is None:
                 means_dev = StatsAccumulator(

@@ -23,15 +23,17 @@ import contextlib
 import math
 import re
 import struct
+import threading
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import _io
-from ._accumulate import HostMoments, StatsAccumulator
+from ._accumulate import ClassBlocks, FoldedNC4, HostMoments, StatsAccumulator, merge_moments
 from ._errors import InputError, require
 from ._io import (
     ANALYSIS_BASE_BYTES,
@@ -54,6 +56,7 @@ from ._io import (
     validate_features_arrays,
 )
 from ._resources import check_memory, format_bytes
+from ._runtime import blas_threads, large_products, single_threaded_blas
 
 STATS_KEYS = (
     "sigma_w",
@@ -236,6 +239,14 @@ class _Concat(_Lazy):
     def rows(self, k, start, stop, stream=0):
         i, local = self._index[k]
         return self.parts[i].rows(local, start, stop, stream)
+
+
+def _random_access(lazy: _Lazy) -> bool:
+    """Whether chunks can be read in any order at no extra cost (not a deflated member, which
+    is decompressed from its start)."""
+    if isinstance(lazy, _Concat):
+        return all(_random_access(part) for part in lazy.parts)
+    return isinstance(lazy, _Mapped | _InMemory)
 
 
 # --------------------------------------------------------------------------- containers
@@ -441,9 +452,11 @@ class StreamedFeatures:
     W: _Lazy | None
     source: str
     kind: str = "features"
+    _blocks: dict = field(default_factory=dict, repr=False)
+    nc4_rechecked: int = 0  # samples the last checkpoint read again for NC4 (`FoldedNC4`)
 
     def __getattr__(self, name):
-        if name == "meta":  # not yet set (copy, pickle): no recursion
+        if name in ("meta", "_blocks"):  # not yet set (copy, pickle): no recursion
             raise AttributeError(name)
         return getattr(self.meta, name)
 
@@ -462,36 +475,88 @@ class StreamedFeatures:
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.meta.labels, minlength=self.meta.num_classes)
 
+    def class_blocks(self, rows: int) -> list[ClassBlocks]:
+        """Each chunk's samples grouped by class, made once per file: the labels are the same at
+        every checkpoint."""
+        blocks = self._blocks.get(rows)
+        if blocks is None:
+            labels, C = self.meta.labels, self.meta.num_classes
+            blocks = [
+                ClassBlocks(labels[start : start + rows], C)
+                for start in range(0, self.num_samples, rows)
+            ]
+            self._blocks = {rows: blocks}  # one chunk size at a time
+        return blocks
+
     def checkpoint(self, k: int, rows: int | None = None) -> Checkpoint:
-        """Checkpoint k: statistics and the features' range in one pass over its chunks, then
-        (with a classifier) the NC4 count in a second pass against the final class means."""
+        """Checkpoint k: statistics, the features' range and (with a classifier) the NC4 count
+        in one pass over its chunks; only the samples whose nearest class mean the final means
+        could change are read again (`FoldedNC4`).
+
+        With more than one thread allowed (`_runtime.blas_threads`) and a file that can be read
+        at any offset, the chunks are spread over that many threads, chunk i to thread i mod T:
+        each accumulates its own moments (every product on one BLAS thread), merged exactly at
+        the end (`merge_moments`). Unlike a SYRK split over BLAS threads, the threads never wait
+        for each other within a chunk, so a loaded machine slows them without stalling them."""
         C, n, p = self.meta.num_classes, self.num_samples, self.dim
         rows = rows or chunk_rows(p)
-        labels = self.meta.labels
-        moments = HostMoments(C, p)  # in place: one SYRK per chunk, no p×p temporary
-        lo = np.full(p, np.inf)
-        hi = np.full(p, -np.inf)
-        for start in range(0, n, rows):
-            chunk = self.features.rows(k, start, start + rows, stream=0)
-            # Column ranges in the file's dtype: NaN propagates through min/max and Inf shows,
-            # so finiteness, the magnitude and the spread cost two reductions of the raw chunk.
-            np.minimum(lo, chunk.min(axis=0), out=lo)
-            np.maximum(hi, chunk.max(axis=0), out=hi)
-            if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
-                _finite("features", np.asarray(chunk, np.float64), self.source, k)
-            moments.add(chunk, labels[start : start + rows])
-            del chunk  # a memory-mapped chunk is unmapped here
-        acc = StatsAccumulator.from_arrays(*moments.moments())
-        W = b = None
+        blocks = self.class_blocks(rows)
+        starts = range(0, n, rows)
+        threads = min(blas_threads(), len(starts), 255) if _random_access(self.features) else 1
+        threads = max(threads, 1)
+        # One thread: its SYRK gets the threads the user allows (a single chunk, or a deflated
+        # file read in order); several: one BLAS thread each. In place: no p×p temporaries.
+        parts = [HostMoments(C, p, syrk_threads=1 if threads > 1 else None) for _ in range(threads)]
+        W = b = nc4 = None
         if self.W is not None:
             W = _finite("W", self.W.block(k), self.source, k)
             b = np.asarray(self.meta.b[k], np.float64)
-            missed = 0.0
-            for start in range(0, n, rows):
-                chunk = self.features.rows(k, start, start + rows, stream=1)
-                missed += moments.count_nc4(chunk, W, b, acc.means)
-                del chunk
-            acc = StatsAccumulator.from_arrays(acc.counts, acc.means, acc.scatter, missed, n)
+            nc4 = FoldedNC4(W, b, n)
+        stop = threading.Event()
+
+        def accumulate(j: int) -> None:
+            moments = parts[j]
+            for i in range(j, len(starts), threads):
+                if stop.is_set():
+                    return
+                chunk = self.features.rows(k, starts[i], starts[i] + rows, stream=0)
+                X = moments.add(chunk, blocks=blocks[i])
+                # The column ranges (in the file's dtype) show NaN and Inf: finiteness, the
+                # magnitude and the spread in two reductions of the chunk.
+                if not (np.all(np.isfinite(moments.lo)) and np.all(np.isfinite(moments.hi))):
+                    _finite("features", np.asarray(chunk, np.float64), self.source, k)
+                if nc4 is not None:
+                    nc4.score(X, blocks[i], starts[i], moments, j)
+                del chunk, X  # a memory-mapped chunk is unmapped here
+
+        with single_threaded_blas():  # thin products on one thread
+            if threads == 1:
+                accumulate(0)
+            else:
+                with ThreadPoolExecutor(threads, thread_name_prefix="centralpath-chunks") as pool:
+                    futures = [pool.submit(accumulate, j) for j in range(threads)]
+                    try:
+                        for future in futures:
+                            future.result()
+                    except BaseException:  # a refusal or an interrupt: the others stop too
+                        stop.set()
+                        raise
+            merged = parts[0].moments()
+            for part in parts[1:]:
+                merged = merge_moments(np, merged, part.moments())
+            acc = StatsAccumulator.from_arrays(*merged)
+            if nc4 is not None:
+                missed = nc4.count(
+                    parts,
+                    acc.means,
+                    self.meta.labels,
+                    lambda start, stop: self.features.rows(k, start, stop, stream=1),
+                    rows,
+                )
+                self.nc4_rechecked = nc4.rechecked  # how many samples were read again
+                acc = StatsAccumulator.from_arrays(acc.counts, acc.means, acc.scatter, missed, n)
+        lo = np.min([part.lo for part in parts], axis=0)
+        hi = np.max([part.hi for part in parts], axis=0)
         big = float(np.max(np.maximum(np.abs(lo), np.abs(hi))))
         spread = float(np.max(hi - lo))
         return Checkpoint(float(self.meta.epochs[k]), acc, W, b, big, spread)
@@ -512,13 +577,14 @@ class StreamedFeatures:
         labels = self.meta.labels
         scatter = np.zeros((p, p))
         squares = 0.0
-        for start in range(0, n, rows):
-            chunk = self.features.rows(k, start, start + rows, stream=0)
-            deviations = np.asarray(chunk, np.float64) - means[labels[start : start + rows]]
-            E = deviations @ F
-            scatter += E.T @ E
-            squares += float(np.sum(deviations**2))
-            del chunk, deviations, E
+        with large_products():  # two n·p² products: worth the user's threads
+            for start in range(0, n, rows):
+                chunk = self.features.rows(k, start, start + rows, stream=0)
+                deviations = np.asarray(chunk, np.float64) - means[labels[start : start + rows]]
+                E = deviations @ F
+                scatter += E.T @ E
+                squares += float(np.sum(deviations**2))
+                del chunk, deviations, E
         return FrameScatter(frame, jnp.asarray(scatter / n), jnp.asarray(np.sqrt(squares / n)))
 
     def checkpoints(self, rows: int | None = None) -> Iterator[Checkpoint]:
@@ -606,11 +672,16 @@ class StatsFile:
 
 def streamed_analysis_cost(K: int, n: int, p: int, C: int, rows: int | None = None):
     """(bytes, flop of one checkpoint) of analysing K checkpoints of [n, p] features streamed in
-    chunks of `rows` samples: the chunk (as read, as float64, its one-hot and deviations), the
-    labels, W and the p×p matrices of the metrics — nothing grows with K but the records."""
+    chunks of `rows` samples: the chunk (as read, grouped by class, as float64, NC4's scores),
+    the labels and per-sample NC4 record, W and the p×p matrices of the metrics — nothing grows
+    with K but the records."""
     rows = min(rows or chunk_rows(p), max(n, 1))
     working = 8 * (ANALYSIS_PP_MATRICES * p * p + 4 * rows * p + rows * C + 6 * C * p)
-    labels = 8 * 3 * n  # as loaded, as int64, and a count's work array
+    # Each further thread of the streamed pass: its p×p moments and its chunk buffers.
+    working += 8 * (blas_threads() - 1) * (p * p + 2 * rows * p + 3 * C * p)
+    # The labels as loaded, as int64 and a count's work array; each chunk's grouping (the
+    # order and the grouped labels, int64); NC4's per-sample record (two float64, two bools).
+    labels = 8 * 3 * n + 16 * n + 18 * n
     records = K * ANALYSIS_RECORD_BYTES
     per_checkpoint = ANALYSIS_FLOP_PER_P3 * p**3 + 2 * n * p * p + ANALYSIS_CALL_FLOP
     return working + labels + records + ANALYSIS_BASE_BYTES, per_checkpoint

@@ -15,7 +15,7 @@ from ._io import FeaturesFile
 from ._least_squares import least_squares_classifier
 from ._linalg import DEFAULT_RTOL
 from ._loss import least_squares_loss_terms, loss_decomposition
-from ._metrics import collapse_metrics, nc4, snr_needs_samples
+from ._metrics import _REFINE_ABOVE, _snr_solve, collapse_metrics, nc4
 from ._stats import ClassStats, _class_stats, validate_labelled_features
 
 RECORD_KEYS = (
@@ -140,6 +140,15 @@ def _checkpoint(H, labels, W, b, lam, num_classes: int, rtol: float):
 
 # One compiled program per (C, p) for every streamed checkpoint and statistics file.
 _checkpoint_from_stats = eqx.filter_jit(_from_stats)
+
+
+@eqx.filter_jit
+def _checkpoint_and_resolution(stats, W, b, lam, rtol: float):
+    """`_from_stats` and whether ω_j need the samples (`snr_needs_samples`), in one program:
+    XLA computes the SNR solve they share (three p×p eigendecompositions) once."""
+    _, err = _snr_solve(stats, rtol)
+    needs = jnp.max(jnp.where(jnp.isfinite(err), err, jnp.inf)) > _REFINE_ABOVE
+    return _from_stats(stats, W, b, lam, rtol), needs
 
 
 def _record(epoch: float, out: dict) -> dict:
@@ -279,15 +288,15 @@ def _analyze_streamed(src, weight_decay, rtol, rows, on_checkpoint) -> list[dict
         stats = ck.acc.finalize()
         W = None if ck.W is None else jnp.asarray(ck.W)
         b = None if ck.b is None else jnp.asarray(ck.b)
-        frame_scatter = None
-        if src.kind == "features" and bool(snr_needs_samples(stats, rtol=rtol)):
+        out, needs = jax.device_get(_checkpoint_and_resolution(stats, W, b, lam, rtol))
+        if src.kind == "features" and bool(needs):
             # The statistics alone cannot resolve some ω_j to ~1e-9 (anisotropic collapse):
             # one more pass re-accumulates Σ_W in the collapse frame, as with the samples in
             # memory (docs/theory.md §7½).
             frame_scatter = src.frame_scatter(k, stats, rtol, rows)
-        out = jax.device_get(
-            _checkpoint_from_stats(stats, W, b, lam, rtol, frame_scatter=frame_scatter)
-        )
+            out = jax.device_get(
+                _checkpoint_from_stats(stats, W, b, lam, rtol, frame_scatter=frame_scatter)
+            )
         if W is not None and float(ck.acc.nc4_samples) > 0:
             out["nc4"] = float(ck.acc.nc4())
         records.append(_record(ck.epoch, out))

@@ -10,21 +10,24 @@ meaningful on a noisy shared machine even where the absolute times are not.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-# jax's CPU LAPACK kernels run in scipy's OpenBLAS; its worker threads fight XLA's own thread
-# pool (and any other process) and make a 128×128 triangular solve ~100× slower on 2 cores.
-# Small factorisations are fastest single-threaded. Set before the first linear-algebra call.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
+
+# BLAS threads as the command line sets them, before NumPy loads (centralpath._runtime): one
+# thread for everything (jax's CPU LAPACK kernels run in scipy's OpenBLAS, whose workers fight
+# XLA's pool: a 128×128 triangular solve ran ~100× slower on 2 cores), the streamed SYRK on
+# the threads the user allows (CENTRALPATH_BLAS_THREADS, OPENBLAS_NUM_THREADS, else the cores).
+# A benchmark names the thread count of every row it times.
+import centralpath_launch  # noqa: E402 - light: it imports neither NumPy nor the package
+
+centralpath_launch._set_blas_environment()
 
 
 def merged(defaults: dict, cfg: dict | None) -> dict:

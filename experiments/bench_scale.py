@@ -6,10 +6,18 @@ In one run, on features files of n samples, p units, C classes and K float32 che
 - peak memory of `centralpath analyze` against K: fresh processes (its own
   `resource.getrusage` maxrss), K small and large interleaved, medians; targets: the peak at
   the large K and its growth from the small one;
-- per-checkpoint time of `analyze` (streamed: statistics, NC4 and every metric) against a
-  same-run NumPy float64 within-class covariance of the same checkpoint (the floor: read,
-  convert, centre, one Σ_W product) and against a full-batch float64 PyTorch computation of the
-  same metrics (when torch is installed): interleaved rounds, medians;
+- per-checkpoint time of `analyze` (streamed: statistics, NC4 and every metric) at 1 thread
+  and at the thread count the user allows, side by side with, in the same interleaved rounds
+  (medians): the floor of one pass — read the checkpoint, convert it to float64 and one SYRK,
+  at the same thread count; the physical limit from the measured GEMM rate and memory
+  bandwidth; a full-batch float64 PyTorch computation of the same metrics at 1 thread and at
+  its default thread count (when torch is installed); and the accumulation pattern of
+  rhubarbwu/neural-collapse in float64 (per-class running sums of the features over batches,
+  then a second pass of outer products of the deviations and the nearest-mean decisions).
+  Per checkpoint = the in-process time of analysing the K-checkpoint file / K, after a warm-up
+  call (imports and compilation happen once per process, as in a whole run; opening the file
+  and grouping its labels are charged to its checkpoints). The whole-process difference
+  (t(K large) − t(K small)) / (K large − K small) of the memory runs is printed beside it;
 - statistics file vs features file: the records of `analyze` on each (`--save-stats`), every
   key but none per sample (NC4 comes from the stored count: compared too);
 - 4 host devices vs 1: `sharded_stats` of one checkpoint over a 4-device mesh in a fresh
@@ -21,7 +29,11 @@ In one run, on features files of n samples, p units, C classes and K float32 che
   early stop, which sweeps do not have) against `simulate` of one of them with the same
   settings, interleaved, medians: the sweep's cost per configuration over simulate's.
 
-    python experiments/bench_scale.py [--profile full|small|gpu|tiny] [--json OUT]
+    python experiments/bench_scale.py [--profile full|small|gpu|tiny] [--scale S] [--json OUT]
+
+`--scale S` multiplies the number of samples n (0.1 for a quick look at the paper's p and C).
+The machine's load (os.getloadavg) is printed with the table: on a shared machine, compare the
+ratios of one run, not times across runs.
 """
 
 from __future__ import annotations
@@ -56,7 +68,7 @@ DEFAULTS = dict(
     torch=True,
     target_rss_mb=800.0,
     target_growth=0.05,
-    target_ratio=1.5,
+    target_ratio=1.3,
     target_sim_s=10.0,
     sweep=True,
     sweep_seeds=4,
@@ -156,13 +168,81 @@ def _run(cmd, env, timeout) -> tuple[float, str]:
 
 
 def numpy_within_class_covariance(src, k: int, labels: np.ndarray, C: int) -> np.ndarray:
-    """What a user writes in NumPy: the checkpoint as float64, class means, Σ_W."""
+    """Σ_W as a user writes it in NumPy (the correctness check of the streamed one)."""
     X = np.asarray(src.features.rows(k, 0, src.num_samples), dtype=np.float64)
     one_hot = np.zeros((X.shape[0], C))
     one_hot[np.arange(X.shape[0]), labels] = 1.0
     M = (one_hot.T @ X) / one_hot.sum(0)[:, None]
     D = X - M[labels]
     return D.T @ D / X.shape[0]
+
+
+def syrk_floor(src, k: int, rows: int, threads: int) -> np.ndarray:
+    """The floor of one pass over a checkpoint: read each chunk, convert it to float64 and add
+    its Xᵀ X by one SYRK on `threads` threads (no centring, no class sums, no metrics)."""
+    from scipy.linalg.blas import dsyrk
+
+    from centralpath._runtime import large_products, single_threaded_blas
+
+    n, p = src.num_samples, src.dim
+    X = np.empty((min(rows, n), p))
+    gram = np.zeros((p, p), order="F")
+    with single_threaded_blas(), large_products(threads):
+        for start in range(0, n, rows):
+            chunk = src.features.rows(k, start, start + rows)
+            x = X[: chunk.shape[0]]
+            np.copyto(x, chunk, casting="unsafe")
+            gram = dsyrk(1.0, x.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=1)
+    return gram
+
+
+def rhubarbwu_pattern(src, k: int, labels: np.ndarray, C: int, rows: int) -> dict:
+    """The accumulation pattern of rhubarbwu/neural-collapse, written here in float64 PyTorch:
+    a first pass of per-class running sums (one-hot product per batch), then a second pass
+    adding each batch's (h − μ_y)ᵀ(h − μ_y) to a running p×p sum and counting where the
+    classifier and the nearest class mean disagree."""
+    import torch
+
+    n, p = src.num_samples, src.dim
+    W = torch.from_numpy(src.W.block(k))
+    b = torch.from_numpy(np.asarray(src.meta.b[k], np.float64))
+    y_all = torch.from_numpy(labels)
+    totals = torch.zeros(C, p, dtype=torch.float64)
+    counts = torch.zeros(C, dtype=torch.float64)
+
+    def batches():
+        for start in range(0, n, rows):
+            h = torch.from_numpy(np.array(src.features.rows(k, start, start + rows))).double()
+            yield h, y_all[start : start + rows]
+
+    for h, y in batches():
+        one_hot = torch.nn.functional.one_hot(y, C).double()
+        totals += one_hot.T @ h
+        counts += one_hot.sum(0)
+    M = totals / counts[:, None]
+    scatter = torch.zeros(p, p, dtype=torch.float64)
+    mismatched = 0
+    for h, y in batches():
+        diff = h - M[y]
+        scatter += diff.T @ diff
+        nearest = ((h * h).sum(1)[:, None] + (M * M).sum(1)[None, :] - 2 * h @ M.T).argmin(1)
+        mismatched += int(((h @ W.T + b).argmax(1) != nearest).sum())
+    return {"sigma_w": scatter / n, "means": M, "nc4": mismatched / n}
+
+
+def machine_rates(n: int, p: int, budget_s: float = 3.0) -> dict:
+    """The single-thread GEMM rate (a square float64 product of the checkpoint's width, flop/s)
+    and the memory bandwidth (reading a float32 array larger than the caches, bytes/s): what
+    the physical limit of one checkpoint is made of."""
+    from centralpath._runtime import single_threaded_blas
+
+    size = max(256, min(1024, p))
+    A = np.random.default_rng(0).standard_normal((size, size))
+    big = np.ones(max(1, min(n * p, 64 << 20)), np.float32)  # ≥ 256 MiB at paper scale
+    with single_threaded_blas():
+        gemm = _bench.median_time(lambda: A @ A, repeats=5, budget_s=budget_s)
+    read = _bench.median_time(lambda: big.sum(dtype=np.float64), repeats=5, budget_s=budget_s)
+    return {"gemm_flops": 2 * size**3 / gemm, "read_bytes": big.nbytes / read}
 
 
 def torch_metrics(src, k: int, labels: np.ndarray, C: int, lam: float) -> dict:
@@ -224,6 +304,199 @@ def torch_metrics(src, k: int, labels: np.ndarray, C: int, lam: float) -> dict:
         "loss_nc1": float(loss_nc1),
         "loss_nc23": float(loss_nc23),
     }
+
+
+def per_checkpoint_rows(cfg: dict, path: Path, src, K: int, proc_times: dict):
+    """The side-by-side table of one checkpoint's cost (module docstring)."""
+    import centralpath as cp
+    from centralpath._runtime import THREADS_ENV, blas_threads
+    from centralpath._stream import chunk_rows
+    from centralpath.analysis import analyze
+
+    n, p, C = src.num_samples, src.dim, src.num_classes
+    labels, lam = src.meta.labels, src.weight_decay
+    rows = chunk_rows(p)
+    allowed = blas_threads()  # the user's (CENTRALPATH_BLAS_THREADS, OPENBLAS_NUM_THREADS, cores)
+
+    def analyze_at(threads):
+        def run():
+            os.environ[THREADS_ENV] = str(threads)
+            try:
+                return analyze(cp.open_source(path))
+            finally:
+                os.environ[THREADS_ENV] = str(allowed)
+
+        return run
+
+    fns = {
+        "analyze_1": analyze_at(1),
+        "floor_1": lambda: [syrk_floor(src, k, rows, 1) for k in range(K)],
+    }
+    if allowed > 1:
+        fns["analyze_n"] = analyze_at(allowed)
+        fns["floor_n"] = lambda: [syrk_floor(src, k, rows, allowed) for k in range(K)]
+    torch_threads = None
+    if cfg["torch"]:
+        try:
+            import torch
+
+            torch_threads = torch.get_num_threads()  # its default (OMP_NUM_THREADS or cores)
+
+            def torch_at(threads):
+                def run():
+                    torch.set_num_threads(threads)
+                    try:
+                        return [torch_metrics(src, k, labels, C, lam) for k in range(K)]
+                    finally:
+                        torch.set_num_threads(torch_threads)
+
+                return run
+
+            fns["torch_1"] = torch_at(1)
+            if torch_threads > 1:
+                fns["torch_n"] = torch_at(torch_threads)
+
+            def rhubarbwu():
+                torch.set_num_threads(1)
+                try:
+                    return [rhubarbwu_pattern(src, k, labels, C, rows) for k in range(K)]
+                finally:
+                    torch.set_num_threads(torch_threads)
+
+            fns["rhubarbwu_1"] = rhubarbwu
+        except ImportError:
+            pass
+    # CPU seconds of the process beside the wall time: on a machine whose other work leaves
+    # the threads unscheduled, CPU time per checkpoint says what they cost, and what an idle
+    # machine's wall time would approach.
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
+
+    def with_cpu(name, fn):
+        def run():
+            t = time.process_time()
+            out = fn()
+            cpu[name].append(time.process_time() - t)
+            return out
+
+        return run
+
+    load_before = os.getloadavg()
+    med = _bench.interleaved_medians(
+        {name: with_cpu(name, fn) for name, fn in fns.items()},
+        repeats=cfg["time_repeats"],
+        warmup=1,
+    )
+    load_after = os.getloadavg()
+    per = {name: t / K for name, t in med.items()}
+    per_cpu = {name: statistics.median(ts[1:] or ts) / K for name, ts in cpu.items()}
+    rates = machine_rates(n, p)
+    syrk_flops, nc4_flops, read_bytes = n * p * p, 2 * n * p * 2 * C, 4 * n * p
+    physical = (syrk_flops + nc4_flops) / rates["gemm_flops"] + read_bytes / rates["read_bytes"]
+    floor = per["floor_1"]
+    size = f"n = {n}, p = {p}, C = {C}"
+    out = [
+        _bench.row(
+            f"physical limit per checkpoint, 1 thread ({size}): SYRK + NC4 flops, float32 read",
+            physical,
+            note=f"at the measured GEMM {rates['gemm_flops'] / 1e9:.1f} GFLOP/s and read "
+            f"{rates['read_bytes'] / 1e9:.1f} GB/s",
+        ),
+        _bench.row(
+            "floor per checkpoint, 1 thread: one read + float64 + one SYRK",
+            floor,
+            note="the floor every ratio below is taken against",
+        ),
+        _bench.row(
+            "analyze per checkpoint, 1 thread (statistics, NC4, every metric)",
+            per["analyze_1"],
+            baseline=floor,
+            target=1 / cfg["target_ratio"],
+            note=f"ratio = floor / analyze; target: analyze <= {cfg['target_ratio']:g}x the "
+            f"floor; {per['analyze_1'] / physical:.2f}x the physical limit",
+        ),
+    ]
+    checks = {f"per_checkpoint_{k}_s": v for k, v in per.items()}
+    checks.update({f"cpu_per_checkpoint_{k}_s": v for k, v in per_cpu.items()})
+    checks.update(
+        physical_limit_s=physical,
+        gemm_gflops=rates["gemm_flops"] / 1e9,
+        read_gbytes_s=rates["read_bytes"] / 1e9,
+        analyze_vs_floor=per["analyze_1"] / floor,
+        load_before=list(load_before),
+        load_after=list(load_after),
+        blas_threads_allowed=allowed,
+    )
+    if allowed > 1:
+        out += [
+            _bench.row(
+                f"floor per checkpoint, {allowed} BLAS threads in the SYRK",
+                per["floor_n"],
+                baseline=floor,
+                note="ratio = its 1-thread time / this",
+            ),
+            _bench.row(
+                f"analyze per checkpoint, {allowed} threads (chunks spread over them)",
+                per["analyze_n"],
+                baseline=per["analyze_1"],
+                target=1 / 0.6,
+                note=f"ratio = analyze 1 thread / this; target >= {1 / 0.6:.3g} on an idle "
+                f"machine; {per['analyze_n'] / per['floor_n']:.2f}x the {allowed}-thread floor",
+            ),
+            _bench.row(
+                f"analyze CPU seconds per checkpoint, 1 / {allowed} threads",
+                per_cpu["analyze_n"],
+                value=per_cpu["analyze_1"],
+                note=f"value = 1 thread, seconds = {allowed} threads: their ratio "
+                f"{per_cpu['analyze_n'] / per_cpu['analyze_1']:.2f} is what the threads add in "
+                "work; wall 1 thread / CPU 1 thread = "
+                f"{per['analyze_1'] / per_cpu['analyze_1']:.2f} (1 on an idle machine)",
+            ),
+        ]
+        checks["analyze_threads_ratio"] = per["analyze_n"] / per["analyze_1"]
+    if "torch_1" in per:
+        out.append(
+            _bench.row(
+                "torch full-batch float64, same metrics, 1 thread",
+                per["torch_1"],
+                baseline=per["analyze_1"],
+                target=None,
+                note=f"ratio = analyze / torch (< 1: analyze faster); "
+                f"{per['torch_1'] / floor:.2f}x the floor",
+            )
+        )
+        if "torch_n" in per:
+            out.append(
+                _bench.row(
+                    f"torch full-batch float64, {torch_threads} threads (its default)",
+                    per["torch_n"],
+                    baseline=per.get("analyze_n", per["analyze_1"]),
+                    note=f"ratio = analyze at {allowed} thread(s) / torch",
+                )
+            )
+        out.append(
+            _bench.row(
+                "rhubarbwu/neural-collapse pattern, float64 torch, 1 thread (no metrics)",
+                per["rhubarbwu_1"],
+                baseline=per["analyze_1"],
+                note=f"ratio = analyze / this; {per['rhubarbwu_1'] / floor:.2f}x the floor",
+            )
+        )
+        checks["analyze_vs_torch_1"] = per["analyze_1"] / per["torch_1"]
+    (k_small, small_t), (k_large, large_t) = sorted(proc_times.items())
+    if k_large > k_small and small_t and large_t:
+        whole = (statistics.median(large_t) - statistics.median(small_t)) / (k_large - k_small)
+        out.append(
+            _bench.row(
+                f"analyze per checkpoint, whole processes (t(K={k_large}) - t(K={k_small}))"
+                f" / {k_large - k_small}, 1 thread",
+                whole if whole > 0 else None,  # a tiny file: the difference is noise
+                baseline=floor,
+                note=f"ratio = floor / this; medians of {len(small_t)} interleaved runs (the "
+                "memory runs)" + ("" if whole > 0 else f"; {whole:.2g} s: within the noise"),
+            )
+        )
+        checks["per_checkpoint_whole_process_s"] = whole
+    return out, checks
 
 
 def _worst(a: list[dict], b: list[dict]) -> float:
@@ -398,12 +671,17 @@ def main(cfg: dict | None = None) -> dict:
 
         # Peak memory against K: fresh processes, interleaved.
         rss: dict[int, list[float]] = {K: [] for K in files}
+        proc_times: dict[int, list[float]] = {K: [] for K in files}
         for _ in range(cfg["rss_runs"]):
             for K, path in files.items():
-                _, out = _run(
-                    [sys.executable, "-c", RSS_CHILD, str(path)], _env(), cfg["timeout_s"]
+                # One BLAS thread: the whole-process time is compared with the in-process one.
+                elapsed, out = _run(
+                    [sys.executable, "-c", RSS_CHILD, str(path)],
+                    _env(CENTRALPATH_BLAS_THREADS="1"),
+                    cfg["timeout_s"],
                 )
                 rss[K].append(int(out.strip().splitlines()[-1]) / 1024)  # KiB -> MiB
+                proc_times[K].append(elapsed)
         small, large = (statistics.median(rss[K]) for K in (cfg["k_small"], cfg["k_large"]))
         growth = large / small - 1
         rows += [
@@ -424,48 +702,15 @@ def main(cfg: dict | None = None) -> dict:
         ]
         checks.update(rss_small_mib=small, rss_large_mib=large, rss_growth=growth)
 
-        # Per-checkpoint time: analyze vs NumPy Σ_W vs PyTorch metrics, interleaved.
+        # Per-checkpoint time: analyze vs the floors and the other ways, interleaved.
         path = files[cfg["k_small"]]
         K = cfg["k_small"]
         src = cp.open_source(path)
         labels = src.meta.labels
         lam = src.weight_decay
-        fns = {
-            "analyze": lambda: analyze(cp.open_source(path)),
-            "numpy": lambda: [numpy_within_class_covariance(src, k, labels, C) for k in range(K)],
-        }
-        have_torch = False
-        if cfg["torch"]:
-            try:
-                import torch
-
-                have_torch = True
-                fns["torch"] = lambda: [torch_metrics(src, k, labels, C, lam) for k in range(K)]
-            except ImportError:
-                pass
-        med = _bench.interleaved_medians(fns, repeats=cfg["time_repeats"], warmup=1)
-        per = {name: t / K for name, t in med.items()}
-        rows += [
-            _bench.row(f"numpy float64 Sigma_W per checkpoint (n = {n}, p = {p})", per["numpy"]),
-            _bench.row(
-                "analyze per checkpoint (streamed; all metrics, NC4) vs the numpy Sigma_W",
-                per["analyze"],
-                baseline=per["numpy"],
-                target=1 / cfg["target_ratio"],
-                note=f"ratio = numpy / analyze; target >= 1/{cfg['target_ratio']:g}",
-            ),
-        ]
-        if have_torch:
-            rows.append(
-                _bench.row(
-                    "analyze per checkpoint vs full-batch float64 torch metrics",
-                    per["analyze"],
-                    baseline=per["torch"],
-                    target=1.0,
-                    note=f"torch {per['torch']:.3g} s ({torch.get_num_threads()} threads)",
-                )
-            )
-        checks.update({f"per_checkpoint_{k}_s": v for k, v in per.items()})
+        timing_rows, timing_checks = per_checkpoint_rows(cfg, path, src, K, proc_times)
+        rows += timing_rows
+        checks.update(timing_checks)
 
         # Correctness on both sides of every ratio.
         records = []
@@ -492,6 +737,7 @@ def main(cfg: dict | None = None) -> dict:
         checks.update(stats_vs_features=agreement, sigma_w_vs_numpy=sigma_diff)
         assert agreement <= 1e-12, agreement
         assert sigma_diff <= 1e-12, sigma_diff
+        have_torch = "per_checkpoint_torch_1_s" in checks
         if have_torch:
             t = torch_metrics(src, 0, labels, C, lam)
             r = records[0]
@@ -502,6 +748,12 @@ def main(cfg: dict | None = None) -> dict:
             torch_diff = max(torch_diff, float(np.max(np.abs(t["snr"] - r["snr"]) / r["snr"])))
             checks["torch_vs_analyze"] = torch_diff
             assert torch_diff <= 1e-8, torch_diff
+            from centralpath._stream import chunk_rows
+
+            rb = rhubarbwu_pattern(src, 0, labels, C, chunk_rows(p))
+            rb_diff = float(np.max(np.abs(rb["sigma_w"].numpy() - sigma)) / np.max(np.abs(sigma)))
+            checks["rhubarbwu_vs_numpy_sigma_w"] = rb_diff
+            assert rb_diff <= 1e-12 and rb["nc4"] == r["nc4"], (rb_diff, rb["nc4"], r["nc4"])
 
         # 4 host devices vs 1.
         _, out = _run(
@@ -541,8 +793,28 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="full", choices=sorted(bench_all.PROFILES))
     parser.add_argument("--json", metavar="OUT", help="also write the rows and checks as JSON")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply the number of samples n (default 1)"
+    )
+    parser.add_argument("--no-simulate", action="store_true", help="leave out the simulation rows")
     args = parser.parse_args()
-    result = main(bench_all.PROFILES[args.profile].get("scale", {}))
+    cfg = dict(bench_all.PROFILES[args.profile].get("scale", {}))
+    cfg["n"] = max(cfg.get("n", DEFAULTS["n"]) * args.scale, 4 * cfg.get("classes", 10))
+    cfg["n"] = int(cfg["n"])
+    if args.no_simulate:
+        cfg["simulate"] = False
+    result = main(cfg)
     print(_bench.report(result))
+    before, after = result["checks"]["load_before"], result["checks"]["load_after"]
+    print(
+        f"machine load (1, 5, 15 min) before the timed rounds {before[0]:.2f} {before[1]:.2f} "
+        f"{before[2]:.2f}, after {after[0]:.2f} {after[1]:.2f} {after[2]:.2f} on "
+        f"{os.cpu_count()} cores"
+        + (
+            ": above the core count, other work shared them"
+            if max(before + after) > (os.cpu_count() or 1)
+            else ""
+        )
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=float) + "\n")

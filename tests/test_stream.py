@@ -232,3 +232,159 @@ def test_stored_member_is_memory_mapped_not_loaded(files):
     np.testing.assert_array_equal(chunk, _arrays()["features"][1, 5:9])
     with zipfile.ZipFile(files["stored"]) as zf:
         assert zf.getinfo("features.npy").compress_type == zipfile.ZIP_STORED
+
+
+def _numpy_reference(H, y, W, b, C):
+    """The metrics of one checkpoint by straightforward float64 NumPy on the whole batch,
+    written from their definitions (docs/theory.md §1, §5, §7), independent of the package."""
+    H = np.asarray(H, np.float64)
+    n, p = H.shape
+    counts = np.array([np.sum(y == c) for c in range(C)], float)
+    M = np.stack([H[y == c].mean(0) for c in range(C)])  # [C, p]
+    D = H - M[y]
+    sigma_w = D.T @ D / n
+    mu = counts @ M / n
+    Mbar = (M - mu).T  # [p, C]
+    sigma_b = Mbar @ Mbar.T / C
+    s, V = np.linalg.eigh(sigma_b)
+    keep = s > 1e-10 * s.max()
+    nc1 = float(np.sum(np.einsum("pk,pq,qk->k", V[:, keep], sigma_w, V[:, keep]) / s[keep])) / C
+    norms = np.linalg.norm(Mbar, axis=0)
+    unit = Mbar / norms
+    off = ~np.eye(C, dtype=bool)
+    w_norms = np.linalg.norm(W, axis=1)
+    w_unit = W / w_norms[:, None]
+    nc4 = np.mean(np.argmax(H @ W.T + b, 1) != np.argmin(((H[:, None] - M[None]) ** 2).sum(-1), 1))
+    L = np.linalg.cholesky(sigma_w)
+    omega = np.linalg.svd(np.linalg.solve(L, Mbar), compute_uv=False)[: C - 1]
+    return {
+        "sigma_w": sigma_w,
+        "means": M,
+        "nc1": nc1,
+        "nc2_equinorm_means": np.std(norms, ddof=1) / np.mean(norms),
+        "nc2_equiangular_means": np.mean(np.abs(unit.T @ unit + 1 / (C - 1))[off]),
+        "nc2_equinorm_classifier": np.std(w_norms, ddof=1) / np.mean(w_norms),
+        "nc2_equiangular_classifier": np.mean(np.abs(w_unit @ w_unit.T + 1 / (C - 1))[off]),
+        "nc3": np.sum((W.T / np.linalg.norm(W) - Mbar / np.linalg.norm(Mbar)) ** 2),
+        "nc4": nc4,
+        "snr": omega,
+    }
+
+
+@pytest.mark.parametrize("threads", [1, 3])  # chunks spread over 3 threads, merged
+@pytest.mark.parametrize(
+    "C, p, rows",
+    [(5, 12, 7), (5, 12, 4096), (70, 80, 300)],  # many chunks; one chunk; the gathered path
+    ids=["chunks", "one-chunk", "many-classes"],
+)
+def test_one_pass_equals_numpy_float64(tmp_path, monkeypatch, C, p, rows, threads):
+    """The streamed one-pass statistics (samples grouped by class per chunk, each class
+    centred on its shift, one SYRK) and every metric of the record equal a plain full-batch
+    float64 NumPy computation to 1e-12, labels in file order shuffled and imbalanced, NC4
+    counting real disagreements."""
+    from centralpath._accumulate import BLOCK_CLASSES
+
+    monkeypatch.setenv("CENTRALPATH_BLAS_THREADS", str(threads))
+    rng = np.random.default_rng(C)
+    n, K = 40 * C + 13, 2
+    y = rng.integers(0, C, n)
+    y[:C] = np.arange(C)
+    y[C : C + 30] = 0  # imbalanced
+    rng.shuffle(y)
+    centres = rng.normal(size=(C, p))
+    H = np.stack([rng.normal(size=(n, p)) + (1.5 + k) * centres[y] + 4.0 for k in range(K)])
+    W = np.stack([centres + 0.8 * rng.normal(size=(C, p)) for _ in range(K)])
+    b = rng.normal(size=(K, C))
+    path = tmp_path / "f.npz"
+    save_features(path, features=H.astype(np.float32), labels=y, W=W, b=b, weight_decay=0.0)
+    H = H.astype(np.float32)  # what the file holds
+    src = open_source(path)
+    blocks = src.class_blocks(rows)
+    assert (max(len(bl.present) for bl in blocks) > BLOCK_CLASSES) == (C > BLOCK_CLASSES)
+    records = analyze(src, rows=rows)
+    for k in range(K):
+        ref = _numpy_reference(H[k], y, W[k], b[k], C)
+        assert 0 < ref["nc4"] < 0.9  # the NC4 count decides something
+        acc = open_source(path).checkpoint(k, rows=rows).acc
+        scale = np.max(np.abs(ref["sigma_w"]))
+        assert np.max(np.abs(acc.sigma_w() - ref["sigma_w"])) <= 1e-12 * scale
+        assert np.max(np.abs(acc.means - ref["means"])) <= 1e-12 * np.max(np.abs(ref["means"]))
+        for key, expected in ref.items():
+            if key in ("sigma_w", "means"):
+                continue
+            got = np.asarray(records[k][key], float)
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "scale, threads", [(1.0, 1), (1.0, 3), (1e60, 2), (1e-60, 1)]
+)  # float64's range, not float32's; one set of provisional means or one per thread
+def test_nc4_folded_into_the_first_pass_rechecks_what_the_final_means_change(
+    tmp_path, monkeypatch, scale, threads
+):
+    """NC4 is counted in the statistics' pass against provisional means (each class's mean in
+    its first chunk); the samples whose nearest mean the final means could change are read
+    again. Here the first chunk holds biased samples of class 0, so its provisional mean is
+    off and some samples' nearest mean does change: the count still equals the full-batch
+    NumPy count, and samples far from any boundary are not read again."""
+    monkeypatch.setenv("CENTRALPATH_BLAS_THREADS", str(threads))
+    rng = np.random.default_rng(5)
+    C, p, rows = 3, 4, 60
+    n = 3000
+    y = np.concatenate([np.arange(C).repeat(20), rng.integers(0, C, n - 3 * 20)])
+    centres = 6.0 * np.eye(C, p)
+    H = rng.normal(size=(n, p)) + centres[y]
+    H[:rows][y[:rows] == 0] += 0.2 * (centres[1] - centres[0])  # biased first chunk
+    W = centres + 0.5 * rng.normal(size=(C, p))
+    b = 0.1 * rng.normal(size=C)
+    path = tmp_path / "f.npz"
+    X, W = H * scale, W / scale  # NC4 is invariant under this
+    save_features(path, features=X, labels=y, W=W, b=b)
+    final = np.stack([X[y == c].mean(0) for c in range(C)])
+    first = np.stack([X[:rows][y[:rows] == c].mean(0) for c in range(C)])
+    nearest = lambda M: np.argmin(((X[:, None] - M[None]) ** 2).sum(-1), 1)  # noqa: E731
+    changed = np.count_nonzero(nearest(first) != nearest(final))
+    assert changed > 0  # the provisional decisions are wrong for some samples
+    expected = np.count_nonzero(np.argmax(X @ W.T + b, 1) != nearest(final)) / n
+    src = open_source(path)
+    ck = src.checkpoint(0, rows=rows)
+    assert float(ck.acc.nc4()) == expected
+    # One thread scores with the first chunk's means (those `changed` was computed with).
+    assert (changed if threads == 1 else 1) <= src.nc4_rechecked < n // 2
+
+
+def test_streamed_checkpoint_solves_the_snr_and_least_squares_once():
+    """The metrics and the SNR's resolution test (`snr_needs_samples`) of a streamed checkpoint
+    are one compiled program whose LAPACK calls are those of the metrics alone: the SNR's
+    eigendecompositions and the least-squares factorisation run once, not once per use."""
+    import re
+    from collections import Counter
+
+    import jax
+    import jax.numpy as jnp
+
+    from centralpath._metrics import snr_needs_samples
+    from centralpath._stats import ClassStats
+    from centralpath.analysis import _checkpoint_and_resolution, _checkpoint_from_stats
+
+    rng = np.random.default_rng(0)
+    p, C = 24, 4
+    A = rng.normal(size=(p, p))
+    stats = ClassStats(
+        jnp.full(C, 10.0), jnp.asarray(rng.normal(size=(p, C))), jnp.asarray(A @ A.T / p)
+    )
+    W, b = jnp.asarray(rng.normal(size=(C, p))), jnp.zeros(C)
+
+    def lapack_calls(f, *args):
+        text = jax.jit(f).lower(*args).compile().as_text()
+        return Counter(re.findall(r'custom_call_target="([^"]*lapack[^"]*)"', text))
+
+    both = lapack_calls(
+        lambda s, W, b: _checkpoint_and_resolution(s, W, b, 1e-3, 1e-10), stats, W, b
+    )
+    metrics = lapack_calls(
+        lambda s, W, b: _checkpoint_from_stats(s, W, b, 1e-3, 1e-10), stats, W, b
+    )
+    # The test alone factorises too (lowered, not compiled: cheaper, and enough to see it).
+    test = jax.jit(lambda s: snr_needs_samples(s, rtol=1e-10)).lower(stats).as_text()
+    assert "lapack" in test and metrics and both == metrics
