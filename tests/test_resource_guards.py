@@ -162,6 +162,19 @@ CHILD = (
 
 def run_cli(*args, env=None, tmp_path=None):
     """The command line in a fresh process under RLIMIT_AS; (exit status, stderr, seconds)."""
+    return run_cli_measured(*args, env=env, tmp_path=tmp_path)[:3]
+
+
+# What a refusal may cost (issue 29): the child's peak resident memory, JAX's start included.
+PEAK_LIMIT = int(1.5e9)
+
+
+def run_cli_measured(*args, env=None, tmp_path=None, cwd=None):
+    """`run_cli` that also returns the child's peak resident memory in bytes (from wait4's
+    rusage: RLIMIT_AS bounds the address space, not what the process touched)."""
+    import tempfile
+    import threading
+
     e = dict(os.environ)
     e.pop(MEMORY_ENV, None)
     e.pop(WORK_ENV, None)
@@ -169,24 +182,34 @@ def run_cli(*args, env=None, tmp_path=None):
         e["XDG_CACHE_HOME"] = str(tmp_path / "cache")
     e.update(env or {})
     start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=e,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    return proc.returncode, proc.stderr, time.monotonic() - start
+    with tempfile.TemporaryFile() as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, *map(str, args)],
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+            env=e,
+            cwd=cwd if cwd is not None else tmp_path,
+        )
+        timer = threading.Timer(120, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err_file.seek(0)
+        err = err_file.read().decode(errors="replace")
+    return proc.returncode, err, time.monotonic() - start, usage.ru_maxrss * 1024
 
 
-def assert_refused(code, err, seconds=0.0, *, contains=()):
+def assert_refused(code, err, seconds=0.0, *, contains=(), peak=0, codes=(2,)):
     lines = err.strip().splitlines()
-    assert code == 2, err
+    assert code in codes, err
     assert len(lines) == 1, err
-    assert ": error:" in lines[0], err
+    assert ": error:" in lines[0] or ": numerical failure:" in lines[0], err
     assert "internal error" not in err and "Traceback" not in err, err
     assert seconds < TIME_LIMIT, f"refused after {seconds:.1f} s"
+    assert peak < PEAK_LIMIT, f"refused at a peak of {peak / 1e9:.2f} GB"
     for text in contains:
         assert text in lines[0], lines[0]
 
@@ -373,6 +396,167 @@ def test_compare_refuses_non_monotone_epochs(tmp_path, capsys):
             epochs=np.array(epochs),
         )
         main_refuses(capsys, ["compare", path, "--quiet"], contains=["increase strictly"])
+
+
+# ------------------------------------------------------------------ hostile statistics files
+
+
+def _statistics_files(d: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, phrase): a valid statistics file of this package, altered one way each
+    (issue 29: statistics files were checked only for symmetry)."""
+    from centralpath._stream import open_source, save_stats
+
+    rng = np.random.default_rng(3)
+    C, n_c, p, K = 3, 40, 6, 2
+    labels = np.repeat(np.arange(C), n_c)
+    centres = rng.normal(size=(C, p)) * 3
+    H = np.stack([centres[labels] + rng.normal(size=(C * n_c, p)) for _ in range(K)])
+    features = d / "features.npz"
+    W, b = rng.normal(size=(K, C, p)), rng.normal(size=(K, C))
+    np.savez(features, features=H, labels=labels, W=W, b=b, weight_decay=1e-3)
+    save_stats(d / "stats.npz", list(open_source(features).checkpoints()), weight_decay=1e-3)
+    with np.load(d / "stats.npz") as f:
+        good = dict(f)
+    sigma = good["sigma_w"]
+    one_negative = sigma.copy()
+    for k in range(K):  # one eigenvalue flipped to minus the largest: NC1 0.0486 for 0.0659
+        w, V = np.linalg.eigh(sigma[k])
+        w[0] = -w.max()
+        one_negative[k] = (V * w) @ V.T
+        one_negative[k] = (one_negative[k] + one_negative[k].T) / 2
+    empty = {k: v[:0] for k, v in good.items() if v.ndim and v.shape[0] == K}
+    variants = {
+        "minus_identity": (
+            {"sigma_w": -np.broadcast_to(np.eye(p), sigma.shape)},
+            "not a covariance",
+        ),
+        "one_negative_eigenvalue": ({"sigma_w": one_negative}, "smallest eigenvalue"),
+        "counts_1e308": ({"counts": np.full_like(good["counts"], 1e308)}, "2**53"),
+        "counts_total_over_2_53": ({"counts": np.full_like(good["counts"], 2.0**52)}, "total"),
+        "zero_checkpoints": (empty, "no checkpoint"),
+        "stats_version_2": ({"stats_version": np.int64(2)}, "'stats_version' is 2"),
+        "stats_version_text": ({"stats_version": np.asarray("1")}, "'stats_version'"),
+        "features_and_statistics": ({"features": H, "labels": labels}, "one kind"),
+        "feature_spread_0": ({"feature_spread": np.zeros(K)}, "'feature_spread'"),
+        "feature_spread_negative": ({"feature_spread": -np.ones(K)}, "'feature_spread'"),
+        "spread_beyond_max_abs": (
+            {"feature_spread": good["feature_max_abs"] * 3},
+            "more than twice",
+        ),
+        "max_abs_negative": ({"feature_max_abs": -np.ones(K)}, "'feature_max_abs'"),
+        "means_inf": ({"class_means": np.full_like(good["class_means"], np.inf)}, "non-finite"),
+        "classifier_1e300": ({"W": W * 1e300, "b": b * 1e300}, "|W| = "),
+        "bias_1e300": ({"b": b * 1e300}, "|b| = "),
+        "classifier_1e-300": ({"W": W * 1e-300}, "multiply both"),
+    }
+    out = {"features": (features, ""), "stats": (d / "stats.npz", "")}
+    for name, (change, phrase) in variants.items():
+        arrays = {**good, **change}
+        np.savez(d / f"{name}.npz", **arrays)
+        out[name] = (d / f"{name}.npz", phrase)
+    # The features themselves: every sample identical (ZeroDivisionError), a classifier at 1e300.
+    np.savez(d / "identical_samples.npz", features=np.ones((12, 3)), labels=labels[::10])
+    out["identical_samples"] = (d / "identical_samples.npz", "the same for every sample")
+    np.savez(d / "features_classifier_1e300.npz", features=H, labels=labels, W=W * 1e300, b=b)
+    out["features_classifier_1e300"] = (d / "features_classifier_1e300.npz", "|W| = ")
+    return out
+
+
+@pytest.fixture(scope="module")
+def statistics_files(tmp_path_factory):
+    return _statistics_files(tmp_path_factory.mktemp("statistics"))
+
+
+STATISTICS_CASES = [
+    "minus_identity",
+    "one_negative_eigenvalue",
+    "counts_1e308",
+    "counts_total_over_2_53",
+    "zero_checkpoints",
+    "stats_version_2",
+    "stats_version_text",
+    "features_and_statistics",
+    "feature_spread_0",
+    "feature_spread_negative",
+    "spread_beyond_max_abs",
+    "max_abs_negative",
+    "means_inf",
+    "classifier_1e300",
+    "bias_1e300",
+    "classifier_1e-300",
+    "identical_samples",
+    "features_classifier_1e300",
+]
+
+
+@pytest.mark.parametrize("command", ["analyze", "compare"])
+@pytest.mark.parametrize("name", STATISTICS_CASES)
+def test_statistics_files_checked_as_what_they_claim(statistics_files, tmp_path, name, command):
+    path, phrase = statistics_files[name]
+    if command == "compare" and name in ("zero_checkpoints", "identical_samples"):
+        phrase = "checkpoint"  # compare refuses fewer than 2 checkpoints first
+    out = tmp_path / "o.json"
+    code, err, seconds, peak = run_cli_measured(
+        command,
+        path,
+        "--quiet",
+        *(["--json", out] if command == "analyze" else []),
+        tmp_path=tmp_path,
+    )
+    assert_refused(code, err, seconds, contains=[phrase], peak=peak)
+    assert not out.exists()
+
+
+def test_the_valid_statistics_file_still_reads(statistics_files, capsys):
+    """The checks refuse the altered files, not the one this package wrote (nor its features)."""
+    for name in ("stats", "features"):
+        assert main(["analyze", str(statistics_files[name][0]), "--quiet"]) == 0, name
+    capsys.readouterr()
+
+
+def test_covariance_tolerance_is_relative_to_the_scale():
+    """PSD to COVARIANCE_RTOL of the largest variance, whatever the scale: rounding-level
+    negative eigenvalues (a rank-deficient Σ_W) pass, one at 1e-6 of the largest is refused."""
+    from centralpath._io import COVARIANCE_RTOL, check_covariance
+
+    rng = np.random.default_rng(0)
+    V = np.linalg.qr(rng.normal(size=(5, 5)))[0]
+    for scale in (1e-150, 1.0, 1e150):
+        for low, ok in (
+            (-1e-14, True),
+            (0.0, True),
+            (-1e-6, False),
+            (-10 * COVARIANCE_RTOL, False),
+        ):
+            S = (V * (scale * np.array([low, 0.1, 0.5, 0.7, 1.0]))) @ V.T
+            S = (S + S.T) / 2
+            if ok:
+                check_covariance("sigma_w", S, 0, "s")
+            else:
+                with pytest.raises(InputError, match="smallest eigenvalue"):
+                    check_covariance("sigma_w", S, 0, "s")
+    check_covariance("sigma_w", np.zeros((3, 3)), 0, "s")  # perfect collapse is a covariance
+
+
+def test_classifier_metrics_are_scale_free():
+    """NC2 (classifier) and NC3 of W·2**k are the bits of W's, and of W·1e±300 equal to 1e-15
+    (issue 29: W at 1e300 gave NC3 = 1.0 for 0.31)."""
+    import jax.numpy as jnp
+
+    from centralpath._metrics import nc2_equiangular_classifier, nc2_equinorm_classifier, nc3
+    from centralpath._stats import class_stats
+
+    rng = np.random.default_rng(0)
+    H, y = rng.normal(size=(30, 4)), np.arange(30) % 3
+    W = rng.normal(size=(3, 4))
+    stats = class_stats(jnp.asarray(H), jnp.asarray(y), 3)
+    ref = [float(f(jnp.asarray(W))) for f in (nc2_equinorm_classifier, nc2_equiangular_classifier)]
+    ref.append(float(nc3(stats, jnp.asarray(W))))
+    for factor, rtol in ((2.0**900, 0.0), (2.0**-900, 0.0), (1e300, 1e-15), (1e-300, 1e-15)):
+        Ws = jnp.asarray(W * factor)
+        got = [float(nc2_equinorm_classifier(Ws)), float(nc2_equiangular_classifier(Ws))]
+        got.append(float(nc3(stats, Ws)))
+        np.testing.assert_allclose(got, ref, rtol=rtol, atol=0)
 
 
 # ------------------------------------------------------------------ hostile sizes on the command line
