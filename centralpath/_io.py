@@ -841,3 +841,89 @@ def check_covariance(name: str, sigma: np.ndarray, k: int, source: str) -> None:
             f"{COVARIANCE_RTOL:g} of its largest variance); re-save the statistics as "
             "Ave (h - mu_c)(h - mu_c)^T"
         ) from None
+
+
+# --------------------------------------------------------------------------- text files
+# Every JSON and TOML file the tool reads (configs, κ files, a run's own records) is read
+# through these: a size limit checked while reading (a device such as /dev/zero has no size to
+# stat), a nesting limit, one line for any failure.
+
+#: TOML configurations and sweep files: a sweep's grid lists are a few kilobytes; tomllib
+#: builds ~100 bytes of Python objects per byte of numbers, so 4 MiB parses in ~1 s.
+MAX_TOML_BYTES = 4 << 20
+#: JSON: a `compare --json` output of 1,000 checkpoints and three models is ~3 MiB.
+MAX_JSON_BYTES = 64 << 20
+#: Nesting depth of any JSON or TOML value: ours nest at most 4 deep; Python's parsers recurse
+#: once per level (a RecursionError at ~1000).
+MAX_NESTING = 64
+
+
+def read_text(path, what: str, *, limit: int, fix: str) -> str:
+    """The text of a file of at most `limit` bytes (UTF-8), read without trusting its size."""
+    path = Path(path)
+    require(path.exists(), f"{what} {path} does not exist; check the path")
+    require(not path.is_dir(), f"{what} {path} is a folder, not a file; {fix}")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as e:
+        raise InputError(f"{what} {path} cannot be read ({e.strerror or e}); {fix}") from None
+    if len(data) > limit:
+        raise InputError(
+            f"{what} {path} is larger than {format_bytes(limit)}, far beyond any file of its "
+            f"kind; {fix}"
+        )
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise InputError(f"{what} {path} is not UTF-8 text; {fix}") from None
+
+
+def _nesting(value) -> int:
+    """Depth of nested lists and dicts (iterative: the check must not recurse itself)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict | list):
+            deepest = max(deepest, depth)
+            if depth > MAX_NESTING:
+                break
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def _too_deep(what, path, fix) -> InputError:
+    return InputError(
+        f"{what} {path} nests lists or tables more than {MAX_NESTING} deep, which no file of "
+        f"its kind does; {fix}"
+    )
+
+
+def read_json(path, what: str, *, fix: str, limit: int = MAX_JSON_BYTES):
+    """A JSON file, bounded in size and nesting; one-line `InputError` otherwise."""
+    text = read_text(path, what, limit=limit, fix=fix)
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise _too_deep(what, path, fix) from None
+    except ValueError as e:
+        raise InputError(f"{what} {path} is not readable JSON ({e}); {fix}") from None
+    if _nesting(value) > MAX_NESTING:
+        raise _too_deep(what, path, fix)
+    return value
+
+
+def read_toml(path, what: str, *, fix: str, limit: int = MAX_TOML_BYTES) -> dict:
+    """A TOML file, bounded in size and nesting; one-line `InputError` otherwise."""
+    import tomllib
+
+    text = read_text(path, what, limit=limit, fix=fix)
+    try:
+        value = tomllib.loads(text)
+    except RecursionError:
+        raise _too_deep(what, path, fix) from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{what} {path} is not valid TOML ({e}); {fix}") from None
+    if _nesting(value) > MAX_NESTING:
+        raise _too_deep(what, path, fix)
+    return value

@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +75,10 @@ def dumps_toml(config: dict[str, Any]) -> str:
 
 def load_config(path) -> dict[str, Any]:
     path = Path(path)
-    require(path.is_file(), f"config file {path} does not exist; check the --config path")
-    try:
-        return tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"config file {path} is not valid TOML ({e}); fix the syntax") from None
+    require(path.exists(), f"config file {path} does not exist; check the --config path")
+    return _io.read_toml(
+        path, "config file", fix="give a TOML file of the keys in the README (fix its syntax)"
+    )
 
 
 def resolve_config(defaults: dict[str, Any], args, *, config_path=None) -> dict[str, Any]:
@@ -119,6 +117,9 @@ def _coerce(key, v, default, source):
 
 
 # --------------------------------------------------------------------------- metadata
+
+#: A run's own small records (marker, metadata.json) are a few kilobytes.
+RECORD_BYTES = 1 << 20
 
 
 def git_revision() -> str | None:
@@ -339,8 +340,8 @@ def is_run(path) -> bool:
     if not (meta.is_file() and (path / "config.toml").is_file()):
         return False
     try:
-        data = json.loads(meta.read_text())
-    except (OSError, ValueError):
+        data = _io.read_json(meta, "run metadata", fix="-", limit=RECORD_BYTES)
+    except InputError:
         return False
     return isinstance(data, dict) and "centralpath" in (data.get("versions") or {})
 
@@ -659,14 +660,14 @@ class RunDir:
                 "so its checkpoints cannot be verified"
             )
         try:
-            data = json.loads(path.read_text())
+            data = _io.read_json(path, "digest manifest", fix="-")
             ok = isinstance(data, dict) and all(
                 isinstance(k, str)
                 and isinstance(v, list)
                 and all(d is None or isinstance(d, str) for d in v)
                 for k, v in data.items()
             )
-        except (OSError, ValueError):
+        except InputError:
             ok = False
         if not ok:
             raise self._refuse(f"{path} is not a readable digest manifest")
@@ -802,11 +803,21 @@ class RunDir:
         """Release the lock without removing anything."""
         self._release()
 
-    def kept_note(self) -> str:
-        if self.resumable:
+    def kept_note(self, resume_helps: bool = True) -> str:
+        """What became of the partial run, and what to do. `resume_helps`: False for a failure
+        that a resume would meet again (bad input found mid-run, a numerical failure, a fault
+        of the program: the resumed run replays the same configuration bit for bit, and changed
+        flags are refused), which is then not advised."""
+        if self.resumable and resume_helps:
             return (
                 f"the partial run is kept in {self.partial}; continue it with "
                 f"`centralpath {self.command} --resume {self.path}`"
+            )
+        if self.resumable:
+            return (
+                f"the partial run is kept in {self.partial}, but a --resume would meet the same "
+                f"failure: change what the message names and start afresh with `centralpath "
+                f"{self.command} ... --out {self.path} --overwrite`"
             )
         return "no partial output was kept"
 
@@ -817,15 +828,17 @@ class RunDir:
         try:
             yield self
         except BaseException as e:
-            _kept_note(e, self.kept_note())  # first: a second interrupt may cut the clean-up
+            # An interrupt, a full disk or a lack of memory passes; anything else recurs.
+            helps = isinstance(e, KeyboardInterrupt | OSError | MemoryError)
+            _kept_note(e, self.kept_note(helps))  # first: a second interrupt may cut the clean-up
             self.abandon()
             raise
 
 
 def _marker(path: Path) -> dict:
     try:
-        data = json.loads((Path(path) / MARKER).read_text())
-    except (OSError, ValueError):
+        data = _io.read_json(Path(path) / MARKER, "run marker", fix="-", limit=RECORD_BYTES)
+    except InputError:
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -559,6 +559,231 @@ def test_classifier_metrics_are_scale_free():
         np.testing.assert_allclose(got, ref, rtol=rtol, atol=0)
 
 
+# ------------------------------------------------------------------ hostile text files, flags, configs
+
+
+def _deep_toml(depth: int) -> str:
+    return "x = " + "[" * depth + "]" * depth + "\n"
+
+
+@pytest.fixture(scope="module")
+def lr_features(tmp_path_factory):
+    """Features with the training record (`--clock lr`) whose classifier is least-squares."""
+    from centralpath import class_stats, least_squares_classifier
+    from centralpath._io import save_features
+
+    d = tmp_path_factory.mktemp("lr")
+    rng = np.random.default_rng(0)
+    C, n_c, p, lam = 3, 20, 4, 1e-3
+    labels = np.repeat(np.arange(C), n_c)
+    means, eps = 2.0 * rng.normal(size=(C, p)), rng.normal(size=(C * n_c, p))
+    H = np.stack([means[labels] + 0.5**k * eps for k in range(4)])
+    ls = [least_squares_classifier(class_stats(h, labels, C), lam) for h in H]
+    save_features(
+        d / "f.npz",
+        features=H,
+        labels=labels,
+        W=np.stack([np.asarray(x.W) for x in ls]),
+        b=np.stack([np.asarray(x.b) for x in ls]),
+        epochs=np.arange(4.0),
+        weight_decay=lam,
+        learning_rate=np.full(4, 0.1),
+        momentum=np.float64(0.9),
+        steps_per_epoch=np.int64(10),
+        loss="mse",
+    )
+    return d / "f.npz"
+
+
+KAPPA_CASES = {
+    # name -> (file content or None for /dev/zero, extra flags, phrase)
+    "dev_zero": (None, [], "larger than"),
+    "over_size_limit": ("sparse", [], "larger than"),
+    "nested_100000": ("[" * 100_000 + "]" * 100_000, [], "more than 64 deep"),
+    "nested_70": ('{"a": ' * 70 + "1" + "}" * 70, [], "more than 64 deep"),
+    "kappa_1e308": (
+        '{"model": "closed-form", "clock": "lr", "kappa": 1e308}',
+        [],
+        "beyond 1e+300",
+    ),
+    "kappa_inf": ('{"model": "closed-form", "clock": "lr", "kappa": Infinity}', [], "finite"),
+    "not_utf8": (b"\xff\xfe{", [], "not UTF-8"),
+    "flag_kappa_1e308": ("", ["--kappa", "1e308"], "beyond 1e+300"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KAPPA_CASES))
+def test_compare_kappa_sources_bounded(lr_features, tmp_path, name):
+    """`--kappa-from` read /dev/zero whole (6 GB in 19 s), overflowed at κ = 1e308 and ran on,
+    and hit a RecursionError at 100,000 levels (issue 29)."""
+    from centralpath._io import MAX_JSON_BYTES
+
+    content, flags, phrase = KAPPA_CASES[name]
+    path = tmp_path / "k.json"
+    if content is None:
+        path = Path("/dev/zero")
+    elif content == "sparse":
+        with open(path, "wb") as fh:
+            fh.truncate(MAX_JSON_BYTES + 1)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    source = flags or ["--kappa-from", path]
+    code, err, seconds, peak = run_cli_measured(
+        "compare",
+        lr_features,
+        "--model",
+        "closed-form",
+        "--clock",
+        "lr",
+        *source,
+        "--quiet",
+        "--no-figures",
+        "--out",
+        tmp_path / "run",
+        tmp_path=tmp_path,
+    )
+    assert_refused(code, err, seconds, contains=[phrase], peak=peak)
+    assert not (tmp_path / "run").exists()
+
+
+SIM_SMALL = [
+    "simulate",
+    "--flow",
+    "central-path",
+    "--classes",
+    "3",
+    "--per-class",
+    "4",
+    "--dim",
+    "3",
+]
+SIM_SMALL += ["--num-saves", "4"]
+CONFIG_CASES = {
+    "simulate_toml_1000_deep": (
+        ["simulate", "--config", "{cfg}", "--out", "{out}"],
+        _deep_toml(1000),
+    ),
+    "simulate_table_70_deep": (
+        ["simulate", "--config", "{cfg}", "--out", "{out}"],
+        "x = " + "{a = " * 70 + "1" + "}" * 70 + "\n",
+    ),
+    "train_toml_1000_deep": (["train", "--config", "{cfg}", "--out", "{out}"], _deep_toml(1000)),
+    "sweep_toml_1000_deep": (["sweep", "{cfg}", "--out", "{out}"], _deep_toml(1000)),
+    "demo_toml_1000_deep": (["demo", "--config", "{cfg}", "--out", "{out}"], _deep_toml(1000)),
+    "simulate_config_dev_zero": (["simulate", "--config", "/dev/zero", "--out", "{out}"], None),
+    "simulate_config_over_size": (["simulate", "--config", "{cfg}", "--out", "{out}"], "sparse"),
+    "demo_etas_empty": (
+        ["demo", "--config", "{cfg}", "--out", "{out}"],
+        "[convergence]\netas = []\n",
+    ),
+    "demo_etas_one": (
+        ["demo", "--config", "{cfg}", "--out", "{out}"],
+        "[convergence]\netas = [100.0]\n",
+    ),
+    "demo_etas_text": (
+        ["demo", "--config", "{cfg}", "--out", "{out}"],
+        '[convergence]\netas = ["a", 1.0]\n',
+    ),
+    "demo_eta_zero": (
+        ["demo", "--config", "{cfg}", "--out", "{out}"],
+        "[convergence]\netas = [0.0, 1.0]\n",
+    ),
+    "demo_training_epochs_0": (
+        ["demo", "--config", "{cfg}", "--out", "{out}"],
+        "[training]\nepochs = 0\n",
+    ),
+    "demo_t_end_5e-324": (
+        ["demo", "--config", "{cfg}", "--out", "{out}"],
+        "[simulation]\nt_end = 5e-324\n",
+    ),
+    "simulate_max_steps_1e30": (
+        [*SIM_SMALL, "--max-steps", str(10**30), "--out", "{out}"],
+        None,
+    ),
+    "simulate_max_gd_steps_1e30": (
+        [*SIM_SMALL, "--max-gd-steps", str(10**30), "--out", "{out}"],
+        None,
+    ),
+    "simulate_t_end_5e-324": ([*SIM_SMALL, "--t-end", "5e-324", "--out", "{out}"], None),
+    "simulate_t_end_float32_1e-40": (
+        [*SIM_SMALL, "--t-end", "1e-40", "--precision", "float32", "--out", "{out}"],
+        None,
+    ),
+    "simulate_t_end_float32_1e39": (
+        [*SIM_SMALL, "--t-end", "1e39", "--precision", "float32", "--out", "{out}"],
+        None,
+    ),
+}
+CONFIG_PHRASES = {
+    "deep": "more than 64 deep",
+    "dev_zero": "larger than",
+    "over_size": "larger than",
+    "etas": "etas",
+    "eta_zero": "etas",
+    "epochs_0": "epochs",
+    "max_steps": "max-steps must be an integer in 1..1000000000",
+    "max_gd_steps": "max-gd-steps must be an integer in 1..1000000000",
+    "t_end": "outside float",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_CASES))
+def test_configs_and_flags_refused_before_work(tmp_path, name):
+    """Deep nesting was a RecursionError; empty etas failed after 11 s of work; --max-steps
+    1e30 and --t-end 5e-324 failed inside the solver and then advised a --resume (issue 29)."""
+    from centralpath._io import MAX_TOML_BYTES
+
+    argv, text = CONFIG_CASES[name]
+    cfg, out = tmp_path / "c.toml", tmp_path / "run"
+    if text == "sparse":
+        with open(cfg, "wb") as fh:
+            fh.truncate(MAX_TOML_BYTES + 1)
+    elif text is not None:
+        cfg.write_text(text)
+    argv = [a.format(cfg=cfg, out=out) for a in argv]
+    extra = ["--quiet"] if argv[0] == "sweep" else ["--quiet", "--no-figures"]
+    code, err, seconds, peak = run_cli_measured(*argv, *extra, tmp_path=tmp_path)
+    phrase = next(v for k, v in CONFIG_PHRASES.items() if k in name)
+    assert_refused(code, err, seconds, contains=[phrase], peak=peak)
+    assert "--resume" not in err
+    assert not out.exists() and not (tmp_path / ".run.partial").exists()
+
+
+def test_a_failure_a_resume_cannot_fix_does_not_advise_it(tmp_path, capsys):
+    """A numerical failure recurs on --resume (same configuration, bit for bit; changed flags
+    are refused): the line says to start afresh instead."""
+    out = tmp_path / "run"
+    code = main(
+        [
+            "simulate",
+            "--flow",
+            "central-path",
+            "--classes",
+            "3",
+            "--per-class",
+            "4",
+            "--dim",
+            "3",
+            "--num-saves",
+            "4",
+            "--methods",
+            "ode",
+            "--max-steps",
+            "2",
+            "--quiet",
+            "--no-figures",
+            "--out",
+            str(out),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "continue it with" not in err and "a --resume would meet the same failure" in err
+    assert f"--out {out} --overwrite" in err
+
+
 # ------------------------------------------------------------------ hostile sizes on the command line
 
 SIM = ["simulate", "--quiet", "--no-figures", "--flow", "central-path"]
