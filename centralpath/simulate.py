@@ -210,6 +210,7 @@ def validate(config: dict[str, Any]) -> None:
 _SOLVER_STATE_COPIES = 20
 _PP_MATRICES = 16
 _FLOP_PER_P3 = 20  # one snapshot's metrics: several p×p eigendecompositions
+_FLOP_PER_DRAWN = 100  # one normal number: threefry bits and the inverse-CDF transform
 
 
 def resource_estimate(config: dict[str, Any]) -> tuple[float, float]:
@@ -235,6 +236,11 @@ def resource_estimate(config: dict[str, Any]) -> tuple[float, float]:
         + 3 * S * M * snapshot
     )
     flop = _FLOP_PER_P3 * p**3 * (1 + S * M)
+    if not (ufm and c["representation"] == "reduced"):
+        # The initial draw of every sample (the reduced central path and renormalised flows
+        # draw them too, then keep their statistics): a normal number each, and the class
+        # statistics' n·p² products.
+        flop += _FLOP_PER_DRAWN * n * p + 2 * n * p * p
     if "gd" in c["methods"] and c["eta"] > 0:
         steps = min(c["t_end"] / c["eta"], c["max_gd_steps"])
         per_step = 20 * C * p * p if c["representation"] == "reduced" else 20 * n * p * C

@@ -751,6 +751,76 @@ def test_configs_and_flags_refused_before_work(tmp_path, name):
     assert not out.exists() and not (tmp_path / ".run.partial").exists()
 
 
+SWEEP_COST_CASES = {
+    # name -> ([sweep] table, work limit, phrase): refused before any work. The 10**6 points of
+    # one shape need ~3e11 flop; the 1,000 groups' compilations ~1.6e14, each group < 1e12.
+    "1000_shape_groups": (
+        "dim = [" + ", ".join(str(3 + i) for i in range(1000)) + "]",
+        "1e12",
+        "1000 shape group",
+    ),
+    "1e6_points": (
+        "lam = [" + ", ".join(f"{0.001 * (i + 1):.4f}" for i in range(1000)) + "]\nseeds = 1000",
+        "1e11",
+        "1000000 configurations",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SWEEP_COST_CASES))
+def test_sweep_cost_estimated_and_refused_before_work(tmp_path, name):
+    """A 10**6-point grid and a 1,000-shape-group sweep started with no estimate (issue 29):
+    configurations' work plus one compilation per shape group, under the work limit."""
+    table, limit, phrase = SWEEP_COST_CASES[name]
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(f'flow = "central-path"\nnum_saves = 3\n[sweep]\n{table}\n')
+    code, err, seconds, peak = run_cli_measured(
+        "sweep",
+        cfg,
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+        tmp_path=tmp_path,
+        env={WORK_ENV: limit},
+    )
+    assert_refused(code, err, seconds, contains=[phrase, WORK_ENV], peak=peak)
+    assert not (tmp_path / "run").exists() and not (tmp_path / ".run.partial").exists()
+
+
+def test_sweep_cost_line_counts_groups_and_configurations():
+    from centralpath.simulate import resource_estimate
+    from centralpath.sweep._spec import GROUP_COMPILE_FLOP, parse_sweep
+
+    spec = parse_sweep(
+        {"flow": "central-path", "num_saves": 3, "sweep": {"dim": [3, 4], "seeds": 3}}
+    )
+    flop = sum(resource_estimate(c)[1] for c in spec.configs)
+    assert spec.cost == (flop + 2 * GROUP_COMPILE_FLOP, 2)
+    assert spec.cost_line().startswith("6 configurations over dim, seed in 2 shape group(s)")
+
+
+def test_reduced_run_at_large_n_is_estimated_before_the_draw(tmp_path):
+    """simulate --classes 4 --per-class 12500000 --dim 8 --methods gd (reduced) reached 6 GB:
+    its draw of every sample is counted, and refused where it does not fit."""
+    code, err, seconds, peak = run_cli_measured(
+        "simulate",
+        "--classes",
+        "4",
+        "--per-class",
+        "12500000",
+        "--dim",
+        "8",
+        "--methods",
+        "gd",
+        "--quiet",
+        "--no-figures",
+        "--out",
+        tmp_path / "run",
+        tmp_path=tmp_path,
+    )
+    assert_refused(code, err, seconds, contains=["of memory", "N = 12500000"], peak=peak)
+
+
 def test_a_failure_a_resume_cannot_fix_does_not_advise_it(tmp_path, capsys):
     """A numerical failure recurs on --resume (same configuration, bit for bit; changed flags
     are refused): the line says to start afresh instead."""
