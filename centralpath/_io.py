@@ -688,6 +688,8 @@ def load_features(path) -> FeaturesFile:
     headers show that the analysis fits in memory and work (`check_analysis_resources`).
     """
     source = f"features file {path}"
+    with _open_npz(Path(path), "features file") as zf:
+        check_one_kind(_members(zf), source)
     arrays = load_npz(
         path, "features file", keys=FEATURE_KEYS + TRAINING_KEYS, check=_features_check(source)
     )
@@ -713,3 +715,215 @@ def save_features(
     arrays.update(extra)
     validate_features_arrays({k: np.asarray(v) for k, v in arrays.items()}, f"features for {path}")
     save_npz(path, **arrays)
+
+
+# --------------------------------------------------------------------------- statistics files
+# A statistics file is checked as what it claims to be: covariances, counts and ranges, before
+# any metric reads it (`_stream` calls these at load time and per checkpoint).
+
+#: The statistics-file versions this package reads (`stats_version`; absent reads as 1).
+STATS_VERSIONS = (1,)
+#: Σ_W's smallest eigenvalue may lie below zero by this fraction of its largest diagonal entry
+#: (≥ its largest eigenvalue / p): a rank-deficient Σ_W accumulated by this package from float32
+#: features reached −8e-16 of it (p = 256, n = 20,000, rank 100, 20 dead units; p = 512,
+#: n = 5,000: −6e-16); a covariance lower than 1e-8 of it is not one.
+COVARIANCE_RTOL = 1e-8
+#: Sample counts are float64 in a statistics file: beyond 2**53 they are no longer whole numbers
+#: (n + 1 == n), and their total — the n every Σ is divided by — is wrong.
+MAX_EXACT_COUNT = 2**53
+#: Members that only a statistics file holds (`features` only a features file).
+STATS_ONLY_KEYS = ("sigma_w", "class_means", "counts", "nc4_mismatches", "stats_version")
+
+
+def check_one_kind(keys, source: str) -> None:
+    """A file is a features file or a statistics file, never both: which one's numbers the
+    analysis would read is otherwise a guess."""
+    both = [k for k in STATS_ONLY_KEYS if k in keys]
+    if "features" in keys and both:
+        raise InputError(
+            f"{source} holds both 'features' and statistics members ({', '.join(map(repr, both))}); "
+            "a file is one kind — keep the features (drop the statistics members) or save the "
+            "statistics in a file of their own"
+        )
+
+
+def check_statistics_record(small: dict, counts: np.ndarray, source: str) -> None:
+    """The small members of a statistics file: `stats_version` known, K ≥ 1 checkpoints, counts
+    positive whole numbers whose total float64 holds exactly, a positive feature spread within
+    twice the features' largest magnitude. `counts` [K, C] is already finite and whole."""
+    if "stats_version" in small:
+        v = np.asarray(small["stats_version"])
+        ok = v.ndim == 0 and np.issubdtype(v.dtype, np.integer) and int(v) in STATS_VERSIONS
+        require(
+            ok,
+            f"{source}: 'stats_version' is {v.tolist()!r}, but this package reads statistics "
+            f"files of version {', '.join(map(str, STATS_VERSIONS))}; re-save the statistics "
+            "with this version (centralpath analyze FEATURES --save-stats) or upgrade centralpath",
+        )
+    K = counts.shape[0]
+    require(
+        K >= 1,
+        f"{source} holds no checkpoint (K = 0); save the statistics of at least one checkpoint",
+    )
+    big = np.argwhere(counts > MAX_EXACT_COUNT)
+    if big.size:
+        k, c = (int(x) for x in big[0])
+        raise InputError(
+            f"{source}: 'counts' of class {c} at checkpoint {k} is {counts[k, c]:.3g}, beyond "
+            f"2**53 = {MAX_EXACT_COUNT:.3g} samples, where float64 counts are no longer whole; "
+            "save the true sample counts"
+        )
+    totals = [math.fsum(row) for row in counts]  # each count ≤ 2**53: the sum cannot overflow
+    k = int(np.argmax(totals))
+    require(
+        totals[k] <= MAX_EXACT_COUNT,
+        f"{source}: 'counts' at checkpoint {k} total {totals[k]:.3g} samples, beyond 2**53 = "
+        f"{MAX_EXACT_COUNT:.3g}, where float64 counts are no longer whole; save the true sample "
+        "counts",
+    )
+    limits = {}
+    for key in ("feature_max_abs", "feature_spread"):
+        if key in small:
+            limits[key] = np.atleast_1d(np.asarray(small[key], dtype=np.float64))
+    spread, top = limits.get("feature_spread"), limits.get("feature_max_abs")
+    if top is not None and top.shape == (K,):
+        bad = np.flatnonzero(~(top >= 0))
+        if bad.size:
+            k = int(bad[0])
+            raise InputError(
+                f"{source}: 'feature_max_abs' at checkpoint {k} is {top[k]:.3g}, but it is the "
+                "largest |h|, a number >= 0; re-save the statistics (or drop 'feature_max_abs')"
+            )
+    if spread is not None and spread.shape == (K,):
+        bad = np.flatnonzero(~(spread > 0))
+        if bad.size:
+            k = int(bad[0])
+            raise InputError(
+                f"{source}: 'feature_spread' at checkpoint {k} is {float(spread[k]):.3g}, but it "
+                "is the largest range of a feature over the samples, > 0 for features that "
+                "differ at all; re-save the statistics (or drop 'feature_spread')"
+            )
+        if top is not None and top.shape == (K,):
+            bad = np.flatnonzero(spread > 2 * top * (1 + 1e-12))
+            if bad.size:
+                k = int(bad[0])
+                raise InputError(
+                    f"{source}: 'feature_spread' at checkpoint {k} is {spread[k]:.3g}, more than "
+                    f"twice 'feature_max_abs' = {top[k]:.3g}, which no features can be; re-save "
+                    "the statistics"
+                )
+
+
+def check_covariance(name: str, sigma: np.ndarray, k: int, source: str) -> None:
+    """A finite p×p matrix read as a covariance: symmetric, and positive semidefinite to
+    `COVARIANCE_RTOL` of its largest diagonal entry (a Cholesky factorisation of Σ + δI, p³/3
+    flop, decides; the eigenvalues are computed only to name a failure)."""
+    scale = float(np.max(np.abs(sigma))) if sigma.size else 0.0
+    asym = float(np.max(np.abs(sigma - sigma.T))) if sigma.size else 0.0
+    require(
+        asym <= 1e-12 * max(scale, np.finfo(float).tiny),
+        f"{source}: '{name}' at checkpoint {k} is not symmetric (|S - S^T| = "
+        f"{asym:.1e}); it is not a covariance — re-save the statistics",
+    )
+    if scale == 0.0:
+        return  # Σ = 0: every sample at its class mean (perfect collapse), a covariance
+    diagonal = float(np.max(np.diagonal(sigma)))
+    delta = COVARIANCE_RTOL * max(diagonal, 0.0)
+    try:
+        if diagonal <= 0.0:
+            raise np.linalg.LinAlgError  # no positive variance but a nonzero entry: not PSD
+        np.linalg.cholesky(sigma + delta * np.eye(sigma.shape[0]))
+    except np.linalg.LinAlgError:
+        eig = np.linalg.eigvalsh(sigma)
+        raise InputError(
+            f"{source}: '{name}' at checkpoint {k} is not a covariance: its smallest eigenvalue "
+            f"is {eig[0]:.3g} against a largest of {eig[-1]:.3g} (a covariance's are >= 0, to "
+            f"{COVARIANCE_RTOL:g} of its largest variance); re-save the statistics as "
+            "Ave (h - mu_c)(h - mu_c)^T"
+        ) from None
+
+
+# --------------------------------------------------------------------------- text files
+# Every JSON and TOML file the tool reads (configs, κ files, a run's own records) is read
+# through these: a size limit checked while reading (a device such as /dev/zero has no size to
+# stat), a nesting limit, one line for any failure.
+
+#: TOML configurations and sweep files: a sweep's grid lists are a few kilobytes; tomllib
+#: builds ~100 bytes of Python objects per byte of numbers, so 4 MiB parses in ~1 s.
+MAX_TOML_BYTES = 4 << 20
+#: JSON: a `compare --json` output of 1,000 checkpoints and three models is ~3 MiB.
+MAX_JSON_BYTES = 64 << 20
+#: Nesting depth of any JSON or TOML value: ours nest at most 4 deep; Python's parsers recurse
+#: once per level (a RecursionError at ~1000).
+MAX_NESTING = 64
+
+
+def read_text(path, what: str, *, limit: int, fix: str) -> str:
+    """The text of a file of at most `limit` bytes (UTF-8), read without trusting its size."""
+    path = Path(path)
+    require(path.exists(), f"{what} {path} does not exist; check the path")
+    require(not path.is_dir(), f"{what} {path} is a folder, not a file; {fix}")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as e:
+        raise InputError(f"{what} {path} cannot be read ({e.strerror or e}); {fix}") from None
+    if len(data) > limit:
+        raise InputError(
+            f"{what} {path} is larger than {format_bytes(limit)}, far beyond any file of its "
+            f"kind; {fix}"
+        )
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise InputError(f"{what} {path} is not UTF-8 text; {fix}") from None
+
+
+def _nesting(value) -> int:
+    """Depth of nested lists and dicts (iterative: the check must not recurse itself)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict | list):
+            deepest = max(deepest, depth)
+            if depth > MAX_NESTING:
+                break
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def _too_deep(what, path, fix) -> InputError:
+    return InputError(
+        f"{what} {path} nests lists or tables more than {MAX_NESTING} deep, which no file of "
+        f"its kind does; {fix}"
+    )
+
+
+def read_json(path, what: str, *, fix: str, limit: int = MAX_JSON_BYTES):
+    """A JSON file, bounded in size and nesting; one-line `InputError` otherwise."""
+    text = read_text(path, what, limit=limit, fix=fix)
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise _too_deep(what, path, fix) from None
+    except ValueError as e:
+        raise InputError(f"{what} {path} is not readable JSON ({e}); {fix}") from None
+    if _nesting(value) > MAX_NESTING:
+        raise _too_deep(what, path, fix)
+    return value
+
+
+def read_toml(path, what: str, *, fix: str, limit: int = MAX_TOML_BYTES) -> dict:
+    """A TOML file, bounded in size and nesting; one-line `InputError` otherwise."""
+    import tomllib
+
+    text = read_text(path, what, limit=limit, fix=fix)
+    try:
+        value = tomllib.loads(text)
+    except RecursionError:
+        raise _too_deep(what, path, fix) from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{what} {path} is not valid TOML ({e}); {fix}") from None
+    if _nesting(value) > MAX_NESTING:
+        raise _too_deep(what, path, fix)
+    return value

@@ -76,13 +76,23 @@ def nc1_cdnv(
     return jnp.sum(jnp.where(off, ratio, 0.0)) / (num_classes * (num_classes - 1))
 
 
+def _scale_free(x: Float[Array, "..."]) -> Float[Array, "..."]:
+    """x times the power of two that brings its largest entry into [0.5, 1): exact, so a
+    scale-invariant metric gives the same bits, and its norms cannot overflow (a classifier
+    stored at 1e300 gave NC3 = 1 for 0.31) or underflow whatever the scale of x."""
+    _, exponent = jnp.frexp(jnp.max(jnp.abs(x)))
+    return jnp.ldexp(x, -exponent)
+
+
 def _equinorm(vectors: Float[Array, "C d"]) -> Float[Array, ""]:
+    vectors = _scale_free(vectors)
     norms = jnp.linalg.norm(vectors, axis=1)
     return jnp.std(norms, ddof=1) / jnp.mean(norms)
 
 
 def _equiangularity(vectors: Float[Array, "C d"]) -> Float[Array, ""]:
     C = vectors.shape[0]
+    vectors = _scale_free(vectors)
     unit = vectors / jnp.linalg.norm(vectors, axis=1, keepdims=True)
     cos = unit @ unit.T
     off = ~jnp.eye(C, dtype=bool)
@@ -124,7 +134,7 @@ def etf_distance(stats: ClassStats) -> Float[Array, ""]:
 
 def nc3(stats: ClassStats, W: Float[Array, "C p"]) -> Float[Array, ""]:
     """Self-duality ‖Wᵀ/‖W‖_F − M̄/‖M̄‖_F‖_F² (squared)."""
-    Mbar = stats.centred_means
+    W, Mbar = _scale_free(W), _scale_free(stats.centred_means)
     return jnp.sum((W.T / jnp.linalg.norm(W) - Mbar / jnp.linalg.norm(Mbar)) ** 2)
 
 

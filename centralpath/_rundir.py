@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +75,10 @@ def dumps_toml(config: dict[str, Any]) -> str:
 
 def load_config(path) -> dict[str, Any]:
     path = Path(path)
-    require(path.is_file(), f"config file {path} does not exist; check the --config path")
-    try:
-        return tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"config file {path} is not valid TOML ({e}); fix the syntax") from None
+    require(path.exists(), f"config file {path} does not exist; check the --config path")
+    return _io.read_toml(
+        path, "config file", fix="give a TOML file of the keys in the README (fix its syntax)"
+    )
 
 
 def resolve_config(defaults: dict[str, Any], args, *, config_path=None) -> dict[str, Any]:
@@ -119,6 +117,9 @@ def _coerce(key, v, default, source):
 
 
 # --------------------------------------------------------------------------- metadata
+
+#: A run's own small records (marker, metadata.json) are a few kilobytes.
+RECORD_BYTES = 1 << 20
 
 
 def git_revision() -> str | None:
@@ -332,17 +333,32 @@ def is_run(path) -> bool:
     path = Path(path)
     if os.path.islink(path) or not path.is_dir():
         return False
-    marker = path / MARKER
-    if marker.is_file() and not marker.is_symlink():
-        return True
     meta = path / "metadata.json"
-    if not (meta.is_file() and (path / "config.toml").is_file()):
+    if _trusted_marker(path):
+        # A finished run's marker carries metadata.json's digest (an older one does not: its
+        # metadata must then read as this package's), so a hand-made marker is not enough.
+        recorded = _marker(path).get("metadata")
+        if isinstance(recorded, str):
+            return meta.is_file() and not meta.is_symlink() and _sha256(meta) == recorded
+    elif not (path / "config.toml").is_file():
+        return False
+    if not meta.is_file():
         return False
     try:
-        data = json.loads(meta.read_text())
-    except (OSError, ValueError):
+        data = _io.read_json(meta, "run metadata", fix="-", limit=RECORD_BYTES)
+    except InputError:
         return False
     return isinstance(data, dict) and "centralpath" in (data.get("versions") or {})
+
+
+def _trusted_marker(path: Path) -> bool:
+    """A marker as this package writes it: a file (not a link) naming the command that made
+    the run. An empty or hand-made marker does not make a folder replaceable."""
+    marker = Path(path) / MARKER
+    if not marker.is_file() or marker.is_symlink():
+        return False
+    command = _marker(path).get("command")
+    return isinstance(command, str) and command.isidentifier()
 
 
 def check_run_path(path, *, overwrite: bool, inputs=(), flag: str = "--out") -> Path:
@@ -395,7 +411,8 @@ def check_run_path(path, *, overwrite: bool, inputs=(), flag: str = "--out") -> 
         )
         require(
             is_run(path),
-            f"{what} exists and is not a centralpath run (no {MARKER} marker); --overwrite "
+            f"{what} exists and is not a centralpath run (no {MARKER} marker naming its "
+            "command and metadata); --overwrite "
             "replaces only run directories — choose another --out, or move it away yourself",
         )
     _check_parent(path, flag)
@@ -527,8 +544,9 @@ class RunDir:
                 )
                 raise InputError(f"an interrupted {self.command} is waiting in {p}; {hint}")
             require(
-                (p / MARKER).is_file() or not any(p.iterdir()),
-                f"{p} is not a partial centralpath run (no {MARKER} marker); --overwrite replaces "
+                _trusted_marker(p) or not any(p.iterdir()),
+                f"{p} is not a partial centralpath run (no {MARKER} marker naming its command); "
+                "--overwrite replaces "
                 "only centralpath's own folders — remove it yourself or choose another --out",
             )
             trash = _trash_name(self.path.parent)
@@ -659,14 +677,14 @@ class RunDir:
                 "so its checkpoints cannot be verified"
             )
         try:
-            data = json.loads(path.read_text())
+            data = _io.read_json(path, "digest manifest", fix="-")
             ok = isinstance(data, dict) and all(
                 isinstance(k, str)
                 and isinstance(v, list)
                 and all(d is None or isinstance(d, str) for d in v)
                 for k, v in data.items()
             )
-        except (OSError, ValueError):
+        except InputError:
             ok = False
         if not ok:
             raise self._refuse(f"{path} is not a readable digest manifest")
@@ -774,7 +792,13 @@ class RunDir:
     def finish(self, extra_metadata: dict | None = None) -> Path:
         meta = metadata(self.command, self.config, time.perf_counter() - self.start)
         meta.update(extra_metadata or {})
+        meta.update(_finished_files(self.partial))
         write_json(self.partial / "metadata.json", meta)
+        # The marker carries the command and metadata.json's digest: `plot` verifies the
+        # metadata by it, and --overwrite trusts only a marker that carries the command.
+        digest = _sha256(self.partial / "metadata.json")
+        marker = {"command": self.command, "overwrite": bool(self.overwrite), "metadata": digest}
+        write_text(self.partial / MARKER, json.dumps(marker) + "\n")
         self._unobserve()
         old = None
         if os.path.lexists(self.path):
@@ -802,11 +826,21 @@ class RunDir:
         """Release the lock without removing anything."""
         self._release()
 
-    def kept_note(self) -> str:
-        if self.resumable:
+    def kept_note(self, resume_helps: bool = True) -> str:
+        """What became of the partial run, and what to do. `resume_helps`: False for a failure
+        that a resume would meet again (bad input found mid-run, a numerical failure, a fault
+        of the program: the resumed run replays the same configuration bit for bit, and changed
+        flags are refused), which is then not advised."""
+        if self.resumable and resume_helps:
             return (
                 f"the partial run is kept in {self.partial}; continue it with "
                 f"`centralpath {self.command} --resume {self.path}`"
+            )
+        if self.resumable:
+            return (
+                f"the partial run is kept in {self.partial}, but a --resume would meet the same "
+                f"failure: change what the message names and start afresh with `centralpath "
+                f"{self.command} ... --out {self.path} --overwrite`"
             )
         return "no partial output was kept"
 
@@ -817,15 +851,119 @@ class RunDir:
         try:
             yield self
         except BaseException as e:
-            _kept_note(e, self.kept_note())  # first: a second interrupt may cut the clean-up
+            # An interrupt, a full disk or a lack of memory passes; anything else recurs.
+            helps = isinstance(e, KeyboardInterrupt | OSError | MemoryError)
+            _kept_note(e, self.kept_note(helps))  # first: a second interrupt may cut the clean-up
             self.abandon()
             raise
 
 
+# --------------------------------------------------------------------------- finished runs
+
+#: The files of a finished run whose sha256 its metadata.json records (`plot` reads them).
+DIGESTED_FILES = ("config.toml", "results.npz", "results.csv")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _finished_files(partial: Path) -> dict:
+    """metadata.json's record of what the run wrote: the sha256 of `DIGESTED_FILES` and the
+    shape and dtype of every member of results.npz, checked by `verify_run`."""
+    files = {name: _sha256(partial / name) for name in DIGESTED_FILES if (partial / name).is_file()}
+    out: dict[str, Any] = {"files": files}
+    if (partial / "results.npz").is_file():
+        headers = _io.npz_headers(partial / "results.npz", "results file")
+        out["results_members"] = {
+            k: [list(h.shape), h.dtype.str] for k, h in sorted(headers.items())
+        }
+    return out
+
+
+def verify_run(run) -> tuple[str, dict[str, np.ndarray]]:
+    """(the command that wrote it, its results) of a finished run directory, checked against
+    what the run recorded when it finished: metadata.json against the marker's digest, every
+    file of `DIGESTED_FILES` against metadata.json's, then results.npz's members (keys, shapes,
+    dtypes) against the record, before any of it is used. Runs written before the record
+    existed get the structural checks only (real numbers, the command known)."""
+    run = Path(run)
+    fix = "re-run the command that made it (or restore the file)"
+    results_path = run / "results.npz"
+    require(
+        run.is_dir(), f"run directory {run} does not exist; pass a directory written by centralpath"
+    )
+    meta_path = run / "metadata.json"
+    meta: dict = {}
+    if meta_path.is_file():
+        meta = _io.read_json(meta_path, "run metadata", fix=fix, limit=RECORD_BYTES)
+        require(
+            isinstance(meta, dict), f"{meta_path} is not a run's metadata (not an object); {fix}"
+        )
+    recorded = _marker(run).get("metadata")
+    if isinstance(recorded, str):
+        require(
+            meta_path.is_file() and _sha256(meta_path) == recorded,
+            f"{meta_path} changed since the run finished (its sha256 differs from the one "
+            f"recorded in {run / MARKER}); {fix}",
+        )
+    command = meta.get("command", "run")
+    require(
+        isinstance(command, str) and command.isidentifier(),
+        f"{meta_path} names the command {command!r}, which is not one of centralpath's; {fix}",
+    )
+    digests = meta.get("files")
+    if isinstance(digests, dict):
+        for name, digest in digests.items():
+            require(
+                name in DIGESTED_FILES and isinstance(digest, str),
+                f"{meta_path} records a digest for {name!r}, which a run does not write; {fix}",
+            )
+            path = run / name
+            require(
+                os.path.lexists(path),
+                f"{path} is missing, though the run wrote it when it finished; {fix}",
+            )
+            require(
+                path.is_file() and not path.is_symlink() and _sha256(path) == digest,
+                f"{path} changed since the run finished (its sha256 differs from the one "
+                f"recorded in {meta_path}); {fix}",
+            )
+    load_results(run)  # results.npz is there (one-line errors), and the run is not a sweep
+    headers = _io.npz_headers(results_path, "results file")
+    members = meta.get("results_members")
+    if isinstance(members, dict):
+        found = {k: [list(h.shape), h.dtype.str] for k, h in headers.items()}
+        for key in sorted(set(members) | set(found)):
+            require(
+                members.get(key) == found.get(key),
+                f"{results_path} member {key!r} is {_member_text(found.get(key))} but the run "
+                f"recorded {_member_text(members.get(key))}; {fix}",
+            )
+    for key, h in headers.items():
+        require(
+            h.dtype.kind in "fiu",
+            f"{results_path} member {key!r} holds {h.dtype} data, which no run writes (real "
+            f"numbers only); {fix}",
+        )
+    return command, _io.load_npz(results_path, "results file")
+
+
+def _member_text(member) -> str:
+    if member is None:
+        return "absent"
+    shape, dtype = member
+    return f"{tuple(shape)} {np.dtype(dtype).name}"
+
+
 def _marker(path: Path) -> dict:
     try:
-        data = json.loads((Path(path) / MARKER).read_text())
-    except (OSError, ValueError):
+        data = _io.read_json(Path(path) / MARKER, "run marker", fix="-", limit=RECORD_BYTES)
+    except InputError:
         return {}
     return data if isinstance(data, dict) else {}
 

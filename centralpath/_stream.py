@@ -84,7 +84,7 @@ STATS_SCHEMA = """\
 | `nc4_mismatches`  | number [K]            | samples where W h + b and the nearest mean disagree (optional, with W) |
 | `feature_max_abs`, `feature_spread` | float [K] | max |h| and the largest per-unit range (optional: the float64 range check) |
 | `epochs`, `weight_decay`, `num_classes` and the training record | as in a features file |
-| `stats_version`   | int scalar            | 1                                                    |
+| `stats_version`   | int scalar            | 1 (absent reads as 1; another value is refused)     |
 """
 
 #: A deflated member that expands more than this many-fold is a zip bomb, not features:
@@ -641,12 +641,7 @@ class StatsFile:
     def checkpoint(self, k: int, rows: int | None = None) -> Checkpoint:
         counts = self.counts[k]
         sigma = _finite("sigma_w", self.sigma_w.block(k), self.source, k)
-        asym = float(np.max(np.abs(sigma - sigma.T))) if sigma.size else 0.0
-        require(
-            asym <= 1e-12 * max(float(np.max(np.abs(sigma))), np.finfo(float).tiny),
-            f"{self.source}: 'sigma_w' at checkpoint {k} is not symmetric (|S - S^T| = "
-            f"{asym:.1e}); it is not a covariance — re-save the statistics",
-        )
+        _io.check_covariance("sigma_w", sigma, k, self.source)
         means = _finite("class_means", self.class_means.block(k), self.source, k)
         n = float(counts.sum())
         acc = StatsAccumulator.from_arrays(counts, means, sigma * n)
@@ -734,6 +729,7 @@ _ALL_KEYS = tuple(dict.fromkeys(FEATURE_KEYS + STATS_KEYS + TRAINING_KEYS))
 
 def _from_container(c: _Container, source: str):
     h = c.headers
+    _io.check_one_kind(h, source)
     if "features" not in h and "sigma_w" in h:
         return _stats_from_container(c, source)
     if "features" not in h:
@@ -813,6 +809,7 @@ def _stats_from_container(c: _Container, source: str) -> StatsFile:
             f"{source}: class {cls} has no sample at checkpoint {k}; drop it and relabel the "
             "classes to 0..C-1"
         )
+    _io.check_statistics_record(small, counts, source)
     W = b = None
     if "W" in h:
         wh = h["W"]

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import InputError, check_lambda, require
+from ._errors import InputError, check_lambda, is_concrete, require
 from ._io import FeaturesFile
 from ._least_squares import least_squares_classifier
 from ._linalg import DEFAULT_RTOL
@@ -59,18 +59,7 @@ def check_analysable(ff: FeaturesFile, source: str = "features file") -> None:
         H = np.asarray(ff.features[k])
         big = float(np.max(np.abs(H))) if H.size else 0.0
         spread = float(np.max(np.ptp(H, axis=0))) if H.size else 0.0
-        require(
-            big <= FEATURE_SCALE_LIMIT,
-            f"{source}: the features at checkpoint {k} reach {big:.1e}, where their products "
-            f"overflow float64; rescale them (every collapse metric is scale-invariant), e.g. "
-            f"divide by {big:.0e}",
-        )
-        require(
-            spread == 0.0 or spread >= 1.0 / FEATURE_SCALE_LIMIT,
-            f"{source}: the features at checkpoint {k} vary by at most {spread:.1e}, where their "
-            "second moments underflow float64; rescale them (every collapse metric is "
-            f"scale-invariant), e.g. multiply by {1 / spread:.0e}",
-        )
+        _check_scale(big, spread, source, k)
     counts = np.bincount(ff.labels, minlength=C)
     if np.any(counts < 2):
         c = int(np.argmax(counts < 2))
@@ -189,6 +178,9 @@ def analyze(
     labels = jnp.asarray(ff.labels)
     records = []
     for k in range(ff.num_checkpoints):
+        if ff.W is not None:
+            big = float(np.max(np.abs(ff.features[k])))
+            _check_classifier_scale(ff.W[k], ff.b[k], big, source, k)
         W = None if ff.W is None else jnp.asarray(ff.W[k])
         b = None if ff.b is None else jnp.asarray(ff.b[k])
         out = jax.device_get(
@@ -227,6 +219,10 @@ def measure(
         if (b is None and W is None)
         else jnp.asarray(np.zeros(Wj.shape[0]) if b is None else b, float)
     )
+    if Wj is not None and is_concrete(Wj, bj):
+        means = stats.class_means if stats is not None else features
+        big = float(np.max(np.abs(np.asarray(means)))) if np.size(means) else 0.0
+        _check_classifier_scale(np.asarray(Wj), np.asarray(bj), big, "measure", 0)
     if stats is not None:
         out = jax.device_get(_checkpoint_from_stats(stats, Wj, bj, lam, rtol))
         return _record(epoch, out)
@@ -238,20 +234,56 @@ def measure(
 
 
 def _check_scale(big, spread, source: str, k: int) -> None:
-    """`check_analysable`'s float64 range check for one streamed checkpoint."""
-    if big is not None:
-        require(
-            big <= FEATURE_SCALE_LIMIT,
+    """The float64 range check of one checkpoint's features (in memory or streamed): their
+    largest magnitude `big` and the largest range of a feature over the samples `spread`."""
+    if big is not None and not big <= FEATURE_SCALE_LIMIT:
+        raise InputError(
             f"{source}: the features at checkpoint {k} reach {big:.1e}, where their products "
             f"overflow float64; rescale them (every collapse metric is scale-invariant), e.g. "
-            f"divide by {big:.0e}",
+            f"divide by {big:.0e}"
         )
-    if spread is not None:
-        require(
-            spread == 0.0 or spread >= 1.0 / FEATURE_SCALE_LIMIT,
+    if spread is not None and spread == 0.0:
+        raise InputError(
+            f"{source}: the features at checkpoint {k} are the same for every sample (no "
+            "feature varies), so no class differs from another and no collapse metric is "
+            "defined; check that the features were captured from the right layer and inputs"
+        )
+    if spread is not None and not spread >= 1.0 / FEATURE_SCALE_LIMIT:
+        raise InputError(
             f"{source}: the features at checkpoint {k} vary by at most {spread:.1e}, where their "
             "second moments underflow float64; rescale them (every collapse metric is "
-            f"scale-invariant), e.g. multiply by {1 / spread:.0e}",
+            f"scale-invariant), e.g. multiply by {1 / spread:.0e}"
+        )
+
+
+def _check_classifier_scale(W, b, big: float, source: str, k: int) -> None:
+    """The float64 range check of a classifier W, b for features of magnitude `big`: the
+    loss squares the outputs W h + b, which must stay far from overflow; a W below 1e-75 is
+    rounded to zero by the solver's arithmetic (denormals are flushed). NC2 and NC3 are computed
+    scale-free (`_metrics._scale_free`), so the refusal protects the loss, which is not."""
+    if W is None:
+        return
+    top_w = float(np.max(np.abs(W))) if W.size else 0.0
+    top_b = float(np.max(np.abs(b))) if b is not None and b.size else 0.0
+    output = top_w * max(big, 1.0)
+    over = [
+        (v, name)
+        for v, name in ((top_w, "W"), (top_b, "b"), (output, "W h"))
+        if not v <= FEATURE_SCALE_LIMIT
+    ]
+    if over:
+        worst, name = over[0]
+        raise InputError(
+            f"{source}: the classifier at checkpoint {k} reaches |{name}| = {worst:.1e}, where "
+            "the loss's products overflow float64; rescale W and b together, e.g. divide both "
+            f"by {worst:.0e} (NC1-NC4 are unchanged; the loss becomes that of the rescaled "
+            "classifier)"
+        )
+    if 0.0 < top_w < 1.0 / FEATURE_SCALE_LIMIT:
+        raise InputError(
+            f"{source}: the classifier W at checkpoint {k} reaches only {top_w:.1e}, below "
+            "float64's normal range in its products; rescale W and b together, e.g. multiply "
+            f"both by {1 / top_w:.0e} (NC1-NC4 are unchanged)"
         )
 
 
@@ -285,6 +317,7 @@ def _analyze_streamed(src, weight_decay, rtol, rows, on_checkpoint) -> list[dict
         if big is None:  # a statistics file without the features' range: bound it by theirs
             big = float(np.max(np.abs(ck.acc.means)))
         _check_scale(big, spread, source, k)
+        _check_classifier_scale(ck.W, ck.b, big, source, k)
         stats = ck.acc.finalize()
         W = None if ck.W is None else jnp.asarray(ck.W)
         b = None if ck.b is None else jnp.asarray(ck.b)

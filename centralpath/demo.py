@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ._errors import require
+
 SIMULATION = {
     "flow": "renormalised",
     "classes": 5,
@@ -39,6 +41,40 @@ DEFAULTS: dict[str, Any] = {
     "convergence": CONVERGENCE,
     "training": TRAINING,
 }
+
+
+def validate(config: dict, *, train: bool = True) -> None:
+    """One-line `InputError` for a demo configuration, before any work: each section as its
+    command checks it ([simulation] as simulate, [training] as train), and [convergence]'s
+    horizon t and step sizes etas (at least two distinct steps in (0, t], for the slope)."""
+    from ._errors import require_real
+    from .simulate import DEFAULTS as SIMULATE, MAX_STEPS, validate as validate_simulation
+
+    validate_simulation({**SIMULATE, **SIMULATION, **config.get("simulation", {})})
+    conv = {**CONVERGENCE, **config.get("convergence", {})}
+    require_real("[convergence] t", conv["t"], 0, lo_open=True)
+    etas = conv["etas"]
+    require(
+        isinstance(etas, list | tuple) and len(etas) >= 2,
+        f"[convergence] etas must list at least two step sizes (the slope of the error against "
+        f"eta needs two), got {etas!r}; e.g. etas = [800.0, 400.0, 200.0]",
+    )
+    for eta in etas:
+        require_real(
+            "each of [convergence] etas",
+            eta,
+            conv["t"] / MAX_STEPS,
+            conv["t"],
+            fix=f"a step in [t/{MAX_STEPS:.0e}, t] takes 1 to {MAX_STEPS:.0e} steps to reach t",
+        )
+    require(
+        len(set(float(e) for e in etas)) >= 2,
+        f"[convergence] etas must hold at least two different step sizes, got {etas!r}",
+    )
+    if train:
+        from .networks.train import DEFAULTS as TRAIN, validate as validate_training
+
+        validate_training({**TRAIN, **TRAINING, **config.get("training", {})})
 
 
 def gd_convergence(config: dict, t: float, etas: list[float]) -> dict[str, np.ndarray]:

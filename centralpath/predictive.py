@@ -836,6 +836,7 @@ def predict(
         if kappa is None:
             kappa = fit_kappa(path, model_obj, target, S[after])
             kappa_source = "fitted"
+        check_kappa_time(kappa, S[after], kappa_source)
         t_after = kappa * S[after]
     flow_time = nan_k.copy()
     flow_time[k0] = 0.0
@@ -1130,23 +1131,32 @@ def report_caption(numbers: dict) -> str:
     )
 
 
+#: The largest model time κ·S an lr clock may ask for: far beyond any collapse (ω_j reach
+#: float64's limits by t ~ 1e3 at the paper's scales), and with room before overflow (κ = 1e308
+#: gave t = inf, and the models' time stepping never ended).
+MAX_MODEL_TIME = 1e300
+
+
+def check_kappa_time(kappa: float, S: np.ndarray, source: str | None) -> None:
+    """Refuse a κ whose model times κ·S (the lr clock's units after e0) leave float64's range."""
+    top = float(np.max(S)) if np.size(S) else 0.0
+    with np.errstate(over="ignore"):
+        t = kappa * top
+    if not t <= MAX_MODEL_TIME:
+        where = "--kappa" if source in (None, "given") else f"kappa ({source})"
+        raise InputError(
+            f"{where} = {kappa:.3g} makes the model time kappa * S reach {t:.3g} at the last "
+            f"checkpoint (S = {top:.3g}), beyond {MAX_MODEL_TIME:g}; pass a kappa of at most "
+            f"{MAX_MODEL_TIME / top:.3g} (a fitted one is of order 1 to 1e4)"
+        )
+
+
 def read_kappa(path, model: str) -> tuple[float, str]:
     """κ of `model` from another run's `compare --clock lr --json` output (the out-of-sample
     test): its top level, or its `models` list when it ran --model all."""
-    import json
-    from pathlib import Path
+    from ._io import read_json
 
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(
-            f"--kappa-from {path} does not exist; pass a compare --json output"
-        ) from None
-    except (OSError, ValueError) as e:
-        raise InputError(
-            f"--kappa-from {path} is not readable JSON ({type(e).__name__}); pass a compare "
-            "--json output"
-        ) from None
+    data = read_json(path, "--kappa-from", fix="pass a compare --json output")
     entries = data.get("models") if isinstance(data, dict) else None
     entries = entries if isinstance(entries, list) else [data] if isinstance(data, dict) else []
     for entry in entries:

@@ -97,6 +97,35 @@ MAX_SAVES = 10_000  # each save ends a checkpointed segment: more is a log, not 
 CHECKPOINT_FORMAT = 2
 
 
+#: The most steps a segment may take (ODE) or a run (GD): Diffrax and the GD loop count steps
+#: in a machine integer (1e30 overflowed inside the compiled solver), and 1e9 steps of the
+#: smallest problem take hours.
+MAX_STEPS = 10**9
+
+
+def _check_save_grid(c: dict[str, Any]) -> None:
+    """The save grid (`_series.save_times`: 0, then t_end·1e-4 … t_end) must be distinct
+    normal numbers of the working precision: t-end = 5e-324 made its first time 0."""
+    from ._series import save_times
+
+    dtype = np.float32 if c.get("precision", "float64") == "float32" else np.float64
+    info = np.finfo(dtype)
+    name = np.dtype(dtype).name
+    first = 1e-4 if c["num_saves"] > 2 else 1.0
+    lo = float(info.tiny) / first
+    require(
+        c["t_end"] >= lo and c["t_end"] <= float(info.max),
+        f"t-end = {c['t_end']:g} puts the save times (t-end·{first:g} to t-end) outside "
+        f"{name}'s normal range; use t-end in [{lo:.3g}, {float(info.max):.3g}]",
+    )
+    times = save_times(float(c["t_end"]), int(c["num_saves"])).astype(dtype)
+    require(
+        bool(np.all(np.diff(times) > 0)),
+        f"t-end = {c['t_end']:g} with {c['num_saves']} saves gives save times that coincide in "
+        f"{name}; use fewer --num-saves or a larger t-end",
+    )
+
+
 def validate(config: dict[str, Any]) -> None:
     """One-line `InputError` for a bad configuration (from flags, a TOML file or a library call),
     then the memory and work it would need checked against the limits (`check_resources`)."""
@@ -143,14 +172,22 @@ def validate(config: dict[str, Any]) -> None:
         MAX_SAVES,
         fix="each save is a checkpointed segment of the run",
     )
+    _check_save_grid(c)
     require_real(
         "eta", c["eta"], 0, fix="give a step > 0, or 0 for automatic (half the stable step)"
     )
     # Tolerances are relative and absolute errors per step: 1 or more accepts any answer.
     require_real("rtol", c["rtol"], 0, 1, lo_open=True, hi_open=True)
     require_real("atol", c["atol"], 0, 1, lo_open=True, hi_open=True)
-    require_int("max-steps", c["max_steps"], 1, fix="the ODE needs at least one step per segment")
-    require_int("max-gd-steps", c["max_gd_steps"], 1)
+    require_int(
+        "max-steps",
+        c["max_steps"],
+        1,
+        MAX_STEPS,
+        fix="the ODE needs at least one step per segment, and a segment of more steps would run "
+        "for days (the solver counts them in a machine integer)",
+    )
+    require_int("max-gd-steps", c["max_gd_steps"], 1, MAX_STEPS)
     require_real("nc1-target", c["nc1_target"], 0, fix="0 turns the early stop off")
     require(isinstance(c["bias"], bool), f"bias must be true or false, got {c['bias']!r}")
     methods = c["methods"]
@@ -177,6 +214,7 @@ def validate(config: dict[str, Any]) -> None:
 _SOLVER_STATE_COPIES = 20
 _PP_MATRICES = 16
 _FLOP_PER_P3 = 20  # one snapshot's metrics: several p×p eigendecompositions
+_FLOP_PER_DRAWN = 100  # one normal number: threefry bits and the inverse-CDF transform
 
 
 def resource_estimate(config: dict[str, Any]) -> tuple[float, float]:
@@ -202,6 +240,11 @@ def resource_estimate(config: dict[str, Any]) -> tuple[float, float]:
         + 3 * S * M * snapshot
     )
     flop = _FLOP_PER_P3 * p**3 * (1 + S * M)
+    if not (ufm and c["representation"] == "reduced"):
+        # The initial draw of every sample (the reduced central path and renormalised flows
+        # draw them too, then keep their statistics): a normal number each, and the class
+        # statistics' n·p² products.
+        flop += _FLOP_PER_DRAWN * n * p + 2 * n * p * p
     if "gd" in c["methods"] and c["eta"] > 0:
         steps = min(c["t_end"] / c["eta"], c["max_gd_steps"])
         per_step = 20 * C * p * p if c["representation"] == "reduced" else 20 * n * p * C

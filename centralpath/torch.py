@@ -95,11 +95,40 @@ class StatsRecorder(_Recorder):
         self._nc4: list | None = None
         last_layer.register_forward_hook(self._hook)
 
+    def _checked_labels(self, y) -> torch.Tensor:
+        """A batch's labels as class indices 0..C−1: float labels were truncated silently and a
+        label out of range ended in a raw torch error (one_hot)."""
+        C = self.num_classes
+        y = torch.as_tensor(y)
+        require(
+            not (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool),
+            f"the loader's labels must be integer class indices 0..{C - 1}, got dtype {y.dtype}; "
+            "yield them as a LongTensor (y.long() if they are whole numbers)",
+        )
+        require(
+            y.ndim == 1,
+            f"the loader's labels must be one class index per sample (shape [batch]), got shape "
+            f"{tuple(y.shape)}; pass class indices, not one-hot rows (y.argmax(1))",
+        )
+        if y.numel():
+            lo, hi = int(y.min()), int(y.max())
+            require(
+                0 <= lo and hi < C,
+                f"the loader's labels must lie in 0..{C - 1} (num_classes = {C}), found "
+                f"{lo if lo < 0 else hi}; relabel the classes, or pass num_classes",
+            )
+        return y
+
     def _hook(self, module, inputs, output):
         if self._labels is None:
             return
         h = inputs[0].detach()
         h = h.reshape(h.shape[0], -1)
+        require(
+            h.shape[0] == self._labels.shape[0],
+            f"the loader gave {self._labels.shape[0]} labels for a batch of {h.shape[0]} "
+            "samples; yield (inputs, labels) with one label per input",
+        )
         if self._nc4 is not None:  # second pass: NC4 against the final class means
             W, b, means, sq = self._nc4[1:]
             X = h.to(torch.float64)
@@ -120,7 +149,7 @@ class StatsRecorder(_Recorder):
         try:
             self._moments = None
             for x, y in loader:
-                self._labels = torch.as_tensor(y)
+                self._labels = self._checked_labels(y)
                 model(x)
             self._labels = None
             require(self._moments is not None, "the loader gave no batch; pass the training set")
@@ -136,7 +165,7 @@ class StatsRecorder(_Recorder):
                 means = torch.as_tensor(acc.means, device=W.device)
                 self._nc4 = [0, W, b, means, (means**2).sum(1)]
                 for x, y in loader:
-                    self._labels = torch.as_tensor(y)
+                    self._labels = self._checked_labels(y)
                     model(x)
                 missed = self._nc4[0]
                 acc = StatsAccumulator.from_arrays(

@@ -372,3 +372,89 @@ def test_checkpoint_writes_at_most_every_interval_and_always_at_the_end(tmp_path
     assert sorted(w for w in writes if w.startswith("snapshot-")) == sorted(
         f"snapshot-ode-{k}.npz" for k in range(6)
     )
+
+
+# ------------------------------------------------------------------ the Python boundary (issue 29)
+
+
+def _labelled(C=3, n_c=4, p=3):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(C * n_c, p)), np.repeat(np.arange(C), n_c)
+
+
+@pytest.mark.parametrize("bad", [3, 7, -1])
+def test_class_stats_under_jit_checks_the_label_range(bad):
+    """A label >= C under jit dropped its sample from every class and kept it in the global
+    mean (NC1 3.02 for 3.30), silently; now the compiled program raises, naming the range."""
+    import equinox as eqx
+    import jax
+
+    import centralpath as cp
+
+    H, y = _labelled()
+    stats = eqx.filter_jit(lambda h, l: cp.class_stats(h, l, 3))
+    np.testing.assert_allclose(
+        stats(H, y).sigma_w, cp.class_stats(H, y, 3).sigma_w, rtol=1e-14, atol=0
+    )
+    with pytest.raises(Exception, match=r"labels must lie in 0\.\.2"):
+        jax.block_until_ready(stats(H, np.r_[y[:-1], bad]))
+    with pytest.raises(Exception, match=r"labels must lie in 0\.\.2"):
+        jax.block_until_ready(
+            jax.vmap(lambda h, l: cp.class_stats(h, l, 3).sigma_w)(
+                np.stack([H, H]), np.stack([y, np.r_[y[:-1], bad]])
+            )
+        )
+
+
+def test_class_stats_under_jit_refuses_float_labels_while_tracing():
+    import jax
+
+    import centralpath as cp
+
+    H, y = _labelled()
+    with pytest.raises(ValueError, match="labels must be integers"):
+        jax.jit(lambda h, l: cp.class_stats(h, l, 3).sigma_w)(H, y.astype(float))
+
+
+@pytest.mark.parametrize("factor", [1e300, 1e-300])
+def test_measure_refuses_a_classifier_at_the_edge_of_float64(factor):
+    """NC3 of W·1e300 was 1.0 for 0.31: the classifier is refused with the rescaling hint
+    (NC2 and NC3 themselves are scale-free: test_resource_guards)."""
+    import centralpath as cp
+
+    H, y = _labelled()
+    W, b = np.random.default_rng(1).normal(size=(3, 3)), np.zeros(3)
+    reference = cp.measure(H, y, W=W, b=b)
+    assert np.isfinite(reference["nc3"]) and np.isfinite(reference["loss"])
+    with pytest.raises(ValueError, match="rescale W and b together") as info:
+        cp.measure(H, y, W=W * factor, b=b)
+    assert "\n" not in str(info.value)
+
+
+TORCH_LABELS = {
+    "float": (lambda y: y.float(), "integer class indices"),
+    "float_fractional": (lambda y: y.float() + 0.5, "integer class indices"),
+    "bool": (lambda y: y > 0, "integer class indices"),
+    "out_of_range": (lambda y: y + 3, "must lie in 0..2"),
+    "negative": (lambda y: y - 1, "must lie in 0..2"),
+    "one_hot": (lambda y: __import__("torch").nn.functional.one_hot(y, 3), "one class index"),
+    "short": (lambda y: y[:-1], "labels for a batch of"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TORCH_LABELS))
+def test_pytorch_recorder_refuses_labels_that_are_not_class_indices(case):
+    """Float labels were truncated silently; labels out of range gave a raw torch error."""
+    torch = pytest.importorskip("torch")
+    from centralpath.torch import StatsRecorder
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    x, y = torch.randn(12, 4), torch.arange(12) % 3
+    recorder = StatsRecorder(model[-1])
+    change, phrase = TORCH_LABELS[case]
+    with pytest.raises(ValueError, match=phrase) as info:
+        recorder.capture(model, [(x, change(y))], epoch=0)
+    assert "\n" not in str(info.value)
+    assert model.training  # put back as it was
+    recorder.capture(model, [(x, y)], epoch=0)  # the recorder still works afterwards

@@ -162,6 +162,19 @@ CHILD = (
 
 def run_cli(*args, env=None, tmp_path=None):
     """The command line in a fresh process under RLIMIT_AS; (exit status, stderr, seconds)."""
+    return run_cli_measured(*args, env=env, tmp_path=tmp_path)[:3]
+
+
+# What a refusal may cost (issue 29): the child's peak resident memory, JAX's start included.
+PEAK_LIMIT = int(1.5e9)
+
+
+def run_cli_measured(*args, env=None, tmp_path=None, cwd=None):
+    """`run_cli` that also returns the child's peak resident memory in bytes (from wait4's
+    rusage: RLIMIT_AS bounds the address space, not what the process touched)."""
+    import tempfile
+    import threading
+
     e = dict(os.environ)
     e.pop(MEMORY_ENV, None)
     e.pop(WORK_ENV, None)
@@ -169,24 +182,34 @@ def run_cli(*args, env=None, tmp_path=None):
         e["XDG_CACHE_HOME"] = str(tmp_path / "cache")
     e.update(env or {})
     start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=e,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    return proc.returncode, proc.stderr, time.monotonic() - start
+    with tempfile.TemporaryFile() as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, *map(str, args)],
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+            env=e,
+            cwd=cwd if cwd is not None else tmp_path,
+        )
+        timer = threading.Timer(120, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err_file.seek(0)
+        err = err_file.read().decode(errors="replace")
+    return proc.returncode, err, time.monotonic() - start, usage.ru_maxrss * 1024
 
 
-def assert_refused(code, err, seconds=0.0, *, contains=()):
+def assert_refused(code, err, seconds=0.0, *, contains=(), peak=0, codes=(2,)):
     lines = err.strip().splitlines()
-    assert code == 2, err
+    assert code in codes, err
     assert len(lines) == 1, err
-    assert ": error:" in lines[0], err
+    assert ": error:" in lines[0] or ": numerical failure:" in lines[0], err
     assert "internal error" not in err and "Traceback" not in err, err
     assert seconds < TIME_LIMIT, f"refused after {seconds:.1f} s"
+    assert peak < PEAK_LIMIT, f"refused at a peak of {peak / 1e9:.2f} GB"
     for text in contains:
         assert text in lines[0], lines[0]
 
@@ -373,6 +396,462 @@ def test_compare_refuses_non_monotone_epochs(tmp_path, capsys):
             epochs=np.array(epochs),
         )
         main_refuses(capsys, ["compare", path, "--quiet"], contains=["increase strictly"])
+
+
+# ------------------------------------------------------------------ hostile statistics files
+
+
+def _statistics_files(d: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, phrase): a valid statistics file of this package, altered one way each
+    (issue 29: statistics files were checked only for symmetry)."""
+    from centralpath._stream import open_source, save_stats
+
+    rng = np.random.default_rng(3)
+    C, n_c, p, K = 3, 40, 6, 2
+    labels = np.repeat(np.arange(C), n_c)
+    centres = rng.normal(size=(C, p)) * 3
+    H = np.stack([centres[labels] + rng.normal(size=(C * n_c, p)) for _ in range(K)])
+    features = d / "features.npz"
+    W, b = rng.normal(size=(K, C, p)), rng.normal(size=(K, C))
+    np.savez(features, features=H, labels=labels, W=W, b=b, weight_decay=1e-3)
+    save_stats(d / "stats.npz", list(open_source(features).checkpoints()), weight_decay=1e-3)
+    with np.load(d / "stats.npz") as f:
+        good = dict(f)
+    sigma = good["sigma_w"]
+    one_negative = sigma.copy()
+    for k in range(K):  # one eigenvalue flipped to minus the largest: NC1 0.0486 for 0.0659
+        w, V = np.linalg.eigh(sigma[k])
+        w[0] = -w.max()
+        one_negative[k] = (V * w) @ V.T
+        one_negative[k] = (one_negative[k] + one_negative[k].T) / 2
+    empty = {k: v[:0] for k, v in good.items() if v.ndim and v.shape[0] == K}
+    variants = {
+        "minus_identity": (
+            {"sigma_w": -np.broadcast_to(np.eye(p), sigma.shape)},
+            "not a covariance",
+        ),
+        "one_negative_eigenvalue": ({"sigma_w": one_negative}, "smallest eigenvalue"),
+        "counts_1e308": ({"counts": np.full_like(good["counts"], 1e308)}, "2**53"),
+        "counts_total_over_2_53": ({"counts": np.full_like(good["counts"], 2.0**52)}, "total"),
+        "zero_checkpoints": (empty, "no checkpoint"),
+        "stats_version_2": ({"stats_version": np.int64(2)}, "'stats_version' is 2"),
+        "stats_version_text": ({"stats_version": np.asarray("1")}, "'stats_version'"),
+        "features_and_statistics": ({"features": H, "labels": labels}, "one kind"),
+        "feature_spread_0": ({"feature_spread": np.zeros(K)}, "'feature_spread'"),
+        "feature_spread_negative": ({"feature_spread": -np.ones(K)}, "'feature_spread'"),
+        "spread_beyond_max_abs": (
+            {"feature_spread": good["feature_max_abs"] * 3},
+            "more than twice",
+        ),
+        "max_abs_negative": ({"feature_max_abs": -np.ones(K)}, "'feature_max_abs'"),
+        "means_inf": ({"class_means": np.full_like(good["class_means"], np.inf)}, "non-finite"),
+        "classifier_1e300": ({"W": W * 1e300, "b": b * 1e300}, "|W| = "),
+        "bias_1e300": ({"b": b * 1e300}, "|b| = "),
+        "classifier_1e-300": ({"W": W * 1e-300}, "multiply both"),
+    }
+    out = {"features": (features, ""), "stats": (d / "stats.npz", "")}
+    for name, (change, phrase) in variants.items():
+        arrays = {**good, **change}
+        np.savez(d / f"{name}.npz", **arrays)
+        out[name] = (d / f"{name}.npz", phrase)
+    # The features themselves: every sample identical (ZeroDivisionError), a classifier at 1e300.
+    np.savez(d / "identical_samples.npz", features=np.ones((12, 3)), labels=labels[::10])
+    out["identical_samples"] = (d / "identical_samples.npz", "the same for every sample")
+    np.savez(d / "features_classifier_1e300.npz", features=H, labels=labels, W=W * 1e300, b=b)
+    out["features_classifier_1e300"] = (d / "features_classifier_1e300.npz", "|W| = ")
+    return out
+
+
+@pytest.fixture(scope="module")
+def statistics_files(tmp_path_factory):
+    return _statistics_files(tmp_path_factory.mktemp("statistics"))
+
+
+STATISTICS_CASES = [
+    "minus_identity",
+    "one_negative_eigenvalue",
+    "counts_1e308",
+    "counts_total_over_2_53",
+    "zero_checkpoints",
+    "stats_version_2",
+    "stats_version_text",
+    "features_and_statistics",
+    "feature_spread_0",
+    "feature_spread_negative",
+    "spread_beyond_max_abs",
+    "max_abs_negative",
+    "means_inf",
+    "classifier_1e300",
+    "bias_1e300",
+    "classifier_1e-300",
+    "identical_samples",
+    "features_classifier_1e300",
+]
+
+
+@pytest.mark.parametrize("command", ["analyze", "compare"])
+@pytest.mark.parametrize("name", STATISTICS_CASES)
+def test_statistics_files_checked_as_what_they_claim(statistics_files, tmp_path, name, command):
+    path, phrase = statistics_files[name]
+    if command == "compare" and name in ("zero_checkpoints", "identical_samples"):
+        phrase = "checkpoint"  # compare refuses fewer than 2 checkpoints first
+    out = tmp_path / "o.json"
+    code, err, seconds, peak = run_cli_measured(
+        command,
+        path,
+        "--quiet",
+        *(["--json", out] if command == "analyze" else []),
+        tmp_path=tmp_path,
+    )
+    assert_refused(code, err, seconds, contains=[phrase], peak=peak)
+    assert not out.exists()
+
+
+def test_the_valid_statistics_file_still_reads(statistics_files, capsys):
+    """The checks refuse the altered files, not the one this package wrote (nor its features)."""
+    for name in ("stats", "features"):
+        assert main(["analyze", str(statistics_files[name][0]), "--quiet"]) == 0, name
+    capsys.readouterr()
+
+
+def test_covariance_tolerance_is_relative_to_the_scale():
+    """PSD to COVARIANCE_RTOL of the largest variance, whatever the scale: rounding-level
+    negative eigenvalues (a rank-deficient Σ_W) pass, one at 1e-6 of the largest is refused."""
+    from centralpath._io import COVARIANCE_RTOL, check_covariance
+
+    rng = np.random.default_rng(0)
+    V = np.linalg.qr(rng.normal(size=(5, 5)))[0]
+    for scale in (1e-150, 1.0, 1e150):
+        for low, ok in (
+            (-1e-14, True),
+            (0.0, True),
+            (-1e-6, False),
+            (-10 * COVARIANCE_RTOL, False),
+        ):
+            S = (V * (scale * np.array([low, 0.1, 0.5, 0.7, 1.0]))) @ V.T
+            S = (S + S.T) / 2
+            if ok:
+                check_covariance("sigma_w", S, 0, "s")
+            else:
+                with pytest.raises(InputError, match="smallest eigenvalue"):
+                    check_covariance("sigma_w", S, 0, "s")
+    check_covariance("sigma_w", np.zeros((3, 3)), 0, "s")  # perfect collapse is a covariance
+
+
+def test_classifier_metrics_are_scale_free():
+    """NC2 (classifier) and NC3 of W·2**k are the bits of W's, and of W·1e±300 equal to 1e-15
+    (issue 29: W at 1e300 gave NC3 = 1.0 for 0.31)."""
+    import jax.numpy as jnp
+
+    from centralpath._metrics import nc2_equiangular_classifier, nc2_equinorm_classifier, nc3
+    from centralpath._stats import class_stats
+
+    rng = np.random.default_rng(0)
+    H, y = rng.normal(size=(30, 4)), np.arange(30) % 3
+    W = rng.normal(size=(3, 4))
+    stats = class_stats(jnp.asarray(H), jnp.asarray(y), 3)
+    ref = [float(f(jnp.asarray(W))) for f in (nc2_equinorm_classifier, nc2_equiangular_classifier)]
+    ref.append(float(nc3(stats, jnp.asarray(W))))
+    for factor, rtol in ((2.0**900, 0.0), (2.0**-900, 0.0), (1e300, 1e-15), (1e-300, 1e-15)):
+        Ws = jnp.asarray(W * factor)
+        got = [float(nc2_equinorm_classifier(Ws)), float(nc2_equiangular_classifier(Ws))]
+        got.append(float(nc3(stats, Ws)))
+        np.testing.assert_allclose(got, ref, rtol=rtol, atol=0)
+
+
+# ------------------------------------------------------------------ hostile text files, flags, configs
+
+
+def _deep_toml(depth: int) -> str:
+    return "x = " + "[" * depth + "]" * depth + "\n"
+
+
+@pytest.fixture(scope="module")
+def lr_features(tmp_path_factory):
+    """Features with the training record (`--clock lr`) whose classifier is least-squares."""
+    from centralpath import class_stats, least_squares_classifier
+    from centralpath._io import save_features
+
+    d = tmp_path_factory.mktemp("lr")
+    rng = np.random.default_rng(0)
+    C, n_c, p, lam = 3, 20, 4, 1e-3
+    labels = np.repeat(np.arange(C), n_c)
+    means, eps = 2.0 * rng.normal(size=(C, p)), rng.normal(size=(C * n_c, p))
+    H = np.stack([means[labels] + 0.5**k * eps for k in range(4)])
+    ls = [least_squares_classifier(class_stats(h, labels, C), lam) for h in H]
+    save_features(
+        d / "f.npz",
+        features=H,
+        labels=labels,
+        W=np.stack([np.asarray(x.W) for x in ls]),
+        b=np.stack([np.asarray(x.b) for x in ls]),
+        epochs=np.arange(4.0),
+        weight_decay=lam,
+        learning_rate=np.full(4, 0.1),
+        momentum=np.float64(0.9),
+        steps_per_epoch=np.int64(10),
+        loss="mse",
+    )
+    return d / "f.npz"
+
+
+KAPPA_CASES = {
+    # name -> (file content or None for /dev/zero, extra flags, phrase)
+    "dev_zero": (None, [], "larger than"),
+    "over_size_limit": ("sparse", [], "larger than"),
+    "nested_100000": ("[" * 100_000 + "]" * 100_000, [], "more than 64 deep"),
+    "nested_70": ('{"a": ' * 70 + "1" + "}" * 70, [], "more than 64 deep"),
+    "kappa_1e308": (
+        '{"model": "closed-form", "clock": "lr", "kappa": 1e308}',
+        [],
+        "beyond 1e+300",
+    ),
+    "kappa_inf": ('{"model": "closed-form", "clock": "lr", "kappa": Infinity}', [], "finite"),
+    "not_utf8": (b"\xff\xfe{", [], "not UTF-8"),
+    "flag_kappa_1e308": ("", ["--kappa", "1e308"], "beyond 1e+300"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KAPPA_CASES))
+def test_compare_kappa_sources_bounded(lr_features, tmp_path, name):
+    """`--kappa-from` read /dev/zero whole (6 GB in 19 s), overflowed at κ = 1e308 and ran on,
+    and hit a RecursionError at 100,000 levels (issue 29)."""
+    from centralpath._io import MAX_JSON_BYTES
+
+    content, flags, phrase = KAPPA_CASES[name]
+    path = tmp_path / "k.json"
+    if content is None:
+        path = Path("/dev/zero")
+    elif content == "sparse":
+        with open(path, "wb") as fh:
+            fh.truncate(MAX_JSON_BYTES + 1)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    source = flags or ["--kappa-from", path]
+    code, err, seconds, peak = run_cli_measured(
+        "compare",
+        lr_features,
+        "--model",
+        "closed-form",
+        "--clock",
+        "lr",
+        *source,
+        "--quiet",
+        "--no-figures",
+        "--out",
+        tmp_path / "run",
+        tmp_path=tmp_path,
+    )
+    assert_refused(code, err, seconds, contains=[phrase], peak=peak)
+    assert not (tmp_path / "run").exists()
+
+
+SIM_SMALL = [
+    "simulate",
+    "--flow",
+    "central-path",
+    "--classes",
+    "3",
+    "--per-class",
+    "4",
+    "--dim",
+    "3",
+]
+SIM_SMALL += ["--num-saves", "4"]
+CONFIG_CASES = {
+    "simulate_toml_1000_deep": (
+        ["simulate", "--config", "{cfg}", "--out", "{out}"],
+        _deep_toml(1000),
+    ),
+    "simulate_table_70_deep": (
+        ["simulate", "--config", "{cfg}", "--out", "{out}"],
+        "x = " + "{a = " * 70 + "1" + "}" * 70 + "\n",
+    ),
+    "train_toml_1000_deep": (["train", "--config", "{cfg}", "--out", "{out}"], _deep_toml(1000)),
+    "sweep_toml_1000_deep": (["sweep", "{cfg}", "--out", "{out}"], _deep_toml(1000)),
+    "demo_toml_1000_deep": (["demo", "--config", "{cfg}", "--out", "{out}"], _deep_toml(1000)),
+    "simulate_config_dev_zero": (["simulate", "--config", "/dev/zero", "--out", "{out}"], None),
+    "simulate_config_over_size": (["simulate", "--config", "{cfg}", "--out", "{out}"], "sparse"),
+    "demo_etas_empty": (
+        ["demo", "--config", "{cfg}", "--out", "{out}"],
+        "[convergence]\netas = []\n",
+    ),
+    "demo_etas_one": (
+        ["demo", "--config", "{cfg}", "--out", "{out}"],
+        "[convergence]\netas = [100.0]\n",
+    ),
+    "demo_etas_text": (
+        ["demo", "--config", "{cfg}", "--out", "{out}"],
+        '[convergence]\netas = ["a", 1.0]\n',
+    ),
+    "demo_eta_zero": (
+        ["demo", "--config", "{cfg}", "--out", "{out}"],
+        "[convergence]\netas = [0.0, 1.0]\n",
+    ),
+    "demo_training_epochs_0": (
+        ["demo", "--config", "{cfg}", "--out", "{out}"],
+        "[training]\nepochs = 0\n",
+    ),
+    "demo_t_end_5e-324": (
+        ["demo", "--config", "{cfg}", "--out", "{out}"],
+        "[simulation]\nt_end = 5e-324\n",
+    ),
+    "simulate_max_steps_1e30": (
+        [*SIM_SMALL, "--max-steps", str(10**30), "--out", "{out}"],
+        None,
+    ),
+    "simulate_max_gd_steps_1e30": (
+        [*SIM_SMALL, "--max-gd-steps", str(10**30), "--out", "{out}"],
+        None,
+    ),
+    "simulate_t_end_5e-324": ([*SIM_SMALL, "--t-end", "5e-324", "--out", "{out}"], None),
+    "simulate_t_end_float32_1e-40": (
+        [*SIM_SMALL, "--t-end", "1e-40", "--precision", "float32", "--out", "{out}"],
+        None,
+    ),
+    "simulate_t_end_float32_1e39": (
+        [*SIM_SMALL, "--t-end", "1e39", "--precision", "float32", "--out", "{out}"],
+        None,
+    ),
+}
+CONFIG_PHRASES = {
+    "deep": "more than 64 deep",
+    "dev_zero": "larger than",
+    "over_size": "larger than",
+    "etas": "etas",
+    "eta_zero": "etas",
+    "epochs_0": "epochs",
+    "max_steps": "max-steps must be an integer in 1..1000000000",
+    "max_gd_steps": "max-gd-steps must be an integer in 1..1000000000",
+    "t_end": "outside float",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_CASES))
+def test_configs_and_flags_refused_before_work(tmp_path, name):
+    """Deep nesting was a RecursionError; empty etas failed after 11 s of work; --max-steps
+    1e30 and --t-end 5e-324 failed inside the solver and then advised a --resume (issue 29)."""
+    from centralpath._io import MAX_TOML_BYTES
+
+    argv, text = CONFIG_CASES[name]
+    cfg, out = tmp_path / "c.toml", tmp_path / "run"
+    if text == "sparse":
+        with open(cfg, "wb") as fh:
+            fh.truncate(MAX_TOML_BYTES + 1)
+    elif text is not None:
+        cfg.write_text(text)
+    argv = [a.format(cfg=cfg, out=out) for a in argv]
+    extra = ["--quiet"] if argv[0] == "sweep" else ["--quiet", "--no-figures"]
+    code, err, seconds, peak = run_cli_measured(*argv, *extra, tmp_path=tmp_path)
+    phrase = next(v for k, v in CONFIG_PHRASES.items() if k in name)
+    assert_refused(code, err, seconds, contains=[phrase], peak=peak)
+    assert "--resume" not in err
+    assert not out.exists() and not (tmp_path / ".run.partial").exists()
+
+
+SWEEP_COST_CASES = {
+    # name -> ([sweep] table, work limit, phrase): refused before any work. The 10**6 points of
+    # one shape need ~3e11 flop; the 1,000 groups' compilations ~1.6e14, each group < 1e12.
+    "1000_shape_groups": (
+        "dim = [" + ", ".join(str(3 + i) for i in range(1000)) + "]",
+        "1e12",
+        "1000 shape group",
+    ),
+    "1e6_points": (
+        "lam = [" + ", ".join(f"{0.001 * (i + 1):.4f}" for i in range(1000)) + "]\nseeds = 1000",
+        "1e11",
+        "1000000 configurations",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SWEEP_COST_CASES))
+def test_sweep_cost_estimated_and_refused_before_work(tmp_path, name):
+    """A 10**6-point grid and a 1,000-shape-group sweep started with no estimate (issue 29):
+    configurations' work plus one compilation per shape group, under the work limit."""
+    table, limit, phrase = SWEEP_COST_CASES[name]
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(f'flow = "central-path"\nnum_saves = 3\n[sweep]\n{table}\n')
+    code, err, seconds, peak = run_cli_measured(
+        "sweep",
+        cfg,
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+        tmp_path=tmp_path,
+        env={WORK_ENV: limit},
+    )
+    assert_refused(code, err, seconds, contains=[phrase, WORK_ENV], peak=peak)
+    assert not (tmp_path / "run").exists() and not (tmp_path / ".run.partial").exists()
+
+
+def test_sweep_cost_line_counts_groups_and_configurations():
+    from centralpath.simulate import resource_estimate
+    from centralpath.sweep._spec import GROUP_COMPILE_FLOP, parse_sweep
+
+    spec = parse_sweep(
+        {"flow": "central-path", "num_saves": 3, "sweep": {"dim": [3, 4], "seeds": 3}}
+    )
+    flop = sum(resource_estimate(c)[1] for c in spec.configs)
+    assert spec.cost == (flop + 2 * GROUP_COMPILE_FLOP, 2)
+    assert spec.cost_line().startswith("6 configurations over dim, seed in 2 shape group(s)")
+
+
+def test_reduced_run_at_large_n_is_estimated_before_the_draw(tmp_path):
+    """simulate --classes 4 --per-class 12500000 --dim 8 --methods gd (reduced) reached 6 GB:
+    its draw of every sample is counted, and refused where it does not fit."""
+    code, err, seconds, peak = run_cli_measured(
+        "simulate",
+        "--classes",
+        "4",
+        "--per-class",
+        "12500000",
+        "--dim",
+        "8",
+        "--methods",
+        "gd",
+        "--quiet",
+        "--no-figures",
+        "--out",
+        tmp_path / "run",
+        tmp_path=tmp_path,
+    )
+    assert_refused(code, err, seconds, contains=["of memory", "N = 12500000"], peak=peak)
+
+
+def test_a_failure_a_resume_cannot_fix_does_not_advise_it(tmp_path, capsys):
+    """A numerical failure recurs on --resume (same configuration, bit for bit; changed flags
+    are refused): the line says to start afresh instead."""
+    out = tmp_path / "run"
+    code = main(
+        [
+            "simulate",
+            "--flow",
+            "central-path",
+            "--classes",
+            "3",
+            "--per-class",
+            "4",
+            "--dim",
+            "3",
+            "--num-saves",
+            "4",
+            "--methods",
+            "ode",
+            "--max-steps",
+            "2",
+            "--quiet",
+            "--no-figures",
+            "--out",
+            str(out),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "continue it with" not in err and "a --resume would meet the same failure" in err
+    assert f"--out {out} --overwrite" in err
 
 
 # ------------------------------------------------------------------ hostile sizes on the command line

@@ -710,3 +710,230 @@ def test_signals_to_the_program_exit_130_with_one_true_line(tmp_path, sig):
     assert proc.returncode == 130, err
     _one_line(err, "partial run is kept", "--resume")
     assert progress.exists() and not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------ issue 29: finished runs checked
+
+from test_resource_guards import assert_refused, run_cli_measured  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished simulate run (ODE and GD), whose results `plot` draws."""
+    d = tmp_path_factory.mktemp("finished")
+    argv = [*SIM[:-4], "--methods", "ode,gd", "--quiet", "--no-figures", "--out", d / "run"]
+    assert main([str(a) for a in argv]) == 0
+    return d / "run"
+
+
+def _rewrite_results(run: Path, change) -> None:
+    with np.load(run / "results.npz") as f:
+        arrays = dict(f)
+    change(arrays)
+    np.savez(run / "results.npz", **arrays)
+
+
+def _legacy(run: Path) -> None:
+    """A run as written before the finishing record (no digests, a marker without them)."""
+    meta = json.loads((run / "metadata.json").read_text())
+    for key in ("files", "results_members"):
+        meta.pop(key)
+    (run / "metadata.json").write_text(json.dumps(meta))
+    (run / MARKER).write_text(json.dumps({"command": "simulate", "overwrite": False}))
+
+
+def _set(key, value):
+    return lambda a: a.__setitem__(key, value)
+
+
+PLOT_TAMPER = {
+    # Results changed after the run finished: refused by the digest metadata.json records.
+    "nan": (lambda r: _rewrite_results(r, lambda a: a["ode/nc1"].fill(np.nan)), "changed since"),
+    "complex": (
+        lambda r: _rewrite_results(r, lambda a: a.__setitem__("ode/nc1", a["ode/nc1"] + 1j)),
+        "changed since",
+    ),
+    "boolean": (
+        lambda r: _rewrite_results(r, lambda a: a.__setitem__("ode/snr", a["ode/snr"] > 0)),
+        "changed since",
+    ),
+    "member_removed": (lambda r: _rewrite_results(r, lambda a: a.pop("ode/times")), "changed"),
+    "member_added": (lambda r: _rewrite_results(r, _set("junk", np.ones(3))), "changed since"),
+    "shape_changed": (
+        lambda r: _rewrite_results(r, lambda a: a.__setitem__("ode/snr", a["ode/snr"][:, 0])),
+        "changed since",
+    ),
+    "truncated": (
+        lambda r: (r / "results.npz").write_bytes((r / "results.npz").read_bytes()[:300]),
+        "results",
+    ),
+    "garbage": (lambda r: (r / "results.npz").write_bytes(b"PK\x03\x04" + os.urandom(64)), "npz"),
+    "results_removed": (lambda r: (r / "results.npz").unlink(), "is missing"),
+    "results_symlink": (
+        lambda r: (
+            (r / "results.npz").rename(r / "elsewhere.npz"),
+            (r / "results.npz").symlink_to(r / "elsewhere.npz"),
+        ),
+        "changed since",
+    ),
+    "config_edited": (lambda r: (r / "config.toml").write_text("seed = 3\n"), "changed since"),
+    # metadata.json changed: refused by the digest the marker carries.
+    "metadata_command": (
+        lambda r: (r / "metadata.json").write_text(
+            (r / "metadata.json").read_text().replace('"simulate"', '"train"', 1)
+        ),
+        "changed since",
+    ),
+    "metadata_removed": (lambda r: (r / "metadata.json").unlink(), "changed since"),
+    "metadata_not_json": (lambda r: (r / "metadata.json").write_text("{"), "metadata"),
+    "metadata_deep": (
+        lambda r: (r / "metadata.json").write_text("[" * 100_000 + "]" * 100_000),
+        "64 deep",
+    ),
+    "metadata_digests_forged": (
+        lambda r: (
+            (r / "metadata.json").write_text(
+                json.dumps({**json.loads((r / "metadata.json").read_text()), "files": {"x": "0"}})
+            ),
+            (r / MARKER).write_text(json.dumps({"command": "simulate"})),
+        ),
+        "does not write",
+    ),
+    # Runs from before the record: the structural checks still refuse what no run writes.
+    "legacy_complex": (
+        lambda r: (
+            _legacy(r),
+            _rewrite_results(r, lambda a: a.__setitem__("ode/nc1", a["ode/nc1"] + 1j)),
+        ),
+        "complex128",
+    ),
+    "legacy_boolean": (
+        lambda r: (_legacy(r), _rewrite_results(r, _set("ode/snr", np.ones((2, 2), bool)))),
+        "bool",
+    ),
+    "legacy_text": (
+        lambda r: (_legacy(r), _rewrite_results(r, _set("ode/times", np.array(["a", "b"])))),
+        "<U1",
+    ),
+    "legacy_shape": (
+        lambda r: (_legacy(r), _rewrite_results(r, _set("ode/snr", np.ones(3)))),
+        "does not hold what",
+    ),
+    "legacy_command_not_a_name": (
+        lambda r: (
+            _legacy(r),
+            (r / "metadata.json").write_text(json.dumps({"command": ["x"], "versions": {}})),
+        ),
+        "names the command",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(PLOT_TAMPER))
+def test_plot_refuses_a_run_changed_since_it_finished(finished_run, tmp_path, damage):
+    """plot drew NaN, complex and boolean data with exit 0, and 9 tampered files ended in
+    internal errors (issue 29): each is now one line, before anything is drawn."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, symlinks=True)
+    tamper, phrase = PLOT_TAMPER[damage]
+    tamper(run)
+    code, err, seconds, peak = run_cli_measured(
+        "plot", run, "--to", tmp_path / "to", "--quiet", tmp_path=tmp_path
+    )
+    assert_refused(code, err, seconds, contains=[phrase], peak=peak)
+    assert not (tmp_path / "to" / "figures").exists() or not any(
+        (tmp_path / "to" / "figures").iterdir()
+    )
+
+
+def test_plot_draws_a_run_as_it_finished_and_an_older_one(finished_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    meta = json.loads((run / "metadata.json").read_text())
+    assert set(meta["files"]) == {"config.toml", "results.npz", "results.csv"}
+    assert meta["results_members"]["ode/snr"][1] == "<f8"
+    assert main(["plot", str(run), "--quiet"]) == 0, capsys.readouterr().err
+    _legacy(run)  # a run from before the record is drawn as before
+    assert main(["plot", str(run), "--to", str(tmp_path / "to"), "--quiet"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["simulate", "--out", ""],
+        ["simulate", "--out", " "],
+        ["simulate", "--config", ""],
+        ["analyze", "{features}", "--json", ""],
+        ["analyze", "{features}", "--save-stats", ""],
+        ["analyze", ""],
+        ["compare", "{features}", "--clock", "lr", "--kappa-from", ""],
+        ["train", "--out", ""],
+        ["sweep", ""],
+        ["demo", "--out", ""],
+        ["plot", ""],
+        [
+            "predict",
+            "--classes",
+            "3",
+            "--per-class",
+            "4",
+            "--omega0",
+            "1",
+            "--times",
+            "0,1",
+            "--json",
+            "",
+        ],
+    ],
+)
+def test_empty_paths_are_refused(tmp_path, capsys, monkeypatch, features, argv):
+    """`--out ''` fell back to runs/<command>-<time> and `--json ''` wrote nothing, silently."""
+    monkeypatch.chdir(tmp_path)
+    before = _tree(tmp_path)
+    code, err = _run([a.format(features=features) for a in argv], capsys)
+    assert code == 2
+    _one_line(err, "is empty")
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "marker",
+    ["", "{}", '{"overwrite": true}', '{"command": ["simulate"]}', "not json", "SYMLINK"],
+)
+def test_a_hand_made_marker_is_not_trusted_by_overwrite(tmp_path, capsys, marker):
+    """An empty .centralpath-run made a user's folder replaceable by --overwrite (issue 29)."""
+    mine = tmp_path / "mydir"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("precious")
+    if marker == "SYMLINK":
+        real = RunDir(tmp_path / "real", "simulate", {"seed": 0})
+        real.finish()
+        (mine / MARKER).symlink_to(tmp_path / "real" / MARKER)
+    else:
+        (mine / MARKER).write_text(marker)
+    code, err = _run([*SIM, "--out", mine, "--overwrite"], capsys)
+    assert code == 2
+    _one_line(err, "not a centralpath run")
+    assert (mine / "keep.txt").read_text() == "precious"
+
+
+def test_a_marker_copied_into_another_folder_is_not_trusted(tmp_path, capsys):
+    """The marker of a finished run carries its metadata.json's digest: copied beside other
+    files (or with its metadata edited), it does not make them a run."""
+    real = RunDir(tmp_path / "real", "simulate", {"seed": 0})
+    real.finish()
+    mine = tmp_path / "mydir"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("precious")
+    shutil.copy(tmp_path / "real" / MARKER, mine / MARKER)
+    (mine / "metadata.json").write_text(json.dumps({"versions": {"centralpath": "0"}}))
+    code, err = _run([*SIM, "--out", mine, "--overwrite"], capsys)
+    assert code == 2 and "not a centralpath run" in err
+    assert (mine / "keep.txt").read_text() == "precious"
+    partial = tmp_path / ".p.partial"  # a hand-made partial run is not replaced either
+    partial.mkdir()
+    (partial / MARKER).write_text("{}")
+    (partial / "keep.txt").write_text("precious")
+    code, err = _run([*SIM, "--out", tmp_path / "p", "--overwrite"], capsys)
+    assert code == 2 and "not a partial centralpath run" in err
+    assert (partial / "keep.txt").read_text() == "precious"

@@ -191,11 +191,32 @@ def _one_line_warnings(name: str) -> None:
     warnings.simplefilter("always", CentralpathWarning)
 
 
+def _empty_value(args) -> str | None:
+    """The flag (or argument) given as an empty or blank string, if any: no option of any
+    command means anything by one, and a falsy path read as "not given" chose a default."""
+    positional = {"features": "the features argument", "run": "the run argument"}
+    if args.command == "sweep":
+        positional["config"] = "the sweep file argument"
+    for dest, value in vars(args).items():
+        if isinstance(value, str) and not value.strip() and not dest.startswith("_"):
+            return positional.get(dest, "--" + dest.replace("_", "-"))
+    return None
+
+
 def _main(argv: list[str] | None, interrupts: _Interrupts) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
+        return 2
+    empty = _empty_value(args)
+    if empty:
+        # `--out ''` fell back to the default folder and `--json ''` wrote nothing, silently.
+        print(
+            f"centralpath {args.command}: error: {empty} is empty; give a path or value"
+            + (", or leave the flag out for its default" if empty.startswith("--") else ""),
+            file=sys.stderr,
+        )
         return 2
     from .._errors import InputError, NumericalError
     from .._rundir import DISK_FULL, os_error_message

@@ -61,7 +61,7 @@ def run(args) -> int:
     from .._errors import require
     from .._io import write_json
     from .._rundir import RunDir, load_config
-    from ..demo import DEFAULTS, run_demo, write_report
+    from ..demo import DEFAULTS, run_demo, validate, write_report
 
     enable_compilation_cache()
     config = {k: dict(v) for k, v in DEFAULTS.items()}
@@ -73,6 +73,7 @@ def run(args) -> int:
                 "[convergence] or [training]",
             )
             config[section].update(_section(args.config, section, values))
+    validate(config, train=args.train)  # before the run directory and any work
     run_dir = RunDir(
         args.out,
         "demo",

@@ -14,27 +14,29 @@ def register(p) -> None:
 
 
 def run(args) -> int:
-    import json
     from pathlib import Path
 
     from .._errors import InputError
-    from .._rundir import load_results
+    from .._rundir import verify_run
 
-    results = load_results(args.run)
-    kind = "run"
-    meta = Path(args.run) / "metadata.json"
-    if meta.is_file():
-        try:
-            kind = json.loads(meta.read_text()).get("command", "run")
-        except json.JSONDecodeError:
-            pass
+    # Checked against what the run recorded when it finished, before anything is drawn.
+    kind, results = verify_run(args.run)
     try:
         from ..plotting import draw_run
     except ImportError as e:
         raise InputError(
             f"plotting needs matplotlib ({e}); pip install 'centralpath[plot]'"
         ) from None
-    paths = draw_run(kind, results, Path(args.to) if args.to else Path(args.run))
+    try:
+        paths = draw_run(kind, results, Path(args.to) if args.to else Path(args.run))
+    except (KeyError, IndexError, ValueError, TypeError) as e:
+        # Only a run written before its results were recorded gets here with results of
+        # another shape than its command draws (a recorded run is verified above).
+        raise InputError(
+            f"{Path(args.run) / 'results.npz'} does not hold what a {kind} run draws "
+            f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
+            "re-run the command that made it"
+        ) from None
     if not args.quiet:
         for p in paths:
             print(p)

@@ -87,7 +87,7 @@ def run(args) -> int:
         )
     out = args.resume or args.out or default_run_path("sweep")
     emit = log(args)
-    emit(f"{len(spec.configs)} configurations over {', '.join(spec.swept)}")
+    emit(spec.cost_line())
     path = write_sweep(
         spec,
         out,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -379,7 +378,13 @@ class _StateDir:
         if not fp.is_file():
             write_json(fp, fingerprint)
             return
-        saved = json.loads(fp.read_text())
+        from .._io import read_json
+
+        saved = read_json(fp, "training fingerprint", fix="start afresh with --overwrite")
+        require(
+            isinstance(saved, dict),
+            f"{fp} is not a training fingerprint; start afresh with --overwrite",
+        )
         differ = sorted(
             k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k)
         )

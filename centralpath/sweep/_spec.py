@@ -25,6 +25,12 @@ PRECISIONS = ("float64", "float32")
 RECORDS = ("final", "all")
 CLOSED_FORM_KEYS = CLOSED_FORM_QUANTITIES
 MAX_CONFIGS = 10_000_000
+#: Tracing and compiling one shape group's program: 8.6 s per added group on 2 loaded CPU cores
+#: (a central-path sweep of dim = [3..7] against dim = [3]), counted as work at the ~1.4e10
+#: flop/s the analysis runs at, so that a sweep of 1,000 shapes is estimated, not only its
+#: arithmetic.
+GROUP_COMPILE_SECONDS = 8.6
+GROUP_COMPILE_FLOP = GROUP_COMPILE_SECONDS * 1.4e10
 CHUNK_BYTES = 1 << 19
 SPREAD = 8
 RENORMALISED = {"renormalised": "renormalised", "whitened": "whitened"}
@@ -46,6 +52,18 @@ class SweepSpec:
     table: dict[str, Any]
     swept: tuple[str, ...]
     configs: list[dict[str, Any]] = field(repr=False)
+    #: (floating-point operations, shape groups) estimated before any work (`sweep_cost`).
+    cost: tuple[float, int] = (0.0, 0)
+
+    def cost_line(self) -> str:
+        """The one-line estimate a sweep prints before it starts."""
+        flop, n_groups = self.cost
+        return (
+            f"{len(self.configs)} configurations over {', '.join(self.swept)} in {n_groups} shape "
+            f"group(s): about {flop:.1e} floating-point operations, of which {n_groups} "
+            f"compilation(s) (~{n_groups * GROUP_COMPILE_SECONDS / 60:.1f} min at "
+            f"~{GROUP_COMPILE_SECONDS:g} s each)"
+        )
 
     def to_config(self) -> dict[str, Any]:
         """The resolved sweep file (for config.toml; `parse_sweep` of it gives this spec)."""
@@ -190,30 +208,57 @@ def parse_sweep(raw: dict[str, Any], source: str = "sweep config") -> SweepSpec:
         {**base, **dict(zip(names, combo, strict=True))}
         for combo in itertools.product(*(vals for _, vals in axes))
     ]
-    _validate_configs(configs, names, source)
+    flop, n_groups = _validate_configs(configs, names, source)
+    cost = check_sweep_cost(flop, n_groups, len(configs), source)
     if options["quantities"] != "all" and "nc4" in options["quantities"]:
         require(
             all(c["representation"] == "full" for c in configs),
             f'{source}: nc4 needs the samples, which representation = "reduced" does not keep; '
             'set representation = "full" or drop nc4 from quantities',
         )
-    return SweepSpec(base, options, table, names, configs)
+    return SweepSpec(base, options, table, names, configs, cost)
 
 
-def _validate_configs(configs: list[dict], names: Sequence[str], source: str) -> None:
-    seen = set()
+def _validate_configs(configs: list[dict], names: Sequence[str], source: str):
+    """Validate each distinct configuration but its seed; return the (floating-point
+    operations, shape groups) of all of them (`simulate.resource_estimate`, `group_key`)."""
+    from ..simulate import resource_estimate
+
+    seen: dict[tuple, float] = {}
+    keys = set()
+    total = 0.0
     for c in configs:
         # Validity never depends on the seed: check each distinct rest once.
         sig = tuple((k, repr(c[k])) for k in names if k != "seed")
-        if sig in seen:
-            continue
-        seen.add(sig)
-        where = ", ".join(f"{k} = {c[k]!r}" for k in names if k != "seed") or "base"
-        try:
-            validate(c)
-            require(c["nc1_target"] == 0, "nc1_target (an early stop) is not supported in sweeps")
-        except InputError as e:
-            raise InputError(f"{source}: configuration ({where}): {e}") from None
+        if sig not in seen:
+            where = ", ".join(f"{k} = {c[k]!r}" for k in names if k != "seed") or "base"
+            try:
+                validate(c)
+                require(
+                    c["nc1_target"] == 0, "nc1_target (an early stop) is not supported in sweeps"
+                )
+            except InputError as e:
+                raise InputError(f"{source}: configuration ({where}): {e}") from None
+            seen[sig] = resource_estimate(c)[1]
+            keys.add(group_key(c))  # the seed is batchable: one key per distinct rest
+        total += seen[sig]
+    return total, len(keys)
+
+
+def check_sweep_cost(flop: float, n_groups: int, n_configs: int, source: str):
+    """Refuse a sweep whose configurations' work plus its shape groups' compilations pass the
+    work limit (`CENTRALPATH_WORK_LIMIT`, as `simulate`); return (work, groups)."""
+    from .._resources import check_work
+
+    work = flop + n_groups * GROUP_COMPILE_FLOP
+    check_work(
+        work,
+        f"{source}: {n_configs} configurations in {n_groups} shape group(s) (each compiled "
+        f"once, ~{GROUP_COMPILE_SECONDS:g} s)",
+        "split the sweep, or sweep fewer shapes (classes, per_class, dim, num_saves, "
+        "representation and flow make the groups)",
+    )
+    return work, n_groups
 
 
 def load_sweep(path) -> SweepSpec:
