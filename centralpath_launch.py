@@ -5,7 +5,7 @@ end in a traceback, before the command line could install its handlers. This mod
 nothing heavy: it sets handlers that exit 130 with one true line, then imports the command line,
 whose own handlers take over.
 
-It also sets the BLAS thread counts before NumPy loads (`centralpath._runtime`: one thread for
+It also sets the BLAS thread counts before NumPy loads (`centralpath._run.runtime`: one thread for
 everything but the large products, which get the user's count): OpenBLAS reads them only when
 it loads, and the command line's modules load NumPy before any command runs.
 """
@@ -23,7 +23,7 @@ def _early_exit(signum, frame):  # nothing has been written yet: the command has
 
 
 def _set_blas_environment() -> None:
-    """`centralpath._runtime.set_blas_environment()`, run from its file: importing it through
+    """`centralpath._run.runtime.set_blas_environment()`, run from its file: importing it through
     the package would load NumPy (and JAX) first."""
     try:
         package = importlib.util.find_spec("centralpath")

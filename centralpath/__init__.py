@@ -5,12 +5,6 @@ Importing this package loads JAX and Equinox only; Diffrax, the networks and the
 load when first used.
 """
 
-from ._accumulate import (
-    StatsAccumulator as StatsAccumulator,
-    accumulate as accumulate,
-    merge_across_processes as merge_across_processes,
-    sharded_stats as sharded_stats,
-)
 from ._discrete import (
     gradient_descent as gradient_descent,
     stable_step_size as stable_step_size,
@@ -50,11 +44,6 @@ from ._loss import (
     mse_loss as mse_loss,
     mse_loss_from_stats as mse_loss_from_stats,
 )
-from ._measured import (
-    MeasuredState as MeasuredState,
-    initial_state as initial_state,
-    measured_state as measured_state,
-)
 from ._metrics import (
     NC1_VARIANTS as NC1_VARIANTS,
     CollapseMetrics as CollapseMetrics,
@@ -73,14 +62,12 @@ from ._metrics import (
     snr_matrix as snr_matrix,
     snr_singular_values as snr_singular_values,
 )
-from ._recorder import StatsRecorder as StatsRecorder, checkpoint_of as checkpoint_of
-from ._runtime import configure_cpu_runtime as configure_cpu_runtime
+from ._run.runtime import configure_cpu_runtime as configure_cpu_runtime
 from ._stats import (
     ClassStats as ClassStats,
     class_stats as class_stats,
     within_class_deviations as within_class_deviations,
 )
-from ._stream import open_source as open_source, save_stats as save_stats
 from ._trajectory import Trajectory as Trajectory
 from ._ufm import (
     UFMState as UFMState,
@@ -88,14 +75,33 @@ from ._ufm import (
     init_ufm as init_ufm,
     ufm_loss as ufm_loss,
 )
-from .analysis import measure as measure
+from .measurement._accumulate import (
+    StatsAccumulator as StatsAccumulator,
+    accumulate as accumulate,
+    merge_across_processes as merge_across_processes,
+    sharded_stats as sharded_stats,
+)
+from .measurement._initial_state import (
+    MeasuredState as MeasuredState,
+    initial_state as initial_state,
+    measured_state as measured_state,
+)
+from .measurement._recorder import StatsRecorder as StatsRecorder, checkpoint_of as checkpoint_of
+from .measurement._stream import open_source as open_source, save_stats as save_stats
+from .measurement.analysis import measure as measure
 
-__version__ = "0.1.0"
 
-# Result objects print their numbers (`print(loss_decomposition(...))`), not `f64[]`.
-from ._repr import install as _install_repr  # noqa: E402
+def _distribution_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-_install_repr()
+    try:
+        return version("centralpath")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _distribution_version()
+
 
 # Loaded on first use: Diffrax costs ~0.5 s to import and only the ODE path needs it.
 _LAZY = {"integrate": "._integrate"}

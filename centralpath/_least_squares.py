@@ -8,11 +8,15 @@ from jaxtyping import Array, Bool, Float
 
 from ._errors import check_lambda
 from ._linalg import DEFAULT_RTOL, psd_right_solve
+from ._repr import numeric_repr
 from ._stats import ClassStats
 
 
 class LeastSquaresClassifier(eqx.Module):
     """W̃_LS = [W_LS, b_LS] and whether its normal matrix was singular (pseudo-inverse used)."""
+
+    def __repr__(self) -> str:  # numbers, not Equinox's dtype-and-shape summaries
+        return numeric_repr(self)
 
     W: Float[Array, "C p"]
     b: Float[Array, " C"]

@@ -10,6 +10,7 @@ from jaxtyping import Array, Float, Int
 from ._errors import check_lambda
 from ._least_squares import LeastSquaresClassifier, least_squares_classifier
 from ._linalg import DEFAULT_RTOL
+from ._repr import numeric_repr
 from ._stats import ClassStats
 
 
@@ -54,6 +55,9 @@ class LossDecomposition(eqx.Module):
     - `perp`: L_⊥LS = ½ tr((W̃ − W̃_LS) S (W̃ − W̃_LS)ᵀ), distance from the central path.
     - `w_ls_distance`: ‖W̃ − W̃_LS‖_F / ‖W̃_LS‖_F.
     """
+
+    def __repr__(self) -> str:  # numbers, not Equinox's dtype-and-shape summaries
+        return numeric_repr(self)
 
     loss: Float[Array, ""]
     nc1: Float[Array, ""]

@@ -16,6 +16,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ._errors import InputError, is_concrete, require
 from ._linalg import DEFAULT_RTOL, effective_rtol, live_whitening
+from ._repr import numeric_repr
 from ._stats import ClassStats
 
 NC1Variant = Literal["paper", "notebook", "pinv", "trace_ratio"]
@@ -478,6 +479,9 @@ def renormalised_features(
 
 class CollapseMetrics(eqx.Module):
     """NC1–NC3 and the SNR singular values of one state; classifier fields are None without W."""
+
+    def __repr__(self) -> str:  # numbers, not Equinox's dtype-and-shape summaries
+        return numeric_repr(self)
 
     nc1: Float[Array, ""]
     nc2_equinorm_means: Float[Array, ""]

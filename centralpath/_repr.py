@@ -1,7 +1,9 @@
 """Readable `repr`/`str` of result objects: numbers, not Equinox's array summaries.
 
 Equinox prints a module's arrays by dtype and shape (`LossDecomposition(loss=f64[], …)`), which
-says nothing about a result. `numeric_repr` prints scalars as numbers, small arrays in full and
+says nothing about a result. The result classes (ClassStats, CollapseMetrics, LossDecomposition,
+LeastSquaresClassifier, Trajectory, UFMState) define `__repr__` with `numeric_repr`, which prints
+scalars as numbers, small arrays in full and
 large ones by shape with their range; inside `jit` (tracers) it falls back to dtype and shape.
 """
 
@@ -66,27 +68,4 @@ def numeric_repr(obj) -> str:
     return f"{name}(\n{inner}\n)"
 
 
-def install() -> None:
-    """Give the package's result classes `numeric_repr` (called by `centralpath/__init__.py`).
-
-    Attached here rather than written into each class: `CollapseMetrics` lives in `_metrics.py`,
-    whose numerics are frozen, and one list keeps every result class printing alike."""
-    from ._least_squares import LeastSquaresClassifier
-    from ._loss import LossDecomposition
-    from ._metrics import CollapseMetrics
-    from ._stats import ClassStats
-    from ._trajectory import Trajectory
-    from ._ufm import UFMState
-
-    for cls in (
-        ClassStats,
-        CollapseMetrics,
-        LeastSquaresClassifier,
-        LossDecomposition,
-        Trajectory,
-        UFMState,
-    ):
-        cls.__repr__ = numeric_repr
-
-
-__all__ = ["format_value", "install", "numeric_repr"]
+__all__ = ["format_value", "numeric_repr"]

@@ -14,6 +14,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from ._errors import InputError, check_finite, is_concrete, require
+from ._repr import numeric_repr
 
 
 class ClassStats(eqx.Module):
@@ -30,6 +31,9 @@ class ClassStats(eqx.Module):
     sample-weighted (exact for any counts); Σ_B = (1/C) M̄ M̄ᵀ is the paper's unweighted
     convention, and Σ_T = Σ_W + Σ_B holds only for balanced classes.
     """
+
+    def __repr__(self) -> str:  # numbers, not Equinox's dtype-and-shape summaries
+        return numeric_repr(self)
 
     counts: Float[Array, " C"]
     class_means: Float[Array, "p C"]

@@ -12,6 +12,7 @@ from ._linalg import DEFAULT_RTOL
 from ._loss import loss_decomposition
 from ._metrics import collapse_metrics
 from ._moment_metrics import nc1_from_gram
+from ._repr import numeric_repr
 from .flows._base import Snapshot
 
 METRIC_KEYS = (
@@ -51,6 +52,9 @@ class Trajectory(eqx.Module):
     - `accuracy`: how well the states are known relative to their scale, when worse than
       rounding: max(rtol, atol) of an ODE solve, 0 for gradient descent.
     """
+
+    def __repr__(self) -> str:  # numbers, not Equinox's dtype-and-shape summaries
+        return numeric_repr(self)
 
     times: Float[Array, " T"]
     snapshots: Snapshot

@@ -11,10 +11,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._errors import require
+from ._repr import numeric_repr
 
 
 class UFMState(eqx.Module):
     """(W, b, H) of the UFM: classifier [C, p], bias [C], features [n, p] (rows = samples)."""
+
+    def __repr__(self) -> str:  # numbers, not Equinox's dtype-and-shape summaries
+        return numeric_repr(self)
 
     W: Float[Array, "C p"]
     b: Float[Array, " C"]

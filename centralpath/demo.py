@@ -154,8 +154,8 @@ def run_demo(
     }
     if train:
         log("2/3 training an MLP with MSE on the real digits data (features captured per epoch)")
-        from ._io import load_features
-        from .compare import compare_features
+        from .measurement._io import load_features
+        from .measurement.compare import compare_features
         from .networks.train import DEFAULTS as TRAIN_DEFAULTS, train_from_config
 
         tcfg = {**TRAIN_DEFAULTS, **TRAINING, **config.get("training", {})}
@@ -193,7 +193,7 @@ def run_demo(
             "perp_rel_last": perp[-1],
         }
         # The predictive test (compare --model all): each model from the network's own state.
-        from .predictive import MODELS, compare_models, report_numbers, results_series
+        from .measurement.predictive import MODELS, compare_models, report_numbers, results_series
 
         log("    ... and predicting it with the closed form, the central path and the UFM")
         measurement, _, predictions = compare_models(ff, MODELS, records=checkpoints)
@@ -415,7 +415,7 @@ def captions(summary: dict[str, Any]) -> dict[str, str]:
         )
     p = summary.get("prediction")
     if p:
-        from .predictive import report_caption
+        from .measurement.predictive import report_caption
 
         out["models_vs_measured"] = report_caption(p)
     return out
@@ -462,7 +462,7 @@ TABLE_ROWS = {
         ("time_map_monotone", "time map monotone (theory: yes)"),
         ("nc1_exponent", f"late NC1 exponent against τ (theory: {NC1_EXPONENT_THEORY:g})"),
     ),
-    # The model ladder of compare --model all (centralpath.predictive.report_numbers).
+    # The model ladder of compare --model all (centralpath.measurement.predictive.report_numbers).
     "prediction": (
         ("start", "start e0"),
         ("clock", "clock"),
@@ -508,7 +508,7 @@ def section_verdicts(summary: dict[str, Any]) -> dict[str, str]:
 def write_report(run_path: Path, summary: dict[str, Any]) -> None:
     """report.md and a self-contained report.html: per section its figures, each with a caption
     computed from the numbers, then one table of those numbers and its verdict."""
-    from ._io import write_text
+    from .measurement._io import write_text
 
     figures = run_path / "figures"
     intro = (

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._config import Config, option
 from ._errors import NumericalError, require, require_int, require_real, require_seed
+from ._run.config import Config, option
 from ._series import (
     DIVERGENCE_GROWTH,
     MIN_AUTO_GD_STEPS as MIN_AUTO_GD_STEPS,
@@ -254,7 +254,7 @@ def resource_estimate(config: dict[str, Any]) -> tuple[float, float]:
 
 def check_resources(config: dict[str, Any]) -> None:
     """Refuse a configuration whose memory or work exceeds the limits (`_resources`)."""
-    from ._resources import check_memory, check_work
+    from ._run.resources import check_memory, check_work
 
     c = config
     memory, flop = resource_estimate(c)
@@ -390,7 +390,7 @@ class _Checkpoint:
         return self.dir / f"snapshot-{method}-{k}.npz"
 
     def load(self):
-        from ._io import load_npz
+        from .measurement._io import load_npz
 
         if self.path is None or not self.path.is_file():
             return None
@@ -410,7 +410,7 @@ class _Checkpoint:
     ) -> None:
         import time
 
-        from ._io import save_npz
+        from .measurement._io import save_npz
 
         if self.path is None:
             return
@@ -448,7 +448,7 @@ class _Checkpoint:
         shapes of y0 and snapshot0 and, for the ODE's carry, of `carry_template()` (the carry
         this release would start with); carry is None where none was saved (gradient descent).
         A checkpoint of another format, or whose carry has another layout, is refused."""
-        from ._io import load_npz
+        from .measurement._io import load_npz
 
         version = int(saved["format/version"]) if "format/version" in saved else 1
         restart = (
@@ -579,10 +579,12 @@ def simulate(
     resume = None
     if saved is not None:
         done = {k[len("done/") :]: v for k, v in saved.items() if k.startswith("done/")}
-        resume = checkpoint.restore(saved, y0, snapshot0, lambda: _carry_template(flow, y0, rtol, atol))
+        resume = checkpoint.restore(
+            saved, y0, snapshot0, lambda: _carry_template(flow, y0, rtol, atol)
+        )
         log(f"resuming {resume[0]} at segment {resume[1]} of {len(ts) - 1}")
 
-    from ._progress import progress as progress_bar
+    from ._run.progress import progress as progress_bar
 
     methods = [m for m in ("ode", "gd") if m in config["methods"]]
     # A tqdm bar on a terminal; plain lines in a log (tqdm's frames would fill it).

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
-# BLAS threads as the command line sets them, before NumPy loads (centralpath._runtime): one
+# BLAS threads as the command line sets them, before NumPy loads (centralpath._run.runtime): one
 # thread for everything (jax's CPU LAPACK kernels run in scipy's OpenBLAS, whose workers fight
 # XLA's pool: a 128×128 triangular solve ran ~100× slower on 2 cores), the streamed SYRK on
 # the threads the user allows (CENTRALPATH_BLAS_THREADS, OPENBLAS_NUM_THREADS, else the cores).

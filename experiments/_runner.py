@@ -50,7 +50,7 @@ def parse_args(script: str, argv: list[str]) -> tuple[dict, Path]:
 def write_figures(
     name: str, kind: str, results: dict, cfg: dict, out_root: Path | None = None
 ) -> Path:
-    from centralpath._rundir import RunDir
+    from centralpath._run.rundir import RunDir
     from centralpath.plotting import draw_run
 
     out = (DEFAULT_OUT if out_root is None else Path(out_root)) / name

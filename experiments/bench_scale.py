@@ -182,7 +182,7 @@ def syrk_floor(src, k: int, rows: int, threads: int) -> np.ndarray:
     its Xᵀ X by one SYRK on `threads` threads (no centring, no class sums, no metrics)."""
     from scipy.linalg.blas import dsyrk
 
-    from centralpath._runtime import large_products, single_threaded_blas
+    from centralpath._run.runtime import large_products, single_threaded_blas
 
     n, p = src.num_samples, src.dim
     X = np.empty((min(rows, n), p))
@@ -234,7 +234,7 @@ def machine_rates(n: int, p: int, budget_s: float = 3.0) -> dict:
     """The single-thread GEMM rate (a square float64 product of the checkpoint's width, flop/s)
     and the memory bandwidth (reading a float32 array larger than the caches, bytes/s): what
     the physical limit of one checkpoint is made of."""
-    from centralpath._runtime import single_threaded_blas
+    from centralpath._run.runtime import single_threaded_blas
 
     size = max(256, min(1024, p))
     A = np.random.default_rng(0).standard_normal((size, size))
@@ -309,9 +309,9 @@ def torch_metrics(src, k: int, labels: np.ndarray, C: int, lam: float) -> dict:
 def per_checkpoint_rows(cfg: dict, path: Path, src, K: int, proc_times: dict):
     """The side-by-side table of one checkpoint's cost (module docstring)."""
     import centralpath as cp
-    from centralpath._runtime import THREADS_ENV, blas_threads
-    from centralpath._stream import chunk_rows
-    from centralpath.analysis import analyze
+    from centralpath._run.runtime import THREADS_ENV, blas_threads
+    from centralpath.measurement._stream import chunk_rows
+    from centralpath.measurement.analysis import analyze
 
     n, p, C = src.num_samples, src.dim, src.num_classes
     labels, lam = src.meta.labels, src.weight_decay
@@ -657,7 +657,7 @@ def main(cfg: dict | None = None) -> dict:
     cfg = _bench.merged(DEFAULTS, cfg)
     _bench.enable_x64()
     import centralpath as cp
-    from centralpath.analysis import analyze
+    from centralpath.measurement.analysis import analyze
 
     n, p, C = cfg["n"], cfg["p"], cfg["classes"]
     rows: list[dict] = []
@@ -715,7 +715,7 @@ def main(cfg: dict | None = None) -> dict:
         # Correctness on both sides of every ratio.
         records = []
         stats_path = work / "stats.npz"
-        from centralpath._stream import StatsWriter
+        from centralpath.measurement._stream import StatsWriter
 
         with StatsWriter(stats_path, C, p, K) as writer:
             records = analyze(cp.open_source(path), on_checkpoint=writer.add)
@@ -748,7 +748,7 @@ def main(cfg: dict | None = None) -> dict:
             torch_diff = max(torch_diff, float(np.max(np.abs(t["snr"] - r["snr"]) / r["snr"])))
             checks["torch_vs_analyze"] = torch_diff
             assert torch_diff <= 1e-8, torch_diff
-            from centralpath._stream import chunk_rows
+            from centralpath.measurement._stream import chunk_rows
 
             rb = rhubarbwu_pattern(src, 0, labels, C, chunk_rows(p))
             rb_diff = float(np.max(np.abs(rb["sigma_w"].numpy() - sigma)) / np.max(np.abs(sigma)))

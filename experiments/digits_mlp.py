@@ -16,8 +16,8 @@ from _runner import enable_x64, parse_args, write_figures
 def main(cfg: dict, out_root=None):
     import numpy as np
 
-    from centralpath._io import load_features
-    from centralpath.compare import compare_features
+    from centralpath.measurement._io import load_features
+    from centralpath.measurement.compare import compare_features
     from centralpath.networks.train import DEFAULTS, train_from_config
 
     training = train_from_config({**DEFAULTS, **cfg["training"]})

@@ -1,7 +1,7 @@
 """The paper's empirical figure set, offline: {digits, mnist, mnist1d} × {mlp, cnn} × {mse, ce}.
 
 Every run trains with `centralpath.networks` (held-out test split, features captured at
-log-spaced epochs), is measured with `centralpath.analysis.analyze`, and lands in one results
+log-spaced epochs), is measured with `centralpath.measurement.analysis.analyze`, and lands in one results
 file; `centralpath.plotting.paper` draws one panel per quantity with every run in it:
 
     python experiments/paper_figures.py [experiments/paper_figures.toml] [--out DIR]
@@ -63,8 +63,8 @@ def train_and_measure(config: dict) -> tuple[dict, dict]:
     """(series, summary) of one run: train, then analyze the captured features."""
     import numpy as np
 
-    from centralpath._io import validate_features_arrays
-    from centralpath.analysis import analyze
+    from centralpath.measurement._io import validate_features_arrays
+    from centralpath.measurement.analysis import analyze
     from centralpath.networks.train import train_from_config
 
     start = time.perf_counter()
@@ -143,8 +143,8 @@ def flat_tables(cfg: dict) -> dict:
 def main(cfg: dict, out_root: Path | None = None, *, log=print) -> Path:
     import numpy as np
 
-    from centralpath._io import write_json
-    from centralpath._rundir import RunDir
+    from centralpath._run.rundir import RunDir
+    from centralpath.measurement._io import write_json
     from centralpath.plotting.paper import draw_paper
 
     start = time.perf_counter()
@@ -187,7 +187,7 @@ def main(cfg: dict, out_root: Path | None = None, *, log=print) -> Path:
 
 
 if __name__ == "__main__":
-    from centralpath._runtime import configure_cpu_runtime
+    from centralpath._run.runtime import configure_cpu_runtime
 
     configure_cpu_runtime()  # before the JAX backend starts, as the command line does
     enable_x64()

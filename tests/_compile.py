@@ -10,7 +10,7 @@ accuracy of ω_j at the edge of float64 — run in a child with `default_compile
 
 import os
 
-from centralpath._runtime import QUICK_COMPILE_JAXLIB, _jaxlib_in, add_xla_flags
+from centralpath._run.runtime import QUICK_COMPILE_JAXLIB, _jaxlib_in, add_xla_flags
 
 #: LLVM at -O0 (the command line's own quick compile stops at -O1: users' runs are longer).
 #: XLA aborts on a flag it does not know: only for the jaxlib releases `QUICK_COMPILE_JAXLIB`.

@@ -16,7 +16,7 @@ _CACHE = tempfile.mkdtemp(prefix="centralpath-test-cache-")
 os.environ["XDG_CACHE_HOME"] = _CACHE
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
-from centralpath._runtime import configure_cpu_runtime  # noqa: E402
+from centralpath._run.runtime import configure_cpu_runtime  # noqa: E402
 
 configure_cpu_runtime()  # before the JAX backend starts
 

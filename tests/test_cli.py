@@ -342,7 +342,7 @@ def _flow_features(tmp_path):
     import jax.numpy as jnp
 
     from centralpath._integrate import integrate
-    from centralpath._io import save_features
+    from centralpath.measurement._io import save_features
     from centralpath.simulate import DEFAULTS, build
 
     cfg = dict(DEFAULTS, classes=3, per_class=5, dim=3, representation="full", mean_scale=2.0)

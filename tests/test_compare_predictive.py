@@ -1,5 +1,5 @@
 """compare as a predictive test (issue #16): models started from a measured state, clocks,
-scores against the no-change baseline, and the verdict (centralpath.predictive, _measured).
+scores against the no-change baseline, and the verdict (centralpath.measurement.predictive, _measured).
 
 The recovery tests generate a trajectory with a flow itself (from a random state and from the
 state measured on a features file) and ask the matching model to recover it: the clock to 1e-6
@@ -17,9 +17,9 @@ from numpy.testing import assert_allclose
 import centralpath as cp
 from centralpath._errors import InputError
 from centralpath._integrate import integrate
-from centralpath._io import load_features, save_features
-from centralpath._measured import MeasuredState, initial_state, measured_state
-from centralpath.predictive import (
+from centralpath.measurement._initial_state import MeasuredState, initial_state, measured_state
+from centralpath.measurement._io import load_features, save_features
+from centralpath.measurement.predictive import (
     _MAX_STEPS,
     _SAVES,
     Measurement,

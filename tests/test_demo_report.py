@@ -46,7 +46,7 @@ SUMMARY = {
         "time_map_monotone": True,
         "nc1_exponent": -0.475,
     },
-    "prediction": {  # centralpath.predictive.report_numbers
+    "prediction": {  # centralpath.measurement.predictive.report_numbers
         "verdict": "consistent",
         "reason": "median relative error 4.75% <= 5% and skill 0.887 >= 0.7 over 32 "
         "checkpoint(s) after epoch 14",

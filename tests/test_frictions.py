@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import centralpath as cp
-from centralpath._progress import progress
+from centralpath._run.progress import progress
 from centralpath.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,9 +10,9 @@ import pytest
 from numpy.testing import assert_allclose
 
 import centralpath as cp
-from centralpath._io import load_features, save_features
-from centralpath.analysis import RECORD_KEYS, analyze
 from centralpath.cli import main
+from centralpath.measurement._io import load_features, save_features
+from centralpath.measurement.analysis import RECORD_KEYS, analyze
 
 
 def _run(args, capsys):

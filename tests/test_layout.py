@@ -84,3 +84,57 @@ def test_an_interrupt_while_the_program_starts_is_one_line_and_130(tmp_path):
         assert proc.returncode == 130, err
         lines = err.strip().splitlines()
         assert len(lines) == 1 and "interrupted" in lines[0] and "Traceback" not in err, err
+
+
+def test_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    import centralpath
+
+    assert centralpath.__version__ == version("centralpath")
+
+
+# The layering: core mathematics at the bottom, then dynamics, measurement, run infrastructure
+# and the drivers, the command line on top. An arrow may only point down.
+CORE = {
+    "_stats", "_least_squares", "_loss", "_metrics", "_moment_metrics", "_etf", "_ufm",
+    "_eigen", "_linalg", "_errors", "_repr",
+}  # fmt: skip
+DYNAMICS = {"flows", "_discrete", "_integrate", "_trajectory", "_series", "_solver"}
+
+
+def _layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "centralpath" or len(parts) < 2:
+        return None
+    top = parts[1]
+    if top in CORE:
+        return "core"
+    if top in DYNAMICS:
+        return "dynamics"
+    return {"measurement": "measurement", "_run": "run", "cli": "cli"}.get(top, "driver")
+
+
+def test_dependencies_point_down():
+    """The core never imports dynamics, measurement, run infrastructure, drivers or the command
+    line; dynamics never imports measurement, drivers or the command line; measurement never
+    imports the drivers (simulate, sweep, demo, networks, plotting) or the command line."""
+    forbidden = {
+        "core": {"dynamics", "measurement", "run", "driver", "cli"},
+        "dynamics": {"measurement", "driver", "cli"},
+        "measurement": {"driver", "cli"},
+    }
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        layer = _layer_of(module)
+        for imported in _imports(path):
+            target = _layer_of(imported)
+            if target in forbidden.get(layer, ()):
+                offenders.append(f"{module} ({layer}) imports {imported} ({target})")
+    assert offenders == [], "\n".join(sorted(set(offenders)))
+
+
+def test_at_most_sixteen_private_modules_at_the_top():
+    flat = sorted(p.name for p in PACKAGE.glob("_*.py") if p.name != "__init__.py")
+    assert len(flat) <= 16, flat

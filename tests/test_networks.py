@@ -20,9 +20,9 @@ import pytest
 
 import centralpath
 from centralpath._errors import InputError, NumericalError
-from centralpath._io import load_features, save_features, validate_features_arrays
-from centralpath.analysis import analyze
 from centralpath.cli import main
+from centralpath.measurement._io import load_features, save_features, validate_features_arrays
+from centralpath.measurement.analysis import analyze
 
 networks = pytest.importorskip("centralpath.networks")
 from centralpath.networks import datasets as ds, train as tr  # noqa: E402
@@ -528,7 +528,7 @@ def test_cli_train_writes_a_run_directory(capsys, tmp_path):
     assert not (tmp_path / ".run.partial").exists()
     ff = load_features(out / "features.npz")
     assert ff.weight_decay == tr.DEFAULTS["weight_decay"] and ff.num_checkpoints == 4
-    from centralpath._rundir import load_results
+    from centralpath._run.rundir import load_results
 
     res = load_results(out)
     assert res["train/perp_rel"].shape == (4,) and np.all(res["train/perp_rel"] >= 0)
@@ -753,7 +753,7 @@ def test_default_digits_run_collapses(capsys, tmp_path):
     assert code == 0, err
     import json
 
-    from centralpath._rundir import load_results
+    from centralpath._run.rundir import load_results
 
     res = load_results(out)
     meta = json.loads((out / "metadata.json").read_text())
@@ -805,3 +805,28 @@ def test_cnn_trains_on_digits():
     assert run.history_loss[-1] < 0.5 * run.history_loss[0]
     records = analyze(validate_features_arrays(run.features_arrays()))
     assert all(r["loss_perp"] is not None for r in records)
+
+
+def test_the_training_name_tables_match_what_networks_builds():
+    """TrainConfig's names are plain data beside it (so the parser never imports the training
+    stack); centralpath.networks builds exactly what they name."""
+    import jax
+
+    from centralpath._run.config import DATASETS, LOSSES, MODELS, SCHEDULES
+    from centralpath.networks import datasets, models, train
+
+    assert set(datasets.BUILDERS) == set(DATASETS)
+    assert set(train._LOSS_FNS) == set(LOSSES)
+    for name in SCHEDULES:
+        assert float(train.learning_rate_schedule(0.1, schedule=name, total_steps=9)(0)) == 0.1
+    for name in MODELS:
+        built = models.make_model(
+            name,
+            (8, 8, 1),
+            3,
+            widths=(4,),
+            channels=(2,),
+            resnet_width=1,
+            key=jax.random.PRNGKey(0),
+        )
+        assert built is not None

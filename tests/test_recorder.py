@@ -1,5 +1,5 @@
 """Recorders write statistics files while training, storing no features: NumPy and JAX
-batches (`centralpath.StatsRecorder`) and PyTorch (`centralpath.torch.StatsRecorder`, a forward
+batches (`centralpath.StatsRecorder`) and PyTorch (`centralpath.measurement.torch_recorder.StatsRecorder`, a forward
 hook) give the analysis of the features file to 1e-12."""
 
 import jax.numpy as jnp
@@ -8,8 +8,8 @@ import pytest
 
 import centralpath as cp
 from centralpath._errors import InputError
-from centralpath._io import FeaturesFile
-from centralpath.analysis import analyze
+from centralpath.measurement._io import FeaturesFile
+from centralpath.measurement.analysis import analyze
 
 C, P = 4, 6
 
@@ -73,7 +73,7 @@ def test_whole_arrays_and_a_function_of_batches():
 
 def test_pytorch_hook(tmp_path):
     torch = pytest.importorskip("torch")
-    from centralpath.torch import StatsRecorder
+    from centralpath.measurement.torch_recorder import StatsRecorder
 
     torch.manual_seed(0)
     n = 60
@@ -106,7 +106,7 @@ def test_train_captures_statistics_instead_of_features(tmp_path):
     file analyses like the features file of the same training."""
     jax = pytest.importorskip("jax")
     pytest.importorskip("optax")
-    from centralpath._io import load_features
+    from centralpath.measurement._io import load_features
     from centralpath.networks import datasets as ds, train as tr
     from centralpath.networks.models import make_model
 

@@ -347,7 +347,7 @@ def test_train_sigkill_then_resume(tmp_path):
 def test_checkpoint_writes_at_most_every_interval_and_always_at_the_end(tmp_path, monkeypatch):
     """Between segments the progress file is rewritten only after `interval_s`; the end of each
     method always is, with every snapshot, so a resume after the end has all it needs."""
-    import centralpath._io as io
+    import centralpath.measurement._io as io
     import centralpath.simulate as sim
 
     writes = []
@@ -446,7 +446,7 @@ TORCH_LABELS = {
 def test_pytorch_recorder_refuses_labels_that_are_not_class_indices(case):
     """Float labels were truncated silently; labels out of range gave a raw torch error."""
     torch = pytest.importorskip("torch")
-    from centralpath.torch import StatsRecorder
+    from centralpath.measurement.torch_recorder import StatsRecorder
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))

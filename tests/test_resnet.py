@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from centralpath._errors import InputError
-from centralpath._io import load_features
 from centralpath.cli import main
+from centralpath.measurement._io import load_features
 
 networks = pytest.importorskip("centralpath.networks")
 from centralpath.networks import train as tr  # noqa: E402

@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from centralpath._errors import SEED_MAX, InputError
-from centralpath._io import load_npz, npz_headers
-from centralpath._resources import MEMORY_ENV, WORK_ENV, format_bytes, memory_limit, parse_size
+from centralpath._run.resources import MEMORY_ENV, WORK_ENV, format_bytes, memory_limit, parse_size
 from centralpath.cli import COMMANDS, main
+from centralpath.measurement._io import load_npz, npz_headers
 
 GiB = 1 << 30
 # Address-space limit of the subprocess cases: Python + JAX map about 1.5 GiB; any array of the
@@ -321,7 +321,7 @@ def test_forged_features_refused_under_rlimit(forged, tmp_path, name):
 def test_forged_headers_refused_in_process(forged, monkeypatch):
     """The same files through the library: InputError, never MemoryError. (The limit is set:
     this process has no RLIMIT_AS, and the 8 GiB bomb is legal where 18 GiB are available.)"""
-    from centralpath._io import load_features
+    from centralpath.measurement._io import load_features
 
     monkeypatch.setenv(MEMORY_ENV, "2G")
     for path, _ in forged.values():
@@ -342,7 +342,7 @@ def test_not_an_archive_keeps_its_own_message(tmp_path):
 def test_huge_zip_directory_refused_before_parsing(tmp_path, monkeypatch):
     """zipfile would build an object per member first; the directory's size is read from the
     end record and refused (here with the limit lowered, so the file can stay small)."""
-    import centralpath._io as io_module
+    import centralpath.measurement._io as io_module
 
     members = {f"m{i}.npy": arr(np.zeros(1)) for i in range(200)}
     path = write_zip(tmp_path / "many.npz", {**good_members(), **members})
@@ -404,7 +404,7 @@ def test_compare_refuses_non_monotone_epochs(tmp_path, capsys):
 def _statistics_files(d: Path) -> dict[str, tuple[Path, str]]:
     """name -> (file, phrase): a valid statistics file of this package, altered one way each
     (issue 29: statistics files were checked only for symmetry)."""
-    from centralpath._stream import open_source, save_stats
+    from centralpath.measurement._stream import open_source, save_stats
 
     rng = np.random.default_rng(3)
     C, n_c, p, K = 3, 40, 6, 2
@@ -517,7 +517,7 @@ def test_the_valid_statistics_file_still_reads(statistics_files, capsys):
 def test_covariance_tolerance_is_relative_to_the_scale():
     """PSD to COVARIANCE_RTOL of the largest variance, whatever the scale: rounding-level
     negative eigenvalues (a rank-deficient Σ_W) pass, one at 1e-6 of the largest is refused."""
-    from centralpath._io import COVARIANCE_RTOL, check_covariance
+    from centralpath.measurement._io import COVARIANCE_RTOL, check_covariance
 
     rng = np.random.default_rng(0)
     V = np.linalg.qr(rng.normal(size=(5, 5)))[0]
@@ -570,7 +570,7 @@ def _deep_toml(depth: int) -> str:
 def lr_features(tmp_path_factory):
     """Features with the training record (`--clock lr`) whose classifier is least-squares."""
     from centralpath import class_stats, least_squares_classifier
-    from centralpath._io import save_features
+    from centralpath.measurement._io import save_features
 
     d = tmp_path_factory.mktemp("lr")
     rng = np.random.default_rng(0)
@@ -616,7 +616,7 @@ KAPPA_CASES = {
 def test_compare_kappa_sources_bounded(lr_features, tmp_path, name):
     """`--kappa-from` read /dev/zero whole (6 GB in 19 s), overflowed at κ = 1e308 and ran on,
     and hit a RecursionError at 100,000 levels (issue 29)."""
-    from centralpath._io import MAX_JSON_BYTES
+    from centralpath.measurement._io import MAX_JSON_BYTES
 
     content, flags, phrase = KAPPA_CASES[name]
     path = tmp_path / "k.json"
@@ -733,7 +733,7 @@ CONFIG_PHRASES = {
 def test_configs_and_flags_refused_before_work(tmp_path, name):
     """Deep nesting was a RecursionError; empty etas failed after 11 s of work; --max-steps
     1e30 and --t-end 5e-324 failed inside the solver and then advised a --resume (issue 29)."""
-    from centralpath._io import MAX_TOML_BYTES
+    from centralpath.measurement._io import MAX_TOML_BYTES
 
     argv, text = CONFIG_CASES[name]
     cfg, out = tmp_path / "c.toml", tmp_path / "run"

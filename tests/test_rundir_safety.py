@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import centralpath._io as cio
+import centralpath.measurement._io as cio
 import centralpath.simulate as sim
-from centralpath._rundir import LOCK_FILE, MANIFEST, MARKER, RunDir
+from centralpath._run.rundir import LOCK_FILE, MANIFEST, MARKER, RunDir
 from centralpath.cli import main
 
 SIM = [
@@ -401,7 +401,7 @@ def test_a_second_process_is_refused_naming_the_holder(tmp_path, capsys):
     holder = textwrap.dedent(
         f"""
         import sys, time
-        from centralpath._rundir import RunDir
+        from centralpath._run.rundir import RunDir
         RunDir({str(run)!r}, "simulate", {{"seed": 0}}, resumable=True)
         print("locked", flush=True)
         time.sleep(120)

@@ -124,10 +124,10 @@ def test_command_line_compiles_quickly_unless_the_user_chose_otherwise():
     import subprocess
     import sys
 
-    from centralpath._runtime import QUICK_COMPILE_FLAGS, QUICK_COMPILE_JAXLIB, _jaxlib_in
+    from centralpath._run.runtime import QUICK_COMPILE_FLAGS, QUICK_COMPILE_JAXLIB, _jaxlib_in
 
     probe = (
-        "import os; from centralpath._runtime import configure_cpu_runtime; "
+        "import os; from centralpath._run.runtime import configure_cpu_runtime; "
         "configure_cpu_runtime(quick_compile=True); print(os.environ['XLA_FLAGS'])"
     )
     env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=3")

@@ -8,10 +8,10 @@ import pytest
 from numpy.testing import assert_allclose
 
 import centralpath as cp
-from centralpath._io import FeaturesFile
-from centralpath.analysis import analyze
 from centralpath.flows import CentralPathFlow, ReducedCentralPathFlow, ReducedUFMFlow, UFMFlow
 from centralpath.flows.ufm import ReducedUFMState
+from centralpath.measurement._io import FeaturesFile
+from centralpath.measurement.analysis import analyze
 
 C, N, LIVE, DEAD = 4, 30, 9, 3
 
@@ -91,7 +91,7 @@ EDGE_RATIOS = (1e-18, 1e-22)
 
 CHILD = """
 import json, sys
-from centralpath._runtime import configure_cpu_runtime
+from centralpath._run.runtime import configure_cpu_runtime
 configure_cpu_runtime()
 import jax
 jax.config.update("jax_enable_x64", True)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from centralpath._errors import InputError
-from centralpath._io import load_features, save_features
-from centralpath._stream import StatsFile, StreamedFeatures, open_source, save_stats
-from centralpath.analysis import RECORD_KEYS, analyze
 from centralpath.cli import main
+from centralpath.measurement._io import load_features, save_features
+from centralpath.measurement._stream import StatsFile, StreamedFeatures, open_source, save_stats
+from centralpath.measurement.analysis import RECORD_KEYS, analyze
 
 C, N, P, K = 4, 30, 6, 3
 EPOCHS = np.array([0.0, 2.0, 8.0])
@@ -282,7 +282,7 @@ def test_one_pass_equals_numpy_float64(tmp_path, monkeypatch, C, p, rows, thread
     centred on its shift, one SYRK) and every metric of the record equal a plain full-batch
     float64 NumPy computation to 1e-12, labels in file order shuffled and imbalanced, NC4
     counting real disagreements."""
-    from centralpath._accumulate import BLOCK_CLASSES
+    from centralpath.measurement._accumulate import BLOCK_CLASSES
 
     monkeypatch.setenv("CENTRALPATH_BLAS_THREADS", str(threads))
     rng = np.random.default_rng(C)
@@ -365,7 +365,7 @@ def test_streamed_checkpoint_solves_the_snr_and_least_squares_once():
 
     from centralpath._metrics import snr_needs_samples
     from centralpath._stats import ClassStats
-    from centralpath.analysis import _checkpoint_and_resolution, _checkpoint_from_stats
+    from centralpath.measurement.analysis import _checkpoint_and_resolution, _checkpoint_from_stats
 
     rng = np.random.default_rng(0)
     p, C = 24, 4

@@ -69,7 +69,7 @@ def test_bad_thread_counts_are_refused(bad):
 
 
 def test_default_thread_count_reads_the_users_variables():
-    from centralpath._runtime import default_blas_threads
+    from centralpath._run.runtime import default_blas_threads
 
     assert default_blas_threads({"OMP_NUM_THREADS": "4"}) == 4
     assert default_blas_threads({"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "4"}) == 2

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from centralpath._errors import InputError
-from centralpath._io import load_features, save_features, validate_features_arrays
 from centralpath.cli import main
+from centralpath.measurement._io import load_features, save_features, validate_features_arrays
 
 networks = pytest.importorskip("centralpath.networks")
 from centralpath.networks import datasets as ds, train as tr  # noqa: E402

@@ -219,8 +219,8 @@ def _main(argv: list[str] | None, interrupts: _Interrupts) -> int:
         )
         return 2
     from .._errors import InputError, NumericalError
-    from .._rundir import DISK_FULL, os_error_message
-    from .._runtime import configure_cpu_runtime
+    from .._run.rundir import DISK_FULL, os_error_message
+    from .._run.runtime import configure_cpu_runtime
 
     name = f"centralpath {args.command}"
     configure_cpu_runtime(quick_compile=True)  # before the JAX backend starts

@@ -78,8 +78,8 @@ def draw_figures(kind: str, run_path, results, args) -> None:
 def write_output_json(path, obj, flag: str = "--json") -> None:
     """Write a JSON output atomically; a file-system fault is one line naming the path."""
     from .._errors import InputError
-    from .._io import write_json
-    from .._rundir import os_error_message
+    from .._run.rundir import os_error_message
+    from ..measurement._io import write_json
 
     try:
         write_json(path, obj)

@@ -1,5 +1,5 @@
 """`centralpath simulate --from FEATURES.npz [--epoch E]`: a flow started from a network's own
-state at one checkpoint (`centralpath._measured`), instead of a random one."""
+state at one checkpoint (`centralpath.measurement._initial_state`), instead of a random one."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ def run_from(args) -> int:
     import jax
 
     from .._errors import require
-    from .._measured import measured_state, simulate_measured
-    from .._rundir import RunDir, default_run_path
+    from .._run.rundir import RunDir, default_run_path
+    from ..measurement._initial_state import measured_state, simulate_measured
     from ..simulate import SimulationConfig
     from ._common import draw_figures, log
 

@@ -41,10 +41,10 @@ def run(args) -> int:
     import contextlib
 
     from .._errors import require
-    from .._records import checkpoint_records, least_squares_warning
-    from .._rundir import check_output_file
-    from .._stream import StatsWriter, open_source, record_of
-    from ..analysis import analyze
+    from .._run.rundir import check_output_file
+    from ..measurement._report import checkpoint_records, least_squares_warning
+    from ..measurement._stream import StatsWriter, open_source, record_of
+    from ..measurement.analysis import analyze
     from ._common import write_output_json
     from ._table import table
 

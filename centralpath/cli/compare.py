@@ -78,10 +78,10 @@ def run(args) -> int:
     import sys
 
     from .._errors import require
-    from .._io import write_json
-    from .._rundir import RunDir, check_output_file, check_run_path, resolve_config
-    from .._stream import open_source
-    from ..compare import compare_features
+    from .._run.rundir import RunDir, check_output_file, check_run_path, resolve_config
+    from ..measurement._io import write_json
+    from ..measurement._stream import open_source
+    from ..measurement.compare import compare_features
     from ._common import write_output_json
 
     config = resolve_config(DEFAULTS, args, config_path=args.config)
@@ -118,7 +118,7 @@ def run(args) -> int:
     if config["model"] is not None:
         return run_models(args, config, ff, out)
     fit, results, summary = compare_features(ff, flow=flow, weight_decay=weight_decay, rtol=rtol)
-    from .._records import least_squares_warning
+    from ..measurement._report import least_squares_warning
 
     warning = least_squares_warning(ff, summary["checkpoints"])
     if warning:
@@ -177,7 +177,7 @@ def run(args) -> int:
 def check_model_options(config: dict) -> None:
     """One-line refusals of the predictive options, before any work (`--model` given)."""
     from .._errors import InputError, require, require_real
-    from ..predictive import CLOCKS, MODELS
+    from ..measurement.predictive import CLOCKS, MODELS
 
     model, clock = config["model"], config["clock"] or "monotone"
     require(
@@ -219,11 +219,11 @@ def run_models(args, config: dict, ff, out) -> int:
     """`compare --model …`: the prediction of each model from e0, scored, with a verdict."""
     import sys
 
-    from .._io import write_json
-    from .._records import checkpoint_records, least_squares_warning
-    from .._rundir import RunDir
-    from ..compare import check_epochs, measured_series
-    from ..predictive import (
+    from .._run.rundir import RunDir
+    from ..measurement._io import write_json
+    from ..measurement._report import checkpoint_records, least_squares_warning
+    from ..measurement.compare import check_epochs, measured_series
+    from ..measurement.predictive import (
         LADDER_COLUMNS,
         MODELS,
         compare_models,

@@ -35,7 +35,7 @@ def _section(source, section: str, values: dict) -> dict:
     """The settings of one [section] of a demo config, each a key the demo knows (a typo is an
     error, as for the other commands), of the type of its default."""
     from .._errors import InputError
-    from .._rundir import _coerce
+    from .._run.rundir import _coerce
     from ..demo import DEFAULTS
     from ..networks.train import DEFAULTS as TRAIN
     from ..simulate import DEFAULTS as SIMULATE
@@ -59,9 +59,9 @@ def run(args) -> int:
     from pathlib import Path
 
     from .._errors import require
-    from .._io import write_json
-    from .._rundir import RunDir, load_config
+    from .._run.rundir import RunDir, load_config
     from ..demo import DEFAULTS, run_demo, validate, write_report
+    from ..measurement._io import write_json
 
     enable_compilation_cache()
     config = {k: dict(v) for k, v in DEFAULTS.items()}

@@ -17,7 +17,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from .._errors import InputError
-    from .._rundir import verify_run
+    from .._run.rundir import verify_run
 
     # Checked against what the run recorded when it finished, before anything is drawn.
     kind, results = verify_run(args.run)

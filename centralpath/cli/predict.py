@@ -68,7 +68,7 @@ def run(args) -> int:
     om = sorted(om, reverse=True)
 
     if args.json:
-        from .._rundir import check_output_file
+        from .._run.rundir import check_output_file
 
         check_output_file(args.json)
 

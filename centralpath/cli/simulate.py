@@ -32,7 +32,7 @@ def _set_precision(config) -> None:
 
 def run(args) -> int:
     from .._errors import require
-    from .._rundir import RunDir, default_run_path, load_config
+    from .._run.rundir import RunDir, default_run_path, load_config
     from ..simulate import SimulationConfig, distinct_gd_saves, simulate
     from ._common import check_resume_flags
 

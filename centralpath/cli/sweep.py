@@ -49,7 +49,7 @@ def run(args) -> int:
     import jax
 
     from .._errors import require
-    from .._rundir import default_run_path, load_config
+    from .._run.rundir import default_run_path, load_config
     from ..sweep import parse_sweep, write_sweep
 
     # The command line set x64 from --precision, which is None unless given: float64 until the

@@ -31,7 +31,7 @@ EXAMPLE = "centralpath train --dataset digits --model mlp --loss mse --epochs 40
 
 
 def register(p) -> None:
-    from .._config import TrainConfig
+    from .._run.config import TrainConfig
 
     # Every key of a train configuration is a flag, from its one declaration (TrainConfig);
     # the same keys are the TOML keys of --config and of a run's config.toml.
@@ -45,9 +45,9 @@ def register(p) -> None:
 
 
 def run(args) -> int:
-    from .._config import TrainConfig
     from .._errors import require
-    from .._rundir import RunDir, default_run_path
+    from .._run.config import TrainConfig
+    from .._run.rundir import RunDir, default_run_path
     from ..networks.train import DEFAULTS, load_configured_dataset
 
     enable_compilation_cache()
@@ -84,8 +84,8 @@ def run(args) -> int:
 def _train(args, run_dir, config, data) -> int:
     import equinox as eqx
 
-    from .._io import atomic_path, load_features, write_json
-    from ..analysis import analyze
+    from ..measurement._io import atomic_path, load_features, write_json
+    from ..measurement.analysis import analyze
     from ..networks.train import train_from_config, training_results
 
     emit = log(args)
@@ -100,7 +100,7 @@ def _train(args, run_dir, config, data) -> int:
             training.save_features(features_path)
             records = analyze(load_features(features_path))
         else:  # large data: statistics were captured instead of features (networks/train.py)
-            from .._stream import open_source
+            from ..measurement._stream import open_source
 
             features_path = run_dir.file("stats.npz")
             training.save_features(features_path)
@@ -231,7 +231,7 @@ def _reopen(args, defaults):
     from argparse import Namespace
 
     from .._errors import require
-    from .._rundir import RunDir, resolve_config
+    from .._run.rundir import RunDir, resolve_config
     from ..networks.train import validate
     from ._common import check_resume_flags
 

@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import InputError, require
-from .._io import load_npz, save_npz
-from .._resources import check_memory
+from .._run.config import DATASETS  # the names, as plain data beside TrainConfig
+from .._run.resources import check_memory
+from ..measurement._io import load_npz, save_npz
 
-DATASETS = ("digits", "mnist", "mnist1d")
 # Bump a dataset's number when its builder's output changes, so that stale caches are not read.
 # (mnist1d 2: its train/test split is kept, as a `test` mask.)
 _CACHE_VERSION = {"mnist": 1, "mnist1d": 2}
@@ -318,7 +318,7 @@ def load_dataset(
         require(path != "", "dataset 'npz:' needs a path: npz:PATH/TO/FILE.npz")
         arrays = _user_npz(path)
     elif name in DATASETS:
-        build = {"digits": _digits, "mnist": _mnist, "mnist1d": _mnist1d}[name]
+        build = BUILDERS[name]
         arrays = _scaled(name, build() if name == "digits" else cached_arrays(name, build))
     else:
         raise InputError(
@@ -391,6 +391,10 @@ def load_dataset(
         test_labels=test_labels if has_test else None,
         split=split if has_test else "none",
     )
+
+
+#: What builds each dataset named in `DATASETS` (tests check the two agree).
+BUILDERS: dict[str, Callable[[], dict]] = {"digits": _digits, "mnist": _mnist, "mnist1d": _mnist1d}
 
 
 __all__ = [

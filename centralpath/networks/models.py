@@ -31,8 +31,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._errors import InputError, require
-
-MODELS = ("mlp", "cnn", "resnet18")
+from .._run.config import MODELS  # the names, as plain data beside TrainConfig
 
 
 class MLP(eqx.Module):

@@ -31,14 +31,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._config import TrainConfig as TrainConfig
-from .._errors import InputError, NumericalError, require, require_seed
-from .._io import atomic_path, load_npz, save_features, save_npz, write_json
-from .datasets import DATASETS, Dataset
-from .models import MODELS
-
-LOSSES = ("mse", "ce")
-SCHEDULES = ("cosine", "step", "constant")
+from .._errors import InputError, NumericalError, require
+from .._run.config import (
+    LOSSES,
+    SCHEDULES,
+    TrainConfig as TrainConfig,
+    validate_training as validate,
+)
+from ..measurement._io import atomic_path, load_npz, save_features, save_npz, write_json
+from .datasets import Dataset
 
 # --------------------------------------------------------------------------- losses
 
@@ -313,7 +314,7 @@ def capture_statistics(num_captures: int, n: int, p: int, capture: str = "auto")
 
 def _statistics_entry(H, labels, model, num_classes: int) -> dict:
     """A capture's class statistics and NC4 count, from its features (`cp.checkpoint_of`)."""
-    from .._recorder import checkpoint_of
+    from ..measurement._recorder import checkpoint_of
 
     W, b = np.asarray(model.classifier.weight), np.asarray(model.classifier.bias)
     ck = checkpoint_of((H, labels), num_classes, W=W, b=b)
@@ -329,8 +330,8 @@ def _statistics_entry(H, labels, model, num_classes: int) -> dict:
 
 def _save_statistics(path, arrays: dict) -> None:
     """Write a statistics file and check it reads back (`_stream.open_source`)."""
-    from .._io import save_npz
-    from .._stream import STATS_VERSION, open_source
+    from ..measurement._io import save_npz
+    from ..measurement._stream import STATS_VERSION, open_source
 
     save_npz(path, **arrays, stats_version=np.int64(STATS_VERSION))
     open_source(path, "statistics file")
@@ -378,7 +379,7 @@ class _StateDir:
         if not fp.is_file():
             write_json(fp, fingerprint)
             return
-        from .._io import read_json
+        from ..measurement._io import read_json
 
         saved = read_json(fp, "training fingerprint", fix="start afresh with --overwrite")
         require(
@@ -563,7 +564,7 @@ def fit(
         if store is not None:
             store.save(_pack(model, mstate, opt_state, 0, raw_key, hist_loss, hist_acc))
 
-    from .._progress import progress as progress_bar
+    from .._run.progress import progress as progress_bar
 
     bar = progress_bar(epochs, enabled=progress, initial=start, desc="train", unit="epoch")
     try:
@@ -651,71 +652,6 @@ DEFAULTS: dict[str, Any] = TrainConfig.defaults()
 
 def _is_int(x) -> bool:
     return isinstance(x, int | np.integer) and not isinstance(x, bool)
-
-
-def validate(config: dict[str, Any]) -> None:
-    """One-line `InputError` for a bad configuration, before any data is loaded."""
-    c = config
-    ds = c["dataset"]
-    require(
-        isinstance(ds, str) and (ds in DATASETS or (ds.startswith("npz:") and len(ds) > 4)),
-        f"unknown dataset {ds!r}; choose one of {', '.join(DATASETS)} or npz:PATH",
-    )
-    require(
-        c["model"] in MODELS, f"unknown model {c['model']!r}; choose one of {', '.join(MODELS)}"
-    )
-    require(c["loss"] in LOSSES, f"unknown loss {c['loss']!r}; choose mse or ce")
-    require(
-        c["schedule"] in SCHEDULES,
-        f"unknown schedule {c['schedule']!r}; choose one of {', '.join(SCHEDULES)}",
-    )
-    for key in (
-        "epochs",
-        "batch_size",
-        "seed",
-        "per_class",
-        "num_checkpoints",
-        "save_every",
-        "resnet_width",
-    ):
-        require(_is_int(c[key]), f"{key.replace('_', '-')} must be an integer, got {c[key]!r}")
-    require_seed(c["seed"])
-    require(c["epochs"] >= 1, f"epochs must be >= 1, got {c['epochs']}")
-    require(c["epochs"] <= 1_000_000, f"epochs = {c['epochs']} is too many; use at most 1000000")
-    require(c["batch_size"] >= 1, f"batch-size must be >= 1, got {c['batch_size']}")
-    require(
-        c["per_class"] == 0 or c["per_class"] >= 2,
-        f"per-class must be >= 2 (Sigma_W needs two samples per class) or 0 for the largest "
-        f"balanced subset, got {c['per_class']}",
-    )
-    require(c["num_checkpoints"] >= 2, f"num-checkpoints must be >= 2, got {c['num_checkpoints']}")
-    require(c["save_every"] >= 1, f"save-every must be >= 1, got {c['save_every']}")
-    require(c["resnet_width"] >= 1, f"resnet-width must be >= 1, got {c['resnet_width']}")
-    for key in ("lr", "weight_decay", "momentum"):
-        require(
-            isinstance(c[key], int | float)
-            and not isinstance(c[key], bool)
-            and math.isfinite(c[key]),
-            f"{key.replace('_', '-')} must be a finite number, got {c[key]!r}",
-        )
-    require(c["lr"] > 0, f"lr must be > 0, got {c['lr']}")
-    tf = c["test_fraction"]
-    require(
-        isinstance(tf, int | float) and not isinstance(tf, bool) and 0 <= tf < 1,
-        f"test-fraction must be a number in [0, 1) (0: no test set), got {tf!r}",
-    )
-    require(c["weight_decay"] >= 0, f"weight-decay must be >= 0, got {c['weight_decay']}")
-    require(0 <= c["momentum"] < 1, f"momentum must lie in [0, 1), got {c['momentum']}")
-    for key in ("widths", "channels"):
-        v = c[key]
-        require(
-            isinstance(v, list | tuple) and len(v) >= 1 and all(_is_int(w) and w >= 1 for w in v),
-            f"{key} must be a non-empty list of positive integers like 256,256, got {v!r}",
-        )
-    require(
-        isinstance(c["standardise"], bool),
-        f"standardise must be true or false, got {c['standardise']!r}",
-    )
 
 
 def load_configured_dataset(config: dict[str, Any]) -> Dataset:
@@ -807,9 +743,9 @@ def feature_dimension(config: dict[str, Any]) -> int:
 def check_resources(config: dict[str, Any], data: Dataset) -> None:
     """Refuse, before a model is built, a network that cannot collapse on this data (features
     narrower than C − 1) or whose training, captures and analysis would exceed the memory or
-    work limits (`centralpath._resources`)."""
-    from .._io import analysis_cost, check_p_over_n
-    from .._resources import check_memory, check_work
+    work limits (`centralpath._run.resources`)."""
+    from .._run.resources import check_memory, check_work
+    from ..measurement._io import analysis_cost, check_p_over_n
 
     C, n, m = data.num_classes, data.num_samples, data.num_test_samples
     shape = tuple(int(s) for s in data.input_shape)
@@ -854,7 +790,7 @@ def check_resources(config: dict[str, Any], data: Dataset) -> None:
     analysis_bytes, analysis_flop = analysis_cost(K, n, p, C, itemsize=4, w_itemsize=4)
     captured = 4 * 2 * K * (n * p + C * p + C)  # the captures, and their stack
     if capture_statistics(K, n, p):  # statistics instead: streamed analysis, no features kept
-        from .._stream import streamed_analysis_cost
+        from ..measurement._stream import streamed_analysis_cost
 
         analysis_bytes, analysis_flop = streamed_analysis_cost(K, n, p, C)
         captured = 8 * 2 * K * (p * p + 2 * C * p + C) + 8 * 4 * n * p

@@ -538,7 +538,7 @@ def figures_for(kind: str, results: dict) -> dict[str, object]:
 def draw_run(kind: str, results: dict, run_path) -> list[Path]:
     """Write every figure of a run as PNG and PDF under RUN/figures; return the paths."""
     plt = _plt()
-    from .._io import atomic_path
+    from ..measurement._io import atomic_path
 
     out = Path(run_path) / "figures"
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Figures of `compare --model`: measured ω_j against each model's prediction.
 
 Pure functions of a run's saved results (`predict/…` series, written by
-`centralpath.predictive.results_series`): nothing is computed here but what a plot needs, so
+`centralpath.measurement.predictive.results_series`): nothing is computed here but what a plot needs, so
 `centralpath plot RUN` redraws them identically. As everywhere in `plotting`, a value that is not
 data is not drawn: an ω_j beyond float64 resolution (+inf, measured or predicted), a prediction
 before the start e0 (NaN), ω_j = 0 (coinciding class means) on a log axis.

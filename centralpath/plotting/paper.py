@@ -209,7 +209,7 @@ def paper_figures(results: dict) -> dict[str, object]:
 def draw_paper(results: dict, run_path) -> list[Path]:
     """Write the paper's figure set under RUN/figures as PNG and PDF; return the paths."""
     plt = _plt()
-    from .._io import atomic_path
+    from ..measurement._io import atomic_path
 
     out = Path(run_path) / "figures"
     out.mkdir(parents=True, exist_ok=True)

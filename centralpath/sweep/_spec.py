@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import SEED_MAX, InputError, require, require_seed
-from .._resources import check_memory
+from .._run.resources import check_memory
 from .._series import (
     CLOSED_FORM_QUANTITIES,
 )
@@ -81,7 +81,7 @@ def _metric_keys() -> tuple[str, ...]:
 
 
 def _coerce(key: str, value, default, source: str):
-    from .._rundir import _coerce as coerce
+    from .._run.rundir import _coerce as coerce
 
     if isinstance(default, float) and isinstance(value, bool):
         raise InputError(f"{source}: {key!r} must be float, got bool {value!r}")
@@ -248,7 +248,7 @@ def _validate_configs(configs: list[dict], names: Sequence[str], source: str):
 def check_sweep_cost(flop: float, n_groups: int, n_configs: int, source: str):
     """Refuse a sweep whose configurations' work plus its shape groups' compilations pass the
     work limit (`CENTRALPATH_WORK_LIMIT`, as `simulate`); return (work, groups)."""
-    from .._resources import check_work
+    from .._run.resources import check_work
 
     work = flop + n_groups * GROUP_COMPILE_FLOP
     check_work(
@@ -263,7 +263,7 @@ def check_sweep_cost(flop: float, n_groups: int, n_configs: int, source: str):
 
 def load_sweep(path) -> SweepSpec:
     """Read and parse a sweep TOML file (`parse_sweep`)."""
-    from .._rundir import load_config
+    from .._run.rundir import load_config
 
     return parse_sweep(load_config(path), source=f"sweep file {path}")
 

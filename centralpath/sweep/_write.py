@@ -30,7 +30,7 @@ def cell(value) -> str:
 
 def group_csv(spec: SweepSpec, indices: Sequence[int], results: Sequence[dict]) -> str:
     """The tidy rows of one group (no header): swept values, time, quantity, index, value."""
-    from .._rundir import tidy_rows
+    from .._run.rundir import tidy_rows
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -96,7 +96,7 @@ def _changed_keys(saved: dict, config: dict) -> list[str]:
     """The keys (`sweep.KEY` for the table) whose values differ between two sweep configs."""
     import tomllib
 
-    from .._rundir import dumps_toml
+    from .._run.rundir import dumps_toml
 
     new = tomllib.loads(dumps_toml(config))  # the form config.toml holds, for a fair comparison
     changed = []
@@ -112,7 +112,7 @@ def _changed_keys(saved: dict, config: dict) -> list[str]:
 def _start_run_dir(out, config: dict, *, resume: bool, overwrite: bool, inputs=()):
     """The sweep's run directory: reopened to resume (same configuration required, every group
     file verified against its recorded digest) or new."""
-    from .._rundir import RunDir
+    from .._run.rundir import RunDir
 
     if resume:
         run, saved = RunDir.reopen(out, "sweep", inputs=inputs)
@@ -163,7 +163,7 @@ def write_sweep(
     """
     import jax
 
-    from .._rundir import RunDir
+    from .._run.rundir import RunDir
 
     log = log or (lambda s: None)
     config = spec.to_config()
@@ -195,7 +195,7 @@ def write_sweep(
 
 
 def _run_groups(spec, run, devices, log, resume: bool, writer: bool, multi: bool) -> Path:
-    from .._io import write_text
+    from ..measurement._io import write_text
 
     n_groups = len(groups(spec.configs))
     mesh = as_mesh(devices)

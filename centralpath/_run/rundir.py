@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _io
-from ._errors import InputError, require
-from ._io import atomic_path, save_npz, write_json, write_text
+from .._errors import InputError, require
+from ..measurement import _io
+from ..measurement._io import atomic_path, save_npz, write_json, write_text
 
 # --------------------------------------------------------------------------- configuration
 
@@ -979,7 +979,7 @@ def default_run_path(command: str) -> Path:
 
 
 def load_results(run) -> dict[str, np.ndarray]:
-    from ._io import load_npz
+    from ..measurement._io import load_npz
 
     run = Path(run)
     require(

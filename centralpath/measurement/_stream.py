@@ -32,9 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .._errors import InputError, require
+from .._run.resources import check_memory, format_bytes
+from .._run.runtime import blas_threads, large_products, single_threaded_blas
 from . import _io
 from ._accumulate import ClassBlocks, FoldedNC4, HostMoments, StatsAccumulator, merge_moments
-from ._errors import InputError, require
 from ._io import (
     ANALYSIS_BASE_BYTES,
     ANALYSIS_CALL_FLOP,
@@ -55,8 +57,6 @@ from ._io import (
     epochs_and_weight_decay,
     validate_features_arrays,
 )
-from ._resources import check_memory, format_bytes
-from ._runtime import blas_threads, large_products, single_threaded_blas
 
 STATS_KEYS = (
     "sigma_w",
@@ -567,7 +567,7 @@ class StreamedFeatures:
         under anisotropic collapse as far as one with the samples in memory."""
         import jax.numpy as jnp
 
-        from ._metrics import FrameScatter, snr_frame
+        from .._metrics import FrameScatter, snr_frame
 
         frame = snr_frame(stats, rtol=rtol)
         F = np.asarray(frame.F)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-from ._errors import InputError, require
+from .._errors import InputError, require, require_seed
 
 C = TypeVar("C", bound="Config")
 
@@ -90,7 +91,7 @@ class Config:
     @classmethod
     def resolve(cls: type[C], args: argparse.Namespace, config_path=None) -> C:
         """defaults ← the `--config` TOML file ← the flags given (those not None)."""
-        from ._rundir import load_config
+        from .rundir import load_config
 
         merged: dict[str, Any] = {}
         if config_path is not None:
@@ -151,18 +152,90 @@ def coerce(key: str, v, default, source: str):
 # --------------------------------------------------------------------------- train
 # Declared here, not in centralpath.networks: building the command line's parser must not
 # import the training stack (optax, the datasets), which loads only when a network is trained.
+# The names are plain data; centralpath.networks builds what each names (tests/test_networks.py
+# checks that its registries match these tables).
+
+DATASETS = ("digits", "mnist", "mnist1d")
+MODELS = ("mlp", "cnn", "resnet18")
+LOSSES = ("mse", "ce")
+SCHEDULES = ("cosine", "step", "constant")
 
 
-def _validate_training(config: dict) -> None:
-    from .networks.train import validate
+def _is_int(x) -> bool:
+    import numpy as np
 
-    validate(config)
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+
+def validate_training(config: dict[str, Any]) -> None:
+    """One-line `InputError` for a bad configuration, before any data is loaded."""
+    c = config
+    ds = c["dataset"]
+    require(
+        isinstance(ds, str) and (ds in DATASETS or (ds.startswith("npz:") and len(ds) > 4)),
+        f"unknown dataset {ds!r}; choose one of {', '.join(DATASETS)} or npz:PATH",
+    )
+    require(
+        c["model"] in MODELS, f"unknown model {c['model']!r}; choose one of {', '.join(MODELS)}"
+    )
+    require(c["loss"] in LOSSES, f"unknown loss {c['loss']!r}; choose mse or ce")
+    require(
+        c["schedule"] in SCHEDULES,
+        f"unknown schedule {c['schedule']!r}; choose one of {', '.join(SCHEDULES)}",
+    )
+    for key in (
+        "epochs",
+        "batch_size",
+        "seed",
+        "per_class",
+        "num_checkpoints",
+        "save_every",
+        "resnet_width",
+    ):
+        require(_is_int(c[key]), f"{key.replace('_', '-')} must be an integer, got {c[key]!r}")
+    require_seed(c["seed"])
+    require(c["epochs"] >= 1, f"epochs must be >= 1, got {c['epochs']}")
+    require(c["epochs"] <= 1_000_000, f"epochs = {c['epochs']} is too many; use at most 1000000")
+    require(c["batch_size"] >= 1, f"batch-size must be >= 1, got {c['batch_size']}")
+    require(
+        c["per_class"] == 0 or c["per_class"] >= 2,
+        f"per-class must be >= 2 (Sigma_W needs two samples per class) or 0 for the largest "
+        f"balanced subset, got {c['per_class']}",
+    )
+    require(c["num_checkpoints"] >= 2, f"num-checkpoints must be >= 2, got {c['num_checkpoints']}")
+    require(c["save_every"] >= 1, f"save-every must be >= 1, got {c['save_every']}")
+    require(c["resnet_width"] >= 1, f"resnet-width must be >= 1, got {c['resnet_width']}")
+    for key in ("lr", "weight_decay", "momentum"):
+        require(
+            isinstance(c[key], int | float)
+            and not isinstance(c[key], bool)
+            and math.isfinite(c[key]),
+            f"{key.replace('_', '-')} must be a finite number, got {c[key]!r}",
+        )
+    require(c["lr"] > 0, f"lr must be > 0, got {c['lr']}")
+    tf = c["test_fraction"]
+    require(
+        isinstance(tf, int | float) and not isinstance(tf, bool) and 0 <= tf < 1,
+        f"test-fraction must be a number in [0, 1) (0: no test set), got {tf!r}",
+    )
+    require(c["weight_decay"] >= 0, f"weight-decay must be >= 0, got {c['weight_decay']}")
+    require(0 <= c["momentum"] < 1, f"momentum must lie in [0, 1), got {c['momentum']}")
+    for key in ("widths", "channels"):
+        v = c[key]
+        require(
+            isinstance(v, list | tuple) and len(v) >= 1 and all(_is_int(w) and w >= 1 for w in v),
+            f"{key} must be a non-empty list of positive integers like 256,256, got {v!r}",
+        )
+    require(
+        isinstance(c["standardise"], bool),
+        f"standardise must be true or false, got {c['standardise']!r}",
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainConfig(Config):
     """Everything `train` needs: the data, the network, the optimiser and the captures. One
-    declaration per key gives its default, flag, help and TOML key (centralpath._config)."""
+    declaration per key gives its default, flag, help and TOML key (centralpath._run.config)."""
 
     command: ClassVar[str] = "train"
 
@@ -203,4 +276,4 @@ class TrainConfig(Config):
     num_checkpoints: int = option(30, "about how many log-spaced epochs to capture")
     save_every: int = option(1, "save the training state every N epochs")
 
-    validator: ClassVar = staticmethod(lambda c: _validate_training(c))
+    validator: ClassVar = staticmethod(lambda c: validate_training(c))

@@ -44,12 +44,12 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import InputError, require, require_real
-from ._linalg import DEFAULT_RTOL
+from .._errors import InputError, require, require_real
+from .._linalg import DEFAULT_RTOL
 
 # Without a `loss` key: L_⊥LS/L at or above this at every checkpoint means the classifier is
 # not least-squares (the threshold of analyze's warning, docs/theory.md §7½).
-from ._records import FAR_FROM_LEAST_SQUARES
+from ._report import FAR_FROM_LEAST_SQUARES
 
 MODELS = ("closed-form", "central-path", "ufm")
 CLOCKS = ("monotone", "lr")
@@ -224,7 +224,7 @@ class _ClosedForm:
     name = "closed-form"
 
     def __init__(self, omega0, num_classes: int, per_class: float):
-        from ._eigen import eigen_dynamics
+        from .._eigen import eigen_dynamics
 
         self.omega0 = np.asarray(omega0, float)
         self.C, self.N = num_classes, per_class
@@ -238,7 +238,7 @@ class _ClosedForm:
     def evaluate(self, times, full: bool = False, resume: bool = False) -> dict:
         import jax.numpy as jnp
 
-        from ._eigen import nc1_from_snr
+        from .._eigen import nc1_from_snr
 
         times = np.asarray(times, float)
         # Padded to a multiple of `_SAVES` times: F⁻¹ compiles once per shape, not per call.
@@ -281,8 +281,8 @@ class _FlowModel:
         distinct times in chunks of `_SAVES` save times, each from the state where the last
         ended (one compiled program); `resume` starts from where the previous call ended (its
         times must not be earlier). Times past a failed solve are NaN, and `note` says why."""
-        from ._errors import NumericalError
-        from ._integrate import integrate
+        from .._errors import NumericalError
+        from .._integrate import integrate
 
         times = np.asarray(times, float)
         uniq, inverse = np.unique(times, return_inverse=True)
@@ -356,8 +356,8 @@ def _snapshot_values(tr, full: bool) -> dict:
 def _nc1_perp_impl(snapshots, lam):
     import jax
 
-    from ._loss import loss_decomposition
-    from ._metrics import nc1
+    from .._loss import loss_decomposition
+    from .._metrics import nc1
 
     def one(s):
         d = loss_decomposition(s.stats, s.W, s.b, lam)
@@ -380,7 +380,7 @@ _nc1_perp_jit = None
 
 def build_model(name: str, state, measurement: Measurement, omega0=None, *, lam=None):
     """The model `name` (`MODELS`) started from the `MeasuredState` at e0."""
-    from ._measured import initial_state
+    from ._initial_state import initial_state
 
     require(name in MODELS, f"unknown model {name!r}; choose one of {', '.join(MODELS)}, or all")
     if name == "closed-form":
@@ -396,7 +396,7 @@ def build_model(name: str, state, measurement: Measurement, omega0=None, *, lam=
 
 
 def _stats_omega(stats) -> np.ndarray:
-    from ._metrics import snr_singular_values
+    from .._metrics import snr_singular_values
 
     return np.asarray(snr_singular_values(stats), float)
 
@@ -937,7 +937,7 @@ def compare_models(
     (the measurement, `analyze`'s records, one `Prediction` per model). `kappa_from`: another
     run's compare JSON, read per model (`read_kappa`); `weight_decay` overrides the file's, for
     the decomposition and the flows' ridges alike."""
-    from ._measured import measured_state
+    from ._initial_state import measured_state
     from .analysis import analyze
 
     require(

@@ -10,13 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import InputError, check_lambda, is_concrete, require
+from .._errors import InputError, check_lambda, is_concrete, require
+from .._least_squares import least_squares_classifier
+from .._linalg import DEFAULT_RTOL
+from .._loss import least_squares_loss_terms, loss_decomposition
+from .._metrics import _REFINE_ABOVE, _snr_solve, collapse_metrics, nc4
+from .._stats import ClassStats, _class_stats, validate_labelled_features
 from ._io import FeaturesFile
-from ._least_squares import least_squares_classifier
-from ._linalg import DEFAULT_RTOL
-from ._loss import least_squares_loss_terms, loss_decomposition
-from ._metrics import _REFINE_ABOVE, _snr_solve, collapse_metrics, nc4
-from ._stats import ClassStats, _class_stats, validate_labelled_features
 
 RECORD_KEYS = (
     "epoch",

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ._eigen import potential
-from ._errors import InputError, require
+from .._eigen import potential
+from .._errors import InputError, require
 
 
 @dataclass(frozen=True)
@@ -220,8 +220,8 @@ def compare_features(ff, *, flow="renormalised", weight_decay=None, rtol=1e-10):
     (`omega_predicted`, `time_map`, `drift`, `relative_error`)."""
     import numpy as np
 
-    from ._errors import require_real
-    from ._records import checkpoint_records
+    from .._errors import require_real
+    from ._report import checkpoint_records
     from .analysis import analyze
 
     if weight_decay is not None:

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import InputError, require, require_real
-from ._linalg import DEFAULT_RTOL, effective_rtol
-from ._stats import ClassStats
+from .._errors import InputError, require, require_real
+from .._linalg import DEFAULT_RTOL, effective_rtol
+from .._stats import ClassStats
 
 #: The flows a measured state can start, by the names `simulate --flow` uses.
 MEASURED_FLOWS = ("central-path", "ufm", "renormalised", "whitened")
@@ -155,8 +155,8 @@ def measured_state(
     """
     from pathlib import Path
 
+    from .._stats import class_stats
     from ._io import load_features
-    from ._stats import class_stats
 
     if isinstance(source, str | Path):
         source = load_features(source)
@@ -209,7 +209,7 @@ def initial_state(measured: MeasuredState, flow: str, *, lam=None, rtol: float =
       measured W, b and statistics; needs W in the file.
     - `"renormalised"` / `"whitened"`: F3 / F3′ (λ = 0) from the whitened statistics.
     """
-    from .flows import (
+    from ..flows import (
         ReducedCentralPathFlow,
         ReducedRenormalisedFlow,
         ReducedUFMFlow,
@@ -259,9 +259,9 @@ def simulate_measured(
     """The ODE of `flow` from a measured state (`initial_state`), saved at 0 and `num_saves` − 1
     log-spaced times up to `t_end`: the flat results of `simulate` (`ode/…`, and `closed_form/…`
     from the measured ω for the renormalised flows, with N the mean class size)."""
-    from ._integrate import integrate
-    from ._metrics import snr_singular_values
-    from ._series import closed_form_series, save_times, series
+    from .._integrate import integrate
+    from .._metrics import snr_singular_values
+    from .._series import closed_form_series, save_times, series
 
     require_real("t-end", t_end, 0, lo_open=True)
     ts = save_times(float(t_end), int(num_saves))

@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._errors import InputError, require
-from ._stats import ClassStats
+from .._errors import InputError, require
+from .._stats import ClassStats
 
 
 def _require_x64(what: str) -> None:
@@ -315,7 +315,7 @@ class FoldedNC4:
 def _syrk_update(gram: np.ndarray, X: np.ndarray, threads: int | None = None) -> np.ndarray:
     """gram (upper triangle) += Xᵀ X, in place where BLAS allows, on `threads` BLAS threads
     (default: those the user allows, `_runtime.large_products`)."""
-    from ._runtime import large_products
+    from .._run.runtime import large_products
 
     try:
         from scipy.linalg.blas import dsyrk
@@ -330,7 +330,7 @@ def _syrk_update(gram: np.ndarray, X: np.ndarray, threads: int | None = None) ->
 
 def _host_chunk_moments(features: np.ndarray, labels: np.ndarray, num_classes: int, rows: int):
     """`chunk_moments` of a host array, `rows` samples at a time (`HostMoments`)."""
-    from ._runtime import single_threaded_blas
+    from .._run.runtime import single_threaded_blas
 
     moments = HostMoments(num_classes, features.shape[1])
     with single_threaded_blas():

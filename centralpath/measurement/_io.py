@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import InputError, require
-from ._resources import check_memory, check_work, format_bytes
+from .._errors import InputError, require
+from .._run.resources import check_memory, check_work, format_bytes
 
 FEATURE_KEYS = ("features", "labels", "W", "b", "epochs", "weight_decay", "num_classes")
 #: The optional record of the training (module docstring); shared with the predictive compare.
@@ -618,7 +618,7 @@ def check_p_over_n(n: int, p: int, flop: float, source: str, fix: str) -> None:
     """Refuse p ≫ n: the n samples span at most n dimensions, so one checkpoint's p×p
     factorisations (`flop`) beyond them are waste; they are held to a thousandth of the work
     limit (p ≈ 3700 by default) rather than the whole of it."""
-    from ._resources import P_OVER_N_WORK_FRACTION
+    from .._run.resources import P_OVER_N_WORK_FRACTION
 
     if p > n:
         check_work(

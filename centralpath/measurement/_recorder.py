@@ -2,7 +2,7 @@
 
 A checkpoint of a statistics file needs K·(p² + C·p) numbers, not the n·p of its features:
 `StatsRecorder.capture` takes one evaluation pass over the training set in batches (NumPy or
-JAX arrays; PyTorch: `centralpath.torch.StatsRecorder`), accumulates the class statistics
+JAX arrays; PyTorch: `centralpath.measurement.torch_recorder.StatsRecorder`), accumulates the class statistics
 (`StatsAccumulator`'s float64 moments), and, given the classifier, counts NC4 in a second pass
 against the final class means. `save` writes the statistics file that `centralpath analyze`
 and `compare` read in place of a features file.
@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._errors import require
+from .._run.runtime import single_threaded_blas
 from ._accumulate import HostMoments, StatsAccumulator
-from ._errors import require
-from ._runtime import single_threaded_blas
 from ._stream import Checkpoint, StatsWriter, open_source, save_stats
 
 

@@ -24,7 +24,7 @@ import os
 import re
 import time
 
-from ._errors import InputError
+from .._errors import InputError
 
 MEMORY_ENV = "CENTRALPATH_MEMORY_LIMIT"
 WORK_ENV = "CENTRALPATH_WORK_LIMIT"
