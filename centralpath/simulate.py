@@ -322,15 +322,25 @@ def _draw_reduced_ufm(key, C: int, N: int, p: int, mean_scale, noise_scale):
     return ReducedUFMState.draw(key, C, N, p, mean_scale=mean_scale, noise_scale=noise_scale)
 
 
-def _compile_ode_early(config: dict[str, Any], rtol: float, atol: float):
-    """Compile the ODE's segment program on another thread, from the shapes of the initial
+class _CompileAhead:
+    """Compile the ODE's segment programs on another thread, from the shapes of the initial
     state, while this one draws it: ~5 s and ~3.5 s at C = 10, N = 5,000, p = 512, which then
-    overlap on two cores. Returns the thread; the first segment joins it before its call."""
-    import threading
+    overlap on two cores. `join()` (before the first segment) waits for it and re-raises what
+    failed there: the real segment is the same program, so a failure is never a head start lost
+    in silence."""
 
-    from ._integrate import compile_segment
+    def __init__(self, config: dict[str, Any], rtol: float, atol: float):
+        import threading
 
-    def work():
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._work, args=(config, rtol, atol), name="centralpath-compile", daemon=True
+        )
+        self._thread.start()
+
+    def _work(self, config, rtol, atol):
+        from ._integrate import compile_segment
+
         try:
             shapes = eqx.filter_eval_shape(build, config)[:2]
             flow, y0 = jax.tree_util.tree_map(
@@ -345,12 +355,13 @@ def _compile_ode_early(config: dict[str, Any], rtol: float, atol: float):
                 max_steps=int(config["max_steps"]),
                 nc1_target=config["nc1_target"] or None,
             )
-        except Exception:  # only a head start: the first segment compiles and reports anything
-            pass
+        except BaseException as e:  # handed to the caller at join()
+            self._error = e
 
-    thread = threading.Thread(target=work, name="centralpath-compile", daemon=True)
-    thread.start()
-    return thread
+    def join(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _carry_template(flow, y0, rtol, atol):
@@ -534,6 +545,7 @@ def simulate(
     log: Callable[[str], None] | None = None,
     state_dir=None,
     throw: bool = True,
+    background: bool = True,
 ) -> dict[str, np.ndarray]:
     """Run a configuration (a `SimulationConfig`, or a dict of its keys); return the flat results
     dictionary.
@@ -546,6 +558,11 @@ def simulate(
     A gradient-descent run that diverges (a non-finite step, or an objective grown tenfold)
     raises `NumericalError` when `throw` (the command line's choice); otherwise its metrics from
     the divergence on are NaN and `gd/status` says `Status.gd_diverged`, as in a sweep.
+
+    `background` (default): compile the ODE's program on a second thread while the initial state
+    is drawn, and compute each snapshot's metrics on a second thread while the run goes on; the
+    numbers are the same bits either way, and a failure there is raised, not swallowed. False
+    runs everything on the calling thread.
     """
     from ._discrete import stable_step_size
 
@@ -556,7 +573,8 @@ def simulate(
         validate(config)
     log = log or (lambda s: None)
     rtol, atol = solver_tolerances(config["rtol"], config["atol"])
-    compiling = _compile_ode_early(config, rtol, atol) if "ode" in config["methods"] else None
+    ahead = background and "ode" in config["methods"]
+    compiling = _CompileAhead(config, rtol, atol) if ahead else None
     flow, y0, omega0 = build(config)
     ts = save_times(float(config["t_end"]), int(config["num_saves"]))
     if "ode" in config["methods"] and (rtol, atol) != (config["rtol"], config["atol"]):
@@ -591,15 +609,27 @@ def simulate(
     bar = progress_bar(
         len(methods) * (len(ts) - 1), enabled=progress, desc="simulate", unit="segment"
     )
-    run = _Run(config, flow, y0, snapshot0, ts, rtol, atol, eta, steps, checkpoint, bar, log)
-    run.compiling = compiling
+    common = (flow, y0, snapshot0, ts, checkpoint, bar, log)
     for method in methods:
         if f"{method}/times" in done:
             bar.update(len(ts) - 1)
             continue
         start = resume if resume is not None and resume[0] == method else None
-        done.update(run.series(method, done, start, throw, stable))
-        checkpoint.save(done, method, len(ts) - 1, *run.last, final=True)
+        if method == "ode":
+            run = _ODESeries(
+                *common,
+                background=background,
+                rtol=rtol,
+                atol=atol,
+                max_steps=int(config["max_steps"]),
+                nc1_target=config["nc1_target"] or None,
+                compiling=compiling,
+            )
+        else:
+            run = _GDSeries(
+                *common, background=background, eta=eta, steps=steps, stable=stable, throw=throw
+            )
+        done.update(run.run(done, start))
     bar.close()
     results = dict(done)
     if omega0 is not None:
@@ -612,39 +642,52 @@ def simulate(
 
 
 class _SnapshotMetrics:
-    """Every quantity of `METRIC_KEYS` for each snapshot of a series, computed on a second
-    thread while the run goes on.
+    """Every quantity of `METRIC_KEYS` for each snapshot of a series; with `background`, computed
+    on a second thread while the run goes on (a failure there is raised by `stacked`).
 
     The metrics take several p×p eigendecompositions per save (~150 ms of CPU each at p = 512,
     and ~4 s to compile); computed together after the ODE they added to its time, while the
     solver's loop keeps only one core busy. One snapshot at a time, one thread: LAPACK calls
-    stay unbatched and never run two at once (see `_runtime`). Each snapshot's numbers come
+    stay unbatched and never run two at once (see `_run.runtime`). Each snapshot's numbers come
     from the same compiled program whenever and wherever they are computed, so a resumed run
-    stays bit-identical.
+    stays bit-identical, in the background or not.
     """
 
-    def __init__(self, lam, accuracy: float):
-        from concurrent.futures import ThreadPoolExecutor
+    def __init__(self, lam, accuracy: float, background: bool):
+        from concurrent.futures import Future, ThreadPoolExecutor
 
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="centralpath-metrics")
+        self._pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="centralpath-metrics")
+            if background
+            else None
+        )
+        self._Future = Future
         self._lam, self._accuracy = jnp.asarray(lam, float), jnp.asarray(accuracy, float)
         self._snapshots: list = []
         self._futures: list = []
 
-    def catch_up(self, snapshots: list) -> None:
-        """Start the metrics of the snapshots not seen yet (a repeated snapshot is reused)."""
+    def _submit(self, snapshot):
         from ._linalg import DEFAULT_RTOL
         from ._trajectory import one_snapshot_metrics
 
+        def metrics():
+            return jax.device_get(
+                one_snapshot_metrics(snapshot, self._lam, DEFAULT_RTOL, self._accuracy)
+            )
+
+        if self._pool is not None:
+            return self._pool.submit(metrics)
+        future = self._Future()
+        future.set_result(metrics())
+        return future
+
+    def catch_up(self, snapshots: list) -> None:
+        """Start the metrics of the snapshots not seen yet (a repeated snapshot is reused)."""
         for s in snapshots[len(self._futures) :]:
             if self._snapshots and s is self._snapshots[-1]:
                 future = self._futures[-1]
             else:
-                future = self._pool.submit(
-                    lambda s=s: jax.device_get(
-                        one_snapshot_metrics(s, self._lam, DEFAULT_RTOL, self._accuracy)
-                    )
-                )
+                future = self._submit(s)
             self._snapshots.append(s)
             self._futures.append(future)
 
@@ -653,103 +696,91 @@ class _SnapshotMetrics:
         snapshots seen: a diverged GD run holds its last state)."""
         from ._trajectory import METRIC_KEYS
 
-        try:
-            rows = [f.result() for f in self._futures]
-        finally:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        rows = [f.result() for f in self._futures]
         rows = (rows + [rows[-1]] * count)[:count]
         return {k: np.stack([np.asarray(r[k]) for r in rows]) for k in METRIC_KEYS}
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-class _Run:
-    """One configuration's ODE or GD series, advanced segment by segment (see `simulate`)."""
+class _Series:
+    """One method's series of a configuration, advanced segment by segment between the save
+    times (see `simulate`): `run()` resumes or starts, advances, and returns the flat series.
+    The ODE and gradient descent each subclass it with their own `advance` loop."""
 
-    def __init__(self, config, flow, y0, snapshot0, ts, rtol, atol, eta, steps, ckpt, bar, log):
-        self.config, self.flow, self.y0, self.snapshot0, self.ts = config, flow, y0, snapshot0, ts
-        self.rtol, self.atol, self.eta, self.steps = rtol, atol, eta, steps
-        self.checkpoint, self.bar, self.log = ckpt, bar, log
-        self.compiling = None  # the thread of `_compile_ode_early`, if one was started
+    method: str
+
+    def __init__(self, flow, y0, snapshot0, ts, checkpoint, bar, log, background: bool):
+        self.flow, self.y0, self.snapshot0, self.ts = flow, y0, snapshot0, ts
+        self.checkpoint, self.bar, self.log, self.background = checkpoint, bar, log, background
         self.last = (y0, [snapshot0], float("nan"), None)
 
-    def series(self, method, done, start, throw, stable) -> dict[str, np.ndarray]:
+    def run(self, done: dict, start) -> dict[str, np.ndarray]:
+        """The series (`start`: a checkpoint's position in it, or None), then its final
+        checkpoint."""
         if start is not None:
             _, k0, y, snapshots, stop_time, carry = start
         else:
             k0, y, snapshots, stop_time, carry = 0, self.y0, [self.snapshot0], float("nan"), None
         self.bar.update(k0)
-        # An ODE state is known to about its tolerances, which bounds the ω_j it resolves.
-        accuracy = max(self.rtol, self.atol) if method == "ode" else 0.0
-        pending = _SnapshotMetrics(self.flow.decomposition_lambda, accuracy)
+        pending = _SnapshotMetrics(self.flow.decomposition_lambda, self.accuracy, self.background)
         try:
-            return self._advance(
-                method, done, throw, stable, pending, k0, y, snapshots, stop_time, carry
+            y, snapshots, stop_time, carry, num_steps = self.advance(
+                done, pending, k0, y, snapshots, stop_time, carry
             )
+            self.last = (y, snapshots, stop_time, carry)
+            pending.catch_up(snapshots)
+            out = self.series(snapshots, stop_time, num_steps, pending)
         finally:
             pending.close()
+        self.checkpoint.save({**done, **out}, self.method, len(self.ts) - 1, *self.last, final=True)
+        return out
 
-    def _advance(self, method, done, throw, stable, pending, k0, y, snapshots, stop_time, carry):
+    def _saved(self, done, k, y, snapshots, stop_time, carry=None) -> None:
+        self.checkpoint.save(done, self.method, k + 1, y, snapshots, stop_time, carry)
+        self.bar.update(1)
+
+
+class _ODESeries(_Series):
+    """The ODE, one `integrate_segment` per gap between save times, the solver's carry handed
+    on (segmenting costs about no steps over one solve)."""
+
+    method = "ode"
+
+    def __init__(self, *args, rtol, atol, max_steps, nc1_target, compiling, **kw):
+        super().__init__(*args, **kw)
+        self.rtol, self.atol, self.max_steps, self.nc1_target = rtol, atol, max_steps, nc1_target
+        self.compiling = compiling
+        # A state the solver knows to about its tolerances: that bounds the ω_j it resolves.
+        self.accuracy = max(rtol, atol)
+
+    def advance(self, done, pending, k0, y, snapshots, stop_time, carry):
         from .flows._base import take_snapshot
 
-        ts = self.ts
-        num_steps, diverged = 0, False
-        for k in range(k0, len(ts) - 1):
+        num_steps = 0
+        for k in range(k0, len(self.ts) - 1):
             pending.catch_up(snapshots)
-            if np.isfinite(stop_time) or diverged:
+            if np.isfinite(stop_time):
                 break
-            if method == "ode":
-                segment = self._ode_segment(y, k, carry)
-                y, carry = segment.final_state, segment.carry
-                num_steps += segment.num_steps
-                if segment.stopped_early:
-                    stop_time = float(ts[k] + segment.final_time)
-                # At the segment's end, or at the NC1 stop inside it.
-                snapshots.append(take_snapshot(self.flow, y))
-                self.checkpoint.save(done, method, k + 1, y, snapshots, stop_time, carry)
-                self.bar.update(1)
-                continue
-            gap = int(self.steps[k + 1] - self.steps[k])
-            if gap == 0:
-                snapshots.append(snapshots[-1])
-                self.checkpoint.save(done, method, k + 1, y, snapshots, stop_time)
-                self.bar.update(1)
-                continue
-            tr = self._gd_segment(y, gap)
-            diverged = tr is None or not (
-                float(tr.snapshots.objective[-1])
-                <= DIVERGENCE_GROWTH * float(self.snapshot0.objective)
-            )
-            if diverged:
-                growth = (
-                    float("inf")
-                    if tr is None
-                    else float(tr.snapshots.objective[-1]) / float(self.snapshot0.objective)
-                )
-                if throw:
-                    raise divergence_error(float(ts[k + 1]), self.eta, growth, stable)
-                if tr is None:  # no finite state to keep: the verdict masks this save
-                    snapshots.append(snapshots[-1])
-                    continue
-            num_steps += gap
-            y = tr.final_state
-            snapshots.append(jax.tree_util.tree_map(lambda a: a[-1], tr.snapshots))
-            self.checkpoint.save(done, method, k + 1, y, snapshots, stop_time)
-            self.bar.update(1)
-        self.last = (y, snapshots, stop_time, carry)
-        pending.catch_up(snapshots)
-        return self._metrics(method, snapshots, stop_time, num_steps, pending)
+            segment = self._segment(y, k, carry)
+            y, carry = segment.final_state, segment.carry
+            num_steps += segment.num_steps
+            if segment.stopped_early:
+                stop_time = float(self.ts[k] + segment.final_time)
+            snapshots.append(take_snapshot(self.flow, y))  # at the segment's end or the stop
+            self._saved(done, k, y, snapshots, stop_time, carry)
+        return y, snapshots, stop_time, carry, num_steps
 
-    def _ode_segment(self, y, k, carry):
+    def _segment(self, y, k, carry):
         from ._integrate import ODEFailure, integrate_segment
 
         ts = self.ts
         if self.compiling is not None:  # compiling the same program here too would waste it
-            self.compiling.join()
-            self.compiling = None
+            compiling, self.compiling = self.compiling, None
+            compiling.join()
         try:
-            # The step history carries over: segmenting costs about no steps over one solve.
             return integrate_segment(
                 self.flow,
                 y,
@@ -757,8 +788,8 @@ class _Run:
                 carry,
                 rtol=self.rtol,
                 atol=self.atol,
-                max_steps=int(self.config["max_steps"]),
-                nc1_target=self.config["nc1_target"] or None,
+                max_steps=self.max_steps,
+                nc1_target=self.nc1_target,
             )
         except ODEFailure as e:  # each segment starts its clock at 0: report run time
             raise NumericalError(
@@ -767,7 +798,55 @@ class _Run:
                 f"{e.hint}"
             ) from None
 
-    def _gd_segment(self, y, gap):
+    def series(self, snapshots, stop_time, num_steps, pending) -> dict[str, np.ndarray]:
+        times = self.ts[: len(snapshots)].copy()
+        if np.isfinite(stop_time):
+            times[-1] = stop_time
+            self.log(f"ode: stopped at the NC1 target at t = {times[-1]:.4g}")
+        metrics = pending.stacked(len(snapshots))
+        if self.flow.reduced:
+            del metrics["nc4"]  # NC4 needs the samples: not a column of NaN in the results
+        self.log(f"ode: {num_steps} adaptive steps in this call")
+        out = series("ode", times, metrics)
+        out["ode/status"] = np.asarray(int(Status.successful))
+        return out
+
+
+class _GDSeries(_Series):
+    """Gradient descent with step η, `steps[k]` steps by the k-th save time; a divergence (a
+    non-finite step or a tenfold growth of the objective) raises with `throw`, or ends the
+    series with its later saves masked and a status."""
+
+    method = "gd"
+    accuracy = 0.0  # known to rounding
+
+    def __init__(self, *args, eta, steps, stable, throw, **kw):
+        super().__init__(*args, **kw)
+        self.eta, self.steps, self.stable, self.throw = eta, steps, stable, throw
+
+    def advance(self, done, pending, k0, y, snapshots, stop_time, carry):
+        num_steps, ts = 0, self.ts
+        for k in range(k0, len(ts) - 1):
+            pending.catch_up(snapshots)
+            gap = int(self.steps[k + 1] - self.steps[k])
+            if gap == 0:  # round(t/η) repeats: the same state again
+                snapshots.append(snapshots[-1])
+                self._saved(done, k, y, snapshots, stop_time)
+                continue
+            trajectory = self._segment(y, gap)
+            diverged = self._diverged(trajectory, k)
+            if trajectory is None:  # no finite state to keep: the verdict masks this save
+                snapshots.append(snapshots[-1])
+                break
+            num_steps += gap
+            y = trajectory.final_state
+            snapshots.append(jax.tree_util.tree_map(lambda a: a[-1], trajectory.snapshots))
+            self._saved(done, k, y, snapshots, stop_time)
+            if diverged:  # kept, and masked by the verdict from here on
+                break
+        return y, snapshots, stop_time, None, num_steps
+
+    def _segment(self, y, gap):
         """The segment's trajectory, or None when a step went non-finite."""
         from ._discrete import gradient_descent
 
@@ -776,22 +855,24 @@ class _Run:
         except NumericalError:
             return None
 
-    def _metrics(self, method, snapshots, stop_time, num_steps, pending):
-        ts, flow = self.ts, self.flow
-        if method == "gd":  # a diverged run stops early: hold its last state, masked below
-            snapshots = snapshots + [snapshots[-1]] * (len(ts) - len(snapshots))
-        times = ts[: len(snapshots)].copy()
-        if np.isfinite(stop_time):
-            times[-1] = stop_time
-            self.log(f"ode: stopped at the NC1 target at t = {times[-1]:.4g}")
+    def _diverged(self, trajectory, k) -> bool:
+        objective0 = float(self.snapshot0.objective)
+        if trajectory is not None:
+            last = float(trajectory.snapshots.objective[-1])
+            if last <= DIVERGENCE_GROWTH * objective0:
+                return False
+        growth = float("inf") if trajectory is None else last / objective0
+        if self.throw:
+            raise divergence_error(float(self.ts[k + 1]), self.eta, growth, self.stable)
+        return True
+
+    def series(self, snapshots, stop_time, num_steps, pending) -> dict[str, np.ndarray]:
+        ts = self.ts
+        # A diverged run stops early: hold its last state, masked below.
+        snapshots = snapshots + [snapshots[-1]] * (len(ts) - len(snapshots))
         metrics = pending.stacked(len(snapshots))
-        if flow.reduced:
-            del metrics["nc4"]  # NC4 needs the samples: not a column of NaN in the results
-        if method == "ode":
-            self.log(f"ode: {num_steps} adaptive steps in this call")
-            out = series("ode", times, metrics)
-            out["ode/status"] = np.asarray(int(Status.successful))
-            return out
+        if self.flow.reduced:
+            del metrics["nc4"]
         gaps = np.diff(np.concatenate([[0], self.steps]))
         objective = np.stack([np.asarray(s.objective) for s in snapshots])
         ok, first = gd_verdict(

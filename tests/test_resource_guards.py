@@ -171,7 +171,9 @@ PEAK_LIMIT = int(1.5e9)
 
 def run_cli_measured(*args, env=None, tmp_path=None, cwd=None):
     """`run_cli` that also returns the child's peak resident memory in bytes (from wait4's
-    rusage: RLIMIT_AS bounds the address space, not what the process touched)."""
+    rusage: RLIMIT_AS bounds the address space, not what the process touched). Its seconds are
+    the child's CPU time (user + system), what the refusal itself costs: wall time on a shared,
+    loaded machine measures the other jobs too."""
     import tempfile
     import threading
 
@@ -181,7 +183,6 @@ def run_cli_measured(*args, env=None, tmp_path=None, cwd=None):
     if tmp_path is not None:
         e["XDG_CACHE_HOME"] = str(tmp_path / "cache")
     e.update(env or {})
-    start = time.monotonic()
     with tempfile.TemporaryFile() as err_file:
         proc = subprocess.Popen(
             [sys.executable, "-c", CHILD, *map(str, args)],
@@ -199,7 +200,7 @@ def run_cli_measured(*args, env=None, tmp_path=None, cwd=None):
         proc.returncode = os.waitstatus_to_exitcode(status)
         err_file.seek(0)
         err = err_file.read().decode(errors="replace")
-    return proc.returncode, err, time.monotonic() - start, usage.ru_maxrss * 1024
+    return proc.returncode, err, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
 
 
 def assert_refused(code, err, seconds=0.0, *, contains=(), peak=0, codes=(2,)):

@@ -76,3 +76,32 @@ def test_the_ode_program_compiles_while_the_initial_state_is_drawn():
     # The run counts its steps (the segments' sum; it used to log 0).
     steps = [int(s.split()[1]) for s in lines if s.startswith("ode:") and "adaptive" in s]
     assert steps and steps[0] > 0, lines
+
+
+def test_background_work_is_one_switch_with_the_same_bits():
+    """`background=False` compiles and computes the metrics on the calling thread: the same
+    results bit for bit as the default (a second thread for both)."""
+    config = dict(flow="ufm", classes=3, per_class=4, dim=5, t_end=5.0, num_saves=4, eta=0.1)
+    a = S.simulate(config)
+    b = S.simulate(config, background=False)
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_a_failure_while_compiling_ahead_is_raised_not_swallowed(monkeypatch):
+    """The early compile is the same program as the first segment: what fails there is raised
+    when the run joins it, never lost in a daemon thread."""
+    import centralpath._integrate as integ
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("compiling ahead failed")
+
+    monkeypatch.setattr(integ, "compile_segment", broken)
+    config = dict(
+        flow="ufm", classes=3, per_class=4, dim=5, t_end=5.0, num_saves=3, methods=["ode"]
+    )
+    import pytest
+
+    with pytest.raises(RuntimeError, match="compiling ahead failed"):
+        S.simulate(config)
