@@ -204,12 +204,20 @@ def parse_sweep(raw: dict[str, Any], source: str = "sweep config") -> SweepSpec:
         "split the sweep into smaller files",
     )
     names = tuple(name for name, _ in axes)
+    # Validity and cost never depend on the seed: each distinct rest is checked once, and the
+    # sweep's cost refused, before the product is built (10**6 configurations take seconds).
+    rest_axes = [(name, vals) for name, vals in axes if name != "seed"]
+    seeds = math.prod(len(vals) for name, vals in axes if name == "seed")
+    rests = [
+        {**base, **dict(zip((n for n, _ in rest_axes), combo, strict=True))}
+        for combo in itertools.product(*(vals for _, vals in rest_axes))
+    ]
+    flop, n_groups = _validate_configs(rests, names, source)
+    cost = check_sweep_cost(flop * seeds, n_groups, total, source)
     configs = [
         {**base, **dict(zip(names, combo, strict=True))}
         for combo in itertools.product(*(vals for _, vals in axes))
     ]
-    flop, n_groups = _validate_configs(configs, names, source)
-    cost = check_sweep_cost(flop, n_groups, len(configs), source)
     if options["quantities"] != "all" and "nc4" in options["quantities"]:
         require(
             all(c["representation"] == "full" for c in configs),
