@@ -408,15 +408,18 @@ raise SystemExit(main(sys.argv[3:]))
 @pytest.mark.slow
 def test_two_process_sweep_equals_one_process(run, tmp_path):
     """The multi-host path on one machine: 2 processes joined by jax.distributed (CPU
-    collectives over gloo), a shared file system, process 0 writing. Same table as one process:
-    the objective bitwise, the metrics to rounding."""
+    collectives over gloo), a shared file system, process 0 writing. The same table, bit for
+    bit, as one process on 2 host devices (the same partitioned program); against one device,
+    the objective bitwise and the metrics to rounding. Every run compiles as the command line
+    does for its users (tests/_compile.py): under the suite's -O0 one device's objective was an
+    ulp off."""
     import socket
 
-    files, outs = run
+    files, _ = run
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
         port = str(sock.getsockname()[1])
-    env = _child_env()
+    env = _child_env(default_compile=True)
     out = tmp_path / "two-process"
     args = ["sweep", str(files["ufm"]), "--out", str(out), "--quiet"]
     procs = [
@@ -432,10 +435,25 @@ def test_two_process_sweep_equals_one_process(run, tmp_path):
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
+    one = {d: tmp_path / f"one-process-{d}" for d in ("1", "2")}
+    script = (
+        "import sys; from centralpath.cli import main; "
+        "sys.exit(max(main(['sweep', sys.argv[1], '--out', out, '--devices', d, '--quiet']) "
+        "for d, out in (('1', sys.argv[2]), ('2', sys.argv[3]))))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(files["ufm"]), str(one["1"]), str(one["2"])],
+        env=_child_env(host_devices=2, default_compile=True),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
     import json
 
     assert json.loads((out / "metadata.json").read_text())["mesh_devices"] == 2
-    a, b = _by_config(out), _by_config(outs["ufm"])
+    assert (out / "results.csv").read_text() == (one["2"] / "results.csv").read_text()
+    a, b = _by_config(out), _by_config(one["1"])
     assert a.keys() == b.keys()
     for key in a:
         _close(a[key], b[key], 1e-12)
