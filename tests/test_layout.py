@@ -120,3 +120,22 @@ def test_python_m_centralpath_is_the_program(tmp_path):
     assert bad.returncode == 2, bad.stderr
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and "classes" in lines[0] and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_the_torch_extra_bounds_pytorch_below_and_ci_pins_its_cpu_build():
+    """Users keep the PyTorch they have (a lower bound, no pin); CI and the development set-up
+    install one build, the CPU one, through the constraints file both name."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (torch,) = project["optional-dependencies"]["torch"]
+    assert torch.replace(" ", "").startswith("torch>=") and "==" not in torch and "<" not in torch
+    pins = [
+        line.split("#")[0].strip()
+        for line in (ROOT / "constraints" / "torch-cpu.txt").read_text().splitlines()
+        if line.split("#")[0].strip()
+    ]
+    assert len(pins) == 1 and pins[0].startswith("torch==") and pins[0].endswith("+cpu"), pins
+    install = '".[test,torch]" -c constraints/torch-cpu.txt'
+    assert install in (ROOT / ".ci" / "run").read_text()
+    assert install in (ROOT / "README.md").read_text()
