@@ -2,6 +2,7 @@
 its command line, and every mention of the mathematics points to docs/theory.md."""
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,10 +44,12 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_the_library_never_imports_its_command_line():
+    # centralpath/__main__.py is the program itself (`python -m centralpath`), run only as such.
     offenders = [
         str(path.relative_to(ROOT))
         for path in PACKAGE.rglob("*.py")
         if "cli" not in path.relative_to(PACKAGE).parts
+        and path != PACKAGE / "__main__.py"
         and any(m == "centralpath.cli" or m.startswith("centralpath.cli.") for m in _imports(path))
     ]
     assert offenders == []
@@ -136,5 +139,57 @@ def test_dependencies_point_down():
 
 
 def test_at_most_sixteen_private_modules_at_the_top():
-    flat = sorted(p.name for p in PACKAGE.glob("_*.py") if p.name != "__init__.py")
+    flat = sorted(p.name for p in PACKAGE.glob("_*.py") if not p.name.startswith("__"))
     assert len(flat) <= 16, flat
+
+
+def test_python_m_centralpath_is_the_program(tmp_path):
+    """`python -m centralpath` runs the command line: the output and status of the program,
+    one line and status 2 for a mistake; importing the package does not load the command line
+    (the package stays as light as it was)."""
+    predict = ["predict", "--classes", "4", "--per-class", "10", "--omega0", "0.5,2"]
+    predict += ["--times", "0,1e3", "--json", str(tmp_path / "m.json")]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    as_module = subprocess.run(
+        [sys.executable, "-m", "centralpath", *predict], capture_output=True, text=True, env=env
+    )
+    assert as_module.returncode == 0, as_module.stderr
+    from centralpath.cli import main
+
+    assert main([*predict[:-1], str(tmp_path / "main.json")]) == 0
+    assert (tmp_path / "m.json").read_text() == (tmp_path / "main.json").read_text()
+    assert "omega_1" in as_module.stdout
+
+    probe = (
+        "import sys, runpy; import centralpath; "
+        "assert 'centralpath.cli' not in sys.modules and 'centralpath.__main__' not in sys.modules; "
+        "sys.argv = ['centralpath', 'predict', '--classes', '1', '--per-class', '10', "
+        "'--omega0', '1', '--times', '0']; "
+        "runpy.run_module('centralpath', run_name='__main__', alter_sys=True)"
+    )
+    bad = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2, bad.stderr
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and "classes" in lines[0] and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_the_torch_extra_bounds_pytorch_below_and_ci_pins_its_cpu_build():
+    """Users keep the PyTorch they have (a lower bound, no pin); CI and the development set-up
+    install one build, the CPU one, through the constraints file both name."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (torch,) = project["optional-dependencies"]["torch"]
+    assert torch.replace(" ", "").startswith("torch>=") and "==" not in torch and "<" not in torch
+    pins = [
+        line.split("#")[0].strip()
+        for line in (ROOT / "constraints" / "torch-cpu.txt").read_text().splitlines()
+        if line.split("#")[0].strip()
+    ]
+    assert len(pins) == 1 and pins[0].startswith("torch==") and pins[0].endswith("+cpu"), pins
+    install = '".[test,torch]" -c constraints/torch-cpu.txt'
+    assert install in (ROOT / ".ci" / "run").read_text()
+    assert install in (ROOT / "README.md").read_text()

@@ -328,6 +328,50 @@ def test_two_and_four_devices_give_bitwise_identical_tables(tmp_path):
     assert {"gd/objective", "ode/objective", "ode/nc1", "gd/loss_perp"} <= quantities
 
 
+# The full-feature UFM with one configuration per device on 4 devices: under the command
+# line's quick compile its GD metrics rounded differently from 2 devices (up to 2e-15) until a
+# shard of a single chunk ran as a loop over two (map_chunks); at C = 3, N = 4 they agreed.
+ONE_PER_DEVICE_UFM = """
+flow = "ufm"
+representation = "full"
+classes = 4
+per_class = 5
+dim = 4
+methods = ["gd"]
+eta = 0.1
+t_end = 1.0
+
+[sweep]
+seeds = 4
+"""
+
+
+@pytest.mark.slow
+def test_one_configuration_per_device_gives_the_bits_of_two(tmp_path):
+    """The full-feature UFM by vectorised GD, 4 configurations on 2 devices and on 4 (one
+    each), compiled as the command line compiles for its users: the same table bit for bit."""
+    path = tmp_path / "ufm.toml"
+    path.write_text(ONE_PER_DEVICE_UFM)
+    outs = {d: tmp_path / f"d{d}" for d in (2, 4)}
+    script = (
+        "import sys; from centralpath.cli import main; "
+        "sys.exit(max(main(['sweep', sys.argv[1], '--out', out, '--devices', d, '--quiet']) "
+        "for d, out in (('2', sys.argv[2]), ('4', sys.argv[3]))))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(path), str(outs[2]), str(outs[4])],
+        env=_child_env(host_devices=4, default_compile=True),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    two, four = (outs[d] / "results.csv" for d in (2, 4))
+    assert two.read_text() == four.read_text()
+    quantities = {row.split(",")[-3] for row in two.read_text().splitlines()[1:]}
+    assert {"gd/objective", "gd/nc1", "gd/nc3", "gd/snr"} <= quantities
+
+
 def test_a_list_of_quantities_keeps_exactly_those(tmp_path):
     """`quantities = [...]`: results.csv holds those metrics (and nothing else) for every config."""
     cfg = tmp_path / "q.toml"
@@ -364,15 +408,18 @@ raise SystemExit(main(sys.argv[3:]))
 @pytest.mark.slow
 def test_two_process_sweep_equals_one_process(run, tmp_path):
     """The multi-host path on one machine: 2 processes joined by jax.distributed (CPU
-    collectives over gloo), a shared file system, process 0 writing. Same table as one process:
-    the objective bitwise, the metrics to rounding."""
+    collectives over gloo), a shared file system, process 0 writing. The same table, bit for
+    bit, as one process on 2 host devices (the same partitioned program); against one device,
+    the objective bitwise and the metrics to rounding. Every run compiles as the command line
+    does for its users (tests/_compile.py): under the suite's -O0 one device's objective was an
+    ulp off."""
     import socket
 
-    files, outs = run
+    files, _ = run
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
         port = str(sock.getsockname()[1])
-    env = _child_env()
+    env = _child_env(default_compile=True)
     out = tmp_path / "two-process"
     args = ["sweep", str(files["ufm"]), "--out", str(out), "--quiet"]
     procs = [
@@ -388,10 +435,25 @@ def test_two_process_sweep_equals_one_process(run, tmp_path):
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
+    one = {d: tmp_path / f"one-process-{d}" for d in ("1", "2")}
+    script = (
+        "import sys; from centralpath.cli import main; "
+        "sys.exit(max(main(['sweep', sys.argv[1], '--out', out, '--devices', d, '--quiet']) "
+        "for d, out in (('1', sys.argv[2]), ('2', sys.argv[3]))))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(files["ufm"]), str(one["1"]), str(one["2"])],
+        env=_child_env(host_devices=2, default_compile=True),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
     import json
 
     assert json.loads((out / "metadata.json").read_text())["mesh_devices"] == 2
-    a, b = _by_config(out), _by_config(outs["ufm"])
+    assert (out / "results.csv").read_text() == (one["2"] / "results.csv").read_text()
+    a, b = _by_config(out), _by_config(one["1"])
     assert a.keys() == b.keys()
     for key in a:
         _close(a[key], b[key], 1e-12)

@@ -14,7 +14,8 @@ recorder.save("stats.npz", weight_decay=C * wd / 2)  # nn.MSELoss; then: central
 A forward hook on the last `nn.Linear` takes its input batch by batch and accumulates, on the
 batch's device in float64, the class statistics (`StatsAccumulator`'s shifted moments: one
 Xᵀ X per batch); a second pass counts NC4 against the final class means. Only K·(p² + C·p)
-numbers leave the device. Needs `pip install "centralpath[torch]"` (torch==2.13.0).
+numbers leave the device. Needs `pip install "centralpath[torch]"` (PyTorch >= 2.0; tested with
+2.13.0).
 """
 
 from __future__ import annotations

@@ -62,8 +62,9 @@ multiple of the device count with copies of its first configuration, dropped fro
 Each device runs its shard's loops independently, in chunks whose size depends on the batch,
 not on the device count; the shared ODE steps are kept in step on every device by a `pmax` in
 the error norm. Every number is the same bit for bit on any two device counts above one
-(tested: 2 and 4 devices, GD and ODE; and in the sharding benchmark at 256 and 64
-configurations). That needs care, because XLA rewrites arithmetic in ways that change the
+(tested: 2 and 4 devices, GD and ODE, with XLA's default compile and with the command
+line's quick one; and in the sharding benchmark at 256 and 64 configurations; LLVM at -O0
+keeps no such equality). That needs care, because XLA rewrites arithmetic in ways that change the
 last bits, differently in differently shaped programs: a loop over a shard of one
 configuration is deleted and inlined. So the per-configuration work (GD's initial states, GD,
 metrics, the ODE's vector field, snapshots and metrics) runs inside one chunk loop whose trip
