@@ -10,7 +10,7 @@ import numpy as np
 from jaxtyping import ArrayLike, PyTree
 
 from ._errors import NumericalError, require
-from ._moment_metrics import nc1_from_gram
+from ._metrics import nc1_from_gram
 from ._solver import (
     SegmentController,
     SolverCarry,

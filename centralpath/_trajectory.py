@@ -10,8 +10,7 @@ from jaxtyping import Array, Float, PyTree
 
 from ._linalg import DEFAULT_RTOL
 from ._loss import loss_decomposition
-from ._metrics import collapse_metrics
-from ._moment_metrics import nc1_from_gram
+from ._metrics import collapse_metrics, nc1_from_gram
 from ._repr import numeric_repr
 from .flows._base import Snapshot
 

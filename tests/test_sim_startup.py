@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import centralpath as cp
-from centralpath._moment_metrics import nc1_from_gram
+from centralpath._metrics import nc1_from_gram
 from centralpath._stats import ClassStats
 
 

@@ -14,7 +14,7 @@ import pytest
 
 import centralpath.simulate as S
 from centralpath._integrate import _BelowNC1, first_carry, integrate, integrate_segment
-from centralpath._moment_metrics import nc1_from_gram
+from centralpath._metrics import nc1_from_gram
 from centralpath._solver import (
     DENSE,
     TABLEAU,
