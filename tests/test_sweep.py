@@ -528,3 +528,24 @@ def test_one_point_sweep_is_simulate_ode_and_gd(flow, representation):
         if k.endswith(("status", "eta")):
             continue
         np.testing.assert_allclose(got[k], ref[k], rtol=1e-12, atol=1e-12, err_msg=k)
+
+
+def test_a_sweep_recording_the_final_save_is_simulates_last_ode_save():
+    """`record = "final"` (the default) keeps the last save of the same segmented solve: the
+    ODE's numbers equal simulate's at t_end to 1e-12 (it used to fail on an empty grid)."""
+    config = {
+        **sim.DEFAULTS,
+        "flow": "ufm",
+        "classes": 3,
+        "per_class": 5,
+        "dim": 4,
+        "methods": ["ode"],
+        "t_end": 20.0,
+        "num_saves": 4,
+    }
+    ref = simulate(config)
+    (got,) = sw.batched_simulate([config], record="final")
+    for k, v in got.items():
+        if k.startswith("ode/") and k not in ("ode/status", "ode/times"):
+            np.testing.assert_allclose(v[-1], ref[k][-1], rtol=1e-12, atol=1e-12, err_msg=k)
+    assert float(got["ode/times"][-1]) == float(ref["ode/times"][-1])

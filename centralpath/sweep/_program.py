@@ -8,6 +8,7 @@ import functools
 from .._series import (
     closed_form_series,
     gd_verdict,
+    save_times,
     solver_tolerances,
 )
 from ._spec import CHUNK_BYTES, FLOAT_PARAMS, RENORMALISED, SPREAD
@@ -313,7 +314,10 @@ def group_program(
             pid = diffrax.PIDController(rtol=rtol, atol=atol, norm=norm)
             return SegmentController(pid, jnp.asarray(end, ts.dtype))
 
-        gaps = ts[1:] - ts[:-1]
+        # The segments are simulate's, between all of its save times, whichever of them the
+        # sweep records (`record = "final"` keeps the last): the same steps, the same numbers.
+        grid = jnp.asarray(save_times(float(static["t_end"]), int(static["num_saves"])), ts.dtype)
+        gaps = grid[1:] - grid[:-1]
         carry0 = start_carry(vf, solver, controller(gaps[0]), y0s, gaps[0])
 
         def segment(state, gap):
@@ -330,7 +334,7 @@ def group_program(
         )
         snap0 = in_loop(lambda f, yb: f.snapshot(0.0, yb), y0s)
         snaps = jax.tree_util.tree_map(
-            lambda first, rest: jnp.concatenate([first[None], rest]), snap0, snaps
+            lambda first, rest: jnp.concatenate([first[None], rest])[-ts.shape[0] :], snap0, snaps
         )
         # The solve knows each state to about its tolerances: that bounds the resolved ω_j.
         ode_metrics_of = _snapshot_metrics(rtol_metrics, max(rtol, atol))
