@@ -59,32 +59,19 @@ def register(p) -> None:
     add_run_options(p)
 
 
-# The keys of a compare run's config.toml, which is a valid --config for compare. The
-# predictive keys (model …) are written only when --model is given.
-DEFAULTS = {
-    "features": None,
-    "flow": "renormalised",
-    "weight_decay": None,
-    "rtol": 1e-10,
-    "model": None,
-    "from_epoch": None,
-    "clock": None,
-    "kappa": None,
-    "kappa_from": None,
-}
-
-
 def run(args) -> int:
     import sys
 
     from .._errors import require
-    from .._run.rundir import RunDir, check_output_file, check_run_path, resolve_config
+    from .._run.config import CompareConfig
+    from .._run.rundir import RunDir, check_output_file, check_run_path
     from ..measurement._io import write_json
     from ..measurement._stream import open_source
     from ..measurement.compare import compare_features
     from ._common import write_output_json
 
-    config = resolve_config(DEFAULTS, args, config_path=args.config)
+    # The keys of a compare run's config.toml (a valid --config for compare): CompareConfig.
+    config = CompareConfig.resolve(args, config_path=args.config).as_dict()
     features, flow, rtol = config["features"], config["flow"], config["rtol"]
     require(
         isinstance(features, str) and features,
