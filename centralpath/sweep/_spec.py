@@ -79,7 +79,7 @@ def _is_seed(x) -> bool:
 
 
 def _metric_keys() -> tuple[str, ...]:
-    from .._trajectory import METRIC_KEYS
+    from .._quantities import METRIC_KEYS
 
     return METRIC_KEYS
 
