@@ -83,7 +83,10 @@ def _from_stats(stats, W, b, lam, rtol: float, features=None, labels=None, frame
         out["loss_nc1"], out["loss_nc23"] = least_squares_loss_terms(stats, ls, lam)
         out["ls_singular"] = ls.singular
     else:
-        d = loss_decomposition(stats, W, b, lam, rtol=rtol)
+        # One least-squares solve serves the decomposition and the singular flag (with a bias,
+        # as the flag is defined; a classifier without one is decomposed against its own).
+        ls = least_squares_classifier(stats, lam, rtol=rtol)
+        d = loss_decomposition(stats, W, b, lam, rtol=rtol, ls=None if b is None else ls)
         out.update(
             nc2_equinorm_classifier=m.nc2_equinorm_classifier,
             nc2_equiangular_classifier=m.nc2_equiangular_classifier,
@@ -94,7 +97,7 @@ def _from_stats(stats, W, b, lam, rtol: float, features=None, labels=None, frame
             loss_nc23=d.nc23,
             loss_perp=d.perp,
             w_ls_distance=d.w_ls_distance,
-            ls_singular=least_squares_classifier(stats, lam, rtol=rtol).singular,
+            ls_singular=ls.singular,
         )
     return out
 
