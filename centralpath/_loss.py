@@ -93,6 +93,7 @@ def loss_decomposition(
     lam=0.0,
     *,
     rtol: float = DEFAULT_RTOL,
+    ls=None,
 ) -> LossDecomposition:
     """Decompose the MSE loss of classifier (W, b) on features with statistics `stats`.
 
@@ -106,6 +107,8 @@ def loss_decomposition(
     - `W`, `b`: the classifier; `b=None` means a classifier without bias (b ≡ 0, and W_LS is
       then the bias-free least-squares classifier).
     - `lam`: ridge λ ≥ 0 in the paper's scale.
+    - `ls`: the least-squares classifier of `stats` at this λ and `rtol` (with a bias exactly
+      when `b` is given), when the caller has solved for it already; None: solved here.
     """
     lam = check_lambda(lam, "the ridge lambda")
     # A classifier saved in float32 is promoted to the statistics' dtype: squared in float32,
@@ -113,15 +116,16 @@ def loss_decomposition(
     dtype = jnp.promote_types(jnp.asarray(W).dtype, stats.sigma_w.dtype)
     W = jnp.asarray(W, dtype)
     b = None if b is None else jnp.asarray(b, dtype)
-    return _loss_decomposition(stats, W, b, lam, rtol=rtol)
+    return _loss_decomposition(stats, W, b, lam, ls, rtol=rtol)
 
 
 @eqx.filter_jit  # one compiled program: eager, the decomposition took seconds at p ~ 100
-def _loss_decomposition(stats, W, b, lam, *, rtol):
+def _loss_decomposition(stats, W, b, lam, ls, *, rtol):
     bias = b is not None
     if b is None:
         b = jnp.zeros(W.shape[0], dtype=W.dtype)
-    ls = least_squares_classifier(stats, lam, bias=bias, rtol=rtol)
+    if ls is None:
+        ls = least_squares_classifier(stats, lam, bias=bias, rtol=rtol)
     nc1, nc23 = least_squares_loss_terms(stats, ls, lam)
     loss = mse_loss_from_stats(stats, W, b, lam)
 

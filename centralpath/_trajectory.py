@@ -11,28 +11,9 @@ from jaxtyping import Array, Float, PyTree
 from ._linalg import DEFAULT_RTOL
 from ._loss import loss_decomposition
 from ._metrics import collapse_metrics, nc1_from_gram
+from ._quantities import METRIC_KEYS as METRIC_KEYS
 from ._repr import numeric_repr
 from .flows._base import Snapshot
-
-METRIC_KEYS = (
-    "objective",
-    "loss",
-    "loss_nc1",
-    "loss_nc23",
-    "loss_perp",
-    "perp_rel",
-    "w_ls_distance",
-    "nc1",
-    "nc2_equinorm_means",
-    "nc2_equinorm_classifier",
-    "nc2_equiangular_means",
-    "nc2_equiangular_classifier",
-    "etf_distance",
-    "nc3",
-    "nc4",
-    "snr",
-    "snr_beyond_resolution",
-)
 
 
 class Trajectory(eqx.Module):

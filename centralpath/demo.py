@@ -10,14 +10,16 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ._errors import require
+from ._run.config import Config, option
 
 SIMULATION = {
     "flow": "renormalised",
@@ -33,27 +35,17 @@ SIMULATION = {
     "mean_scale": 1.0,
     "noise_scale": 1.0,
 }
-CONVERGENCE = {"t": 2e4, "etas": [800.0, 400.0, 200.0, 100.0, 50.0]}
 TRAINING = {"dataset": "digits", "model": "mlp", "loss": "mse"}
 
-DEFAULTS: dict[str, Any] = {
-    "simulation": SIMULATION,
-    "convergence": CONVERGENCE,
-    "training": TRAINING,
-}
 
-
-def validate(config: dict, *, train: bool = True) -> None:
-    """One-line `InputError` for a demo configuration, before any work: each section as its
-    command checks it ([simulation] as simulate, [training] as train), and [convergence]'s
-    horizon t and step sizes etas (at least two distinct steps in (0, t], for the slope)."""
+def _validate_convergence(conv: ConvergenceConfig) -> None:
+    """[convergence]'s horizon t and step sizes etas: at least two distinct steps in (0, t],
+    for the slope."""
     from ._errors import require_real
-    from .simulate import DEFAULTS as SIMULATE, MAX_STEPS, validate as validate_simulation
+    from .simulate import MAX_STEPS
 
-    validate_simulation({**SIMULATE, **SIMULATION, **config.get("simulation", {})})
-    conv = {**CONVERGENCE, **config.get("convergence", {})}
-    require_real("[convergence] t", conv["t"], 0, lo_open=True)
-    etas = conv["etas"]
+    require_real("[convergence] t", conv.t, 0, lo_open=True)
+    etas = conv.etas
     require(
         isinstance(etas, list | tuple) and len(etas) >= 2,
         f"[convergence] etas must list at least two step sizes (the slope of the error against "
@@ -63,29 +55,70 @@ def validate(config: dict, *, train: bool = True) -> None:
         require_real(
             "each of [convergence] etas",
             eta,
-            conv["t"] / MAX_STEPS,
-            conv["t"],
+            conv.t / MAX_STEPS,
+            conv.t,
             fix=f"a step in [t/{MAX_STEPS:.0e}, t] takes 1 to {MAX_STEPS:.0e} steps to reach t",
         )
     require(
         len(set(float(e) for e in etas)) >= 2,
         f"[convergence] etas must hold at least two different step sizes, got {etas!r}",
     )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConvergenceConfig(Config):
+    """The demo's [convergence] table: gradient descent's first-order convergence to the flow."""
+
+    command: ClassVar[str] = "demo"
+
+    t: float = option(2e4, "the time the errors are measured at", flag=False)
+    etas: list = option([800.0, 400.0, 200.0, 100.0, 50.0], "GD step sizes", flag=False)
+
+    validator: ClassVar = staticmethod(lambda c: _validate_convergence(c))
+
+
+#: The demo's settings, by table: its own choices for simulate and train over theirs.
+DEFAULTS: dict[str, Any] = {
+    "simulation": SIMULATION,
+    "convergence": ConvergenceConfig.defaults(),
+    "training": TRAINING,
+}
+
+
+def resolve(config: Mapping[str, Mapping[str, Any]] | None = None, *, train: bool = True):
+    """(simulation, convergence, training or None) as typed configurations: the demo's
+    settings over each command's defaults, under `config`'s tables; each validated on
+    construction, before any work (a one-line `InputError`)."""
+    from .simulate import SimulationConfig
+
+    config = config or {}
+    sim = SimulationConfig(**{**SIMULATION, **config.get("simulation", {})})
+    conv = ConvergenceConfig(**config.get("convergence", {}))
+    training = None
     if train:
-        from .networks.train import DEFAULTS as TRAIN, validate as validate_training
+        from ._run.config import TrainConfig
 
-        validate_training({**TRAIN, **TRAINING, **config.get("training", {})})
+        training = TrainConfig(**{**TRAINING, **config.get("training", {})})
+    return sim, conv, training
 
 
-def gd_convergence(config: dict, t: float, etas: list[float]) -> dict[str, np.ndarray]:
-    """Relative error of GD's ω at time t against the closed form, for each step size η."""
+def validate(config: Mapping[str, Mapping[str, Any]], *, train: bool = True) -> None:
+    """One-line `InputError` for a demo configuration, before any work: each table as its
+    command checks it ([simulation] as simulate, [training] as train), and [convergence]."""
+    resolve(config, train=train)
+
+
+def gd_convergence(config, t: float, etas: list[float]) -> dict[str, np.ndarray]:
+    """Relative error of GD's ω at time t against the closed form, for each step size η
+    (`config`: a `SimulationConfig` or a dict of its keys)."""
     from ._discrete import gradient_descent
     from ._eigen import eigen_dynamics
     from ._metrics import snr_singular_values
-    from .simulate import build
+    from .simulate import as_config, build
 
+    config = as_config(config)
     flow, y0, omega0 = build(config)
-    exact = np.asarray(eigen_dynamics(omega0, config["classes"], config["per_class"])(t))
+    exact = np.asarray(eigen_dynamics(omega0, config.classes, config.per_class)(t))
     errors = []
     for eta in etas:
         steps = int(round(t / eta))
@@ -139,16 +172,14 @@ def run_demo(
     """Run the demo into `run_path` (a directory under construction); return (results, summary)."""
     from .simulate import simulate
 
-    config = config or DEFAULTS
-    sim = {**SIMULATION, **config.get("simulation", {})}
-    conv = {**CONVERGENCE, **config.get("convergence", {})}
+    sim, conv, tcfg = resolve(config, train=train)
     log("1/3 simulating the renormalised central-path flow (closed form, Diffrax, GD)")
     results = simulate(sim, progress=progress, log=log)
     summary: dict[str, Any] = {"simulation": summarise_simulation(results)}
-    results.update(gd_convergence(sim, float(conv["t"]), list(conv["etas"])))
+    results.update(gd_convergence(sim, float(conv.t), list(conv.etas)))
     summary["convergence"] = {
-        "t": conv["t"],
-        "eta": list(conv["etas"]),
+        "t": conv.t,
+        "eta": list(conv.etas),
         "error": results["convergence/error"].tolist(),
         "slope": float(results["convergence/slope"]),
     }
@@ -156,9 +187,9 @@ def run_demo(
         log("2/3 training an MLP with MSE on the real digits data (features captured per epoch)")
         from .measurement._io import load_features
         from .measurement.compare import compare_features
-        from .networks.train import DEFAULTS as TRAIN_DEFAULTS, train_from_config
+        from .networks.train import train_from_config
 
-        tcfg = {**TRAIN_DEFAULTS, **TRAINING, **config.get("training", {})}
+        tcfg = tcfg.as_dict()
         training = train_from_config(tcfg, state_dir=run_path / "state", progress=progress)
         features_path = run_path / "features.npz"
         training.save_features(features_path)

@@ -8,7 +8,7 @@ renormalised flows, `closed_form`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import equinox as eqx
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import NumericalError, require, require_int, require_real, require_seed
-from ._run.config import Config, option
+from ._run.config import Config, batched_fields, option
 from ._series import (
     DIVERGENCE_GROWTH,
     MIN_AUTO_GD_STEPS as MIN_AUTO_GD_STEPS,
@@ -54,23 +54,29 @@ class SimulationConfig(Config):
     classes: int = option(4, "C, number of classes")
     per_class: int = option(10, "N, samples per class")
     dim: int = option(8, "p, feature dimension")
-    lam: float = option(0.0, "ridge lambda of the least-squares classifier (central-path)")
-    lam_w: float = option(5e-3, "UFM weight decay on W")
-    lam_h: float = option(5e-3, "UFM weight decay on H")
-    lam_b: float = option(0.0, "UFM weight decay on b")
+    lam: float = option(
+        0.0, "ridge lambda of the least-squares classifier (central-path)", batch="parameter"
+    )
+    lam_w: float = option(5e-3, "UFM weight decay on W", batch="parameter")
+    lam_h: float = option(5e-3, "UFM weight decay on H", batch="parameter")
+    lam_b: float = option(0.0, "UFM weight decay on b", batch="parameter")
     bias: bool = option(True, "classifier with a bias (--no-bias: without)")
     t_end: float = option(1e4, "final time; t = k·eta after k GD steps")
     num_saves: int = option(40, "save times: 0 and log-spaced up to t-end")
-    seed: int = option(0, "PRNG seed of the initial state, 0..2**32-1")
+    seed: int = option(0, "PRNG seed of the initial state, 0..2**32-1", batch="key")
     methods: list = option(["ode", "gd"], "comma-separated subset of ode,gd")
-    eta: float = option(0.0, "GD step size; 0: half the stable step, at most t-end/100")
+    eta: float = option(
+        0.0, "GD step size; 0: half the stable step, at most t-end/100", batch="step"
+    )
     representation: str = option(
         "reduced",
         "reduced (class statistics: exact, cost independent of N) or full (every sample; NC4)",
         choices=REPRESENTATIONS,
     )
-    mean_scale: float = option(2.0, "initial class means ~ N(0, mean_scale²/p)")
-    noise_scale: float = option(1.0, "initial within-class noise ~ N(0, noise_scale²/p)")
+    mean_scale: float = option(2.0, "initial class means ~ N(0, mean_scale²/p)", batch="parameter")
+    noise_scale: float = option(
+        1.0, "initial within-class noise ~ N(0, noise_scale²/p)", batch="parameter"
+    )
     rtol: float = option(1e-10, "ODE relative tolerance")
     atol: float = option(1e-12, "ODE absolute tolerance")
     max_steps: int = option(200_000, "ODE step limit per segment between save times")
@@ -89,6 +95,31 @@ DEFAULTS: dict[str, Any] = {
     k: v for k, v in SimulationConfig.defaults().items() if k != "precision"
 }
 
+#: The keys a sweep batches (declared with a `batch` role): configurations that differ in
+#: these alone share their shapes and run as one compiled call.
+BATCHABLE = batched_fields(SimulationConfig)
+#: The batched real parameters of the initial state and the flow: `build` takes them as arrays
+#: (`params`), which a sweep traces.
+FLOAT_PARAMS = batched_fields(SimulationConfig, "parameter")
+
+
+def as_config(config: SimulationConfig | Mapping[str, Any]) -> SimulationConfig:
+    """The typed configuration of a `SimulationConfig` or of a dict of its keys (the defaults
+    for those not given), validated on construction; an unknown key is refused, never ignored."""
+    if isinstance(config, SimulationConfig):
+        return config
+    require(
+        isinstance(config, Mapping),
+        f"a configuration is a SimulationConfig or a dict of its keys, got {type(config).__name__}",
+    )
+    unknown = sorted(set(config) - set(SimulationConfig.defaults()))
+    require(
+        not unknown,
+        f"unknown configuration key {unknown[0] if unknown else ''!r}; known keys: "
+        f"{', '.join(SimulationConfig.defaults())}",
+    )
+    return SimulationConfig(**config)
+
 
 MAX_SAVES = 10_000  # each save ends a checkpointed segment: more is a log, not a figure
 
@@ -103,108 +134,107 @@ CHECKPOINT_FORMAT = 2
 MAX_STEPS = 10**9
 
 
-def _check_save_grid(c: dict[str, Any]) -> None:
+def _check_save_grid(c: SimulationConfig) -> None:
     """The save grid (`_series.save_times`: 0, then t_end·1e-4 … t_end) must be distinct
     normal numbers of the working precision: t-end = 5e-324 made its first time 0."""
     from ._series import save_times
 
-    dtype = np.float32 if c.get("precision", "float64") == "float32" else np.float64
+    dtype = np.float32 if c.precision == "float32" else np.float64
     info = np.finfo(dtype)
     name = np.dtype(dtype).name
-    first = 1e-4 if c["num_saves"] > 2 else 1.0
+    first = 1e-4 if c.num_saves > 2 else 1.0
     lo = float(info.tiny) / first
     require(
-        c["t_end"] >= lo and c["t_end"] <= float(info.max),
-        f"t-end = {c['t_end']:g} puts the save times (t-end·{first:g} to t-end) outside "
+        c.t_end >= lo and c.t_end <= float(info.max),
+        f"t-end = {c.t_end:g} puts the save times (t-end·{first:g} to t-end) outside "
         f"{name}'s normal range; use t-end in [{lo:.3g}, {float(info.max):.3g}]",
     )
-    times = save_times(float(c["t_end"]), int(c["num_saves"])).astype(dtype)
+    times = save_times(float(c.t_end), int(c.num_saves)).astype(dtype)
     require(
         bool(np.all(np.diff(times) > 0)),
-        f"t-end = {c['t_end']:g} with {c['num_saves']} saves gives save times that coincide in "
+        f"t-end = {c.t_end:g} with {c.num_saves} saves gives save times that coincide in "
         f"{name}; use fewer --num-saves or a larger t-end",
     )
 
 
-def validate(config: dict[str, Any]) -> None:
+def validate(config: SimulationConfig) -> None:
     """One-line `InputError` for a bad configuration (from flags, a TOML file or a library call),
-    then the memory and work it would need checked against the limits (`check_resources`)."""
+    then the memory and work it would need checked against the limits (`check_resources`).
+    `SimulationConfig` runs it on construction: an invalid configuration cannot exist."""
     c = config
     require(
-        c.get("precision", "float64") in PRECISIONS,
-        f"precision must be float64 or float32, got {c.get('precision')!r}",
+        c.precision in PRECISIONS,
+        f"precision must be float64 or float32, got {c.precision!r}",
     )
     require(
-        isinstance(c["flow"], str) and c["flow"] in FLOW_NAMES,
-        f"unknown flow {c['flow']!r}; choose one of {', '.join(FLOW_NAMES)}",
+        isinstance(c.flow, str) and c.flow in FLOW_NAMES,
+        f"unknown flow {c.flow!r}; choose one of {', '.join(FLOW_NAMES)}",
     )
     require(
-        isinstance(c["representation"], str) and c["representation"] in REPRESENTATIONS,
-        f"unknown representation {c['representation']!r}; choose reduced or full",
+        isinstance(c.representation, str) and c.representation in REPRESENTATIONS,
+        f"unknown representation {c.representation!r}; choose reduced or full",
     )
     for key in ("classes", "per_class", "dim", "num_saves", "max_steps", "max_gd_steps"):
         require(
-            isinstance(c[key], int | np.integer) and not isinstance(c[key], bool),
-            f"{key} must be an integer, got {c[key]!r}",
+            isinstance(getattr(c, key), int | np.integer) and not isinstance(getattr(c, key), bool),
+            f"{key} must be an integer, got {getattr(c, key)!r}",
         )
-    require(c["classes"] >= 2, f"classes must be >= 2, got {c['classes']}")
+    require(c.classes >= 2, f"classes must be >= 2, got {c.classes}")
     require(
-        c["per_class"] >= 2,
-        f"per-class must be >= 2 (Sigma_W needs two samples per class), got {c['per_class']}",
+        c.per_class >= 2,
+        f"per-class must be >= 2 (Sigma_W needs two samples per class), got {c.per_class}",
     )
     require(
-        c["dim"] >= c["classes"] - 1,
-        f"dim p = {c['dim']} is below C-1 = {c['classes'] - 1}; the class means need C-1 dimensions — raise --dim",
+        c.dim >= c.classes - 1,
+        f"dim p = {c.dim} is below C-1 = {c.classes - 1}; the class means need C-1 dimensions — raise --dim",
     )
     require(
-        c["classes"] * c["per_class"] <= 50_000_000,
+        c.classes * c.per_class <= 50_000_000,
         "classes × per-class is too large (> 5e7 samples)",
     )
-    require(c["dim"] <= 100_000, f"dim = {c['dim']} is too large; use at most 100000")
-    require_seed(c["seed"])
+    require(c.dim <= 100_000, f"dim = {c.dim} is too large; use at most 100000")
+    require_seed(c.seed)
     for key in ("lam", "lam_w", "lam_h", "lam_b"):
-        require_real(key.replace("_", "-"), c[key], 0)
-    require_real("t-end", c["t_end"], 0, lo_open=True)
+        require_real(key.replace("_", "-"), getattr(c, key), 0)
+    require_real("t-end", c.t_end, 0, lo_open=True)
     require_int(
         "num-saves",
-        c["num_saves"],
+        c.num_saves,
         2,
         MAX_SAVES,
         fix="each save is a checkpointed segment of the run",
     )
     _check_save_grid(c)
-    require_real(
-        "eta", c["eta"], 0, fix="give a step > 0, or 0 for automatic (half the stable step)"
-    )
+    require_real("eta", c.eta, 0, fix="give a step > 0, or 0 for automatic (half the stable step)")
     # Tolerances are relative and absolute errors per step: 1 or more accepts any answer.
-    require_real("rtol", c["rtol"], 0, 1, lo_open=True, hi_open=True)
-    require_real("atol", c["atol"], 0, 1, lo_open=True, hi_open=True)
+    require_real("rtol", c.rtol, 0, 1, lo_open=True, hi_open=True)
+    require_real("atol", c.atol, 0, 1, lo_open=True, hi_open=True)
     require_int(
         "max-steps",
-        c["max_steps"],
+        c.max_steps,
         1,
         MAX_STEPS,
         fix="the ODE needs at least one step per segment, and a segment of more steps would run "
         "for days (the solver counts them in a machine integer)",
     )
-    require_int("max-gd-steps", c["max_gd_steps"], 1, MAX_STEPS)
-    require_real("nc1-target", c["nc1_target"], 0, fix="0 turns the early stop off")
-    require(isinstance(c["bias"], bool), f"bias must be true or false, got {c['bias']!r}")
-    methods = c["methods"]
+    require_int("max-gd-steps", c.max_gd_steps, 1, MAX_STEPS)
+    require_real("nc1-target", c.nc1_target, 0, fix="0 turns the early stop off")
+    require(isinstance(c.bias, bool), f"bias must be true or false, got {c.bias!r}")
+    methods = c.methods
     require(
         isinstance(methods, list | tuple)
         and len(methods) > 0
         and all(isinstance(m, str) and m in ("ode", "gd") for m in methods),
         f"methods must be a non-empty subset of ode, gd; got {methods!r}",
     )
-    if c["flow"] in ("renormalised", "whitened"):
+    if c.flow in ("renormalised", "whitened"):
         require(
-            c["lam"] == 0,
+            c.lam == 0,
             "the renormalised flows are defined for lam = 0 only; drop --lam or use --flow central-path",
         )
-        require(c["bias"], "the renormalised flows need a classifier with bias; drop --no-bias")
-    require_real("mean-scale", c["mean_scale"], 0, lo_open=True)
-    require_real("noise-scale", c["noise_scale"], 0, lo_open=True)
+        require(c.bias, "the renormalised flows need a classifier with bias; drop --no-bias")
+    require_real("mean-scale", c.mean_scale, 0, lo_open=True)
+    require_real("noise-scale", c.noise_scale, 0, lo_open=True)
     check_resources(c)
 
 
@@ -217,7 +247,7 @@ _FLOP_PER_P3 = 20  # one snapshot's metrics: several p×p eigendecompositions
 _FLOP_PER_DRAWN = 100  # one normal number: threefry bits and the inverse-CDF transform
 
 
-def resource_estimate(config: dict[str, Any]) -> tuple[float, float]:
+def resource_estimate(config: SimulationConfig) -> tuple[float, float]:
     """(bytes, flop) a validated configuration needs, at float64 (float32 needs less).
 
     Counted: the initial draw of all n×p features, the solver's copies of the state, one
@@ -226,11 +256,11 @@ def resource_estimate(config: dict[str, Any]) -> tuple[float, float]:
     metrics of every snapshot plus the known gradient-descent steps.
     """
     c = config
-    C, N, p = int(c["classes"]), int(c["per_class"]), int(c["dim"])
-    n, S, M = C * N, int(c["num_saves"]), len(c["methods"])
-    ufm = c["flow"] == "ufm"
+    C, N, p = int(c.classes), int(c.per_class), int(c.dim)
+    n, S, M = C * N, int(c.num_saves), len(c.methods)
+    ufm = c.flow == "ufm"
     classifier = C * p + C if ufm else 0
-    state = (p * p + p * C + C if c["representation"] == "reduced" else n * p) + classifier
+    state = (p * p + p * C + C if c.representation == "reduced" else n * p) + classifier
     snapshot = p * p + 2 * p * C + 2 * C + 2
     words = (
         3 * n * p
@@ -240,60 +270,60 @@ def resource_estimate(config: dict[str, Any]) -> tuple[float, float]:
         + 3 * S * M * snapshot
     )
     flop = _FLOP_PER_P3 * p**3 * (1 + S * M)
-    if not (ufm and c["representation"] == "reduced"):
+    if not (ufm and c.representation == "reduced"):
         # The initial draw of every sample (the reduced central path and renormalised flows
         # draw them too, then keep their statistics): a normal number each, and the class
         # statistics' n·p² products.
         flop += _FLOP_PER_DRAWN * n * p + 2 * n * p * p
-    if "gd" in c["methods"] and c["eta"] > 0:
-        steps = min(c["t_end"] / c["eta"], c["max_gd_steps"])
-        per_step = 20 * C * p * p if c["representation"] == "reduced" else 20 * n * p * C
+    if "gd" in c.methods and c.eta > 0:
+        steps = min(c.t_end / c.eta, c.max_gd_steps)
+        per_step = 20 * C * p * p if c.representation == "reduced" else 20 * n * p * C
         flop += steps * per_step
     return 8.0 * words, flop
 
 
-def check_resources(config: dict[str, Any]) -> None:
+def check_resources(config: SimulationConfig) -> None:
     """Refuse a configuration whose memory or work exceeds the limits (`_resources`)."""
     from ._run.resources import check_memory, check_work
 
     c = config
     memory, flop = resource_estimate(c)
-    what = (
-        f"simulating C = {c['classes']}, N = {c['per_class']}, p = {c['dim']} with "
-        f"{c['num_saves']} saves"
-    )
+    what = f"simulating C = {c.classes}, N = {c.per_class}, p = {c.dim} with {c.num_saves} saves"
     fix = "lower --dim (p×p matrices), --num-saves or --per-class"
     check_memory(memory, what, fix)
     check_work(flop, what, fix)
 
 
-def build(config: dict[str, Any], key=None):
-    """(flow, y0, omega0 or None) for a configuration; the initial state is drawn from the seed."""
+def build(config: SimulationConfig, key=None, *, params: Mapping[str, Any] | None = None):
+    """(flow, y0, omega0 or None) for a configuration; the initial state is drawn from the seed
+    (or `key`). `params` overrides the real parameters of `FLOAT_PARAMS` with arrays: a sweep
+    traces them, and one program serves every value."""
     from . import flows as F
     from ._metrics import renormalised_features, snr_singular_values
     from ._stats import _class_stats
 
     c = config
-    C, N, p = int(c["classes"]), int(c["per_class"]), int(c["dim"])
-    key = jax.random.PRNGKey(int(c["seed"])) if key is None else key
-    reduced = c["representation"] == "reduced"
+    C, N, p = int(c.classes), int(c.per_class), int(c.dim)
+    key = jax.random.PRNGKey(int(c.seed)) if key is None else key
+    reduced = c.representation == "reduced"
+    v = {k: getattr(c, k) for k in FLOAT_PARAMS} | dict(params or {})
     # Arrays, not Python floats: a sweep traces them, and one program serves every scale.
-    scales = (jnp.asarray(c["mean_scale"], float), jnp.asarray(c["noise_scale"], float))
-    if c["flow"] == "ufm" and reduced:
-        kw = dict(lam_W=c["lam_w"], lam_H=c["lam_h"], lam_b=c["lam_b"], bias=bool(c["bias"]))
+    scales = (jnp.asarray(v["mean_scale"], float), jnp.asarray(v["noise_scale"], float))
+    if c.flow == "ufm" and reduced:
+        kw = dict(lam_W=v["lam_w"], lam_H=v["lam_h"], lam_b=v["lam_b"], bias=bool(c.bias))
         return F.ReducedUFMFlow(**kw), _draw_reduced_ufm(key, C, N, p, *scales), None
     state, labels = _draw(key, C, N, p, *scales)
     omega0 = None
-    if c["flow"] == "ufm":
-        kw = dict(lam_W=c["lam_w"], lam_H=c["lam_h"], lam_b=c["lam_b"], bias=bool(c["bias"]))
+    if c.flow == "ufm":
+        kw = dict(lam_W=v["lam_w"], lam_H=v["lam_h"], lam_b=v["lam_b"], bias=bool(c.bias))
         return F.UFMFlow(labels, C, **kw), state, None
     H = state.H
-    if c["flow"] == "central-path":
-        kw = dict(lam=c["lam"], lam_H=0.0, bias=bool(c["bias"]))
+    if c.flow == "central-path":
+        kw = dict(lam=v["lam"], lam_H=0.0, bias=bool(c.bias))
         if reduced:
             return F.ReducedCentralPathFlow(**kw), _class_stats(H, labels, C), None
         return F.CentralPathFlow(labels, C, **kw), H, None
-    project = c["flow"] == "renormalised"
+    project = c.flow == "renormalised"
     X = renormalised_features(H, _class_stats(H, labels, C))
     stats = _class_stats(X, labels, C)
     # Σ_W(X) = I up to rounding; pin it so the reduced state is exactly on the manifold.
@@ -329,7 +359,7 @@ class _CompileAhead:
     failed there: the real segment is the same program, so a failure is never a head start lost
     in silence."""
 
-    def __init__(self, config: dict[str, Any], rtol: float, atol: float):
+    def __init__(self, config: SimulationConfig, rtol: float, atol: float):
         import threading
 
         self._error: BaseException | None = None
@@ -352,8 +382,8 @@ class _CompileAhead:
                 y0,
                 rtol=rtol,
                 atol=atol,
-                max_steps=int(config["max_steps"]),
-                nc1_target=config["nc1_target"] or None,
+                max_steps=int(config.max_steps),
+                nc1_target=config.nc1_target or None,
             )
         except BaseException as e:  # handed to the caller at join()
             self._error = e
@@ -566,28 +596,24 @@ def simulate(
     """
     from ._discrete import stable_step_size
 
-    if isinstance(config, SimulationConfig):
-        config = config.as_dict()
-    else:
-        config = {**DEFAULTS, **config}
-        validate(config)
+    config = as_config(config)
     log = log or (lambda s: None)
-    rtol, atol = solver_tolerances(config["rtol"], config["atol"])
-    ahead = background and "ode" in config["methods"]
+    rtol, atol = solver_tolerances(config.rtol, config.atol)
+    ahead = background and "ode" in config.methods
     compiling = _CompileAhead(config, rtol, atol) if ahead else None
     flow, y0, omega0 = build(config)
-    ts = save_times(float(config["t_end"]), int(config["num_saves"]))
-    if "ode" in config["methods"] and (rtol, atol) != (config["rtol"], config["atol"]):
+    ts = save_times(float(config.t_end), int(config.num_saves))
+    if "ode" in config.methods and (rtol, atol) != (config.rtol, config.atol):
         log(
-            f"rtol/atol raised to {rtol:.2g}/{atol:.2g}: {config['rtol']:.2g}/{config['atol']:.2g} "
+            f"rtol/atol raised to {rtol:.2g}/{atol:.2g}: {config.rtol:.2g}/{config.atol:.2g} "
             "is below what this precision resolves"
         )
     eta = steps = stable = None
-    if "gd" in config["methods"]:
+    if "gd" in config.methods:
         stable = float(stable_step_size(flow, y0))
-        eta = float(config["eta"]) or float(automatic_eta(stable, float(config["t_end"])))
+        eta = float(config.eta) or float(automatic_eta(stable, float(config.t_end)))
         check_stable(eta, stable)
-        steps = step_plan(ts, eta, config["max_gd_steps"], config["t_end"])
+        steps = step_plan(ts, eta, config.max_gd_steps, config.t_end)
     checkpoint = _Checkpoint(state_dir)
     from .flows._base import take_snapshot
 
@@ -604,7 +630,7 @@ def simulate(
 
     from ._run.progress import progress as progress_bar
 
-    methods = [m for m in ("ode", "gd") if m in config["methods"]]
+    methods = [m for m in ("ode", "gd") if m in config.methods]
     # A tqdm bar on a terminal; plain lines in a log (tqdm's frames would fill it).
     bar = progress_bar(
         len(methods) * (len(ts) - 1), enabled=progress, desc="simulate", unit="segment"
@@ -621,8 +647,8 @@ def simulate(
                 background=background,
                 rtol=rtol,
                 atol=atol,
-                max_steps=int(config["max_steps"]),
-                nc1_target=config["nc1_target"] or None,
+                max_steps=int(config.max_steps),
+                nc1_target=config.nc1_target or None,
                 compiling=compiling,
             )
         else:
@@ -633,9 +659,9 @@ def simulate(
     bar.close()
     results = dict(done)
     if omega0 is not None:
-        flow_kind = "renormalised" if config["flow"] == "renormalised" else "whitened"
+        flow_kind = "renormalised" if config.flow == "renormalised" else "whitened"
         closed = closed_form_series(
-            omega0, ts, int(config["classes"]), int(config["per_class"]), flow_kind
+            omega0, ts, int(config.classes), int(config.per_class), flow_kind
         )
         results.update(series("closed_form", ts, {k: np.asarray(v) for k, v in closed.items()}))
     return results

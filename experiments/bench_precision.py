@@ -46,7 +46,7 @@ def _evaluate(cfg: dict, states: dict | None = None) -> tuple[dict, dict]:
     from centralpath._discrete import _run, stable_step_size
     from centralpath._eigen import eigen_dynamics
     from centralpath._metrics import nc1, snr_singular_values
-    from centralpath.simulate import build
+    from centralpath.simulate import as_config, build
     from centralpath.sweep import metrics_rtol
 
     dtype = jnp.result_type(float)
@@ -54,7 +54,7 @@ def _evaluate(cfg: dict, states: dict | None = None) -> tuple[dict, dict]:
     for name, configs in _configs(cfg).items():
         res = {"gd/snr": [], "gd/nc1": [], "closed_form/snr": []}
         for i, c in enumerate(configs):
-            flow, y0, omega0 = build(c)
+            flow, y0, omega0 = build(as_config(c))
             key = f"{name}/{i}"
             if states is None:
                 eta = 0.5 * stable_step_size(flow, y0)

@@ -21,22 +21,9 @@ from pathlib import Path
 
 from _runner import DEFAULT_OUT, enable_x64, parse_args
 
-#: The series of one run in results.npz (besides `times`): analyze's records, L_⊥LS/L, the
-#: network's own training loss and accuracy, and the held-out accuracy and loss.
-SERIES = (
-    "nc1",
-    "nc2_equinorm_means",
-    "nc2_equinorm_classifier",
-    "nc2_equiangular_means",
-    "nc2_equiangular_classifier",
-    "nc3",
-    "nc4",
-    "loss",
-    "loss_nc1",
-    "loss_nc23",
-    "loss_perp",
-    "perp_rel",
-)
+#: The series of one run in results.npz (besides `times`): analyze's collapse measures and loss
+#: terms, L_⊥LS/L (the quantities' `figure` flag in centralpath._quantities).
+from centralpath._quantities import FIGURE_KEYS as SERIES  # noqa: E402
 
 
 def run_config(cfg: dict, dataset: str, model: str, loss: str) -> dict:

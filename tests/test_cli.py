@@ -68,13 +68,13 @@ def test_simulate_automatic_eta(tmp_path, capsys, t_end):
     """No --eta: half the stable step 2/ρ at the initial state, capped at t-end/100 so a short
     horizon still takes 100 steps (the stable step of this flow is ~400: the cap binds at 10)."""
     from centralpath._discrete import stable_step_size
-    from centralpath.simulate import DEFAULTS, build
+    from centralpath.simulate import SimulationConfig, build
 
     out = tmp_path / "run"
     args = ["simulate", "--flow", "whitened", *TINY[:6], "--t-end", t_end, "--methods", "gd"]
     code, _, err = _run([*args, "--out", str(out), "--quiet", "--no-figures"], capsys)
     assert code == 0, err
-    config = {**DEFAULTS, **tomllib.loads((out / "config.toml").read_text())}
+    config = SimulationConfig(**tomllib.loads((out / "config.toml").read_text()))
     flow, y0, _ = build(config)
     expected = min(0.5 * stable_step_size(flow, y0), float(t_end) / 100)
     eta = float(np.load(out / "results.npz")["gd/eta"])
@@ -343,9 +343,9 @@ def _flow_features(tmp_path):
 
     from centralpath._integrate import integrate
     from centralpath.measurement._io import save_features
-    from centralpath.simulate import DEFAULTS, build
+    from centralpath.simulate import SimulationConfig, build
 
-    cfg = dict(DEFAULTS, classes=3, per_class=5, dim=3, representation="full", mean_scale=2.0)
+    cfg = SimulationConfig(classes=3, per_class=5, dim=3, representation="full", mean_scale=2.0)
     flow, X, _ = build(cfg)
     times = np.array([0.0, 5.0, 50.0, 500.0, 5000.0])
     states = [np.asarray(X)] + [

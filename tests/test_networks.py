@@ -362,16 +362,16 @@ def test_non_finite_loss_raises(tiny_digits):
 
 
 def test_fit_validates_options(tiny_digits):
-    model = make_model("mlp", tiny_digits.input_shape, 10, widths=(8,), key=jax.random.PRNGKey(0))
+    # fit takes a TrainConfig, which validates on construction: a bad option never reaches it.
     for kw, msg in [
         (dict(loss="hinge"), "unknown loss"),
         (dict(epochs=0), "epochs must be >= 1"),
-        (dict(lr=0.0), "learning rate must be > 0"),
-        (dict(weight_decay=-1.0), "weight decay must be >= 0"),
+        (dict(lr=0.0), "lr must be > 0"),
+        (dict(weight_decay=-1.0), "weight-decay must be >= 0"),
         (dict(schedule="linear"), "unknown schedule"),
     ]:
         with pytest.raises(InputError, match=msg):
-            tr.fit(model, tiny_digits, key=jax.random.PRNGKey(1), **kw)
+            tr.TrainConfig(**kw)
 
 
 # --------------------------------------------------------------------------- resume
@@ -395,8 +395,9 @@ def _fit_tiny(data, state_dir=None, on_epoch=None, **kw):
     )
     options = dict(epochs=TINY["epochs"], batch_size=TINY["batch_size"], num_checkpoints=4)
     options.update(kw)
+    config = tr.TrainConfig(**options)
     return tr.fit(
-        model, data, key=jax.random.PRNGKey(1), state_dir=state_dir, on_epoch=on_epoch, **options
+        model, data, config, key=jax.random.PRNGKey(1), state_dir=state_dir, on_epoch=on_epoch
     )
 
 

@@ -119,10 +119,8 @@ def test_train_captures_statistics_instead_of_features(tmp_path):
         return tr.fit(
             model,
             data,
+            tr.TrainConfig(epochs=4, batch_size=25, num_checkpoints=4),
             key=jax.random.PRNGKey(1),
-            epochs=4,
-            batch_size=25,
-            num_checkpoints=4,
             capture=capture,
         )
 

@@ -789,13 +789,13 @@ def test_sweep_cost_estimated_and_refused_before_work(tmp_path, name):
 
 
 def test_sweep_cost_line_counts_groups_and_configurations():
-    from centralpath.simulate import resource_estimate
+    from centralpath.simulate import as_config, resource_estimate
     from centralpath.sweep._spec import GROUP_COMPILE_FLOP, parse_sweep
 
     spec = parse_sweep(
         {"flow": "central-path", "num_saves": 3, "sweep": {"dim": [3, 4], "seeds": 3}}
     )
-    flop = sum(resource_estimate(c)[1] for c in spec.configs)
+    flop = sum(resource_estimate(as_config(c))[1] for c in spec.configs)
     assert spec.cost == (flop + 2 * GROUP_COMPILE_FLOP, 2)
     assert spec.cost_line().startswith("6 configurations over dim, seed in 2 shape group(s)")
 
@@ -1108,11 +1108,11 @@ def test_predict_rejects_abbreviated_flags(capsys, abbreviation):
 
 def test_seed_range_is_the_documented_one(tmp_path, capsys):
     """The top of the range is accepted (not just refused around it)."""
-    from centralpath.simulate import DEFAULTS, validate
+    from centralpath.simulate import SimulationConfig, validate
 
-    validate({**DEFAULTS, "seed": SEED_MAX})
+    validate(SimulationConfig(seed=SEED_MAX))
     with pytest.raises(InputError, match="0..4294967295"):
-        validate({**DEFAULTS, "seed": SEED_MAX + 1})
+        SimulationConfig(seed=SEED_MAX + 1)  # validated on construction
 
 
 # ------------------------------------------------------------------ the limits themselves

@@ -9,7 +9,7 @@ from centralpath._integrate import integrate, integrate_segment
 
 
 def _problem():
-    config = dict(S.DEFAULTS, flow="ufm", classes=3, per_class=10, dim=6)
+    config = S.SimulationConfig(flow="ufm", classes=3, per_class=10, dim=6)
     flow, y0, _ = S.build(config)
     return flow, y0, S.save_times(50.0, 12)
 

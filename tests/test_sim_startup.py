@@ -107,8 +107,8 @@ def test_stable_step_is_two_over_the_jacobian_spectral_radius(representation):
     import centralpath.simulate as S
     from centralpath._discrete import stable_step_size
 
-    config = dict(S.DEFAULTS, flow="ufm", classes=3, per_class=6, dim=5)
-    flow, y0, _ = S.build({**config, "representation": representation})
+    config = S.SimulationConfig(flow="ufm", classes=3, per_class=6, dim=5)
+    flow, y0, _ = S.build(config.replace(representation=representation))
     flat, unravel = jax.flatten_util.ravel_pytree(y0)
     J = jax.jacfwd(lambda z: jax.flatten_util.ravel_pytree(flow(0.0, unravel(z)))[0])(flat)
     rho = np.max(np.abs(np.linalg.eigvals(np.asarray(J))))

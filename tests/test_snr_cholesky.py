@@ -17,7 +17,7 @@ RTOL = 1e-10
 
 def _ode_stats(t1=60.0):
     """Class statistics of a reduced UFM part-way to collapse (ω_j spread over ~30%)."""
-    config = dict(S.DEFAULTS, flow="ufm", classes=4, per_class=50, dim=20)
+    config = S.SimulationConfig(flow="ufm", classes=4, per_class=50, dim=20)
     flow, y0, _ = S.build(config)
     return flow.class_stats(integrate_segment(flow, y0, t1).final_state)
 

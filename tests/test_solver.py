@@ -28,7 +28,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "centralpath"
 
 
 def _problem():
-    config = dict(S.DEFAULTS, flow="ufm", classes=3, per_class=10, dim=6)
+    config = S.SimulationConfig(flow="ufm", classes=3, per_class=10, dim=6)
     flow, y0, _ = S.build(config)
     return flow, y0
 
@@ -36,7 +36,7 @@ def _problem():
 def _reduced_problem(lam_h=0.05):
     """A reduced UFM with p > 2C, so Σ_W's rank-2C moves are a real factorisation, and weight
     decay on H, so Σ_W's own decay term is exercised."""
-    config = dict(S.DEFAULTS, flow="ufm", classes=3, per_class=10, dim=16, lam_h=lam_h)
+    config = S.SimulationConfig(flow="ufm", classes=3, per_class=10, dim=16, lam_h=lam_h)
     flow, y0, _ = S.build(config)
     assert hasattr(flow, "rates_given")
     return flow, y0

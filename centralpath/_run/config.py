@@ -21,11 +21,32 @@ from .._errors import InputError, require, require_seed
 C = TypeVar("C", bound="Config")
 
 
-def option(default, help: str, *, choices: tuple | None = None, flag: bool = True):
-    """A configuration field: its default, a one-line help, the allowed values (if a choice)
-    and whether it is a command-line flag (a few keys only make sense in files)."""
+def option(
+    default,
+    help: str,
+    *,
+    choices: tuple | None = None,
+    flag: bool = True,
+    batch: str | None = None,
+):
+    """A configuration field: its default, a one-line help, the allowed values (if a choice),
+    whether it is a command-line flag (a few keys only make sense in files), and `batch`: how
+    configurations that differ in this key alone run as one batch (a sweep's batch axis; None:
+    they cannot, the key shapes the program). `batch` names the batch axis' role, e.g.
+    "key" (a PRNG seed), "parameter" (a real number traced as an array) or "step"."""
     kw = {"default_factory": lambda: default} if isinstance(default, list) else {"default": default}
-    return dataclasses.field(metadata={"help": help, "choices": choices, "flag": flag}, **kw)
+    meta = {"help": help, "choices": choices, "flag": flag, "batch": batch}
+    return dataclasses.field(metadata=meta, **kw)
+
+
+def batched_fields(cls: type[Config], *roles: str) -> tuple[str, ...]:
+    """The keys declared with a `batch` role (any role, or one of `roles`), in declaration
+    order."""
+    return tuple(
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("batch") is not None and (not roles or f.metadata["batch"] in roles)
+    )
 
 
 def _comma_list(text: str) -> list[str]:
@@ -46,12 +67,12 @@ class Config:
 
     #: The command whose configuration this is (for messages).
     command: ClassVar[str] = ""
-    #: validate(dict of every field) raises a one-line `InputError`.
-    validator: ClassVar[Callable[[dict], None] | None] = None
+    #: validate(the configuration) raises a one-line `InputError`.
+    validator: ClassVar[Callable[[Any], None] | None] = None
 
     def __post_init__(self):
         if self.validator is not None:
-            type(self).validator(self.as_dict())
+            type(self).validator(self)
 
     # ------------------------------------------------------------------ views
 
@@ -73,20 +94,28 @@ class Config:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_mapping(cls: type[C], mapping: Mapping[str, Any], source: str = "configuration") -> C:
-        """From a TOML table or a dict: unknown keys are refused (a typo is an error, never
-        silently ignored), `-` in keys reads as `_`, and values must have the default's type
-        (an integer is accepted for a float)."""
-        defaults = cls.defaults()
+    def parse(
+        cls, mapping: Mapping[str, Any], source: str, *, table: str = "", exclude: tuple = ()
+    ) -> dict[str, Any]:
+        """The keys of a TOML table or a dict, each as the type of its field's default (an
+        integer is accepted for a float), `-` in keys read as `_`; an unknown key (or one of
+        `exclude`) is refused (a typo is an error, never silently ignored), named with its
+        `table` (e.g. " in [training]")."""
+        defaults = {k: v for k, v in cls.defaults().items() if k not in exclude}
         values = {}
         for k, v in mapping.items():
             key = k.replace("-", "_")
             require(
                 key in defaults,
-                f"{source}: unknown key {k!r}; known keys: {', '.join(sorted(defaults))}",
+                f"{source}: unknown key {k!r}{table}; known keys: {', '.join(sorted(defaults))}",
             )
             values[key] = coerce(key, v, defaults[key], source)
-        return cls(**values)
+        return values
+
+    @classmethod
+    def from_mapping(cls: type[C], mapping: Mapping[str, Any], source: str = "configuration") -> C:
+        """From a TOML table or a dict (`parse`), the defaults for the keys not given."""
+        return cls(**cls.parse(mapping, source))
 
     @classmethod
     def resolve(cls: type[C], args: argparse.Namespace, config_path=None) -> C:
@@ -276,4 +305,26 @@ class TrainConfig(Config):
     num_checkpoints: int = option(30, "about how many log-spaced epochs to capture")
     save_every: int = option(1, "save the training state every N epochs")
 
-    validator: ClassVar = staticmethod(lambda c: validate_training(c))
+    validator: ClassVar = staticmethod(lambda c: validate_training(c.as_dict()))
+
+
+# --------------------------------------------------------------------------- compare
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CompareConfig(Config):
+    """The keys of a `compare` run's config.toml, which is a valid `--config` for compare (the
+    flags are the command's own, with their choices; its checks are the command's, after the
+    features are known). None: not given (the file's weight decay, the fit instead of a model)."""
+
+    command: ClassVar[str] = "compare"
+
+    features: str | None = option(None, "features or statistics file", flag=False)
+    flow: str = option("renormalised", "closed form to fit", flag=False)
+    weight_decay: float | None = option(None, "ridge λ of the decomposition", flag=False)
+    rtol: float = option(1e-10, "pseudo-inverse cutoff", flag=False)
+    model: str | None = option(None, "the model predicting ω_j", flag=False)
+    from_epoch: str | float | None = option(None, "start e0 of the prediction", flag=False)
+    clock: str | None = option(None, "epochs -> model time", flag=False)
+    kappa: float | None = option(None, "the lr clock's scale", flag=False)
+    kappa_from: str | None = option(None, "compare JSON to read kappa from", flag=False)

@@ -81,41 +81,6 @@ def load_config(path) -> dict[str, Any]:
     )
 
 
-def resolve_config(defaults: dict[str, Any], args, *, config_path=None) -> dict[str, Any]:
-    """defaults ← the TOML file ← flags given on the command line (flags whose value is not None).
-
-    Keys of the file must be known (a typo is an error, not silently ignored) and of the type
-    of the default.
-    """
-    config = dict(defaults)
-    if config_path is not None:
-        loaded = load_config(config_path)
-        for k, v in loaded.items():
-            key = k.replace("-", "_")
-            require(
-                key in defaults,
-                f"config file {config_path}: unknown key {k!r}; known keys: {', '.join(sorted(defaults))}",
-            )
-            config[key] = _coerce(key, v, defaults[key], config_path)
-    for key in defaults:
-        v = getattr(args, key, None)
-        if v is not None:
-            config[key] = v
-    return config
-
-
-def _coerce(key, v, default, source):
-    if default is None or isinstance(v, type(default)):
-        return v
-    if isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool):
-        return float(v)
-    if isinstance(default, list | tuple) and isinstance(v, list):
-        return v
-    raise InputError(
-        f"config file {source}: {key!r} must be {type(default).__name__}, got {type(v).__name__} {v!r}"
-    )
-
-
 # --------------------------------------------------------------------------- metadata
 
 #: A run's own small records (marker, metadata.json) are a few kilobytes.
@@ -998,4 +963,4 @@ def load_results(run) -> dict[str, np.ndarray]:
     return load_npz(run / "results.npz", "results file")
 
 
-__all__ = ["RunDir", "atomic_path", "dumps_toml", "load_config", "resolve_config", "load_results"]
+__all__ = ["RunDir", "atomic_path", "dumps_toml", "load_config", "load_results"]

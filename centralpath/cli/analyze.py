@@ -110,37 +110,15 @@ def run(args) -> int:
             rows.append(row)
         # Accuracies first when the file records them: collapse is read against them.
         extra = [k for k in ("train_accuracy", "test_accuracy") if k in records[0]]
-        cols = [
-            "epoch",
-            *extra,
-            "nc1",
-            "nc2_equinorm_means",
-            "nc2_equiangular_means",
-            "nc3",
-            "nc4",
-            "loss",
-            "loss_nc1",
-            "loss_nc23",
-            "loss_perp",
-            "perp_rel",
-            "w_ls_distance",
-            "snr_min",
-            "snr_max",
-        ]
+        from .._quantities import table_columns
+
+        # The quantities' own column heads (centralpath._quantities), then the SNR's range.
+        cols, heads = table_columns(records[0])
+        cols = ["epoch", *extra, *cols, "snr_min", "snr_max"]
         heads = [
             "epoch",
             *(k.replace("_accuracy", " acc") for k in extra),
-            "NC1",
-            "NC2 norm",
-            "NC2 angle",
-            "NC3",
-            "NC4",
-            "L",
-            "L_NC1",
-            "L_NC2/3",
-            "L_perp",
-            "L_perp/L",
-            "|W-W_LS|",
+            *heads,
             "omega_min",
             "omega_max",
         ]

@@ -59,32 +59,18 @@ def register(p) -> None:
     add_run_options(p)
 
 
-# The keys of a compare run's config.toml, which is a valid --config for compare. The
-# predictive keys (model …) are written only when --model is given.
-DEFAULTS = {
-    "features": None,
-    "flow": "renormalised",
-    "weight_decay": None,
-    "rtol": 1e-10,
-    "model": None,
-    "from_epoch": None,
-    "clock": None,
-    "kappa": None,
-    "kappa_from": None,
-}
-
-
 def run(args) -> int:
     import sys
 
     from .._errors import require
-    from .._run.rundir import RunDir, check_output_file, check_run_path, resolve_config
-    from ..measurement._io import write_json
+    from .._run.config import CompareConfig
+    from .._run.rundir import check_output_file, check_run_path
     from ..measurement._stream import open_source
     from ..measurement.compare import compare_features
     from ._common import write_output_json
 
-    config = resolve_config(DEFAULTS, args, config_path=args.config)
+    # The keys of a compare run's config.toml (a valid --config for compare): CompareConfig.
+    config = CompareConfig.resolve(args, config_path=args.config).as_dict()
     features, flow, rtol = config["features"], config["flow"], config["rtol"]
     require(
         isinstance(features, str) and features,
@@ -138,20 +124,7 @@ def run(args) -> int:
             "weight_decay": ff.weight_decay if weight_decay is None else weight_decay,
             "rtol": rtol,
         }
-        run_dir = RunDir(
-            out,
-            "compare",
-            config,
-            overwrite=args.overwrite,
-            inputs=[features, args.config, args.json],
-            figures=not args.no_figures,
-        )
-        with run_dir.running():
-            run_dir.save_results(results)
-            write_json(run_dir.file("compare.json"), summary)
-            draw_figures("compare", run_dir.partial, results, args)
-            path = run_dir.finish()
-        log(args)(f"run directory: {path}")
+        _write_run(out, config, results, summary, args, inputs=[features, args.config, args.json])
     if not args.quiet:
         from ._table import table
 
@@ -172,6 +145,27 @@ def run(args) -> int:
             f"time map monotone: {fit.time_map_monotone}; NC1 exponent vs tau (late): {fit.nc1_exponent:.3g}"
         )
     return 0
+
+
+def _write_run(out, config: dict, results: dict, summary: dict, args, *, inputs) -> None:
+    """The run directory of a comparison: config.toml, results, compare.json, figures."""
+    from .._run.rundir import RunDir
+    from ..measurement._io import write_json
+
+    run_dir = RunDir(
+        out,
+        "compare",
+        config,
+        overwrite=args.overwrite,
+        inputs=inputs,
+        figures=not args.no_figures,
+    )
+    with run_dir.running():
+        run_dir.save_results(results)
+        write_json(run_dir.file("compare.json"), summary)
+        draw_figures("compare", run_dir.partial, results, args)
+        path = run_dir.finish()
+    log(args)(f"run directory: {path}")
 
 
 def check_model_options(config: dict) -> None:
@@ -219,8 +213,6 @@ def run_models(args, config: dict, ff, out) -> int:
     """`compare --model …`: the prediction of each model from e0, scored, with a verdict."""
     import sys
 
-    from .._run.rundir import RunDir
-    from ..measurement._io import write_json
     from ..measurement._report import checkpoint_records, least_squares_warning
     from ..measurement.compare import check_epochs, measured_series
     from ..measurement.predictive import (
@@ -272,20 +264,8 @@ def run_models(args, config: dict, ff, out) -> int:
             saved["kappa"] = config["kappa"]
         if config["kappa_from"] is not None:
             saved["kappa_from"] = str(config["kappa_from"])
-        run_dir = RunDir(
-            out,
-            "compare",
-            saved,
-            overwrite=args.overwrite,
-            inputs=[config["features"], args.config, args.json, config["kappa_from"]],
-            figures=not args.no_figures,
-        )
-        with run_dir.running():
-            run_dir.save_results(results)
-            write_json(run_dir.file("compare.json"), summary)
-            draw_figures("compare", run_dir.partial, results, args)
-            path = run_dir.finish()
-        log(args)(f"run directory: {path}")
+        inputs = [config["features"], args.config, args.json, config["kappa_from"]]
+        _write_run(out, saved, results, summary, args, inputs=inputs)
     if not args.quiet:
         from ._table import table
 

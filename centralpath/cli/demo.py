@@ -32,27 +32,22 @@ def register(p) -> None:
 
 
 def _section(source, section: str, values: dict) -> dict:
-    """The settings of one [section] of a demo config, each a key the demo knows (a typo is an
-    error, as for the other commands), of the type of its default."""
-    from .._errors import InputError
-    from .._run.rundir import _coerce
-    from ..demo import DEFAULTS
-    from ..networks.train import DEFAULTS as TRAIN
-    from ..simulate import DEFAULTS as SIMULATE
+    """The settings of one [section] of a demo config, each a key of its configuration (a typo
+    is an error, as for the other commands), of the type of its default."""
+    from .._run.config import TrainConfig
+    from ..demo import ConvergenceConfig
+    from ..simulate import SimulationConfig
 
     # [simulation] and [training] take the settings of simulate and train; the demo sets some.
-    known = {"simulation": SIMULATE, "convergence": {}, "training": TRAIN}[section]
-    known = {**known, **DEFAULTS[section]}
-    out = {}
-    for k, v in values.items():
-        key = k.replace("-", "_")
-        if key not in known:
-            raise InputError(
-                f"config file {source}: unknown key {k!r} in [{section}]; known keys: "
-                f"{', '.join(sorted(known))}"
-            )
-        out[key] = _coerce(key, v, known[key], source)
-    return out
+    kind = {
+        "simulation": SimulationConfig,
+        "convergence": ConvergenceConfig,
+        "training": TrainConfig,
+    }[section]
+    # The process's precision is the command line's, not a setting of the demo's simulation.
+    return kind.parse(
+        values, f"config file {source}", table=f" in [{section}]", exclude=("precision",)
+    )
 
 
 def run(args) -> int:

@@ -48,7 +48,7 @@ def run(args) -> int:
     from .._errors import require
     from .._run.config import TrainConfig
     from .._run.rundir import RunDir, default_run_path
-    from ..networks.train import DEFAULTS, load_configured_dataset
+    from ..networks.train import load_configured_dataset
 
     enable_compilation_cache()
 
@@ -61,7 +61,7 @@ def run(args) -> int:
         return data
 
     if args.resume:
-        run_dir, config = _reopen(args, DEFAULTS)
+        run_dir, config = _reopen(args)
         with run_dir.running():  # a bad dataset keeps the partial run and releases its lock
             data = load(config)
     else:
@@ -225,14 +225,13 @@ def _draw(run_dir, results, args, emit) -> None:
         emit(f"centralpath train: warning: figures were not drawn ({type(e).__name__}: {e})")
 
 
-def _reopen(args, defaults):
+def _reopen(args):
     """The run directory in progress of an interrupted `train` (locked, its files verified), and
-    its saved configuration."""
-    from argparse import Namespace
-
+    its saved configuration (a config.toml of an earlier release loads; one with a key this
+    release does not know is refused, naming the key)."""
     from .._errors import require
-    from .._run.rundir import RunDir, resolve_config
-    from ..networks.train import validate
+    from .._run.config import TrainConfig
+    from .._run.rundir import RunDir, load_config
     from ._common import check_resume_flags
 
     require(args.config is None, "--resume continues the saved configuration; drop --config")
@@ -243,8 +242,12 @@ def _reopen(args, defaults):
             f"no saved training state to resume in {run_dir.partial}; start again with "
             f"centralpath train --out {run_dir.path} --overwrite",
         )
-        config = resolve_config(defaults, Namespace(), config_path=run_dir.file("config.toml"))
-        check_resume_flags(args, config, defaults, run_dir)
-        validate(config)
+        path = run_dir.file("config.toml")
+        saved = {
+            **TrainConfig.defaults(),
+            **TrainConfig.parse(load_config(path), f"config file {path}"),
+        }
+        check_resume_flags(args, saved, saved, run_dir)
+        config = TrainConfig(**saved).as_dict()  # validated on construction
     run_dir.config = config
     return run_dir, config

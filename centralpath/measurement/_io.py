@@ -143,6 +143,8 @@ class ArrayHeader:
     nbytes: int  # of the data the header declares
     file_size: int  # uncompressed size the zip directory declares (header included)
     info: zipfile.ZipInfo = field(repr=False)
+    fortran: bool = False  # the data is in Fortran (column-major) order
+    header_len: int = 0  # bytes of the `.npy` header before the data
 
 
 # numpy.savez writes stored members, savez_compressed deflated ones. bzip2 and LZMA members are
@@ -230,20 +232,42 @@ def _member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, what, p
         )
     if info.flag_bits & 0x1:
         raise _refuse(what, path, f"{where} is encrypted", "save it without a password")
-    fmt = np.lib.format
     try:
         with zf.open(info) as fh:
-            version = fmt.read_magic(fh)
-            if version == (1, 0):
-                shape, fortran, dtype = fmt.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, fortran, dtype = fmt.read_array_header_2_0(fh)
-            else:  # 3.0 only adds UTF-8 field names: structured arrays, never numeric data
-                raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
-            header_len = fh.tell()
+            shape, fortran, dtype, header_len = read_npy_header(fh, what, path, where)
     except InputError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError, KeyError) as e:
+        raise _refuse(
+            what, path, f"{where} is not a readable .npy array ({type(e).__name__}: {e})"
+        ) from None
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: a forged shape cannot overflow
+    if nbytes > info.file_size - header_len:
+        raise _refuse(
+            what,
+            path,
+            f"{where} declares shape {shape} {dtype} ({format_bytes(nbytes)}) but holds only "
+            f"{format_bytes(max(info.file_size - header_len, 0))} of data: it is truncated or forged",
+        )
+    return ArrayHeader(key, tuple(shape), dtype, nbytes, info.file_size, info, fortran, header_len)
+
+
+def read_npy_header(fh, what, path, where) -> tuple[tuple, bool, np.dtype, int]:
+    """(shape, fortran_order, dtype, header length) of an `.npy` image at fh's position (a
+    member of an `.npz` or a `.npy` file): the one reader of `.npy` headers. Format 3.0 only
+    adds UTF-8 field names (structured arrays, never numeric data) and is refused, as are
+    pickled object arrays."""
+    fmt = np.lib.format
+    start = fh.tell()
+    try:
+        version = fmt.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+    except (OSError, ValueError, EOFError) as e:
         raise _refuse(
             what, path, f"{where} is not a readable .npy array ({type(e).__name__}: {e})"
         ) from None
@@ -254,15 +278,7 @@ def _member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, what, p
             "holds pickled object arrays, which are not loaded for safety",
             "save plain numeric arrays with numpy.savez",
         )
-    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: a forged shape cannot overflow
-    if nbytes > info.file_size - header_len:
-        raise _refuse(
-            what,
-            path,
-            f"{where} declares shape {shape} {dtype} ({format_bytes(nbytes)}) but holds only "
-            f"{format_bytes(max(info.file_size - header_len, 0))} of data: it is truncated or forged",
-        )
-    return ArrayHeader(key, tuple(shape), dtype, nbytes, info.file_size, info)
+    return tuple(shape), bool(fortran), dtype, fh.tell() - start
 
 
 def _members(zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:

@@ -55,6 +55,7 @@ from ._io import (
     _training_record,
     check_analysis_cost,
     epochs_and_weight_decay,
+    read_npy_header,
     validate_features_arrays,
 )
 
@@ -261,32 +262,6 @@ class _Header:
     fortran: bool
 
 
-def _parse_npy_header(fh, what, path, where) -> tuple[tuple, bool, np.dtype, int]:
-    """(shape, fortran_order, dtype, header length) of an `.npy` image at fh's position."""
-    fmt = np.lib.format
-    start = fh.tell()
-    try:
-        version = fmt.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, fortran, dtype = fmt.read_array_header_2_0(fh)
-        else:
-            raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
-    except (OSError, ValueError, EOFError) as e:
-        raise _refuse(
-            what, path, f"{where} is not a readable .npy array ({type(e).__name__}: {e})"
-        ) from None
-    if dtype.hasobject:
-        raise _refuse(
-            what,
-            path,
-            "holds pickled object arrays, which are not loaded for safety",
-            "save plain numeric arrays with numpy.savez",
-        )
-    return tuple(shape), bool(fortran), dtype, fh.tell() - start
-
-
 class _Container:
     """The members of one file (or folder of `.npy` files): headers, small arrays, lazy arrays."""
 
@@ -314,12 +289,8 @@ class _ZipContainer(_Container):
             }
         self.headers = {}
         for k, h in headers.items():
-            with zipfile.ZipFile(self.path) as zf, zf.open(h.info) as fh:
-                shape, fortran, dtype, header_len = _parse_npy_header(
-                    fh, what, self.path, f"member {k!r}"
-                )
-            self.headers[k] = _Header(k, h.shape, h.dtype, h.nbytes, fortran)
-            self.infos[k] = (h.info, header_len)
+            self.headers[k] = _Header(k, h.shape, h.dtype, h.nbytes, h.fortran)
+            self.infos[k] = (h.info, h.header_len)
 
     def load(self, keys):
         keys = [k for k in keys if k in self.headers]
@@ -383,7 +354,7 @@ class _NpyDirContainer(_Container):
             if not f.is_file():
                 continue
             with open(f, "rb") as fh:
-                shape, fortran, dtype, header_len = _parse_npy_header(fh, what, f, f"{k}.npy")
+                shape, fortran, dtype, header_len = read_npy_header(fh, what, f, f"{k}.npy")
             nbytes = math.prod(shape) * dtype.itemsize
             available = f.stat().st_size - header_len
             if nbytes > available:

@@ -15,27 +15,9 @@ from .._least_squares import least_squares_classifier
 from .._linalg import DEFAULT_RTOL
 from .._loss import least_squares_loss_terms, loss_decomposition
 from .._metrics import _REFINE_ABOVE, _snr_solve, collapse_metrics, nc4
+from .._quantities import RECORD_KEYS as RECORD_KEYS
 from .._stats import ClassStats, _class_stats, validate_labelled_features
 from ._io import FeaturesFile
-
-RECORD_KEYS = (
-    "epoch",
-    "nc1",
-    "nc2_equinorm_means",
-    "nc2_equinorm_classifier",
-    "nc2_equiangular_means",
-    "nc2_equiangular_classifier",
-    "nc3",
-    "nc4",
-    "loss",
-    "loss_nc1",
-    "loss_nc23",
-    "loss_perp",
-    "w_ls_distance",
-    "snr",
-    "snr_beyond_resolution",
-    "coinciding_means",
-)
 
 #: Features beyond this magnitude (or varying by less than its inverse) are at the edge of
 #: float64: the metrics form fourth powers of them (‖M̄ᵀM̄‖_F, Σ_W products), which overflow at
@@ -101,7 +83,10 @@ def _from_stats(stats, W, b, lam, rtol: float, features=None, labels=None, frame
         out["loss_nc1"], out["loss_nc23"] = least_squares_loss_terms(stats, ls, lam)
         out["ls_singular"] = ls.singular
     else:
-        d = loss_decomposition(stats, W, b, lam, rtol=rtol)
+        # One least-squares solve serves the decomposition and the singular flag (with a bias,
+        # as the flag is defined; a classifier without one is decomposed against its own).
+        ls = least_squares_classifier(stats, lam, rtol=rtol)
+        d = loss_decomposition(stats, W, b, lam, rtol=rtol, ls=None if b is None else ls)
         out.update(
             nc2_equinorm_classifier=m.nc2_equinorm_classifier,
             nc2_equiangular_classifier=m.nc2_equiangular_classifier,
@@ -112,7 +97,7 @@ def _from_stats(stats, W, b, lam, rtol: float, features=None, labels=None, frame
             loss_nc23=d.nc23,
             loss_perp=d.perp,
             w_ls_distance=d.w_ls_distance,
-            ls_singular=least_squares_classifier(stats, lam, rtol=rtol).singular,
+            ls_singular=ls.singular,
         )
     return out
 

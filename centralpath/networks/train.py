@@ -428,18 +428,10 @@ class _StateDir:
 def fit(
     model,
     data: Dataset,
+    config: TrainConfig,
     *,
     key,
-    loss: str = "mse",
-    epochs: int = 400,
-    lr: float = 0.2,
-    weight_decay: float = 2e-4,
-    momentum: float = 0.9,
-    batch_size: int = 128,
-    schedule: str = "cosine",
-    num_checkpoints: int = 30,
     state_dir=None,
-    save_every: int = 1,
     progress: bool = False,
     on_epoch: Callable[[int, float, float], None] | None = None,
     model_state=None,
@@ -452,16 +444,16 @@ def fit(
     - `model`: an `MLP`/`CNN` (anything with `features(x)` and a `classifier` `eqx.nn.Linear`),
       or a stateful `ResNet18` with its `model_state` (`make_model` returns both).
     - `data`: the training set.
+    - `config`: a `TrainConfig`, of which the optimisation is read: `loss` (`mse`, ½ Ave
+      ‖W h + b − y‖² in the paper's scale, or `ce`), the SGD settings `epochs`, `lr`,
+      `momentum`, `batch_size`, `schedule` (cosine, step or constant over all steps),
+      `weight_decay` (on every parameter; λ = wd in the paper's scale for the MSE loss),
+      `num_checkpoints` (about how many log-spaced epochs to capture, plus the first
+      zero-error epoch) and `save_every` (save the state every this many epochs, and at the
+      last). Its data and network keys are `train_from_config`'s.
     - `key`: PRNG key of the minibatch order.
-    - `loss`: `mse` (½ Ave ‖W h + b − y‖², the paper's scale) or `ce` (cross-entropy).
-    - `epochs`, `lr`, `momentum`, `batch_size`, `schedule`: SGD settings (`schedule`: cosine,
-      step or constant learning rate over all steps).
-    - `weight_decay`: wd on every parameter; λ = wd in the paper's scale for the MSE loss.
-    - `num_checkpoints`: about how many log-spaced epochs to capture (plus the first zero-error
-      epoch).
     - `state_dir`: directory for the training state; if it holds one, training continues from it
       (its configuration must match), bit-identically to an uninterrupted run.
-    - `save_every`: save the state every this many epochs (and at the last).
     - `progress`: show progress over epochs (a tqdm bar on a terminal, plain lines otherwise).
     - `on_epoch`: called as `on_epoch(epoch, loss, accuracy)` after every epoch.
     - `model_state`: the `eqx.nn.State` of a model with batch normalisation (None otherwise).
@@ -474,16 +466,15 @@ def fit(
     A `Training` (with the test set's loss and accuracy at every capture when `data` has
     one). Raises `NumericalError` when the loss becomes non-finite.
     """
-    require(loss in LOSSES, f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-    require(int(epochs) >= 1, f"epochs must be >= 1, got {epochs}")
-    require(math.isfinite(lr) and lr > 0, f"learning rate must be > 0, got {lr}")
     require(
-        math.isfinite(weight_decay) and weight_decay >= 0,
-        f"weight decay must be >= 0, got {weight_decay}",
+        isinstance(config, TrainConfig),
+        f"fit takes a TrainConfig (validated on construction), got {type(config).__name__}; "
+        "e.g. TrainConfig(epochs=10)",
     )
-    require(0 <= momentum < 1, f"momentum must lie in [0, 1), got {momentum}")
-    require(int(batch_size) >= 1, f"batch size must be >= 1, got {batch_size}")
-    epochs, batch_size = int(epochs), min(int(batch_size), data.num_samples)
+    loss, schedule, save_every = config.loss, config.schedule, config.save_every
+    lr, weight_decay, momentum = config.lr, config.weight_decay, config.momentum
+    num_checkpoints = config.num_checkpoints
+    epochs, batch_size = int(config.epochs), min(int(config.batch_size), data.num_samples)
     steps_per_epoch = data.num_samples // batch_size
     optimizer = _cached_optimizer(
         float(lr), float(weight_decay), float(momentum), schedule, epochs * steps_per_epoch
@@ -824,7 +815,7 @@ def train_from_config(
     """`fit` with the options of a configuration dict (keys of `DEFAULTS`; `centralpath train`)."""
     from .models import make_model
 
-    validate(config)
+    typed = TrainConfig(**config)  # validated on construction, before any data is loaded
     if data is None:
         data = load_configured_dataset(config)
     else:
@@ -843,18 +834,10 @@ def train_from_config(
     return fit(
         model,
         data,
+        typed,
         model_state=model_state,
         key=train_key,
-        loss=config["loss"],
-        epochs=config["epochs"],
-        lr=float(config["lr"]),
-        weight_decay=float(config["weight_decay"]),
-        momentum=float(config["momentum"]),
-        batch_size=config["batch_size"],
-        schedule=config["schedule"],
-        num_checkpoints=config["num_checkpoints"],
         state_dir=state_dir,
-        save_every=config["save_every"],
         progress=progress,
     )
 

@@ -537,13 +537,19 @@ def figures_for(kind: str, results: dict) -> dict[str, object]:
 
 def draw_run(kind: str, results: dict, run_path) -> list[Path]:
     """Write every figure of a run as PNG and PDF under RUN/figures; return the paths."""
+    return write_figures(figures_for(kind, results), run_path)
+
+
+def write_figures(figures: dict, run_path) -> list[Path]:
+    """Draw each figure of {file stem: maker} and write it as PNG and PDF under RUN/figures,
+    atomically, one figure open at a time; return the paths."""
     plt = _plt()
     from ..measurement._io import atomic_path
 
     out = Path(run_path) / "figures"
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem, make in figures_for(kind, results).items():
+    for stem, make in figures.items():
         fig = make()
         for ext in ("png", "pdf"):
             path = out / f"{stem}.{ext}"

@@ -19,17 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import RESOLUTION, first_value_floor, mask_below
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
+from . import RESOLUTION, _plt, first_value_floor, mask_below
 
 #: (key, panel title, y scale, floor rule, MSE runs only). Floor rules as in
 #: `centralpath.plotting.NC_PANELS`: "first", "unit", "squared"; None = no floor (linear).
@@ -208,26 +198,9 @@ def paper_figures(results: dict) -> dict[str, object]:
 
 def draw_paper(results: dict, run_path) -> list[Path]:
     """Write the paper's figure set under RUN/figures as PNG and PDF; return the paths."""
-    plt = _plt()
-    from ..measurement._io import atomic_path
+    from . import write_figures
 
-    out = Path(run_path) / "figures"
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for stem, make in paper_figures(results).items():
-        fig = make()
-        for ext in ("png", "pdf"):
-            path = out / f"{stem}.{ext}"
-            with atomic_path(path, suffix=f".tmp.{ext}") as tmp:
-                meta = (
-                    {"Software": "centralpath"}
-                    if ext == "png"
-                    else {"Creator": "centralpath", "Producer": "centralpath", "CreationDate": None}
-                )
-                fig.savefig(tmp, dpi=150, metadata=meta)
-            written.append(path)
-        plt.close(fig)
-    return written
+    return write_figures(paper_figures(results), run_path)
 
 
 __all__ = [

@@ -17,10 +17,10 @@ from .._series import (
     save_times,
     step_plan,
 )
-from ..simulate import DEFAULTS, validate
+from ..simulate import DEFAULTS, FLOAT_PARAMS, as_config
 from ._devices import as_mesh, fetch, put_batch
 from ._program import chunk_size, float_dtype, group_program, int_dtype, metrics_rtol
-from ._spec import FLOAT_PARAMS, RECORDS, RENORMALISED, group_key
+from ._spec import RECORDS, RENORMALISED, group_key
 
 
 def check_group(configs: Sequence[dict]) -> dict:
@@ -65,7 +65,7 @@ def batched_simulate(
     configs = [{**DEFAULTS, **c} for c in configs]
     static = check_group(configs)
     for c in configs:
-        validate(c)
+        as_config(c)  # validated on construction
     require(static["nc1_target"] == 0, "nc1_target (an early stop) is not supported in sweeps")
     require(record in RECORDS, f"record must be one of {', '.join(RECORDS)}, got {record!r}")
     mesh = as_mesh(devices)

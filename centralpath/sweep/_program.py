@@ -29,11 +29,13 @@ def int_dtype():
 
 
 def _build(static: dict, seed, params: dict):
+    """The initial state of one configuration of a group: its shared keys (`static`) with the
+    batched real parameters as arrays (`params`, traced) and the key of its seed."""
     import jax
 
-    from ..simulate import build
+    from ..simulate import SimulationConfig, build
 
-    return build({**static, **params}, key=jax.random.PRNGKey(seed))
+    return build(SimulationConfig(**static), key=jax.random.PRNGKey(seed), params=params)
 
 
 def _batch_rms_norm(each, axis: str | None):

@@ -11,17 +11,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import SEED_MAX, InputError, require, require_seed
+from .._run.config import coerce
 from .._run.resources import check_memory
 from .._series import (
     CLOSED_FORM_QUANTITIES,
 )
-from ..simulate import DEFAULTS, validate
+from ..simulate import (
+    BATCHABLE as BATCHABLE,
+    DEFAULTS,
+    FLOAT_PARAMS as FLOAT_PARAMS,
+    PRECISIONS as PRECISIONS,
+    as_config,
+)
 
-BATCHABLE = ("seed", "lam", "lam_w", "lam_h", "lam_b", "mean_scale", "noise_scale", "eta")
-FLOAT_PARAMS = ("lam", "lam_w", "lam_h", "lam_b", "mean_scale", "noise_scale")
 NOT_SWEEPABLE = ("methods", "nc1_target")
 OPTIONS: dict[str, Any] = {"precision": "float64", "record": "final", "quantities": "all"}
-PRECISIONS = ("float64", "float32")
 RECORDS = ("final", "all")
 CLOSED_FORM_KEYS = CLOSED_FORM_QUANTITIES
 MAX_CONFIGS = 10_000_000
@@ -75,19 +79,9 @@ def _is_seed(x) -> bool:
 
 
 def _metric_keys() -> tuple[str, ...]:
-    from .._trajectory import METRIC_KEYS
+    from .._quantities import METRIC_KEYS
 
     return METRIC_KEYS
-
-
-def _coerce(key: str, value, default, source: str):
-    from .._run.rundir import _coerce as coerce
-
-    if isinstance(default, float) and isinstance(value, bool):
-        raise InputError(f"{source}: {key!r} must be float, got bool {value!r}")
-    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, bool):
-        raise InputError(f"{source}: {key!r} must be int, got bool {value!r}")
-    return coerce(key, value, default, source)
 
 
 def _parse_options(raw: dict[str, Any], source: str) -> dict[str, Any]:
@@ -133,7 +127,7 @@ def parse_sweep(raw: dict[str, Any], source: str = "sweep config") -> SweepSpec:
             f"{source}: unknown key {k!r}; known keys: {', '.join(sorted([*DEFAULTS, *OPTIONS]))} "
             "and the [sweep] table",
         )
-        base[key] = _coerce(key, v, DEFAULTS[key], source)
+        base[key] = coerce(key, v, DEFAULTS[key], source)
     options = _parse_options({k.replace("-", "_"): v for k, v in raw.items()}, source)
     require("sweep" in raw, f"{source}: no [sweep] table; add one with the lists to sweep over")
     table_raw = raw["sweep"]
@@ -184,7 +178,7 @@ def parse_sweep(raw: dict[str, Any], source: str = "sweep config") -> SweepSpec:
             f"{where}: {k} must be a list like {k} = [{DEFAULTS[key]!r}, …], got {v!r}",
         )
         require(len(v) > 0, f"{where}: {k} is an empty list; give at least one value")
-        values = [_coerce(key, x, DEFAULTS[key], where) for x in v]
+        values = [coerce(key, x, DEFAULTS[key], where) for x in v]
         if key == "seed":  # the configurations' validation skips seeds (one check per rest)
             bad = [x for x in values if not _is_seed(x)]
             if bad:
@@ -241,13 +235,13 @@ def _validate_configs(configs: list[dict], names: Sequence[str], source: str):
         if sig not in seen:
             where = ", ".join(f"{k} = {c[k]!r}" for k in names if k != "seed") or "base"
             try:
-                validate(c)
+                as_config(c)  # validated on construction
                 require(
                     c["nc1_target"] == 0, "nc1_target (an early stop) is not supported in sweeps"
                 )
             except InputError as e:
                 raise InputError(f"{source}: configuration ({where}): {e}") from None
-            seen[sig] = resource_estimate(c)[1]
+            seen[sig] = resource_estimate(as_config(c))[1]
             keys.add(group_key(c))  # the seed is batchable: one key per distinct rest
         total += seen[sig]
     return total, len(keys)
