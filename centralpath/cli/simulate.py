@@ -25,9 +25,9 @@ def register(p) -> None:
 
 def _set_precision(config) -> None:
     """Switch JAX to the configuration's precision (before any array is created)."""
-    import jax
+    from .._float64 import set_precision
 
-    jax.config.update("jax_enable_x64", config.precision == "float64")
+    set_precision(config.precision)
 
 
 def run(args) -> int:
