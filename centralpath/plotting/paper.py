@@ -208,26 +208,9 @@ def paper_figures(results: dict) -> dict[str, object]:
 
 def draw_paper(results: dict, run_path) -> list[Path]:
     """Write the paper's figure set under RUN/figures as PNG and PDF; return the paths."""
-    plt = _plt()
-    from ..measurement._io import atomic_path
+    from . import draw_run
 
-    out = Path(run_path) / "figures"
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for stem, make in paper_figures(results).items():
-        fig = make()
-        for ext in ("png", "pdf"):
-            path = out / f"{stem}.{ext}"
-            with atomic_path(path, suffix=f".tmp.{ext}") as tmp:
-                meta = (
-                    {"Software": "centralpath"}
-                    if ext == "png"
-                    else {"Creator": "centralpath", "Producer": "centralpath", "CreationDate": None}
-                )
-                fig.savefig(tmp, dpi=150, metadata=meta)
-            written.append(path)
-        plt.close(fig)
-    return written
+    return draw_run("experiment paper_figures", results, run_path)
 
 
 __all__ = [
