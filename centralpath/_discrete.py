@@ -10,6 +10,7 @@ import numpy as np
 from jaxtyping import ArrayLike, PyTree
 
 from ._errors import NumericalError, require
+from ._float64 import float64
 from ._trajectory import Trajectory
 from .flows._base import AbstractFlow
 
@@ -66,6 +67,7 @@ def _spectral_radius(flow: AbstractFlow, y0, v0, iterations: int):
     return norm(jvp(v))
 
 
+@float64
 def stable_step_size(flow: AbstractFlow, y0: PyTree, *, iterations: int = 50, key=None) -> float:
     """2/ρ with ρ the spectral radius of the flow's Jacobian at y0 (power iteration on JVPs).
 
@@ -80,6 +82,7 @@ def stable_step_size(flow: AbstractFlow, y0: PyTree, *, iterations: int = 50, ke
     return 2.0 / rho if rho > 0 else float("inf")
 
 
+@float64
 def gradient_descent(
     flow: AbstractFlow,
     y0: PyTree,

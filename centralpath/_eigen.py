@@ -18,9 +18,11 @@ from typing import Literal
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._errors import InputError, is_concrete, require
+from ._float64 import float64
 
 Flow = Literal["renormalised", "whitened"]
 FLOWS: tuple[str, ...] = ("renormalised", "whitened")
@@ -33,6 +35,7 @@ class LogPotential(eqx.Module):
     c2: Float[Array, ""]
     c3: Float[Array, ""]
 
+    @float64
     def __call__(self, omega: ArrayLike) -> Array:
         omega = jnp.asarray(omega)
         w2 = omega**2
@@ -43,11 +46,13 @@ class LogPotential(eqx.Module):
         w2 = jnp.exp(2.0 * u)
         return self.c1 * u + self.c2 * w2 + jnp.where(self.c3 > 0, self.c3 * w2**2, 0.0)
 
+    @float64
     def derivative_log(self, u: ArrayLike) -> Array:
         """dF/du at u = log ω: c₁ + 2c₂ ω² + 4c₃ ω⁴ (for F3: N (C + ω²)²)."""
         w2 = jnp.exp(2.0 * jnp.asarray(u))
         return self.c1 + 2.0 * self.c2 * w2 + jnp.where(self.c3 > 0, 4.0 * self.c3 * w2**2, 0.0)
 
+    @float64
     def inverse(self, value: ArrayLike, *, max_iter: int = 100) -> Array:
         """ω = F⁻¹(value), elementwise, by Newton's method in u = log ω.
 
@@ -95,6 +100,7 @@ def _inverse(F: LogPotential, value, max_iter: int):
     return jnp.where(finite, jnp.exp(u), jnp.where(value > 0, jnp.inf, 0.0))
 
 
+@float64
 def potential(
     num_classes: int, per_class: float, *, kappa: float = 1.0, flow: Flow = "renormalised"
 ) -> LogPotential:
@@ -117,6 +123,7 @@ def potential(
     return LogPotential(*(jnp.asarray(ci / kappa, dtype=float) for ci in c))
 
 
+@float64
 def omega_rate(
     omega: ArrayLike, num_classes: int, per_class: float, *, flow: Flow = "renormalised"
 ):
@@ -130,6 +137,7 @@ def omega_rate(
     raise InputError(f"unknown eigen-dynamics flow {flow!r}; choose one of {', '.join(FLOWS)}")
 
 
+@float64
 def eigen_dynamics(
     omega0: ArrayLike,
     num_classes: int,
@@ -156,6 +164,11 @@ def eigen_dynamics(
             omega0.ndim == 1, f"omega0 must be a 1-D array of C-1 values, got shape {omega0.shape}"
         )
         require(
+            1 <= omega0.shape[0] <= num_classes - 1,
+            f"omega0 has {omega0.shape[0]} values but C = {num_classes} classes have at most "
+            f"C-1 = {num_classes - 1}",
+        )
+        require(
             bool(jnp.all(jnp.isfinite(omega0)) & jnp.all(omega0 >= 0)),
             "omega0 must be finite and >= 0; SNR singular values are non-negative",
         )
@@ -169,14 +182,21 @@ def eigen_dynamics(
     a = F(jnp.where(omega0 > 0, omega0, 1.0))
     zero = omega0 == 0
 
+    @float64
     def predict(t: ArrayLike) -> Array:
         t = jnp.asarray(t, dtype=a.dtype)
+        if is_concrete(t):
+            require(
+                bool(jnp.all(t >= 0)),  # NaN fails too
+                f"times must be >= 0 (t = inf gives the limit), got {np.asarray(t).tolist()}",
+            )
         omega = F.inverse(a + t[..., None])
         return jnp.where(zero, 0.0, omega)
 
     return predict
 
 
+@float64
 def central_path_loss_terms(
     omega: Float[Array, "... Cm1"], num_classes: int
 ) -> tuple[Array, Array, Array]:
@@ -194,26 +214,31 @@ def central_path_loss_terms(
     )
 
 
+@float64
 def nc1_from_snr(omega: Float[Array, "... Cm1"]) -> Array:
     """NC1 = Tr(Σ_W Σ_B^†)/C = Σ_j 1/ω_j² (balanced; docs/theory.md §5)."""
     return jnp.sum(1.0 / jnp.asarray(omega) ** 2, axis=-1)
 
 
+@float64
 def asymptotic_omega(t: ArrayLike, per_class: float, *, kappa: float = 1.0) -> Array:
     """ω_j(t) ≈ (4κt/N)^{1/4} as t → ∞ (every j, F3)."""
     return (4.0 * kappa * jnp.asarray(t) / per_class) ** 0.25
 
 
+@float64
 def asymptotic_nc1(t: ArrayLike, num_classes: int, per_class: float, *, kappa: float = 1.0):
     """NC1 ≈ ((C−1)/2) √(N/(κt)) as t → ∞ (F3)."""
     return 0.5 * (num_classes - 1) * jnp.sqrt(per_class / (kappa * jnp.asarray(t)))
 
 
+@float64
 def asymptotic_loss(t: ArrayLike, num_classes: int, per_class: float, *, kappa: float = 1.0):
     """L_LS ≈ ((C−1)/4) √(N/(κt)) as t → ∞ (F3)."""
     return 0.25 * (num_classes - 1) * jnp.sqrt(per_class / (kappa * jnp.asarray(t)))
 
 
+@float64
 def asymptotic_ratio_gap(a_j: ArrayLike, a_k: ArrayLike, t: ArrayLike, *, kappa: float = 1.0):
     """ω_j/ω_k − 1 ≈ (a_j − a_k)/(4κt) as t → ∞, with a = F(ω(0)) (F3)."""
     return (jnp.asarray(a_j) - jnp.asarray(a_k)) / (4.0 * kappa * jnp.asarray(t))

@@ -130,3 +130,26 @@ def require_seed(x, name: str = "seed") -> None:
         SEED_MAX,
         fix="seeds are 0..2**32-1 (each becomes a 32-bit PRNG key); pick one in that range",
     )
+
+
+def require_classifier_shape(W, b, num_classes: int, dim: int) -> None:
+    """`InputError` unless W is [C, p] and b (when given) is [C]: shapes are known under jit
+    too, and a W with the wrong number of rows would otherwise broadcast or fail inside JAX."""
+    shape = np.shape(W)
+    require(
+        len(shape) == 2, f"W must be a 2-D array [C, p] = [{num_classes}, {dim}], got shape {shape}"
+    )
+    require(
+        shape[0] == num_classes,
+        f"W has {shape[0]} rows but the labels have {num_classes} classes; the label count must "
+        "match the classifier",
+    )
+    require(
+        shape[1] == dim,
+        f"W must be [C, p] = [{num_classes}, {dim}] to match the features, got {shape}",
+    )
+    if b is not None:
+        require(
+            np.shape(b) == (num_classes,),
+            f"b must be [C] = [{num_classes}], got shape {np.shape(b)}",
+        )

@@ -8,8 +8,10 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._errors import require
+from ._float64 import float64
 
 
+@float64
 def simplex_etf(
     num_classes: int, dim: int, *, key: PRNGKeyArray | None = None, scale: float = 1.0
 ) -> Float[Array, "p C"]:
@@ -36,6 +38,7 @@ def simplex_etf(
     return scale * np.sqrt(C / (C - 1)) * U @ jnp.asarray(B).T
 
 
+@float64
 def collapsed_features(
     class_means: Float[Array, "p C"], per_class: int
 ) -> tuple[Float[Array, "n p"], Int[Array, " n"]]:
@@ -45,11 +48,13 @@ def collapsed_features(
     return class_means.T[labels], labels
 
 
+@float64
 def ufm_threshold(per_class: int, lam_W, lam_H) -> Float[Array, ""]:
     """τ = √(N λ_W λ_H): the nuclear-norm weight of the UFM's two ridge penalties."""
     return jnp.sqrt(per_class * lam_W * lam_H)
 
 
+@float64
 def ufm_global_minimum(num_classes: int, per_class: int, lam_W, lam_H) -> Float[Array, ""]:
     """Global minimum of L_UFM, balanced, free bias with λ_b = 0 (docs/theory.md §6 F1).
 
@@ -62,6 +67,7 @@ def ufm_global_minimum(num_classes: int, per_class: int, lam_W, lam_H) -> Float[
     return jnp.where(C * tau < 1.0, (C - 1) * tau * (1.0 - C * tau / 2.0), (C - 1) / (2.0 * C))
 
 
+@float64
 def ufm_collapsed_logits(num_classes: int, per_class: int, lam_W, lam_H) -> Float[Array, "C C"]:
     """W M̄ at the UFM global minimiser: (1 − Cτ)₊ P."""
     tau = ufm_threshold(per_class, lam_W, lam_H)

@@ -10,6 +10,7 @@ import numpy as np
 from jaxtyping import ArrayLike, PyTree
 
 from ._errors import NumericalError, require
+from ._float64 import float64
 from ._metrics import nc1_from_gram
 from ._solver import (
     SegmentController,
@@ -45,6 +46,7 @@ class ODEFailure(NumericalError):
         )
 
 
+@float64
 def integrate(
     flow: AbstractFlow,
     y0: PyTree,

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 from ._errors import check_lambda
+from ._float64 import float64
 from ._linalg import DEFAULT_RTOL, psd_right_solve
 from ._repr import numeric_repr
 from ._stats import ClassStats
@@ -23,6 +24,7 @@ class LeastSquaresClassifier(eqx.Module):
     singular: Bool[Array, ""]
 
 
+@float64
 def least_squares_classifier(
     stats: ClassStats,
     lam=0.0,

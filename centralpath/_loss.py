@@ -7,13 +7,15 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from ._errors import check_lambda
+from ._errors import check_lambda, require_classifier_shape
+from ._float64 import float64
 from ._least_squares import LeastSquaresClassifier, least_squares_classifier
 from ._linalg import DEFAULT_RTOL
 from ._repr import numeric_repr
 from ._stats import ClassStats
 
 
+@float64
 def mse_loss(
     features: Float[Array, "n p"],
     labels: Int[Array, " n"],
@@ -31,11 +33,13 @@ def mse_loss(
     return fit + 0.5 * lam * (jnp.sum(W**2) + jnp.sum(b**2))
 
 
+@float64
 def mse_loss_from_stats(stats: ClassStats, W, b, lam=0.0) -> Float[Array, ""]:
     """The same loss from class statistics: ½ tr(W Σ_W Wᵀ) + ½ Σ_c π_c ‖W μ_c + b − e_c‖² + ridge.
 
     Exact because within-class deviations average to zero in each class.
     """
+    require_classifier_shape(W, b, stats.num_classes, stats.dim)
     residual_means = W @ stats.class_means + b[:, None] - jnp.eye(stats.num_classes)
     # tr(W Σ_W Wᵀ) ≥ 0; rounding of a collapsed Σ_W can make it a tiny negative: clamp.
     within = 0.5 * jnp.maximum(jnp.sum((W @ stats.sigma_w) * W), 0.0)
@@ -66,11 +70,13 @@ class LossDecomposition(eqx.Module):
     w_ls_distance: Float[Array, ""]
 
     @property
+    @float64
     def relative_perp(self) -> Float[Array, ""]:
         """L_⊥LS / L, the paper's measure of proximity to the central path."""
         return self.perp / self.loss
 
 
+@float64
 def least_squares_loss_terms(
     stats: ClassStats, ls: LeastSquaresClassifier, lam=0.0
 ) -> tuple[Float[Array, ""], Float[Array, ""]]:
@@ -86,6 +92,7 @@ def least_squares_loss_terms(
     return nc1, nc23
 
 
+@float64
 def loss_decomposition(
     stats: ClassStats,
     W: Float[Array, "C p"],
@@ -109,8 +116,14 @@ def loss_decomposition(
     - `lam`: ridge λ ≥ 0 in the paper's scale.
     - `ls`: the least-squares classifier of `stats` at this λ and `rtol` (with a bias exactly
       when `b` is given), when the caller has solved for it already; None: solved here.
+    - `rtol`: relative threshold below which an eigenvalue of the normal matrix counts as zero.
+
+    **Returns:** a `LossDecomposition`: `loss` = `nc1` + `nc23` + `perp` (the within-class term,
+    the class-means term and the distance to the least-squares classifier W_LS), with
+    `w_ls_distance` and `relative_perp` = perp / loss. W of the wrong shape is a `ValueError`.
     """
     lam = check_lambda(lam, "the ridge lambda")
+    require_classifier_shape(W, b, stats.num_classes, stats.dim)
     # A classifier saved in float32 is promoted to the statistics' dtype: squared in float32,
     # its ridge term alone broke the decomposition identity at 1e-7.
     dtype = jnp.promote_types(jnp.asarray(W).dtype, stats.sigma_w.dtype)

@@ -15,6 +15,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from ._errors import InputError, is_concrete, require
+from ._float64 import float64
 from ._linalg import DEFAULT_RTOL, effective_rtol, live_whitening
 from ._repr import numeric_repr
 from ._stats import ClassStats
@@ -34,6 +35,7 @@ def _between_pinv_trace(stats: ClassStats, rtol: float) -> Float[Array, ""]:
     return jnp.sum(inv * within)
 
 
+@float64
 def nc1(
     stats: ClassStats, *, variant: NC1Variant = "paper", rtol: float = DEFAULT_RTOL
 ) -> Float[Array, ""]:
@@ -59,6 +61,7 @@ def nc1(
     raise InputError(f"unknown NC1 variant {variant!r}; choose one of {', '.join(NC1_VARIANTS)}")
 
 
+@float64
 def nc1_cdnv(
     features: Float[Array, "n p"], labels: Int[Array, " n"], num_classes: int
 ) -> Float[Array, ""]:
@@ -100,31 +103,37 @@ def _equiangularity(vectors: Float[Array, "C d"]) -> Float[Array, ""]:
     return jnp.sum(jnp.where(off, jnp.abs(cos + 1.0 / (C - 1)), 0.0)) / (C * (C - 1))
 
 
+@float64
 def nc2_equinorm_means(stats: ClassStats) -> Float[Array, ""]:
     """std_c ‖μ_c − μ_G‖ / mean_c ‖μ_c − μ_G‖, std with ddof = 1 (the notebook's)."""
     return _equinorm(stats.centred_means.T)
 
 
+@float64
 def nc2_equinorm_classifier(W: Float[Array, "C p"]) -> Float[Array, ""]:
     """std_c ‖w_c‖ / mean_c ‖w_c‖ over the classifier rows (ddof = 1)."""
     return _equinorm(W)
 
 
+@float64
 def nc2_equiangular_means(stats: ClassStats) -> Float[Array, ""]:
     """Mean over c ≠ c′ of |cos∠(μ_c − μ_G, μ_c′ − μ_G) + 1/(C−1)|."""
     return _equiangularity(stats.centred_means.T)
 
 
+@float64
 def nc2_equiangular_classifier(W: Float[Array, "C p"]) -> Float[Array, ""]:
     """Mean over c ≠ c′ of |cos∠(w_c, w_c′) + 1/(C−1)| (rows not centred)."""
     return _equiangularity(W)
 
 
+@float64
 def simplex_etf_gram(num_classes: int) -> Float[Array, "C C"]:
     """P = I_C − (1/C) 1 1ᵀ, the Gram matrix of a simplex ETF up to scale."""
     return jnp.eye(num_classes) - jnp.full((num_classes, num_classes), 1.0 / num_classes)
 
 
+@float64
 def etf_distance(stats: ClassStats) -> Float[Array, ""]:
     """‖G/‖G‖_F − P/‖P‖_F‖_F with G = M̄ᵀ M̄ (a variant of NC2)."""
     Mbar = stats.centred_means
@@ -133,12 +142,14 @@ def etf_distance(stats: ClassStats) -> Float[Array, ""]:
     return jnp.linalg.norm(G / jnp.linalg.norm(G) - P / jnp.linalg.norm(P))
 
 
+@float64
 def nc3(stats: ClassStats, W: Float[Array, "C p"]) -> Float[Array, ""]:
     """Self-duality ‖Wᵀ/‖W‖_F − M̄/‖M̄‖_F‖_F² (squared)."""
     W, Mbar = _scale_free(W), _scale_free(stats.centred_means)
     return jnp.sum((W.T / jnp.linalg.norm(W) - Mbar / jnp.linalg.norm(Mbar)) ** 2)
 
 
+@float64
 def nc4(
     features: Float[Array, "n p"],
     stats: ClassStats,
@@ -359,12 +370,14 @@ class FrameScatter(eqx.Module):
     deviation_rms: Float[Array, ""]
 
 
+@float64
 @eqx.filter_jit
 def snr_frame(stats: ClassStats, *, rtol: float = DEFAULT_RTOL) -> _SNRFrame:
     """The collapse frame of `stats` (`.F`, p×p; `.live`), for accumulating a `FrameScatter`."""
     return _snr_frame(stats, rtol)
 
 
+@float64
 @eqx.filter_jit
 def snr_needs_samples(stats: ClassStats, *, rtol: float = DEFAULT_RTOL) -> Bool[Array, ""]:
     """Whether the statistics alone leave some ω_j above the relative error (~1e-9) at which
@@ -374,6 +387,7 @@ def snr_needs_samples(stats: ClassStats, *, rtol: float = DEFAULT_RTOL) -> Bool[
     return jnp.max(jnp.where(jnp.isfinite(err), err, jnp.inf)) > _REFINE_ABOVE
 
 
+@float64
 @eqx.filter_jit  # one compiled program instead of ~100 eager dispatches (seconds at p ~ 100)
 def snr_singular_values(
     stats: ClassStats,
@@ -421,6 +435,7 @@ def snr_singular_values(
     return jnp.where(degenerate, 0.0, jnp.where(resolved, omega, jnp.inf))
 
 
+@float64
 def snr_matrix(stats: ClassStats, *, rtol: float = DEFAULT_RTOL) -> Float[Array, "p C"]:
     """Ω = Σ_{W,U}^{-1/2} Uᵀ M̄ embedded in R^p: the SNR matrix on the live directions U.
 
@@ -439,6 +454,7 @@ def snr_matrix(stats: ClassStats, *, rtol: float = DEFAULT_RTOL) -> Float[Array,
     return jnp.where(live[:, None], whitened @ (T.T @ stats.centred_means), 0.0)
 
 
+@float64
 def renormalised_features(
     features: Float[Array, "n p"], stats: ClassStats, *, rtol: float = DEFAULT_RTOL
 ) -> Float[Array, "n r"]:
@@ -494,6 +510,7 @@ class CollapseMetrics(eqx.Module):
     nc3: Float[Array, ""] | None = None
 
 
+@float64
 def collapse_metrics(
     stats: ClassStats,
     W: Float[Array, "C p"] | None = None,

@@ -14,6 +14,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from ._errors import InputError, check_finite, is_concrete, require
+from ._float64 import float64
 from ._repr import numeric_repr
 
 
@@ -59,38 +60,45 @@ class ClassStats(eqx.Module):
         return self.class_means.shape[0]
 
     @property
+    @float64
     def n(self) -> Float[Array, ""]:
         """Total number of samples n = Σ n_c."""
         return jnp.sum(self.counts)
 
     @property
+    @float64
     def priors(self) -> Float[Array, " C"]:
         """Class frequencies π_c = n_c / n (1/C when balanced)."""
         return self.counts / self.n
 
     @property
+    @float64
     def global_mean(self) -> Float[Array, " p"]:
         """μ_G = Ave h, sample-weighted."""
         return self.class_means @ self.priors
 
     @property
+    @float64
     def centred_means(self) -> Float[Array, "p C"]:
         """M̄ = M − μ_G 1ᵀ."""
         return self.class_means - self.global_mean[:, None]
 
     @property
+    @float64
     def sigma_b(self) -> Float[Array, "p p"]:
         """Σ_B = (1/C) M̄ M̄ᵀ (the paper's convention, unweighted over classes)."""
         Mbar = self.centred_means
         return Mbar @ Mbar.T / self.num_classes
 
     @property
+    @float64
     def sigma_t(self) -> Float[Array, "p p"]:
         """Σ_T = Ave (h − μ_G)(h − μ_G)ᵀ = Σ_W + M̄ diag(π) M̄ᵀ (exact for any counts)."""
         Mbar = self.centred_means
         return self.sigma_w + (Mbar * self.priors) @ Mbar.T
 
     @property
+    @float64
     def second_moment(self) -> Float[Array, "p p"]:
         """Ave h hᵀ = Σ_T + μ_G μ_Gᵀ."""
         mu = self.global_mean
@@ -151,6 +159,7 @@ def validate_labelled_features(features, labels, num_classes: int, *, min_per_cl
     )
 
 
+@float64
 def class_stats(
     features: Float[Array, "n p"], labels: Int[Array, " n"], num_classes: int
 ) -> ClassStats:
@@ -206,6 +215,7 @@ def _class_stats(features, labels, num_classes: int) -> ClassStats:
     return ClassStats(counts, M, sigma_w)
 
 
+@float64
 def within_class_deviations(
     features: Float[Array, "n p"], labels: Int[Array, " n"], stats: ClassStats
 ) -> Float[Array, "n p"]:

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
+from ._float64 import float64
 from ._linalg import DEFAULT_RTOL
 from ._loss import loss_decomposition
 from ._metrics import collapse_metrics, nc1_from_gram
@@ -48,6 +49,7 @@ class Trajectory(eqx.Module):
     final_time: float = float("nan")
     accuracy: float = 0.0
 
+    @float64
     def metrics(self, *, rtol: float = DEFAULT_RTOL) -> dict[str, np.ndarray]:
         """Every quantity of docs/theory.md §3, §5, §7 at every saved time, as numpy arrays
         [T, …]."""
@@ -55,6 +57,7 @@ class Trajectory(eqx.Module):
             self.snapshots, self.decomposition_lambda, rtol=rtol, accuracy=self.accuracy
         )
 
+    @float64
     def snr(self, *, rtol: float = DEFAULT_RTOL) -> np.ndarray:
         """ω_1 ≥ … ≥ ω_{C−1} at every saved time, [T, C−1] (+inf beyond resolution): only
         `snr_singular_values`, one compiled program over all snapshots. A comparison that fits

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._errors import require
+from ._float64 import float64
 from ._repr import numeric_repr
 
 
@@ -41,6 +42,7 @@ def check_problem_size(num_classes: int, per_class: int, dim: int) -> None:
     )
 
 
+@float64
 def init_features(
     key: PRNGKeyArray,
     num_classes: int,
@@ -64,6 +66,7 @@ def init_features(
     return means[labels] + noise / jnp.sqrt(dim), labels
 
 
+@float64
 def init_ufm(
     key: PRNGKeyArray,
     num_classes: int,
@@ -141,6 +144,7 @@ def wishart_bartlett(key: PRNGKeyArray, dof: int, dim: int, dtype=None) -> Float
     return L @ L.T
 
 
+@float64
 def ufm_loss(
     state: UFMState,
     labels: Int[Array, " n"],

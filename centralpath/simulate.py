@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import NumericalError, require, require_int, require_real, require_seed
+from ._float64 import at_configured_precision
 from ._run.config import Config, batched_fields, option
 from ._series import (
     DIVERGENCE_GROWTH,
@@ -568,6 +569,7 @@ def distinct_gd_saves(results: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+@at_configured_precision
 def simulate(
     config: SimulationConfig | dict[str, Any],
     *,
@@ -577,8 +579,36 @@ def simulate(
     throw: bool = True,
     background: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Run a configuration (a `SimulationConfig`, or a dict of its keys); return the flat results
-    dictionary.
+    """Simulate one flow from a random initial state: what `centralpath simulate` runs, from
+    Python.
+
+    **Arguments:**
+
+    - `config`: a `SimulationConfig` (keyword arguments are the command line's flags:
+      `flow`, `classes` = C, `per_class` = N, `dim` = p, `t_end`, `num_saves`, `methods`, …),
+      or a dict of its keys (missing keys take the defaults). A bad value is a `ValueError`
+      with the command line's one-line message.
+    - `progress`: draw a progress bar.
+    - `log`: called with each line the command line would print (e.g. raised tolerances).
+    - `state_dir`: checkpoint progress there after every segment; a later call with the same
+      `state_dir` continues where the last one stopped.
+    - `throw`: raise `NumericalError` when gradient descent diverges (else NaN from there on).
+
+    **Returns:** a dict of NumPy arrays keyed `SERIES/QUANTITY`: series `ode` (the Diffrax
+    solve), `gd` (gradient descent) and, for F3/F3′, `closed_form`; quantities `times`, `nc1`,
+    `snr` (ω_1 ≥ … ≥ ω_{C−1}, [T, C−1]), `loss`, `loss_nc1`, `loss_nc23`, `loss_perp`, … — the
+    arrays of the command line's `results.npz`. Computed at the configuration's `precision`
+    (float64 unless it says float32) whatever `jax_enable_x64`: the flag is switched for the
+    call, process-wide, and restored after.
+
+    ```python
+    import centralpath as cp
+
+    config = cp.SimulationConfig(flow="renormalised", classes=4, per_class=10, dim=8,
+                                 t_end=1e4, num_saves=20, methods=["ode"])
+    results = cp.simulate(config)
+    print(results["ode/nc1"][-1], results["closed_form/snr"][-1])
+    ```
 
     The ODE and gradient descent advance segment by segment between consecutive save times (the
     flows are autonomous, so a segment is a solve from 0 to the gap). With `state_dir`, progress

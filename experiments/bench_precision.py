@@ -121,6 +121,9 @@ if __name__ == "__main__":
     if len(sys.argv) > 3 and sys.argv[1] == "--child":
         import numpy as np
 
+        from centralpath._float64 import set_precision
+
+        set_precision("float32")  # the library computes in float64 unless asked otherwise
         saved = dict(np.load(sys.argv[2]))
         print(json.dumps(_evaluate(json.loads(sys.argv[3]), saved)[0]))
     else:

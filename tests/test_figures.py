@@ -108,8 +108,8 @@ def _data_lines(ax):
     ]
 
 
-def _draw_all(results):
-    figs = {stem: make() for stem, make in plotting.figures_for("run", results).items()}
+def _draw_all(results, config=None):
+    figs = {stem: make() for stem, make in plotting.figures_for("run", results, config).items()}
     return figs
 
 
@@ -227,9 +227,15 @@ def test_committed_figures_are_drawn_cleanly(name):
     """Every figure of the committed results: stems as committed, no empty axes, legends with
     data, ticks apart, nothing on a log axis below 10³ε² (far under any floor used here)."""
     results = _committed(name)
-    figs = _draw_all(results)
+    config = plotting.read_run_config(FIGURES / name)
+    figs = _draw_all(results, config)
     assert set(figs) == {p.stem for p in (FIGURES / name / "figures").glob("*.png")}
+    # Each title names the run's configuration (flow and C, N, p; dataset, network, loss).
+    caption = plotting.describe_run(config)
+    assert caption
     for stem, fig in figs.items():
+        titles = [fig.get_suptitle(), *(ax.get_title() for ax in fig.axes)]
+        assert any(caption in t for t in titles), (stem, titles)
         assert not figure_problems(fig), (stem, figure_problems(fig))
         for ax in fig.axes:
             if ax.get_yscale() == "log":  # (symlog axes draw 0 as a value: τ(0) = 0)

@@ -101,7 +101,7 @@ def test_version_is_the_installed_distributions():
 # and the drivers, the command line on top. An arrow may only point down.
 CORE = {
     "_stats", "_least_squares", "_loss", "_metrics", "_etf", "_ufm",
-    "_eigen", "_linalg", "_errors", "_repr", "_quantities",
+    "_eigen", "_linalg", "_errors", "_repr", "_quantities", "_float64",
 }  # fmt: skip
 DYNAMICS = {"flows", "_discrete", "_integrate", "_trajectory", "_series", "_solver"}
 

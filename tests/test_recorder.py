@@ -1,5 +1,5 @@
 """Recorders write statistics files while training, storing no features: NumPy and JAX
-batches (`centralpath.StatsRecorder`) and PyTorch (`centralpath.measurement.torch_recorder.StatsRecorder`, a forward
+batches (`centralpath.ArrayStatsRecorder`) and PyTorch (`centralpath.torch.TorchStatsRecorder`, a forward
 hook) give the analysis of the features file to 1e-12."""
 
 import jax.numpy as jnp
@@ -39,7 +39,7 @@ def test_numpy_and_jax_batches(tmp_path, kind):
     H, y, W, b = run()
     epochs = [0, 3, 10]
     folder = tmp_path / "ckpts" if kind == "directory" else None
-    recorder = cp.StatsRecorder(C, weight_decay=1e-3, directory=folder)
+    recorder = cp.ArrayStatsRecorder(C, weight_decay=1e-3, directory=folder)
     for k, e in enumerate(epochs):
         batches = [(H[k, i : i + 16], y[i : i + 16]) for i in range(0, len(y), 16)]
         if kind == "jax":
@@ -73,7 +73,7 @@ def test_whole_arrays_and_a_function_of_batches():
 
 def test_pytorch_hook(tmp_path):
     torch = pytest.importorskip("torch")
-    from centralpath.measurement.torch_recorder import StatsRecorder
+    from centralpath.torch import TorchStatsRecorder
 
     torch.manual_seed(0)
     n = 60
@@ -81,7 +81,7 @@ def test_pytorch_hook(tmp_path):
     x = torch.randn(n, 5)
     y = torch.as_tensor(np.r_[np.arange(C), np.random.default_rng(0).integers(0, C, n - C)])
     loader = [(x[i : i + 16], y[i : i + 16]) for i in range(0, n, 16)]
-    recorder = StatsRecorder(model[2])
+    recorder = TorchStatsRecorder(model[2])
     features, Ws, bs = [], [], []
     for epoch in (0, 1):
         recorder.capture(model, loader, epoch)
@@ -98,7 +98,7 @@ def test_pytorch_hook(tmp_path):
     assert reference[0]["nc4"] is not None
     assert worst(reference, analyze(cp.open_source(path))) <= 1e-12
     with pytest.raises(InputError, match="final nn.Linear"):
-        StatsRecorder(model[1])
+        TorchStatsRecorder(model[1])
 
 
 def test_train_captures_statistics_instead_of_features(tmp_path):

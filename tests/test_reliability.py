@@ -446,12 +446,12 @@ TORCH_LABELS = {
 def test_pytorch_recorder_refuses_labels_that_are_not_class_indices(case):
     """Float labels were truncated silently; labels out of range gave a raw torch error."""
     torch = pytest.importorskip("torch")
-    from centralpath.measurement.torch_recorder import StatsRecorder
+    from centralpath.torch import TorchStatsRecorder
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
     x, y = torch.randn(12, 4), torch.arange(12) % 3
-    recorder = StatsRecorder(model[-1])
+    recorder = TorchStatsRecorder(model[-1])
     change, phrase = TORCH_LABELS[case]
     with pytest.raises(ValueError, match=phrase) as info:
         recorder.capture(model, [(x, change(y))], epoch=0)

@@ -226,10 +226,9 @@ def _main(argv: list[str] | None, interrupts: _Interrupts) -> int:
     configure_cpu_runtime(quick_compile=True)  # before the JAX backend starts
     _one_line_warnings(name)
     try:
-        import jax
+        from .._float64 import set_precision
 
-        precision = getattr(args, "precision", None) or "float64"
-        jax.config.update("jax_enable_x64", precision == "float64")
+        set_precision(getattr(args, "precision", None) or "float64")
         return int(args._module.run(args) or 0)
     except InputError as e:
         if args.debug:

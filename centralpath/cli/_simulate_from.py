@@ -20,9 +20,9 @@ def add_from_options(p) -> None:
 
 def run_from(args) -> int:
     """The whole `simulate --from` command: resolve, start from the checkpoint, solve, write."""
-    import jax
 
     from .._errors import require
+    from .._float64 import set_precision
     from .._run.rundir import RunDir, default_run_path
     from ..measurement._initial_state import measured_state, simulate_measured
     from ..simulate import SimulationConfig
@@ -35,7 +35,7 @@ def run_from(args) -> int:
         "simulate --from runs in float64 (measured states are analysed in float64); drop "
         "--precision float32",
     )
-    jax.config.update("jax_enable_x64", True)
+    set_precision("float64")
     given = [f"--{k.replace('_', '-')}" for k in ("lam_w", "lam_h", "lam_b", "eta", "seed")]
     given = [flag for flag in given if getattr(args, flag[2:].replace("-", "_"), None) is not None]
     require(

@@ -8,6 +8,17 @@ HELP = "Measure a features file: NC1-NC4, SNR singular values, loss decompositio
 EXAMPLE = "centralpath analyze run/features.npz --json run/analysis.json"
 
 
+#: What the table's columns are (docs/theory.md §3, §5, §7), printed under it.
+TABLE_LEGEND = (
+    "legend: NC1 = Tr(Sigma_W Sigma_B^+)/C (within-class variability); NC2 norm / angle = "
+    "equinorm / equiangularity of the class means; NC3 = distance of W to the class means; "
+    "NC4 = fraction of samples the classifier and the nearest class mean disagree on; "
+    "L = L_NC1 + L_NC2/3 + L_perp (the MSE loss at the weight decay); L_perp/L and |W-W_LS| = "
+    "distance of the classifier from least squares (0 on the central path); omega = SNR "
+    "singular values (they grow as features collapse); - = not measured (no classifier)"
+)
+
+
 def register(p) -> None:
     p.add_argument(
         "features",
@@ -123,4 +134,5 @@ def run(args) -> int:
             "omega_max",
         ]
         print(table(rows, cols, heads))
+        print(TABLE_LEGEND)
     return 0

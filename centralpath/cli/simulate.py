@@ -7,6 +7,15 @@ from ._common import add_run_options, draw_figures, enable_compilation_cache, lo
 HELP = "Simulate a flow of the UFM: ODE (Diffrax) vs gradient descent vs the closed form."
 EXAMPLE = "centralpath simulate --flow renormalised --classes 4 --per-class 10 --dim 8 --t-end 1e4 --out runs/sim"
 
+#: How to pick --t-end: the closed form's NC1(t) ≈ ((C−1)/2)·√(N/t) for large t (docs/theory.md
+#: §5, `asymptotic_nc1`), solved for t.
+T_END_GUIDE = """\
+choosing --t-end:
+  on F3 (renormalised) NC1 falls as ((C-1)/2)*sqrt(N/t) once the omega_j are large, so NC1
+  reaches a target x at about t = N*(C-1)^2/(4*x^2): NC1 = 1e-2 with C = 4, N = 10 needs
+  t ~ 2e5; each tenfold lower NC1 costs 100x in t. The saves are log-spaced up to --t-end.
+  Exact times for a given start: centralpath predict --omega0 ... --times ..."""
+
 
 def register(p) -> None:
     from ..simulate import SimulationConfig
@@ -14,6 +23,7 @@ def register(p) -> None:
     # Every key of a simulate configuration is a flag, from the one declaration of its default
     # and help (SimulationConfig); the same keys are the TOML keys of --config and config.toml.
     SimulationConfig.add_arguments(p)
+    p.epilog = f"{T_END_GUIDE}\n\n{p.epilog}"
     p.add_argument(
         "--resume", metavar="RUN", help="continue the interrupted run RUN (bit-identical results)"
     )
@@ -25,9 +35,9 @@ def register(p) -> None:
 
 def _set_precision(config) -> None:
     """Switch JAX to the configuration's precision (before any array is created)."""
-    import jax
+    from .._float64 import set_precision
 
-    jax.config.update("jax_enable_x64", config.precision == "float64")
+    set_precision(config.precision)
 
 
 def run(args) -> int:

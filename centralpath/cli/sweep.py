@@ -49,12 +49,13 @@ def run(args) -> int:
     import jax
 
     from .._errors import require
+    from .._float64 import set_precision
     from .._run.rundir import default_run_path, load_config
     from ..sweep import parse_sweep, write_sweep
 
     # The command line set x64 from --precision, which is None unless given: float64 until the
     # sweep file is read (it may ask for float32), also when reading it fails.
-    jax.config.update("jax_enable_x64", args.precision != "float32")
+    set_precision("float32" if args.precision == "float32" else "float64")
     require(args.config or args.resume, "give a sweep file CONFIG.toml (or --resume DIR)")
     require(
         not (args.resume and args.out and Path(args.out) != Path(args.resume)),
@@ -76,7 +77,7 @@ def run(args) -> int:
         raw = {**raw, "precision": args.precision}
     spec = parse_sweep(raw, source=source)
     # The command line set x64 from --precision before reading the file; the file decides.
-    jax.config.update("jax_enable_x64", spec.options["precision"] == "float64")
+    set_precision(spec.options["precision"])
     enable_compilation_cache()
     if args.devices is not None:  # before the run directory exists: a refusal leaves nothing
         available = jax.device_count()

@@ -122,18 +122,29 @@ def _train(args, run_dir, config, data) -> int:
         run_dir.discard("state")
         path = run_dir.finish(extra_metadata=summary)
     emit(_table(results, training))
-    drop = summary["nc1_drop_from_first_zero_error"]
-    test = summary["final_test_accuracy"]
-    emit(
-        f"train accuracy {summary['final_train_accuracy']:.4f}"
-        + ("" if test is None else f", test accuracy {test:.4f} ({summary['test_split']})")
-        + "; first zero-error epoch "
-        f"{summary['first_zero_error_epoch']}; NC1 drop since then "
-        f"{'-' if drop is None else f'{drop:.3g}x'}; L_perp/L {results['train/perp_rel'][0]:.3g} -> "
-        f"{results['train/perp_rel'][-1]:.3g}"
-    )
+    emit(_summary_line(summary, results))
     print(path)
     return 0
+
+
+def _summary_line(summary: dict, results) -> str:
+    """The closing line: accuracies, the first zero-error epoch and the collapse since then;
+    what the run did not reach is said in words (no None)."""
+    drop = summary["nc1_drop_from_first_zero_error"]
+    test = summary["final_test_accuracy"]
+    e0 = summary["first_zero_error_epoch"]
+    if e0 is None:
+        zero = "training accuracy never reached 1 (no zero-error epoch to measure NC1's drop from)"
+    elif drop is None:
+        zero = f"first zero-error epoch {e0} (not a checkpoint: NC1's drop since then not measured)"
+    else:
+        zero = f"first zero-error epoch {e0}; NC1 drop since then {drop:.3g}x"
+    return (
+        f"train accuracy {summary['final_train_accuracy']:.4f}"
+        + ("" if test is None else f", test accuracy {test:.4f} ({summary['test_split']})")
+        + f"; {zero}; L_perp/L {results['train/perp_rel'][0]:.3g} -> "
+        f"{results['train/perp_rel'][-1]:.3g}"
+    )
 
 
 def _summary(training, results, data) -> dict:

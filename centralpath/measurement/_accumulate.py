@@ -32,6 +32,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._errors import InputError, require
+from .._float64 import float64
 from .._stats import ClassStats
 
 
@@ -557,6 +558,7 @@ def _count_nc4_jax(acc: StatsAccumulator, features, W, b, mask):
     )
 
 
+@float64
 def accumulate(chunks, num_classes: int, dim: int) -> StatsAccumulator:
     """One NumPy accumulator over an iterable of (features [m, p], labels [m]) chunks."""
     acc = StatsAccumulator.zeros(num_classes, dim)
@@ -568,6 +570,7 @@ def accumulate(chunks, num_classes: int, dim: int) -> StatsAccumulator:
 # --------------------------------------------------------------------------- devices and hosts
 
 
+@float64
 def sharded_stats(
     features, labels, num_classes: int, *, mesh=None, W=None, b=None
 ) -> StatsAccumulator:

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import InputError, require, require_real
+from .._float64 import float64
 from .._linalg import DEFAULT_RTOL, effective_rtol
 from .._stats import ClassStats
 
@@ -138,6 +139,7 @@ def _checkpoint_index(epochs: np.ndarray, epoch) -> int:
     return int(hits[0])
 
 
+@float64
 def measured_state(
     source, epoch=None, *, index: int | None = None, rtol: float = DEFAULT_RTOL
 ) -> MeasuredState:
@@ -200,6 +202,7 @@ def whiten(stats: ClassStats, *, rtol: float = DEFAULT_RTOL) -> ClassStats:
     )
 
 
+@float64
 def initial_state(measured: MeasuredState, flow: str, *, lam=None, rtol: float = DEFAULT_RTOL):
     """(flow, y0): a moment-reduced flow of docs/theory.md §6 and its state at the checkpoint.
 

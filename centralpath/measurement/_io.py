@@ -392,6 +392,17 @@ class FeaturesFile:
     def num_checkpoints(self) -> int:
         return self.features.shape[0]
 
+    def __repr__(self) -> str:  # the shape of the data, not every number
+        K, n, p = self.features.shape
+        epochs = ", ".join(f"{e:g}" for e in self.epochs[:6]) + (", …" if K > 6 else "")
+        return (
+            f"FeaturesFile(K={K} checkpoints at epochs [{epochs}], n={n} samples, p={p}, "
+            f"C={self.num_classes}, weight_decay={self.weight_decay:g}, "
+            f"classifier={'W, b' if self.W is not None else 'none'}"
+            + (f", loss={self.loss!r}" if self.loss else "")
+            + ")"
+        )
+
 
 def _as_float(name: str, a: np.ndarray, source: str) -> np.ndarray:
     require(
@@ -700,8 +711,24 @@ def _features_check(source: str):
 def load_features(path) -> FeaturesFile:
     """Load and validate a features file (schema in the module docstring and the README).
 
-    Only the schema's members are read (other keys are never loaded), and only after their
-    headers show that the analysis fits in memory and work (`check_analysis_resources`).
+    Only the schema's members are read (other keys are never loaded; no pickle), and only after
+    their headers show that the analysis fits in memory and work (`check_analysis_resources`).
+
+    **Arguments:**
+
+    - `path`: a `.npz` features file (`centralpath train` writes one; `save_features` too).
+
+    **Returns:** a `FeaturesFile`: `features` [K, n, p] float64, `labels` [n], `num_classes`,
+    `epochs` [K], `weight_decay`, `W` [K, C, p] and `b` [K, C] (or None), and the training
+    record where the file has one. A file that breaks the schema is a `ValueError` with one line
+    naming the member and the fix.
+
+    ```python
+    import centralpath as cp
+
+    ff = cp.load_features("runs/digits/features.npz")
+    records = cp.analyze(ff)  # in memory; cp.analyze(path) streams instead
+    ```
     """
     source = f"features file {path}"
     with _open_npz(Path(path), "features file") as zf:

@@ -1,8 +1,8 @@
 """Record statistics files while training, storing no features.
 
 A checkpoint of a statistics file needs K·(p² + C·p) numbers, not the n·p of its features:
-`StatsRecorder.capture` takes one evaluation pass over the training set in batches (NumPy or
-JAX arrays; PyTorch: `centralpath.measurement.torch_recorder.StatsRecorder`), accumulates the class statistics
+`ArrayStatsRecorder.capture` takes one evaluation pass over the training set in batches (NumPy or
+JAX arrays; PyTorch: `centralpath.torch.TorchStatsRecorder`), accumulates the class statistics
 (`StatsAccumulator`'s float64 moments), and, given the classifier, counts NC4 in a second pass
 against the final class means. `save` writes the statistics file that `centralpath analyze`
 and `compare` read in place of a features file.
@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import require
+from .._float64 import float64
 from .._run.runtime import single_threaded_blas
 from ._accumulate import HostMoments, StatsAccumulator
 from ._stream import Checkpoint, StatsWriter, open_source, save_stats
@@ -125,6 +126,7 @@ def _count_nc4(acc: StatsAccumulator, batches, W, b) -> StatsAccumulator:
     return StatsAccumulator.from_arrays(acc.counts, acc.means, acc.scatter, missed, seen)
 
 
+@float64
 def checkpoint_of(batches, num_classes: int, *, W=None, b=None, epoch: float = 0.0) -> Checkpoint:
     """The `Checkpoint` (statistics, NC4 count, features' range) of one evaluation pass.
 
@@ -164,11 +166,11 @@ def _iterate(batches):
     return batches() if callable(batches) else batches
 
 
-class StatsRecorder:
+class ArrayStatsRecorder:
     """Statistics of the last hidden layer at chosen epochs, written as a statistics file.
 
     ```python
-    recorder = cp.StatsRecorder(num_classes=10)
+    recorder = cp.ArrayStatsRecorder(num_classes=10)
     for epoch in ...:
         ...train...
         if epoch in capture_at:
@@ -237,4 +239,4 @@ class StatsRecorder:
             return writer.close(weight_decay=weight_decay, **record)
 
 
-__all__ = ["StatsRecorder", "checkpoint_of"]
+__all__ = ["ArrayStatsRecorder", "checkpoint_of"]

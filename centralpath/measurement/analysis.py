@@ -5,12 +5,21 @@ Used by `centralpath analyze`, by `train` (to report while training) and by `com
 
 from __future__ import annotations
 
+import os
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._errors import InputError, check_lambda, is_concrete, require
+from .._errors import (
+    InputError,
+    check_lambda,
+    is_concrete,
+    require,
+    require_classifier_shape,
+)
+from .._float64 import float64, float64_process
 from .._least_squares import least_squares_classifier
 from .._linalg import DEFAULT_RTOL
 from .._loss import least_squares_loss_terms, loss_decomposition
@@ -32,11 +41,7 @@ COINCIDING_MEANS = 1e-8
 def check_analysable(ff: FeaturesFile, source: str = "features file") -> None:
     """Conditions under which every metric is defined (Σ_W invertible on its range, p ≥ C−1)."""
     C, p = ff.num_classes, ff.features.shape[2]
-    require(
-        p >= C - 1,
-        f"{source}: feature dimension p = {p} is below C-1 = {C - 1}; the class means need C-1 "
-        "dimensions — capture a wider layer",
-    )
+    _check_dimension(p, C, source)
     for k in range(ff.num_checkpoints):
         H = np.asarray(ff.features[k])
         big = float(np.max(np.abs(H))) if H.size else 0.0
@@ -133,6 +138,7 @@ def _record(epoch: float, out: dict) -> dict:
     return rec
 
 
+@float64_process
 def analyze(
     ff,
     *,
@@ -142,19 +148,41 @@ def analyze(
     rows: int | None = None,
     on_checkpoint=None,
 ) -> list[dict]:
-    """One record per checkpoint with the keys of `RECORD_KEYS` (classifier keys None without W).
+    """Measure every checkpoint of a features or statistics file: what `centralpath analyze`
+    prints, as one record per checkpoint.
 
-    `ff` is a `FeaturesFile` (features in memory) or a streamed source of `_stream.open_source`
-    (a features file read one checkpoint at a time in chunks of `rows` samples, or a statistics
-    file). Streamed, the memory is O(rows·p + p² + C·p) whatever n and K, NC4 is counted in a
-    second pass over each checkpoint's chunks, and ω_j come from the statistics alone (resolved
-    down to ~1e-14 of the total variance instead of ~1e-20 with the samples in memory).
-    `on_checkpoint(checkpoint)` receives each streamed checkpoint's statistics (`--save-stats`).
+    **Arguments:**
 
-    λ for the decomposition is the file's `weight_decay` unless `weight_decay` is given:
-    docs/theory.md §7½ — with λ = 0 the least-squares classifier of real features is
-    ill-conditioned and the distance to it meaningless.
+    - `ff`: a path (a features file, a statistics file, or a folder of per-checkpoint files:
+      read streamed, as the command line does), a `FeaturesFile` of `load_features` (features
+      in memory), or a streamed source of `open_source`. Streamed, the memory is
+      O(rows·p + p² + C·p) whatever n and K, NC4 is counted in a second pass over each
+      checkpoint's chunks, and ω_j come from the statistics alone (resolved down to ~1e-14 of
+      the total variance instead of ~1e-20 with the samples in memory).
+    - `weight_decay`: λ of the loss decomposition (paper scale); the file's `weight_decay`
+      unless given — docs/theory.md §7½: with λ = 0 the least-squares classifier of real
+      features is ill-conditioned and the distance to it meaningless.
+    - `rtol`: relative threshold below which Σ_B's and Σ_W's eigenvalues count as zero.
+    - `rows`: samples per chunk when streaming (default: sized to the memory).
+    - `on_checkpoint(checkpoint)`: receives each streamed checkpoint's statistics
+      (`--save-stats`).
+
+    **Returns:** a list with one dict per checkpoint, with the keys of `RECORD_KEYS`: NC1–NC4,
+    the loss L and its terms `loss_nc1` + `loss_nc23` + `loss_perp`, `w_ls_distance`, `snr` (ω_1
+    ≥ … ≥ ω_{C−1}); the classifier's keys are None when the file has no W. Computed in float64
+    whatever `jax_enable_x64` (switched on for the call: the chunks are read on worker threads).
+
+    ```python
+    import centralpath as cp
+
+    records = cp.analyze("runs/digits/features.npz")
+    print(records[-1]["nc1"], records[-1]["snr"])
+    ```
     """
+    if isinstance(ff, str | os.PathLike):
+        from ._stream import open_source
+
+        ff = open_source(ff)
     if not isinstance(ff, FeaturesFile):
         return _analyze_streamed(ff, weight_decay, rtol, rows, on_checkpoint)
     check_analysable(ff, source)
@@ -175,6 +203,7 @@ def analyze(
     return records
 
 
+@float64
 def measure(
     features=None,
     labels=None,
@@ -189,14 +218,47 @@ def measure(
 ) -> dict:
     """One record of `analyze` (the keys of `RECORD_KEYS`) from arrays, no file involved.
 
-    Give either the features [n, p] and their labels [n] (every metric), or their `ClassStats`
-    (every metric but NC4, which needs the samples); `W` [C, p] and `b` [C] add the classifier's
-    metrics and the loss decomposition at ridge λ = `weight_decay` (paper scale).
+    **Arguments:**
+
+    - `features`, `labels`: the features [n, p] (NumPy or JAX, any float dtype) and their
+      integer labels [n] in 0..C−1 — every metric; or
+    - `stats`: their `ClassStats` instead — every metric but NC4, which needs the samples.
+    - `num_classes`: C (default: the largest label + 1).
+    - `W` [C, p], `b` [C]: the classifier — adds NC2/NC3/NC4 of W and the loss decomposition
+      at ridge λ = `weight_decay` (paper scale); `b` defaults to zeros.
+    - `rtol`, `epoch`: as in `analyze`; `epoch` is copied into the record.
+
+    **Returns:** a dict with the keys of `RECORD_KEYS` (NumPy values; the classifier's keys are
+    None without W). Computed in float64 whatever `jax_enable_x64`: float32 features are
+    measured as `centralpath analyze` measures them. A path instead of arrays is a `TypeError`;
+    p < C − 1, a W with the wrong shape, or bad labels are a `ValueError` with one line that
+    names the fix.
+
+    ```python
+    import numpy as np
+    import centralpath as cp
+
+    f = np.load("runs/digits/features.npz")
+    r = cp.measure(f["features"][-1], f["labels"], W=f["W"][-1], b=f["b"][-1],
+                   weight_decay=float(f["weight_decay"]))
+    print(r["nc1"], r["snr"], r["loss_perp"])
+    ```
     """
     require(
         (features is None) != (stats is None),
         "give either features and labels, or the class statistics (stats=...), not both",
     )
+    for name, x in (("features", features), ("labels", labels)):
+        if isinstance(x, str | os.PathLike):
+            raise TypeError(
+                f"measure takes arrays, got a path for {name} ({str(x)!r}); for a features file "
+                f"use cp.analyze({str(x)!r}), or load it with cp.load_features"
+            )
+    if stats is not None and not isinstance(stats, ClassStats):
+        raise TypeError(
+            f"stats must be a ClassStats (cp.class_stats(features, labels, C)), got "
+            f"{type(stats).__name__}"
+        )
     lam = check_lambda(weight_decay, "weight_decay")
     Wj = None if W is None else jnp.asarray(W, float)
     bj = (
@@ -209,13 +271,27 @@ def measure(
         big = float(np.max(np.abs(np.asarray(means)))) if np.size(means) else 0.0
         _check_classifier_scale(np.asarray(Wj), np.asarray(bj), big, "measure", 0)
     if stats is not None:
+        _check_dimension(stats.dim, stats.num_classes)
+        if Wj is not None:
+            require_classifier_shape(Wj, bj, stats.num_classes, stats.dim)
         out = jax.device_get(_checkpoint_from_stats(stats, Wj, bj, lam, rtol))
         return _record(epoch, out)
     C = int(np.max(labels)) + 1 if num_classes is None else int(num_classes)
     validate_labelled_features(features, labels, C, min_per_class=2)
+    _check_dimension(np.shape(features)[1], C)
+    if Wj is not None:
+        require_classifier_shape(Wj, bj, C, np.shape(features)[1])
     H = jnp.asarray(features, float)
     out = jax.device_get(_checkpoint(H, jnp.asarray(labels), Wj, bj, lam, C, rtol))
     return _record(epoch, out)
+
+
+def _check_dimension(p: int, C: int, source: str = "measure") -> None:
+    require(
+        p >= C - 1,
+        f"{source}: feature dimension p = {p} is below C-1 = {C - 1}; the class means need C-1 "
+        "dimensions — capture a wider layer",
+    )
 
 
 def _check_scale(big, spread, source: str, k: int) -> None:
@@ -284,11 +360,7 @@ def _check_counts(counts, source: str) -> None:
 def _analyze_streamed(src, weight_decay, rtol, rows, on_checkpoint) -> list[dict]:
     source = src.source
     C, p = src.num_classes, src.dim
-    require(
-        p >= C - 1,
-        f"{source}: feature dimension p = {p} is below C-1 = {C - 1}; the class means need C-1 "
-        "dimensions — capture a wider layer",
-    )
+    _check_dimension(p, C, source)
     if src.kind == "features":
         _check_counts(src.class_counts(), source)
     else:

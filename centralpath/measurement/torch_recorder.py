@@ -1,9 +1,9 @@
 """Record statistics files from a PyTorch training loop, storing no features.
 
 ```python
-from centralpath.measurement.torch_recorder import StatsRecorder
+from centralpath.torch import TorchStatsRecorder
 
-recorder = StatsRecorder(model.fc)  # the final nn.Linear
+recorder = TorchStatsRecorder(model.fc)  # the final nn.Linear
 for epoch in ...:
     ...train one epoch...
     if epoch in capture_at:
@@ -25,7 +25,7 @@ import torch
 
 from .._errors import require
 from ._accumulate import HostMoments, StatsAccumulator
-from ._recorder import StatsRecorder as _Recorder
+from ._recorder import ArrayStatsRecorder as _Recorder
 from ._stream import Checkpoint
 
 
@@ -66,12 +66,12 @@ class _DeviceMoments:
         return StatsAccumulator.from_arrays(*host.moments())
 
 
-class StatsRecorder(_Recorder):
+class TorchStatsRecorder(_Recorder):
     """Class statistics of the input of `last_layer` at chosen epochs (module docstring).
 
     `num_classes` defaults to the layer's `out_features`; `weight_decay` is λ in the paper's
     scale; `directory` writes each checkpoint to its own file as it is captured (see
-    `centralpath.StatsRecorder`).
+    `centralpath.ArrayStatsRecorder`).
     """
 
     def __init__(
@@ -84,7 +84,7 @@ class StatsRecorder(_Recorder):
     ):
         require(
             isinstance(last_layer, torch.nn.Linear),
-            f"StatsRecorder needs the final nn.Linear (its input is the features), got "
+            f"TorchStatsRecorder needs the final nn.Linear (its input is the features), got "
             f"{type(last_layer).__name__}",
         )
         super().__init__(
@@ -190,4 +190,15 @@ class StatsRecorder(_Recorder):
         return checkpoint
 
 
-__all__ = ["StatsRecorder"]
+__all__ = ["TorchStatsRecorder"]
+
+
+def __getattr__(name: str):
+    if name == "StatsRecorder":  # the name shared with the NumPy/JAX recorder until 0.1
+        import warnings
+
+        warnings.warn(
+            "centralpath.torch.StatsRecorder is now TorchStatsRecorder", DeprecationWarning, 2
+        )
+        return TorchStatsRecorder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

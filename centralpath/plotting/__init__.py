@@ -406,7 +406,7 @@ def figure_measured_vs_predicted(results: dict) -> object:
                 dict(marker="o", linestyle="none", markersize=3.5, mfc="none"),
                 "measured",
             ),
-            (pred[:, j], dict(linestyle="-", linewidth=1.2), "theory (fitted)"),
+            (pred[:, j], dict(linestyle="-", linewidth=1.2), "theory, free time map (fitted)"),
         ):
             has = bool(np.any(np.isfinite(y)))
             ax.plot(e, y, color=c, label=label if has and label not in labelled else None, **kw)
@@ -435,15 +435,14 @@ def figure_invariant(results: dict) -> object:
         y = mask_below(drift[:, j] / scale, -np.inf)
         if np.any(np.isfinite(y)):
             ax.plot(e, y, marker=".", label=rf"$j={j + 1}$" if few else None)
-    ax.axhline(0.0, color="k", linewidth=0.8)
+    ax.axhline(0.0, color="k", linewidth=0.8, label="theory: 0 (the flow keeps it)")
     _beyond_resolution(ax, results, ["train"], label=False)
     _time_axis(ax, e, "epoch")
     ax.set(
         ylabel=r"drift of $F(\omega_j)-\overline{F}$ / max $|\tau|$",
         title="The invariant of the renormalised flow",
     )
-    if few and ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2)
     return fig
 
 
@@ -453,7 +452,14 @@ def figure_time_map(results: dict) -> object:
     fig, ax = plt.subplots(figsize=(5.6, 4.0), constrained_layout=True)
     e = np.asarray(results["fit/times"], dtype=np.float64)
     tau = mask_below(results["fit/time_map"], -np.inf)
-    ax.plot(e, tau, marker="o", markersize=3)
+    ax.plot(
+        e,
+        tau,
+        marker="o",
+        markersize=3,
+        label=r"free time map $\tau(e)$, fitted to the measured $\omega_j$",
+    )
+    ax.legend(fontsize=8, loc="upper left")
     _time_axis(ax, e, "epoch")
     # τ spans many decades from τ(0) = 0 (the fit's origin): symlog keeps both visible; a
     # time map that goes negative keeps a linear axis.
@@ -512,8 +518,100 @@ def figure_gd_convergence(results: dict) -> object:
     return fig
 
 
-def figures_for(kind: str, results: dict) -> dict[str, object]:
-    """The figures of a run of `kind` (simulate, train, compare, demo), by file stem."""
+#: What the title's configuration line calls each flow.
+FLOW_TITLE = {
+    "renormalised": "F3 renormalised flow",
+    "whitened": "F3′ whitened flow",
+    "central-path": "F2 central-path flow",
+    "ufm": "F1 UFM flow",
+}
+
+
+def _flow_line(c: dict) -> str:
+    flow = c.get("flow", "renormalised")
+    text = f"{FLOW_TITLE.get(flow, flow)}: C = {c.get('classes')}, N = {c.get('per_class')}"
+    text += f", p = {c.get('dim')}"
+    if flow == "ufm":
+        text += f", λ_W = {c.get('lam_w', 0):g}, λ_H = {c.get('lam_h', 0):g}"
+    elif flow == "central-path" and c.get("lam"):
+        text += f", λ = {c['lam']:g}"
+    return text
+
+
+def _training_line(c: dict) -> str:
+    loss = {"mse": "MSE", "ce": "cross-entropy"}.get(c.get("loss"), c.get("loss"))
+    text = f"{c.get('dataset')}, {str(c.get('model')).upper()}, {loss} loss"
+    return text + (f", {c['epochs']} epochs" if c.get("epochs") else "")
+
+
+def describe_run(config: dict | None) -> str:
+    """One line saying what a run is, from its config.toml: the flow and C, N, p of a
+    simulation; the dataset, network and loss of a training run; the features file of a
+    comparison; the matrix of the paper's figure set. Empty when the configuration is unknown."""
+    if not config:
+        return ""
+    if isinstance(config.get("matrix"), dict):  # the paper's figure set
+        m = config["matrix"]
+        return " × ".join(
+            ", ".join(map(str, m.get(k, []))) for k in ("datasets", "models", "losses")
+        )
+    if isinstance(config.get("simulation"), dict):  # an experiment with a [simulation] table
+        return _flow_line(config["simulation"])
+    if isinstance(config.get("training"), dict):
+        return _training_line(config["training"])
+    if "features" in config:  # compare
+        text = f"features {Path(str(config['features'])).name}"
+        return text + (f", model {config['model']}" if config.get("model") else "")
+    if "dataset" in config:
+        return _training_line(config)
+    if "classes" in config:
+        return _flow_line(config)
+    return ""
+
+
+def read_run_config(run_path) -> dict | None:
+    """A run directory's config.toml (None when it has none or it cannot be read)."""
+    import tomllib
+
+    path = Path(run_path) / "config.toml"
+    try:
+        return tomllib.loads(path.read_text()) if path.is_file() else None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+
+
+def captioned(make, caption: str):
+    """A figure maker whose figure's title gains a second line: the run's configuration."""
+    if not caption:
+        return make
+
+    def made():
+        fig = make()
+        top = fig.get_suptitle()
+        if top:
+            fig.suptitle(f"{top}\n{caption}", fontsize=10)
+        elif fig.axes:
+            ax = fig.axes[0]
+            ax.set_title(f"{ax.get_title()}\n{caption}" if ax.get_title() else caption, fontsize=9)
+        return fig
+
+    return made
+
+
+def figures_for(kind: str, results: dict, config: dict | None = None) -> dict[str, object]:
+    """The figures of a run of `kind` (simulate, train, compare, demo, experiment), by file
+    stem; with the run's `config`, each title names the configuration (`describe_run`)."""
+    if kind == "experiment paper_figures":
+        from .paper import paper_figures
+
+        figs = paper_figures(results)
+    else:
+        figs = _figures_of(results)
+    caption = describe_run(config)
+    return {stem: captioned(make, caption) for stem, make in figs.items()}
+
+
+def _figures_of(results: dict) -> dict[str, object]:
     figs: dict[str, object] = {}
     series = [s for s in ("ode", "gd", "train") if f"{s}/times" in results]
     if any(f"{s}/snr" in results for s in ("closed_form", "ode", "gd")):
@@ -535,21 +633,32 @@ def figures_for(kind: str, results: dict) -> dict[str, object]:
     return figs
 
 
-def draw_run(kind: str, results: dict, run_path) -> list[Path]:
-    """Write every figure of a run as PNG and PDF under RUN/figures; return the paths."""
-    return write_figures(figures_for(kind, results), run_path)
+def draw_run(kind: str, results: dict, run_path, config: dict | None = None) -> list[Path]:
+    """Write every figure of a run as PNG and PDF under RUN/figures; return the paths.
+
+    `config` (default: RUN/config.toml) names the configuration in each title. Results that
+    hold nothing a figure of `kind` draws are refused (`InputError`): no empty folder."""
+    from .._errors import InputError
+
+    config = read_run_config(run_path) if config is None else config
+    figs = figures_for(kind, results, config)
+    if not figs:
+        raise InputError(
+            f"the results of this {kind} run hold no series a figure draws; re-run the command "
+            "that made it"
+        )
+    return write_figures(figs, run_path)
 
 
-def write_figures(figures: dict, run_path) -> list[Path]:
-    """Draw each figure of {file stem: maker} and write it as PNG and PDF under RUN/figures,
-    atomically, one figure open at a time; return the paths."""
+def write_figures(figs: dict, run_path) -> list[Path]:
+    """Write figures (makers by file stem) as PNG and PDF under RUN/figures; return the paths."""
     plt = _plt()
     from ..measurement._io import atomic_path
 
     out = Path(run_path) / "figures"
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem, make in figures.items():
+    for stem, make in figs.items():
         fig = make()
         for ext in ("png", "pdf"):
             path = out / f"{stem}.{ext}"

@@ -198,9 +198,9 @@ def paper_figures(results: dict) -> dict[str, object]:
 
 def draw_paper(results: dict, run_path) -> list[Path]:
     """Write the paper's figure set under RUN/figures as PNG and PDF; return the paths."""
-    from . import write_figures
+    from . import draw_run
 
-    return write_figures(paper_figures(results), run_path)
+    return draw_run("experiment paper_figures", results, run_path)
 
 
 __all__ = [
