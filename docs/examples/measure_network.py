@@ -38,7 +38,9 @@ subprocess.run(
     check=True,
 )  # fmt: skip
 ff = load_features(work / "digits" / "features.npz")
-print(f"{ff.features.shape[0]} checkpoints of {ff.features.shape[1]} samples × p = {ff.features.shape[2]}")
+print(
+    f"{ff.features.shape[0]} checkpoints of {ff.features.shape[1]} samples × p = {ff.features.shape[2]}"
+)
 
 # %% [markdown]
 # `analyze` gives one record per checkpoint (the same records as `centralpath analyze --json`).
@@ -71,5 +73,7 @@ plt.show()
 stats = cp.class_stats(ff.features[-1], ff.labels, ff.num_classes)
 d = cp.loss_decomposition(stats, ff.W[-1], ff.b[-1], lam=ff.weight_decay)
 omega = cp.snr_singular_values(stats, features=ff.features[-1], labels=ff.labels)
-print(f"L = {float(d.loss):.4g} = {float(d.nc1):.4g} (NC1) + {float(d.nc23):.4g} (NC2/3) + {float(d.perp):.4g} (⊥LS)")
+print(
+    f"L = {float(d.loss):.4g} = {float(d.nc1):.4g} (NC1) + {float(d.nc23):.4g} (NC2/3) + {float(d.perp):.4g} (⊥LS)"
+)
 print("ω_j:", np.asarray(omega))

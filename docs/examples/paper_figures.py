@@ -15,7 +15,6 @@ from pathlib import Path
 import jax
 
 jax.config.update("jax_enable_x64", True)
-import matplotlib.pyplot as plt
 
 ROOT = Path.cwd()
 while not (ROOT / "experiments").is_dir() and ROOT != ROOT.parent:  # the repository's root
@@ -37,9 +36,11 @@ results = {}
 for loss in ("mse", "ce"):
     series, summary = train_and_measure(run_config(settings, "digits", "mlp", loss))
     results.update({f"digits-mlp-{loss}/{k}": v for k, v in series.items()})
-    print(f"digits-mlp-{loss}: train accuracy {summary['final_train_accuracy']:.3f}, "
-          f"test accuracy {summary['final_test_accuracy']:.3f}, NC1 {summary['nc1_final']:.3g}")
+    print(
+        f"digits-mlp-{loss}: train accuracy {summary['final_train_accuracy']:.3f}, "
+        f"test accuracy {summary['final_test_accuracy']:.3f}, NC1 {summary['nc1_final']:.3g}"
+    )
 
 # %%
-figure_paper_set(results)
-plt.show()
+fig = figure_paper_set(results)
+fig  # a notebook shows the last expression

@@ -16,7 +16,6 @@ from pathlib import Path
 import jax
 
 jax.config.update("jax_enable_x64", True)
-import matplotlib.pyplot as plt
 
 from centralpath.measurement._io import load_features  # cp.load_features once public
 from centralpath.measurement.predictive import compare_models, results_series
@@ -44,13 +43,15 @@ ff = load_features(work / "digits" / "features.npz")
 measurement, records, predictions = compare_models(ff, ["closed-form", "central-path", "ufm"])
 for p in predictions:
     n = p.numbers
-    print(f"{p.model:13s} from epoch {p.from_epoch}: median error {n['median_relative_error']}, "
-          f"skill {n['skill']}, verdict {p.verdict} ({p.reason})")
+    print(
+        f"{p.model:13s} from epoch {p.from_epoch}: median error {n['median_relative_error']}, "
+        f"skill {n['skill']}, verdict {p.verdict} ({p.reason})"
+    )
 
 # %%
 results = {**results_series(measurement, predictions)}
-figure_models(results)
-plt.show()
+fig = figure_models(results)
+fig  # a notebook shows the last expression
 
 # %% [markdown]
 # The command line does the same and writes the JSON and the figures:

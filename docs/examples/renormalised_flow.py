@@ -13,7 +13,6 @@ import os
 import jax
 
 jax.config.update("jax_enable_x64", True)  # before any array is created
-import matplotlib.pyplot as plt
 import numpy as np
 
 import centralpath as cp
@@ -41,15 +40,18 @@ omega_ode, omega_closed, omega_gd = (results[f"{s}/snr"] for s in ("ode", "close
 print("ω_j at t = 0:   ", omega_closed[0])
 print("ω_j at the end: ", omega_closed[-1])
 print("ODE vs closed form, max relative difference:", np.max(np.abs(omega_ode / omega_closed - 1)))
-print("GD vs closed form at the end, relative:     ", np.max(np.abs(omega_gd[-1] / omega_closed[-1] - 1)))
+print(
+    "GD vs closed form at the end, relative:     ",
+    np.max(np.abs(omega_gd[-1] / omega_closed[-1] - 1)),
+)
 
 # %% [markdown]
 # The ω_j grow and equalise: that is neural collapse on the central path. The same picture the
 # command line draws (`centralpath simulate`, `centralpath plot`):
 
 # %%
-figure_omega(results)
-plt.show()
+fig = figure_omega(results)
+fig  # a notebook shows the last expression
 
 # %% [markdown]
 # The closed form on its own is `cp.eigen_dynamics`: a function of time, cheap enough to
