@@ -1,6 +1,11 @@
 """Every benchmark in one run, one combined table (ratios measured within each benchmark).
 
     python experiments/bench_all.py [--profile full|small|gpu|tiny] [--only NAME,NAME] [--json OUT]
+                                    [--markdown [OUT]]
+
+`--markdown` writes the table as the documentation's performance table
+(docs/reference/performance-table.md, included by docs/reference/performance.md): that page's
+numbers come from a run of this script, never from an edit by hand.
 
 Profiles (also `CENTRALPATH_BENCH_PROFILE`): `full` the sizes of the issue (the defaults of
 each script), `small` a few minutes on 2 CPU cores, `gpu` the issue's sizes plus larger ones
@@ -112,6 +117,40 @@ def combined_table(results: list[dict]) -> str:
     return _bench.table(rows)
 
 
+MARKDOWN_TABLE = _bench.ROOT / "docs" / "reference" / "performance-table.md"
+MARKDOWN_COLUMNS = ("name", "seconds", "compile_s", "ratio", "target", "met", "value", "note")
+
+
+def markdown_table(results: list[dict], profile: str, argv: list[str]) -> str:
+    """The combined table as Markdown, headed by how and where it was measured (the machine's
+    load included: on a shared machine the ratios, measured in the same run, are what to read)."""
+    import datetime
+    import platform
+
+    def cell(value) -> str:
+        return _bench.fmt(value).replace("|", "\\|")
+
+    rows = [{**r, "name": f"{res['name']}: {r['name']}"} for res in results for r in res["rows"]]
+    try:
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        load = "unknown"
+    lines = [
+        "<!-- Written by experiments/bench_all.py --markdown; do not edit by hand. -->",
+        "",
+        f"Measured {datetime.date.today().isoformat()} with "
+        f"`python experiments/bench_all.py {' '.join(argv)}` (profile `{profile}`) on "
+        f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores "
+        f"(load average {load}), Python {platform.python_version()}.",
+        "",
+        "| " + " | ".join(MARKDOWN_COLUMNS) + " |",
+        "|" + "---|" * len(MARKDOWN_COLUMNS),
+        *("| " + " | ".join(cell(r.get(c)) for c in MARKDOWN_COLUMNS) + " |" for r in rows),
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -125,6 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {', '.join(BENCHMARKS)}",
     )
     p.add_argument("--json", metavar="OUT", help="also write every row and check as JSON")
+    p.add_argument(
+        "--markdown",
+        metavar="OUT",
+        nargs="?",
+        const=str(MARKDOWN_TABLE),
+        help=f"also write the table as Markdown (default {MARKDOWN_TABLE.relative_to(_bench.ROOT)})",
+    )
     args = p.parse_args(argv)
     unknown = set(args.only or ()) - set(BENCHMARKS)
     if unknown:
@@ -138,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2, default=float)
+    if args.markdown:
+        text = markdown_table(results, args.profile, sys.argv[1:] if argv is None else argv)
+        tmp = f"{args.markdown}.partial"
+        with open(tmp, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, args.markdown)  # a killed run never leaves half a table
     return 0
 
 

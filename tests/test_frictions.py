@@ -138,8 +138,8 @@ def test_result_objects_print_numbers():
 
 
 def test_sweep_only_keys_are_named(tmp_path, capsys):
-    readme = (ROOT / "README.md").read_text()
-    assert "`record`, `quantities` and `[sweep]` belong to `sweep` only" in readme
+    guide = (ROOT / "docs" / "guides" / "sweeps.md").read_text()
+    assert "`record`, `quantities` and `[sweep]` belong to `sweep` only" in guide
     sweep = tmp_path / "sweep.toml"
     sweep.write_text(
         'flow = "ufm"\nclasses = 3\nper_class = 4\ndim = 3\nt_end = 10.0\nmethods = ["gd"]\n'

@@ -584,7 +584,7 @@ def test_cli_interrupt_and_resume(capsys, tmp_path, monkeypatch):
 def pytorch_recipe_save(
     path, model, last_layer, inputs, labels, *, epochs_features, wd, num_classes
 ):
-    """The recipe of the README's PyTorch recipe (forward hook on the last nn.Linear), as a function.
+    """The PyTorch guide's recipe (docs/guides/pytorch.md: forward hook on the last nn.Linear), as a function.
 
     `epochs_features` is a list of (epoch, state_dict) to capture.
     """
@@ -668,8 +668,8 @@ def test_pytorch_recipe_matches_save_features(tmp_path):
 def _recipe_source() -> tuple[str, str]:
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    text = readme.split("## Measuring a PyTorch network", 1)[1].split("\n## ", 1)[0]
+    guide = Path(__file__).resolve().parent.parent / "docs" / "guides" / "pytorch.md"
+    text = guide.read_text().split("# Measuring a PyTorch network", 1)[1].split("\n## ", 1)[0]
     code = text.split("```python\n", 1)[1].split("```", 1)[0]
     return text, code
 
@@ -690,7 +690,7 @@ def test_pytorch_recipe_document_is_dependency_free_python():
 
 
 def test_pytorch_recipe_document_class_matches(tmp_path):
-    """The FeatureRecorder of the README's PyTorch recipe writes the same file as the function above."""
+    """The FeatureRecorder of the PyTorch guide's recipe writes the same file as the function above."""
     torch = pytest.importorskip("torch")
     namespace: dict = {}
     exec(_recipe_source()[1], namespace)  # the documentation's own code

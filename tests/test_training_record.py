@@ -222,7 +222,7 @@ def test_pytorch_recipe_writes_the_record_for_cross_entropy(tmp_path):
     from test_networks import _recipe_source
 
     namespace: dict = {}
-    exec(_recipe_source()[1], namespace)  # the README's own code
+    exec(_recipe_source()[1], namespace)  # the PyTorch guide's own code
     torch.manual_seed(0)
     C, n = 3, 24
     model = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.ReLU(), torch.nn.Linear(6, C))

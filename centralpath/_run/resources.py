@@ -5,7 +5,7 @@ directory, a label range, `--dim`, `--num-saves`, `--widths`, …) estimates the
 calls `check_memory` / `check_work`, so a hostile or mistaken input gets one line naming the
 estimate, the limit and the fix — never a `MemoryError`, a swapping machine or a kill.
 
-Limits (documented in the README):
+Limits (documented in docs/reference/validated-inputs.md):
 
 - memory: the environment variable `CENTRALPATH_MEMORY_LIMIT` (bytes, or a number with K, M, G or
   T, powers of 1024: `64G`) if set; otherwise the memory available now — the smallest of the

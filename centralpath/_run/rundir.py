@@ -77,7 +77,9 @@ def load_config(path) -> dict[str, Any]:
     path = Path(path)
     require(path.exists(), f"config file {path} does not exist; check the --config path")
     return _io.read_toml(
-        path, "config file", fix="give a TOML file of the keys in the README (fix its syntax)"
+        path,
+        "config file",
+        fix="give a TOML file of the keys in docs/reference/cli.md (fix its syntax)",
     )
 
 

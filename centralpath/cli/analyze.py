@@ -23,7 +23,7 @@ def register(p) -> None:
     p.add_argument(
         "features",
         help="features or statistics file (.npz), or a folder of per-checkpoint .npz files or of "
-        ".npy members (schemas in the README); read one checkpoint at a time",
+        ".npy members (schemas in docs/reference/file-formats.md); read one checkpoint at a time",
     )
     p.add_argument("--json", metavar="OUT", help="also write the records as JSON")
     p.add_argument(

@@ -13,7 +13,7 @@ def register(p) -> None:
         "features",
         nargs="?",
         help="features or statistics file (or folder of checkpoints) with K >= 2 checkpoints "
-        "(schemas in the README; or `features` in --config)",
+        "(schemas in docs/reference/file-formats.md; or `features` in --config)",
     )
     p.add_argument("--json", metavar="OUT", help="also write the fit and the metrics as JSON")
     p.add_argument(

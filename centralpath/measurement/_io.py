@@ -13,7 +13,7 @@ A features file is an `.npz` (read with `allow_pickle=False`):
 | `num_classes`  | int scalar          | C (optional; default: rows of W, else max label + 1)      |
 
 Optional keys that record how the network was trained (written by `centralpath train` and the
-README's PyTorch recipe; read and checked by `load_features`, never needed by the analysis):
+PyTorch recipe (docs/guides/pytorch.md); read and checked by `load_features`, never needed by the analysis):
 
 | key               | shape / type        | meaning                                                |
 |-------------------|---------------------|--------------------------------------------------------|
@@ -118,7 +118,7 @@ def _json_default(x):
 
 
 def _finite_or_none(obj):
-    """JSON has no NaN/Inf: write non-finite numbers as null (documented in the README)."""
+    """JSON has no NaN/Inf: write non-finite numbers as null (docs/reference/file-formats.md)."""
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     if isinstance(obj, dict):
@@ -431,7 +431,7 @@ def validate_features_arrays(
     require(
         not missing,
         f"{source} lacks {' and '.join(repr(k) for k in missing)}; it needs 'features' [K, n, p] "
-        "and 'labels' [n] (see the README's features-file schema)",
+        "and 'labels' [n] (see docs/reference/file-formats.md)",
     )
     H = (
         arrays["features"]
@@ -709,7 +709,7 @@ def _features_check(source: str):
 
 
 def load_features(path) -> FeaturesFile:
-    """Load and validate a features file (schema in the module docstring and the README).
+    """Load and validate a features file (schema in the module docstring and docs/reference/file-formats.md).
 
     Only the schema's members are read (other keys are never loaded; no pickle), and only after
     their headers show that the analysis fits in memory and work (`check_analysis_resources`).

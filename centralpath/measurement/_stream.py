@@ -737,7 +737,7 @@ def _stats_from_container(c: _Container, source: str) -> StatsFile:
         not missing,
         f"{source} has 'sigma_w' but lacks {' and '.join(repr(k) for k in missing)}; a "
         "statistics file needs 'sigma_w' [K, p, p], 'class_means' [K, C, p] and 'counts' [K, C] "
-        "(see the README)",
+        "(see docs/reference/file-formats.md)",
     )
     sh, mh = h["sigma_w"], h["class_means"]
     for name in ("sigma_w", "class_means", "counts"):

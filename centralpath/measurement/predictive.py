@@ -29,7 +29,7 @@ as an infinite error): `median_relative_error` = median |ω̂_j − ω_j|/ω_j;
 `baseline_relative_error`, the same for ω̂ = ω(e0); `skill` = 1 − median/baseline; the level
 error (of the geometric mean over j) and the shape error (of ω_j / that mean).
 
-**Verdict** (thresholds below, stated in the README): `not-applicable` when the network was
+**Verdict** (thresholds below, stated in docs/guides/predict.md): `not-applicable` when the network was
 trained with cross-entropy (`loss = "ce"`), or, without that key, when L_⊥LS/L ≥ 0.5 at every
 checkpoint after e0 (every checkpoint when there is none), or when no checkpoint reaches L_⊥LS/L ≤ 0.1 (`--from-epoch auto`), or when ω does
 not grow (the geometric mean at the last checkpoint is below 1.1× that at e0); otherwise

@@ -289,7 +289,7 @@ class Training:
 
 #: `capture="auto"` keeps class statistics instead of features once the float32 features of
 #: all captures (K·n·p·4 bytes) would exceed this: K·(p² + C·p) numbers whatever n, written as a
-#: statistics file that `analyze` reads like a features file (docs in the README).
+#: statistics file that `analyze` reads like a features file (docs/reference/file-formats.md).
 STATS_CAPTURE_BYTES = 1 << 30
 _STATISTICS_KEYS = (
     "counts",
