@@ -29,7 +29,7 @@ def _set_blas_environment() -> None:
         package = importlib.util.find_spec("centralpath")
         where = package.submodule_search_locations[0]
         spec = importlib.util.spec_from_file_location(
-            "_centralpath_runtime", os.path.join(where, "_runtime.py")
+            "_centralpath_runtime", os.path.join(where, "_run", "runtime.py")
         )
         runtime = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(runtime)

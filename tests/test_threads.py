@@ -44,7 +44,7 @@ def test_library_call_limits_loaded_blas_and_lends_the_syrk_its_threads():
 import numpy
 from threadpoolctl import threadpool_info
 import centralpath as cp
-from centralpath import _runtime
+from centralpath._run import runtime as _runtime
 assert cp.configure_cpu_runtime(threads=3) in (True, False)
 import scipy.linalg.blas
 def counts():

@@ -251,7 +251,8 @@ class FoldedNC4:
         self.norm = np.zeros(n)
         self.part = np.zeros(n, np.uint8)  # which of the pass's `HostMoments` scored it
         self.eps = float(np.finfo(np.float64).eps)
-        self.wmax = float(np.max(np.linalg.norm(self.W, axis=1))) if C else 0.0
+        with np.errstate(over="ignore"):  # a huge W is refused by its scale check, not warned
+            self.wmax = float(np.max(np.linalg.norm(self.W, axis=1))) if C else 0.0
         self.bmax = float(np.max(np.abs(self.b))) if C else 0.0
 
     def score(
