@@ -74,6 +74,9 @@ def test_the_directives_are_read():
     assert any(b.tiny == {"train": ["--epochs", "4", "--num-checkpoints", "4"]} for b in readme)
 
 
+# Runs every command of the pages in fresh processes (~1 CPU-minute): the slow tier, which CI
+# runs after the default one.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "document",
     [

@@ -23,6 +23,7 @@ def test_there_are_the_four_examples():
     }
 
 
+@pytest.mark.slow  # the notebooks in fresh processes; the site build executes them too
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
 def test_example_runs_at_tiny_sizes(example, tmp_path):
     text = example.read_text()
