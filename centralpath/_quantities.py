@@ -22,6 +22,8 @@ class Quantity:
     - `series`: a series of a simulation (`simulate`, sweeps) at every save time.
     - `record`: a key of `analyze`'s per-checkpoint records.
     - `figure`: a series of each run of the paper's figures (experiments/paper_figures.py).
+    - `kind`: its JSON value: `number` (null when not finite or not measured), `boolean`, or
+      `vector` (a list of numbers, largest first; null entries beyond float64 resolution).
     """
 
     name: str
@@ -32,6 +34,7 @@ class Quantity:
     series: bool = True
     record: bool = True
     figure: bool = True
+    kind: str = "number"
 
 
 LOSS = "loss (½ Ave‖W h + b − y‖² + ridge, the paper's scale)"
@@ -80,14 +83,32 @@ QUANTITIES: tuple[Quantity, ...] = (
     Quantity("nc4", "collapse", "NC4, fraction of samples where the classifier and the nearest class mean disagree",
              "fraction of samples", "NC4"),
     Quantity("snr", "snr", "ω_j, the singular values of Σ_W^{-1/2} M̄ (the SNR matrix)",
-             "dimensionless, one per class", figure=False),
+             "dimensionless, C − 1 values", figure=False, kind="vector"),
     Quantity("snr_beyond_resolution", "snr",
-             "ω_j collapsed beyond float64 resolution (shown as inf)", "boolean", figure=False),
+             "some ω_j collapsed beyond float64 resolution (shown as inf, written as null)",
+             "boolean", figure=False, kind="boolean"),
     Quantity("coinciding_means", "snr", "two class means coincide (an ω_j is 0)", "boolean",
-             series=False, figure=False),
+             series=False, figure=False, kind="boolean"),
 )  # fmt: skip
 
-BY_NAME: dict[str, Quantity] = {q.name: q for q in QUANTITIES}
+#: What a record of `analyze --json` (and of `compare --json`'s checkpoints) carries beside
+#: `QUANTITIES`' records: the checkpoint, flags of the solve, and the training record copied
+#: from the features file where it has them (`required=False`).
+_CHECKPOINT_ONLY = dict(series=False, figure=False, record=False)
+RECORD_EXTRAS: tuple[Quantity, ...] = (
+    Quantity("epoch", "checkpoint", "the checkpoint's epoch", "epochs", **_CHECKPOINT_ONLY),
+    Quantity("ls_singular", "loss",
+             "the least-squares classifier's system is singular (solved by pseudo-inverse)",
+             "boolean", kind="boolean", **_CHECKPOINT_ONLY),
+    Quantity("train_accuracy", "training", "training accuracy at the checkpoint (from the file)",
+             "fraction of samples", **_CHECKPOINT_ONLY),
+    Quantity("test_accuracy", "training", "held-out accuracy at the checkpoint (from the file)",
+             "fraction of samples", **_CHECKPOINT_ONLY),
+    Quantity("test_loss", "training", "held-out loss at the checkpoint (from the file)", LOSS,
+             **_CHECKPOINT_ONLY),
+)  # fmt: skip
+
+BY_NAME: dict[str, Quantity] = {q.name: q for q in (*QUANTITIES, *RECORD_EXTRAS)}
 
 
 def _in_order(groups: tuple[str, ...], use: str) -> tuple[str, ...]:
@@ -100,6 +121,36 @@ METRIC_KEYS: tuple[str, ...] = _in_order(("loss", "collapse", "snr"), "series")
 RECORD_KEYS: tuple[str, ...] = ("epoch", *_in_order(("collapse", "loss", "snr"), "record"))
 #: The series of each run of the paper's figures (collapse, then the loss terms).
 FIGURE_KEYS: tuple[str, ...] = _in_order(("collapse", "loss"), "figure")
+#: The training record's per-checkpoint keys copied from a features file into each record.
+RECORD_FROM_FILE: tuple[str, ...] = tuple(q.name for q in RECORD_EXTRAS if q.group == "training")
+#: Every key of a record of `analyze --json`: the record, the derived keys, the file's keys.
+JSON_RECORD_KEYS: tuple[str, ...] = (
+    *RECORD_KEYS, "etf_distance", "ls_singular", "perp_rel", *RECORD_FROM_FILE
+)
+
+
+def record_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of `analyze --json`'s output, `{"checkpoints": [record,
+    …]}`, read from the declarations above. `compare --json` writes records of the same shape
+    with the fit's keys added, so records allow further keys."""
+    json_type = {
+        "number": {"type": ["number", "null"]},
+        "boolean": {"type": "boolean"},
+        "vector": {"type": ["array", "null"], "items": {"type": ["number", "null"]}},
+    }
+    properties = {}
+    for key in JSON_RECORD_KEYS:
+        q = BY_NAME[key]
+        properties[key] = {**json_type[q.kind], "description": f"{q.description} [{q.unit}]"}
+    required = [k for k in JSON_RECORD_KEYS if k not in RECORD_FROM_FILE]
+    record = {"type": "object", "properties": properties, "required": required}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "centralpath analyze --json",
+        "type": "object",
+        "properties": {"checkpoints": {"type": "array", "items": record}},
+        "required": ["checkpoints"],
+    }
 
 
 def table_columns(keys) -> tuple[list[str], list[str]]:

@@ -1,6 +1,6 @@
 """mkdocs hooks: the command-line reference is generated from the parsers (which the `Config`
-declarations populate), so the page lists every subcommand and flag with its default and help
-and cannot drift from the program."""
+declarations populate), and the table of measured quantities and the JSON Schema of
+`analyze --json` from `centralpath._quantities`, so the pages cannot drift from the program."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import argparse
 import re
 
 MARKER = "<!-- cli-reference -->"
+QUANTITIES_MARKER = "<!-- quantities -->"
+#: Where the site serves the generated schema (linked from the file-formats page).
+SCHEMA_URI = "reference/analyze.schema.json"
 _DEFAULT_SUFFIX = re.compile(r" \(default [^()]*(\([^()]*\)[^()]*)*\)$")
 
 
@@ -78,9 +81,32 @@ def cli_reference() -> str:
     return "\n".join(lines)
 
 
+def quantities_table() -> str:
+    """Every key of a record of `analyze --json`, with its meaning, unit and JSON value."""
+    from centralpath._quantities import BY_NAME, JSON_RECORD_KEYS, RECORD_FROM_FILE
+
+    shown = {"number": "number or null", "boolean": "true/false", "vector": "list of numbers"}
+    lines = ["| key | meaning | unit | JSON |", "|---|---|---|---|"]
+    for key in JSON_RECORD_KEYS:
+        q = BY_NAME[key]
+        meaning = q.description + (" (only when the file has it)" if key in RECORD_FROM_FILE else "")
+        lines.append(f"| `{key}` | {_cell(meaning)} | {_cell(q.unit)} | {shown[q.kind]} |")
+    return "\n".join(lines)
+
+
+def schema_json() -> str:
+    import json
+
+    from centralpath._quantities import record_schema
+
+    return json.dumps(record_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
     if MARKER in markdown:
         markdown = markdown.replace(MARKER, cli_reference())
+    if QUANTITIES_MARKER in markdown:
+        markdown = markdown.replace(QUANTITIES_MARKER, quantities_table())
     return markdown
 
 
@@ -97,4 +123,5 @@ def on_files(files, config):
     root = Path(config["config_file_path"]).parent
     for uri, source in FIGURES.items():
         files.append(File.generated(config, uri, abs_src_path=str(root / source)))
+    files.append(File.generated(config, SCHEMA_URI, content=schema_json()))
     return files

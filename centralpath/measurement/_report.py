@@ -3,14 +3,13 @@ classifier that the MSE decomposition does not describe."""
 
 from __future__ import annotations
 
+from .._quantities import RECORD_FROM_FILE as RECORD_FROM_FILE
+
 #: L_⊥LS/L at or above this at every checkpoint: the classifier is at least as far from the
 #: least-squares one as the whole loss is large — what a network trained with cross-entropy
 #: shows (its logits grow without bound, L_⊥LS/L → 1), never one trained with MSE near the
 #: central path (docs/theory.md §7½: ~0.4 at initialisation, ~0.003 after training).
 FAR_FROM_LEAST_SQUARES = 0.5
-
-#: Per-checkpoint keys of the training record copied from the features file into each record.
-RECORD_FROM_FILE = ("train_accuracy", "test_accuracy", "test_loss")
 
 
 def perp_rel(record: dict) -> float | None:
