@@ -19,8 +19,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import centralpath as cp
-from centralpath.measurement._io import load_features  # cp.load_features once public
-from centralpath.measurement.analysis import analyze
 
 TINY = os.environ.get("CENTRALPATH_EXAMPLES_TINY") == "1"  # the test suite's sizes
 work = Path(tempfile.mkdtemp())
@@ -37,7 +35,7 @@ subprocess.run(
      "--out", str(work / "digits"), "--quiet", "--no-figures"],
     check=True,
 )  # fmt: skip
-ff = load_features(work / "digits" / "features.npz")
+ff = cp.load_features(work / "digits" / "features.npz")
 print(
     f"{ff.features.shape[0]} checkpoints of {ff.features.shape[1]} samples × p = {ff.features.shape[2]}"
 )
@@ -46,7 +44,7 @@ print(
 # `analyze` gives one record per checkpoint (the same records as `centralpath analyze --json`).
 
 # %%
-records = analyze(ff)
+records = cp.analyze(ff)
 for r in records:  # the share of the loss off the least-squares classifier
     r["perp_rel"] = r["loss_perp"] / r["loss"]
 epochs_ = np.array([r["epoch"] for r in records])

@@ -17,8 +17,8 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from centralpath.measurement._io import load_features  # cp.load_features once public
-from centralpath.measurement.predictive import compare_models, results_series
+import centralpath as cp
+from centralpath.measurement.predictive import results_series
 from centralpath.plotting.compare import figure_models
 
 TINY = os.environ.get("CENTRALPATH_EXAMPLES_TINY") == "1"  # the test suite's sizes
@@ -31,7 +31,7 @@ subprocess.run(
      "--out", str(work / "digits"), "--quiet", "--no-figures"],
     check=True,
 )  # fmt: skip
-ff = load_features(work / "digits" / "features.npz")
+ff = cp.load_features(work / "digits" / "features.npz")
 
 # %% [markdown]
 # Each model from the automatic start (the first checkpoint near the central path), with the
@@ -40,7 +40,7 @@ ff = load_features(work / "digits" / "features.npz")
 # to predict).
 
 # %%
-measurement, records, predictions = compare_models(ff, ["closed-form", "central-path", "ufm"])
+measurement, records, predictions = cp.compare_models(ff, ["closed-form", "central-path", "ufm"])
 for p in predictions:
     n = p.numbers
     print(

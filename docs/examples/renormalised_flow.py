@@ -17,7 +17,6 @@ import numpy as np
 
 import centralpath as cp
 from centralpath.plotting import figure_omega
-from centralpath.simulate import SimulationConfig, simulate
 
 TINY = os.environ.get("CENTRALPATH_EXAMPLES_TINY") == "1"  # the test suite's sizes
 
@@ -26,7 +25,7 @@ TINY = os.environ.get("CENTRALPATH_EXAMPLES_TINY") == "1"  # the test suite's si
 # descent to t = 10⁷ (every flow's time is gradient descent's: k steps of size η reach t = kη).
 
 # %%
-config = SimulationConfig(
+config = cp.SimulationConfig(
     flow="renormalised",
     classes=5,
     per_class=20,
@@ -35,7 +34,7 @@ config = SimulationConfig(
     num_saves=10 if TINY else 40,
     methods=["ode", "gd"],
 )
-results = simulate(config)
+results = cp.simulate(config)
 omega_ode, omega_closed, omega_gd = (results[f"{s}/snr"] for s in ("ode", "closed_form", "gd"))
 print("ω_j at t = 0:   ", omega_closed[0])
 print("ω_j at the end: ", omega_closed[-1])
