@@ -456,6 +456,7 @@ def test_simulate_stops_at_nc1_target(tmp_path, capsys):
     assert_allclose(results["ode/snr"][-1], omega, rtol=1e-8)
 
 
+@pytest.mark.slow  # trains, simulates and compares (~15 s); tests/test_demo_report.py checks the report quickly
 def test_demo_end_to_end_on_a_tiny_config(tmp_path, capsys):
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(

@@ -61,6 +61,7 @@ SIM = {"classes": 3, "per_class": 4, "dim": 3, "t_end": 100.0, "num_saves": 6, "
         ),
     ],
 )
+@pytest.mark.slow  # each trains or solves end to end (~10 s); tests/test_figures.py checks their committed output
 def test_experiment_smoke(tmp_path, name, cfg, stems):
     out = _load(name).main({**cfg, "name": name}, out_root=tmp_path)
     assert out == tmp_path / name

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 from numpy.testing import assert_allclose
 
 from centralpath.cli import main
@@ -74,6 +75,7 @@ def test_measure_without_x64_equals_analyze(tmp_path):
         assert_allclose(got[key], want[key], rtol=1e-10, atol=0, err_msg=key)
 
 
+@pytest.mark.slow  # a fresh process compiling the README's run (~12 s)
 def test_readme_example_without_x64_gets_the_float64_numbers(tmp_path):
     """The README's Python example with its `jax_enable_x64` line removed gives what it gives
     with it (in this x64 session)."""

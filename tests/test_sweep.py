@@ -298,6 +298,7 @@ def test_sharded_over_four_host_devices_equals_unsharded(run, tmp_path):
         np.testing.assert_array_equal(a[key]["gd/objective"], b[key]["gd/objective"])
 
 
+@pytest.mark.slow  # ~20 s of compiles; its UFM sibling above and the sharded test keep devices in the quick tier
 def test_two_and_four_devices_give_bitwise_identical_tables(tmp_path):
     """The central-path flow (least-squares solves in every step) by GD and by the shared
     vector ODE: every number the same bit for bit on 2 devices and on 4, where each device
@@ -501,7 +502,12 @@ def test_resume_without_an_interrupted_sweep_fails_in_one_line(tmp_path, capsys)
 
 @pytest.mark.parametrize(
     "flow, representation",
-    [("ufm", "reduced"), ("ufm", "full"), ("central-path", "reduced")],
+    [
+        ("ufm", "reduced"),
+        # The other two compile the same programs at another flow or representation (~10 s each).
+        pytest.param("ufm", "full", marks=pytest.mark.slow),
+        pytest.param("central-path", "reduced", marks=pytest.mark.slow),
+    ],
 )
 def test_one_point_sweep_is_simulate_ode_and_gd(flow, representation):
     """simulate and a one-configuration sweep run the ODE through the same solve (the same
