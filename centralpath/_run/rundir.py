@@ -693,6 +693,7 @@ class RunDir:
         Two steps around the rename (see `_io.atomic_path`): before it, the new digest joins the
         old one; after it, the old one goes. A kill between the two leaves the old file or the
         new one, and either matches: a resume never refuses a run only because it was killed.
+        A file written for the first time has no old one: until its rename it may be absent.
         """
         root = os.path.abspath(self.partial)
 
@@ -702,7 +703,7 @@ class RunDir:
                 return
             old = self._manifest.get(rel, [])
             if tmp is not None:
-                self._manifest[rel] = [*old[-1:], _sha256(tmp)]
+                self._manifest[rel] = [*(old[-1:] or [None]), _sha256(tmp)]
             elif old:
                 self._manifest[rel] = old[-1:]
             else:
