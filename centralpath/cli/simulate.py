@@ -43,7 +43,7 @@ def _set_precision(config) -> None:
 def run(args) -> int:
     from .._errors import require
     from .._run.rundir import RunDir, default_run_path, load_config
-    from ..simulate import SimulationConfig, distinct_gd_saves, simulate
+    from ..simulate import SimulationConfig, distinct_gd_saves, initial_draw, simulate
     from ._common import check_resume_flags
 
     enable_compilation_cache()
@@ -85,7 +85,8 @@ def run(args) -> int:
         run_dir.save_results(results)
         draw_figures("simulate", run_dir.partial, results, args)
         run_dir.discard("state")
-        path = run_dir.finish()
+        # config.toml keeps `auto`; the metadata says which draw it resolved to.
+        path = run_dir.finish(extra_metadata={"initial_draw": initial_draw(config)})
     emit = log(args)
     for series in ("ode", "gd", "closed_form"):
         if f"{series}/nc1" in results:
