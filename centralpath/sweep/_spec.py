@@ -254,11 +254,11 @@ def _validate_configs(configs: list[dict], names: Sequence[str], source: str):
 
 def check_sweep_cost(flop: float, n_groups: int, n_configs: int, source: str):
     """Refuse a sweep whose configurations' work plus its shape groups' compilations pass the
-    work limit (`CENTRALPATH_WORK_LIMIT`, as `simulate`); return (work, groups)."""
+    work limit (`CENTRALPATH_WORK_LIMIT`, as `simulate`), or whose compilations alone pass
+    their share of it (`check_compile_cost`); return (work, groups)."""
     from .._run.resources import check_work
 
     compile_flop = n_groups * GROUP_COMPILE_FLOP
-    check_compile_cost(compile_flop, n_groups, source)
     work = flop + compile_flop
     check_work(
         work,
@@ -267,18 +267,19 @@ def check_sweep_cost(flop: float, n_groups: int, n_configs: int, source: str):
         "split the sweep, or sweep fewer shapes (classes, per_class, dim, num_saves, "
         "representation and flow make the groups)",
     )
+    check_compile_cost(compile_flop, n_groups, source)
     return work, n_groups
 
 
 def check_compile_cost(compile_flop: float, n_groups: int, source: str) -> None:
-    """Refuse a sweep whose shape groups' compilations alone pass `COMPILE_WORK_FRACTION` of
-    the work limit (`CENTRALPATH_WORK_LIMIT`), in one line naming the estimate, the limit and
+    """Refuse a sweep of several shape groups whose compilations alone pass
+    `COMPILE_WORK_FRACTION` of the work limit (`CENTRALPATH_WORK_LIMIT`), in one line naming the estimate, the limit and
     the fixes: fewer shape groups, or a higher limit."""
     from .._run.resources import WORK_ENV, _power_of_ten, _sci, work_limit
 
     limit = work_limit()
-    if compile_flop <= COMPILE_WORK_FRACTION * limit:
-        return
+    if n_groups <= 1 or compile_flop <= COMPILE_WORK_FRACTION * limit:
+        return  # one group is one program: there are no fewer to compile
     hours = n_groups * GROUP_COMPILE_SECONDS / 3600
     raise InputError(
         f"{source}: {n_groups} shape groups need {n_groups} compilations, about {hours:.1f} h "
