@@ -21,6 +21,7 @@ imports held while they ran. Nothing a fresh process pays is left out.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import subprocess
@@ -144,11 +145,23 @@ class _Server:
                 )
                 ready = cls._proc.stdout.readline()
                 assert ready, "the test's command-line server did not start"
+                atexit.register(cls._stop, cls._proc)
             cls._proc.stdin.write(json.dumps(request) + "\n")
             cls._proc.stdin.flush()
             reply = cls._proc.stdout.readline()
             assert reply, "the test's command-line server died"
             return json.loads(reply)
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen) -> None:
+        """End of input ends the server; waited for, so that its children's CPU time counts
+        in this process's (`time pytest` measures the whole family)."""
+        try:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
 
 
 def run_cli(*args, env=None, tmp_path=None, cwd=None, as_limit: int = AS_LIMIT) -> Outcome:
