@@ -234,3 +234,24 @@ def test_auto_draw_keeps_every_run_below_the_limit_and_draws_statistics_above(mo
         SimulationConfig(representation="full", initial_draw="statistics")
     with pytest.raises(InputError, match="unknown initial-draw 'wishart'"):
         SimulationConfig(initial_draw="wishart")
+
+
+def test_runs_record_the_draw_they_made(tmp_path, capsys):
+    """simulate's metadata.json names the resolved draw (config.toml keeps `auto`); a sweep's
+    counts its configurations per draw, by shape group."""
+    import json
+
+    from centralpath.cli import main
+    from centralpath.sweep import parse_sweep
+    from centralpath.sweep._write import _initial_draws
+
+    out = tmp_path / "run"
+    argv = ["simulate", "--flow", "central-path", "--methods", "gd", "--t-end", "10"]
+    assert main([*argv, "--num-saves", "3", "--quiet", "--no-figures", "--out", str(out)]) == 0
+    assert json.loads((out / "metadata.json").read_text())["initial_draw"] == "features"
+    assert 'initial_draw = "auto"' in (out / "config.toml").read_text()
+    capsys.readouterr()
+    spec = parse_sweep(
+        {"flow": "central-path", "dim": 8, "sweep": {"per_class": [10, 2**22 + 1], "seeds": 3}}
+    )
+    assert _initial_draws(spec) == {"features": 3, "statistics": 3}
