@@ -237,8 +237,8 @@ def test_auto_draw_keeps_every_run_below_the_limit_and_draws_statistics_above(mo
 
 
 def test_runs_record_the_draw_they_made(tmp_path, capsys):
-    """simulate's metadata.json names the resolved draw (config.toml keeps `auto`); a sweep's
-    counts its configurations per draw, by shape group."""
+    """simulate's metadata.json and config.toml name the draw `auto` resolved to (so the file
+    reruns that draw); a sweep's metadata counts its configurations per draw."""
     import json
 
     from centralpath.cli import main
@@ -249,7 +249,7 @@ def test_runs_record_the_draw_they_made(tmp_path, capsys):
     argv = ["simulate", "--flow", "central-path", "--methods", "gd", "--t-end", "10"]
     assert main([*argv, "--num-saves", "3", "--quiet", "--no-figures", "--out", str(out)]) == 0
     assert json.loads((out / "metadata.json").read_text())["initial_draw"] == "features"
-    assert 'initial_draw = "auto"' in (out / "config.toml").read_text()
+    assert 'initial_draw = "features"' in (out / "config.toml").read_text()
     capsys.readouterr()
     spec = parse_sweep(
         {"flow": "central-path", "dim": 8, "sweep": {"per_class": [10, 2**22 + 1], "seeds": 3}}
