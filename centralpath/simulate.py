@@ -335,6 +335,10 @@ def check_resources(config: SimulationConfig) -> None:
     memory, flop = resource_estimate(c)
     what = f"simulating C = {c.classes}, N = {c.per_class}, p = {c.dim} with {c.num_saves} saves"
     fix = "lower --dim (p×p matrices), --num-saves or --per-class"
+    draw_bytes = 8.0 * 3 * int(c.classes) * int(c.per_class) * int(c.dim)
+    if c.representation == "reduced" and initial_draw(c) == "features" and draw_bytes > memory / 2:
+        # The samples are most of it, and a reduced run keeps only their statistics.
+        fix += ", or draw the class statistics directly (--initial-draw statistics)"
     check_memory(memory, what, fix)
     check_work(flop, what, fix)
 

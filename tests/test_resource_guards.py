@@ -784,7 +784,7 @@ def test_reduced_run_at_large_n_drawing_every_sample_is_refused_before_the_draw(
         tmp_path / "run",
         tmp_path=tmp_path,
     )
-    assert_refused(*outcome, contains=["of memory", "N = 12500000"])
+    assert_refused(*outcome, contains=["of memory", "N = 12500000", "--initial-draw statistics"])
     assert not (tmp_path / "run").exists()
 
 
