@@ -13,6 +13,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from ._errors import require
 from ._float64 import float64
 from ._repr import numeric_repr
+from ._stats import ClassStats
 
 
 class UFMState(eqx.Module):
@@ -91,6 +92,41 @@ def init_ufm(
     )
     W = weight_scale * jax.random.normal(k_w, (num_classes, dim), H.dtype) / jnp.sqrt(dim)
     return UFMState(W, jnp.zeros(num_classes, H.dtype), H), labels
+
+
+def draw_class_stats(
+    key: PRNGKeyArray,
+    num_classes: int,
+    per_class: int,
+    dim: int,
+    *,
+    mean_scale=1.0,
+    noise_scale=1.0,
+    dtype=None,
+):
+    """The class statistics (`ClassStats`) of `init_features(key, …)`'s features, drawn directly
+    from their distribution in O(p³) work and memory whatever the number of samples.
+
+    With true centres μ_c ~ N(0, m²/p I) and noise e ~ N(0, s²/p I), the class statistics of
+    the n = C·N samples are independent (Cochran's theorem): the sample means μ_c + ē_c with
+    ē_c ~ N(0, s²/(pN) I), and n Σ_W = (s²/p) · W_p(n − C, I), a Wishart draw with n − C degrees
+    of freedom (the C class means used up C of them), drawn by Bartlett's decomposition
+    (`wishart_bartlett`). That is the exact law of the reduced sample draw, not an
+    approximation: no central-limit step, at any N. The key is split as `init_features`
+    splits it, so the centres μ_c are the ones `init_features` draws from the same key; the
+    sampling noise is another draw of the same distribution.
+    """
+    check_problem_size(num_classes, per_class, dim)
+    dtype = dtype or jnp.result_type(float)
+    C, N, p = num_classes, per_class, dim
+    n = C * N
+    k_means, k_noise = jax.random.split(key)
+    k_bar, k_scatter = jax.random.split(k_noise)
+    centres = mean_scale * jax.random.normal(k_means, (C, p), dtype) / jnp.sqrt(p)
+    mean_noise = jax.random.normal(k_bar, (C, p), dtype) * (noise_scale / jnp.sqrt(p * N))
+    scatter = wishart_bartlett(k_scatter, n - C, p, dtype)
+    sigma_w = ((noise_scale**2 / p) / n) * scatter
+    return ClassStats(jnp.full((C,), float(N), dtype), (centres + mean_noise).T, sigma_w)
 
 
 def chi_square(key: PRNGKeyArray, df: Float[Array, " k"]) -> Float[Array, " k"]:

@@ -37,6 +37,12 @@ from ._series import (
 FLOW_NAMES = ("renormalised", "whitened", "central-path", "ufm")
 REPRESENTATIONS = ("reduced", "full")
 PRECISIONS = ("float64", "float32")
+INITIAL_DRAWS = ("auto", "features", "statistics")
+#: `initial_draw = "auto"` draws every sample (then reduces them) up to this many numbers
+#: C·N·p, and the class statistics directly above it: 2**27 float64 numbers are 1 GiB, and a
+#: count, not the machine's memory, decides, so that a configuration draws the same state on
+#: every machine. Every run below it keeps the numbers it had before the statistics draw existed.
+FEATURE_DRAW_LIMIT = 2**27
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -73,6 +79,14 @@ class SimulationConfig(Config):
         "reduced",
         "reduced (class statistics: exact, cost independent of N) or full (every sample; NC4)",
         choices=REPRESENTATIONS,
+    )
+    initial_draw: str = option(
+        "auto",
+        "how a reduced run draws its initial class statistics: features (every sample, then "
+        "their statistics), statistics (class means and a Wishart Σ_W drawn directly: the same "
+        "law, other numbers, O(p³) at any N), auto (features up to C·N·p = 2**27 numbers, "
+        "statistics above; the reduced UFM: statistics)",
+        choices=INITIAL_DRAWS,
     )
     mean_scale: float = option(2.0, "initial class means ~ N(0, mean_scale²/p)", batch="parameter")
     noise_scale: float = option(
@@ -236,7 +250,34 @@ def validate(config: SimulationConfig) -> None:
         require(c.bias, "the renormalised flows need a classifier with bias; drop --no-bias")
     require_real("mean-scale", c.mean_scale, 0, lo_open=True)
     require_real("noise-scale", c.noise_scale, 0, lo_open=True)
+    require(
+        isinstance(c.initial_draw, str) and c.initial_draw in INITIAL_DRAWS,
+        f"unknown initial-draw {c.initial_draw!r}; choose one of {', '.join(INITIAL_DRAWS)}",
+    )
+    require(
+        not (c.initial_draw == "statistics" and c.representation == "full"),
+        "initial-draw = statistics needs --representation reduced: the full representation "
+        "keeps every sample; drop --initial-draw or use the reduced representation",
+    )
     check_resources(c)
+
+
+def initial_draw(config: SimulationConfig) -> str:
+    """How `build` draws the initial state of a configuration: "features" (every sample, then,
+    for a reduced run, their class statistics) or "statistics" (`_ufm.draw_class_stats`: the
+    class means and the within-class scatter drawn directly from their law). `auto`: the full
+    representation draws features; the reduced UFM statistics (as it always has); the reduced
+    central-path and renormalised flows features up to `FEATURE_DRAW_LIMIT` numbers C·N·p and
+    statistics above, so that every run that fitted before keeps its numbers."""
+    c = config
+    if c.representation == "full":
+        return "features"
+    if c.initial_draw != "auto":
+        return c.initial_draw
+    if c.flow == "ufm":
+        return "statistics"
+    size = int(c.classes) * int(c.per_class) * int(c.dim)
+    return "features" if size <= FEATURE_DRAW_LIMIT else "statistics"
 
 
 # Working set of the solvers, in copies of the state: the Runge-Kutta stages, the error estimate,
@@ -251,7 +292,8 @@ _FLOP_PER_DRAWN = 100  # one normal number: threefry bits and the inverse-CDF tr
 def resource_estimate(config: SimulationConfig) -> tuple[float, float]:
     """(bytes, flop) a validated configuration needs, at float64 (float32 needs less).
 
-    Counted: the initial draw of all n×p features, the solver's copies of the state, one
+    Counted: the initial draw (all n×p features, or the p×p factor of the statistics draw and
+    its product), the solver's copies of the state, one
     snapshot (class statistics with Σ_W p×p, W, b) per save and method, kept three times (the
     list, the stacked series, the checkpoint), and the metrics' p×p matrices; work is the O(p³)
     metrics of every snapshot plus the known gradient-descent steps.
@@ -263,19 +305,21 @@ def resource_estimate(config: SimulationConfig) -> tuple[float, float]:
     classifier = C * p + C if ufm else 0
     state = (p * p + p * C + C if c.representation == "reduced" else n * p) + classifier
     snapshot = p * p + 2 * p * C + 2 * C + 2
+    features_drawn = initial_draw(c) == "features"
     words = (
-        3 * n * p
+        (3 * n * p if features_drawn else 3 * p * p)
         + 4 * p * p
         + _SOLVER_STATE_COPIES * state
         + _PP_MATRICES * p * p
         + 3 * S * M * snapshot
     )
     flop = _FLOP_PER_P3 * p**3 * (1 + S * M)
-    if not (ufm and c.representation == "reduced"):
-        # The initial draw of every sample (the reduced central path and renormalised flows
-        # draw them too, then keep their statistics): a normal number each, and the class
-        # statistics' n·p² products.
+    if features_drawn:
+        # The initial draw of every sample (a reduced run that draws features keeps only their
+        # statistics): a normal number each, and the class statistics' n·p² products.
         flop += _FLOP_PER_DRAWN * n * p + 2 * n * p * p
+    else:  # p²/2 normal numbers, p chi-square draws and the Bartlett factor's product
+        flop += _FLOP_PER_DRAWN * p * p + 2 * p**3
     if "gd" in c.methods and c.eta > 0:
         steps = min(c.t_end / c.eta, c.max_gd_steps)
         per_step = 20 * C * p * p if c.representation == "reduced" else 20 * n * p * C
@@ -291,6 +335,10 @@ def check_resources(config: SimulationConfig) -> None:
     memory, flop = resource_estimate(c)
     what = f"simulating C = {c.classes}, N = {c.per_class}, p = {c.dim} with {c.num_saves} saves"
     fix = "lower --dim (p×p matrices), --num-saves or --per-class"
+    draw_bytes = 8.0 * 3 * int(c.classes) * int(c.per_class) * int(c.dim)
+    if c.representation == "reduced" and initial_draw(c) == "features" and draw_bytes > memory / 2:
+        # The samples are most of it, and a reduced run keeps only their statistics.
+        fix += ", or draw the class statistics directly (--initial-draw statistics)"
     check_memory(memory, what, fix)
     check_work(flop, what, fix)
 
@@ -310,9 +358,24 @@ def build(config: SimulationConfig, key=None, *, params: Mapping[str, Any] | Non
     v = {k: getattr(c, k) for k in FLOAT_PARAMS} | dict(params or {})
     # Arrays, not Python floats: a sweep traces them, and one program serves every scale.
     scales = (jnp.asarray(v["mean_scale"], float), jnp.asarray(v["noise_scale"], float))
+    statistics = initial_draw(c) == "statistics"
     if c.flow == "ufm" and reduced:
         kw = dict(lam_W=v["lam_w"], lam_H=v["lam_h"], lam_b=v["lam_b"], bias=bool(c.bias))
-        return F.ReducedUFMFlow(**kw), _draw_reduced_ufm(key, C, N, p, *scales), None
+        if statistics:
+            return F.ReducedUFMFlow(**kw), _draw_reduced_ufm(key, C, N, p, *scales), None
+        state, labels = _draw(key, C, N, p, *scales)
+        return F.ReducedUFMFlow(**kw), F.ReducedUFMState.from_state(state, labels, C), None
+    project = c.flow == "renormalised"
+    if statistics:  # the reduced central-path and renormalised flows, at any N
+        stats = _draw_stats(key, C, N, p, *scales)
+        if c.flow == "central-path":
+            kw = dict(lam=v["lam"], lam_H=0.0, bias=bool(c.bias))
+            return F.ReducedCentralPathFlow(**kw), stats, None
+        # The class means of X = Σ_W^{-1/2}(H − μ_G) are Σ_W^{-1/2}(μ_c − μ_G): the map is
+        # linear, so renormalising the means renormalises every sample's class mean.
+        means = renormalised_features(stats.class_means.T, stats).T
+        stats = type(stats)(stats.counts, means, jnp.eye(p, dtype=means.dtype))
+        return F.ReducedRenormalisedFlow(project=project), stats, snr_singular_values(stats)
     state, labels = _draw(key, C, N, p, *scales)
     omega0 = None
     if c.flow == "ufm":
@@ -324,7 +387,6 @@ def build(config: SimulationConfig, key=None, *, params: Mapping[str, Any] | Non
         if reduced:
             return F.ReducedCentralPathFlow(**kw), _class_stats(H, labels, C), None
         return F.CentralPathFlow(labels, C, **kw), H, None
-    project = c.flow == "renormalised"
     X = renormalised_features(H, _class_stats(H, labels, C))
     stats = _class_stats(X, labels, C)
     # Σ_W(X) = I up to rounding; pin it so the reduced state is exactly on the manifold.
@@ -342,6 +404,17 @@ def _draw(key, C: int, N: int, p: int, mean_scale, noise_scale):
     from ._ufm import init_ufm
 
     return init_ufm(key, C, N, p, mean_scale=mean_scale, noise_scale=noise_scale)
+
+
+@eqx.filter_jit
+def _draw_stats(key, C: int, N: int, p: int, mean_scale, noise_scale):
+    """The class statistics of `_draw`'s features drawn directly (`draw_class_stats`), in
+    O(p³) at any N, as one compiled program. The key is split as `init_ufm` splits it: the true
+    class centres are those of `_draw` for the same key."""
+    from ._ufm import draw_class_stats
+
+    k_h, _ = jax.random.split(key)
+    return draw_class_stats(k_h, C, N, p, mean_scale=mean_scale, noise_scale=noise_scale)
 
 
 @eqx.filter_jit

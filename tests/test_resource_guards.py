@@ -12,8 +12,6 @@ import io
 import math
 import os
 import struct
-import subprocess
-import sys
 import time
 import zipfile
 import zlib
@@ -21,18 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _hostile import PEAK_LIMIT, TIME_LIMIT, GiB, assert_refused, run_cli
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from centralpath._errors import SEED_MAX, InputError
 from centralpath._run.resources import MEMORY_ENV, WORK_ENV, format_bytes, memory_limit, parse_size
 from centralpath.cli import COMMANDS, main
 from centralpath.measurement._io import load_npz, npz_headers
-
-GiB = 1 << 30
-# Address-space limit of the subprocess cases: Python + JAX map about 1.5 GiB; any array of the
-# sizes refused below would exceed what is left.
-AS_LIMIT = 4 * GiB
-TIME_LIMIT = 20.0
 
 # ------------------------------------------------------------------ forging files
 
@@ -150,71 +143,6 @@ def bomb(shape, dtype="<f8", stream_bytes=None):
 # ------------------------------------------------------------------ running the command line
 
 
-# The child sets its own RLIMIT_AS before importing anything (a preexec_fn would run Python
-# between fork and exec in this multithreaded, JAX-holding process).
-CHILD = (
-    "import resource, runpy, sys; "
-    f"resource.setrlimit(resource.RLIMIT_AS, ({AS_LIMIT}, {AS_LIMIT})); "
-    "sys.argv[0] = 'centralpath'; "
-    "runpy.run_module('centralpath.cli', run_name='__main__')"
-)
-
-
-def run_cli(*args, env=None, tmp_path=None):
-    """The command line in a fresh process under RLIMIT_AS; (exit status, stderr, seconds)."""
-    return run_cli_measured(*args, env=env, tmp_path=tmp_path)[:3]
-
-
-# What a refusal may cost (issue 29): the child's peak resident memory, JAX's start included.
-PEAK_LIMIT = int(1.5e9)
-
-
-def run_cli_measured(*args, env=None, tmp_path=None, cwd=None):
-    """`run_cli` that also returns the child's peak resident memory in bytes (from wait4's
-    rusage: RLIMIT_AS bounds the address space, not what the process touched). Its seconds are
-    the child's CPU time (user + system), what the refusal itself costs: wall time on a shared,
-    loaded machine measures the other jobs too."""
-    import tempfile
-    import threading
-
-    e = dict(os.environ)
-    e.pop(MEMORY_ENV, None)
-    e.pop(WORK_ENV, None)
-    if tmp_path is not None:
-        e["XDG_CACHE_HOME"] = str(tmp_path / "cache")
-    e.update(env or {})
-    with tempfile.TemporaryFile() as err_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, *map(str, args)],
-            stdout=subprocess.DEVNULL,
-            stderr=err_file,
-            env=e,
-            cwd=cwd if cwd is not None else tmp_path,
-        )
-        timer = threading.Timer(120, proc.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err_file.seek(0)
-        err = err_file.read().decode(errors="replace")
-    return proc.returncode, err, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
-
-
-def assert_refused(code, err, seconds=0.0, *, contains=(), peak=0, codes=(2,)):
-    lines = err.strip().splitlines()
-    assert code in codes, err
-    assert len(lines) == 1, err
-    assert ": error:" in lines[0] or ": numerical failure:" in lines[0], err
-    assert "internal error" not in err and "Traceback" not in err, err
-    assert seconds < TIME_LIMIT, f"refused after {seconds:.1f} s"
-    assert peak < PEAK_LIMIT, f"refused at a peak of {peak / 1e9:.2f} GB"
-    for text in contains:
-        assert text in lines[0], lines[0]
-
-
 def main_refuses(capsys, argv, contains=()):
     """In-process variant (no memory limit): for value checks, which allocate nothing anyway."""
     start = time.monotonic()
@@ -315,8 +243,8 @@ def forged(tmp_path_factory):
 )
 def test_forged_features_refused_under_rlimit(forged, tmp_path, name):
     path, phrase = forged[name]
-    code, err, seconds = run_cli("analyze", path, "--quiet", tmp_path=tmp_path)
-    assert_refused(code, err, seconds, contains=[phrase])
+    outcome = run_cli("analyze", path, "--quiet", tmp_path=tmp_path)
+    assert_refused(*outcome, contains=[phrase])
 
 
 def test_forged_headers_refused_in_process(forged, monkeypatch):
@@ -369,10 +297,8 @@ def test_p_much_larger_than_n_refused_up_front(tmp_path, p, n):
     rng = np.random.default_rng(0)
     path = tmp_path / "wide.npz"
     np.savez(path, features=rng.normal(size=(n, p)).astype(np.float32), labels=np.arange(n) % 3)
-    code, err, seconds = run_cli("analyze", path, "--quiet", tmp_path=tmp_path)
-    assert_refused(
-        code, err, seconds, contains=[f"p = {p}", f"n = {n}", "project the features", WORK_ENV]
-    )
+    outcome = run_cli("analyze", path, "--quiet", tmp_path=tmp_path)
+    assert_refused(*outcome, contains=[f"p = {p}", f"n = {n}", "project the features", WORK_ENV])
 
 
 def test_memory_limit_names_estimate_limit_and_fix(tmp_path, capsys, monkeypatch):
@@ -497,14 +423,14 @@ def test_statistics_files_checked_as_what_they_claim(statistics_files, tmp_path,
     if command == "compare" and name in ("zero_checkpoints", "identical_samples"):
         phrase = "checkpoint"  # compare refuses fewer than 2 checkpoints first
     out = tmp_path / "o.json"
-    code, err, seconds, peak = run_cli_measured(
+    outcome = run_cli(
         command,
         path,
         "--quiet",
         *(["--json", out] if command == "analyze" else []),
         tmp_path=tmp_path,
     )
-    assert_refused(code, err, seconds, contains=[phrase], peak=peak)
+    assert_refused(*outcome, contains=[phrase])
     assert not out.exists()
 
 
@@ -631,7 +557,7 @@ def test_compare_kappa_sources_bounded(lr_features, tmp_path, name):
     else:
         path.write_text(content)
     source = flags or ["--kappa-from", path]
-    code, err, seconds, peak = run_cli_measured(
+    outcome = run_cli(
         "compare",
         lr_features,
         "--model",
@@ -645,7 +571,7 @@ def test_compare_kappa_sources_bounded(lr_features, tmp_path, name):
         tmp_path / "run",
         tmp_path=tmp_path,
     )
-    assert_refused(code, err, seconds, contains=[phrase], peak=peak)
+    assert_refused(*outcome, contains=[phrase])
     assert not (tmp_path / "run").exists()
 
 
@@ -745,20 +671,22 @@ def test_configs_and_flags_refused_before_work(tmp_path, name):
         cfg.write_text(text)
     argv = [a.format(cfg=cfg, out=out) for a in argv]
     extra = ["--quiet"] if argv[0] == "sweep" else ["--quiet", "--no-figures"]
-    code, err, seconds, peak = run_cli_measured(*argv, *extra, tmp_path=tmp_path)
+    outcome = run_cli(*argv, *extra, tmp_path=tmp_path)
     phrase = next(v for k, v in CONFIG_PHRASES.items() if k in name)
-    assert_refused(code, err, seconds, contains=[phrase], peak=peak)
-    assert "--resume" not in err
+    assert_refused(*outcome, contains=[phrase])
+    assert "--resume" not in outcome.err
     assert not out.exists() and not (tmp_path / ".run.partial").exists()
 
 
 SWEEP_COST_CASES = {
-    # name -> ([sweep] table, work limit, phrase): refused before any work. The 10**6 points of
-    # one shape need ~3e11 flop; the 1,000 groups' compilations ~1.6e14, each group < 1e12.
+    # name -> ([sweep] table, work limit or None for the default, phrase): refused before any
+    # work. The 1,000 groups' compilations are ~2.4 h (1.2e14 flop-equivalents, each group's
+    # work < 1e12), past the 5% of the default limit a sweep may spend compiling; the 10**6
+    # points of one shape need ~3e11 flop.
     "1000_shape_groups": (
         "dim = [" + ", ".join(str(3 + i) for i in range(1000)) + "]",
-        "1e12",
-        "1000 shape group",
+        None,
+        "1000 shape groups need 1000 compilations, about 2.4 h",
     ),
     "1e6_points": (
         "lam = [" + ", ".join(f"{0.001 * (i + 1):.4f}" for i in range(1000)) + "]\nseeds = 1000",
@@ -770,22 +698,59 @@ SWEEP_COST_CASES = {
 
 @pytest.mark.parametrize("name", sorted(SWEEP_COST_CASES))
 def test_sweep_cost_estimated_and_refused_before_work(tmp_path, name):
-    """A 10**6-point grid and a 1,000-shape-group sweep started with no estimate (issue 29):
-    configurations' work plus one compilation per shape group, under the work limit."""
+    """A 10**6-point grid and a 1,000-shape-group sweep started with no estimate, and the
+    1,000 groups (~2.4 h of compilation) ran at the default limit (issue 29): configurations'
+    work plus one compilation per shape group, under the work limit."""
     table, limit, phrase = SWEEP_COST_CASES[name]
     cfg = tmp_path / "s.toml"
     cfg.write_text(f'flow = "central-path"\nnum_saves = 3\n[sweep]\n{table}\n')
-    code, err, seconds, peak = run_cli_measured(
+    outcome = run_cli(
         "sweep",
         cfg,
         "--out",
         tmp_path / "run",
         "--quiet",
         tmp_path=tmp_path,
-        env={WORK_ENV: limit},
+        env={WORK_ENV: limit} if limit else None,
     )
-    assert_refused(code, err, seconds, contains=[phrase, WORK_ENV], peak=peak)
+    assert_refused(*outcome, contains=[phrase, WORK_ENV])
     assert not (tmp_path / "run").exists() and not (tmp_path / ".run.partial").exists()
+
+
+def test_sweep_compilations_refused_naming_estimate_limit_and_fix(monkeypatch):
+    """The compile refusal names the groups, the hours, the flop-equivalents, the limit and
+    both fixes; the limit it suggests admits the sweep, and fewer groups pass at the default."""
+    from centralpath.sweep._spec import (
+        COMPILE_WORK_FRACTION,
+        GROUP_COMPILE_FLOP,
+        GROUP_COMPILE_SECONDS,
+        parse_sweep,
+    )
+
+    def sweep(groups):
+        return {
+            "flow": "central-path",
+            "num_saves": 3,
+            "sweep": {"dim": list(range(3, 3 + groups))},
+        }
+
+    over = int(COMPILE_WORK_FRACTION * 1e15 / GROUP_COMPILE_FLOP) + 1  # 416 at the default
+    with pytest.raises(InputError) as info:
+        parse_sweep(sweep(over))
+    line = str(info.value)
+    hours = over * GROUP_COMPILE_SECONDS / 3600
+    for part in (
+        f"{over} shape groups need {over} compilations, about {hours:.1f} h",
+        f"counted as {over * GROUP_COMPILE_FLOP:.2g}".replace("e+", "e"),
+        "more than the 5e13 a sweep may spend compiling (5% of the work limit 1e15)",
+        "sweep fewer shape groups",
+        f"{WORK_ENV}=1e16",
+    ):
+        assert part in line, (part, line)
+    assert "\n" not in line
+    assert parse_sweep(sweep(over - 1)).cost[1] == over - 1
+    monkeypatch.setenv(WORK_ENV, "1e16")
+    assert parse_sweep(sweep(over)).cost[1] == over
 
 
 def test_sweep_cost_line_counts_groups_and_configurations():
@@ -800,26 +765,55 @@ def test_sweep_cost_line_counts_groups_and_configurations():
     assert spec.cost_line().startswith("6 configurations over dim, seed in 2 shape group(s)")
 
 
-def test_reduced_run_at_large_n_is_estimated_before_the_draw(tmp_path):
-    """simulate --classes 4 --per-class 12500000 --dim 8 --methods gd (reduced) reached 6 GB:
-    its draw of every sample is counted, and refused where it does not fit."""
-    code, err, seconds, peak = run_cli_measured(
-        "simulate",
-        "--classes",
-        "4",
-        "--per-class",
-        "12500000",
-        "--dim",
-        "8",
+LARGE_N = ["simulate", "--classes", "4", "--per-class", "12500000", "--dim", "8"]
+
+
+def test_reduced_run_at_large_n_drawing_every_sample_is_refused_before_the_draw(tmp_path):
+    """simulate --classes 4 --per-class 12500000 --dim 8 --methods gd reached 6 GB drawing
+    every sample (issue 29): `--initial-draw features` still does, and is counted and refused
+    where it does not fit."""
+    outcome = run_cli(
+        *LARGE_N,
         "--methods",
         "gd",
+        "--initial-draw",
+        "features",
         "--quiet",
         "--no-figures",
         "--out",
         tmp_path / "run",
         tmp_path=tmp_path,
     )
-    assert_refused(code, err, seconds, contains=["of memory", "N = 12500000"], peak=peak)
+    assert_refused(*outcome, contains=["of memory", "N = 12500000", "--initial-draw statistics"])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow  # ~6 s of CPU each: a real run, not a refusal
+@pytest.mark.parametrize("flow", ["renormalised", "central-path"])
+def test_reduced_run_at_large_n_runs_within_the_limits(tmp_path, flow):
+    """The same command, valid, runs (issue 29: a valid input runs within 20 s and 1.5 GB): the
+    reduced central-path and renormalised flows draw their statistics directly above
+    C·N·p = 2**27 (measured: ~6 s of CPU, ~0.45 GB peak), and the run records it."""
+    import json
+
+    out = tmp_path / "run"
+    code, err, seconds, peak = run_cli(
+        *LARGE_N,
+        "--flow",
+        flow,
+        "--methods",
+        "gd",
+        "--quiet",
+        "--no-figures",
+        "--out",
+        out,
+        tmp_path=tmp_path,
+    )
+    assert code == 0, err
+    assert seconds < TIME_LIMIT and peak < PEAK_LIMIT, (seconds, peak)
+    assert json.loads((out / "metadata.json").read_text())["initial_draw"] == "statistics"
+    with np.load(out / "results.npz") as results:
+        assert np.all(np.isfinite(results["gd/nc1"]))
 
 
 def test_a_failure_a_resume_cannot_fix_does_not_advise_it(tmp_path, capsys):
@@ -870,8 +864,8 @@ SIM = ["simulate", "--quiet", "--no-figures", "--flow", "central-path"]
     ],
 )
 def test_simulate_sizes_refused_under_rlimit(tmp_path, flags, phrase):
-    code, err, seconds = run_cli(*SIM, *flags, "--out", tmp_path / "run", tmp_path=tmp_path)
-    assert_refused(code, err, seconds, contains=[phrase])
+    outcome = run_cli(*SIM, *flags, "--out", tmp_path / "run", tmp_path=tmp_path)
+    assert_refused(*outcome, contains=[phrase])
     assert not (tmp_path / "run").exists() and not (tmp_path / ".run.partial").exists()
 
 
@@ -889,8 +883,8 @@ TRAIN = ["train", "--quiet", "--no-figures", "--epochs", "2"]
     ],
 )
 def test_train_sizes_refused_under_rlimit(tmp_path, flags, phrase):
-    code, err, seconds = run_cli(*TRAIN, *flags, "--out", tmp_path / "run", tmp_path=tmp_path)
-    assert_refused(code, err, seconds, contains=[phrase])
+    outcome = run_cli(*TRAIN, *flags, "--out", tmp_path / "run", tmp_path=tmp_path)
+    assert_refused(*outcome, contains=[phrase])
     assert not (tmp_path / "run").exists() and not (tmp_path / ".run.partial").exists()
 
 
@@ -899,8 +893,8 @@ def test_train_npz_dataset_bomb_refused_under_rlimit(tmp_path):
         tmp_path / "data.npz",
         {"inputs.npy": bomb((2**20, 2**10)), "labels.npy": arr(np.arange(2**20) % 10)},
     )
-    code, err, seconds = run_cli(*TRAIN, "--dataset", f"npz:{path}", tmp_path=tmp_path)
-    assert_refused(code, err, seconds, contains=["of memory", "inputs"])
+    outcome = run_cli(*TRAIN, "--dataset", f"npz:{path}", tmp_path=tmp_path)
+    assert_refused(*outcome, contains=["of memory", "inputs"])
 
 
 def test_train_npz_dataset_huge_label_refused(tmp_path, capsys):

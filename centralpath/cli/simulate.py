@@ -43,7 +43,7 @@ def _set_precision(config) -> None:
 def run(args) -> int:
     from .._errors import require
     from .._run.rundir import RunDir, default_run_path, load_config
-    from ..simulate import SimulationConfig, distinct_gd_saves, simulate
+    from ..simulate import SimulationConfig, distinct_gd_saves, initial_draw, simulate
     from ._common import check_resume_flags
 
     enable_compilation_cache()
@@ -66,6 +66,9 @@ def run(args) -> int:
         if config.precision == "float32":
             # float32 carries ~7 digits: tolerances below ~1e-6 cannot be met.
             config = config.replace(rtol=max(config.rtol, 1e-6), atol=max(config.atol, 1e-8))
+        # config.toml names the draw `auto` resolved to: the file then reruns (and --resume
+        # continues) this run's draw whatever later releases make of `auto`.
+        config = config.replace(initial_draw=initial_draw(config))
         _set_precision(config)
         run_dir = RunDir(
             args.out or default_run_path("simulate"),
@@ -85,7 +88,7 @@ def run(args) -> int:
         run_dir.save_results(results)
         draw_figures("simulate", run_dir.partial, results, args)
         run_dir.discard("state")
-        path = run_dir.finish()
+        path = run_dir.finish(extra_metadata={"initial_draw": initial_draw(config)})
     emit = log(args)
     for series in ("ode", "gd", "closed_form"):
         if f"{series}/nc1" in results:

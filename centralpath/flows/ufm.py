@@ -78,30 +78,21 @@ class ReducedUFMState(eqx.Module):
         dtype=None,
     ) -> ReducedUFMState:
         """The reduced state of a random UFM state (`init_ufm`), drawn directly from the
-        distribution of its class statistics, in O(p³) work whatever the number of samples.
-
-        With true centres μ_c ~ N(0, m²/p I) and noise e ~ N(0, s²/p I), the class statistics of
-        `init_ufm`'s features are independent (Cochran's theorem): the sample means μ_c + ē_c
-        with ē_c ~ N(0, s²/(pN) I), and n Σ_W = (s²/p) · W_p(n − C, I), a Wishart draw
-        (`wishart_bartlett`). The key is split as `init_ufm` splits it, so W and the centres
-        μ_c are the ones `init_ufm` draws from the same key; the sampling noise is a different
-        draw from the same distribution. Forming the statistics from an n × p draw instead cost
-        2 n p² flop: most of `simulate`'s start-up at C = 10, N = 5,000, p = 512.
+        distribution of its class statistics (`draw_class_stats`: sample means and a Wishart
+        Σ_W), in O(p³) work whatever the number of samples. The key is split as `init_ufm`
+        splits it, so W and the centres μ_c are the ones `init_ufm` draws from the same key;
+        the sampling noise is a different draw from the same distribution. Forming the
+        statistics from an n × p draw instead cost 2 n p² flop: most of `simulate`'s start-up
+        at C = 10, N = 5,000, p = 512.
         """
-        from .._ufm import check_problem_size, wishart_bartlett
+        from .._ufm import draw_class_stats
 
-        check_problem_size(num_classes, per_class, dim)
         dtype = dtype or jnp.result_type(float)
-        C, N, p = num_classes, per_class, dim
-        n = C * N
+        C, p = num_classes, dim
         k_h, k_w = jax.random.split(key)
-        k_means, k_noise = jax.random.split(k_h)
-        k_bar, k_scatter = jax.random.split(k_noise)
-        centres = mean_scale * jax.random.normal(k_means, (C, p), dtype) / jnp.sqrt(p)
-        mean_noise = jax.random.normal(k_bar, (C, p), dtype) * (noise_scale / jnp.sqrt(p * N))
-        scatter = wishart_bartlett(k_scatter, n - C, p, dtype)
-        sigma_w = ((noise_scale**2 / p) / n) * scatter
-        stats = ClassStats(jnp.full((C,), float(N), dtype), (centres + mean_noise).T, sigma_w)
+        stats = draw_class_stats(
+            k_h, C, per_class, p, mean_scale=mean_scale, noise_scale=noise_scale, dtype=dtype
+        )
         W = weight_scale * jax.random.normal(k_w, (C, p), dtype) / jnp.sqrt(p)
         return cls(W, jnp.zeros(C, dtype), stats)
 

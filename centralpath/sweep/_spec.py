@@ -35,6 +35,11 @@ MAX_CONFIGS = 10_000_000
 #: arithmetic.
 GROUP_COMPILE_SECONDS = 8.6
 GROUP_COMPILE_FLOP = GROUP_COMPILE_SECONDS * 1.4e10
+#: The share of the work limit a sweep may spend compiling: 5% of the default 1e15 is ~1 h of
+#: compilation (~420 shape groups). Compiling is pure overhead (the groups' programs differ
+#: only in their shapes), and hours of it are nearly always a table that sweeps a shape key
+#: (dim = [3, 4, …, 1002]) where a batchable one was meant; the arithmetic keeps the whole limit.
+COMPILE_WORK_FRACTION = 0.05
 CHUNK_BYTES = 1 << 19
 SPREAD = 8
 RENORMALISED = {"renormalised": "renormalised", "whitened": "whitened"}
@@ -249,10 +254,12 @@ def _validate_configs(configs: list[dict], names: Sequence[str], source: str):
 
 def check_sweep_cost(flop: float, n_groups: int, n_configs: int, source: str):
     """Refuse a sweep whose configurations' work plus its shape groups' compilations pass the
-    work limit (`CENTRALPATH_WORK_LIMIT`, as `simulate`); return (work, groups)."""
+    work limit (`CENTRALPATH_WORK_LIMIT`, as `simulate`), or whose compilations alone pass
+    their share of it (`check_compile_cost`); return (work, groups)."""
     from .._run.resources import check_work
 
-    work = flop + n_groups * GROUP_COMPILE_FLOP
+    compile_flop = n_groups * GROUP_COMPILE_FLOP
+    work = flop + compile_flop
     check_work(
         work,
         f"{source}: {n_configs} configurations in {n_groups} shape group(s) (each compiled "
@@ -260,7 +267,29 @@ def check_sweep_cost(flop: float, n_groups: int, n_configs: int, source: str):
         "split the sweep, or sweep fewer shapes (classes, per_class, dim, num_saves, "
         "representation and flow make the groups)",
     )
+    check_compile_cost(compile_flop, n_groups, source)
     return work, n_groups
+
+
+def check_compile_cost(compile_flop: float, n_groups: int, source: str) -> None:
+    """Refuse a sweep of several shape groups whose compilations alone pass
+    `COMPILE_WORK_FRACTION` of the work limit (`CENTRALPATH_WORK_LIMIT`), in one line naming the estimate, the limit and
+    the fixes: fewer shape groups, or a higher limit."""
+    from .._run.resources import WORK_ENV, _power_of_ten, _sci, work_limit
+
+    limit = work_limit()
+    if n_groups <= 1 or compile_flop <= COMPILE_WORK_FRACTION * limit:
+        return  # one group is one program: there are no fewer to compile
+    hours = n_groups * GROUP_COMPILE_SECONDS / 3600
+    raise InputError(
+        f"{source}: {n_groups} shape groups need {n_groups} compilations, about {hours:.1f} h "
+        f"(~{GROUP_COMPILE_SECONDS:g} s each, counted as {_sci(compile_flop)} floating-point "
+        f"operations), more than the {_sci(COMPILE_WORK_FRACTION * limit)} a sweep may spend "
+        f"compiling ({COMPILE_WORK_FRACTION:.0%} of the work limit {_sci(limit)}); sweep fewer "
+        "shape groups (classes, per_class, dim, num_saves, representation and flow make them; "
+        "seeds and the batchable keys share one), or raise the limit with "
+        f"{WORK_ENV}={_power_of_ten(compile_flop / COMPILE_WORK_FRACTION)}"
+    )
 
 
 def load_sweep(path) -> SweepSpec:

@@ -224,6 +224,7 @@ def _run_groups(spec, run, devices, log, resume: bool, writer: bool, multi: bool
     return run.finish(
         dict(
             configurations=len(spec.configs),
+            initial_draw=_initial_draws(spec),
             groups=n_groups,
             swept=list(spec.swept),
             precision=spec.options["precision"],
@@ -253,3 +254,15 @@ __all__ = [
     "read_results",
     "FLOW_NAMES",
 ]
+
+
+def _initial_draws(spec: SweepSpec) -> dict[str, int]:
+    """{"features" | "statistics": configurations} (`simulate.initial_draw`): how the initial
+    states were drawn. Every configuration of a shape group draws the same way."""
+    from ..simulate import as_config, initial_draw
+
+    counts: dict[str, int] = {}
+    for group in groups(spec.configs):
+        draw = initial_draw(as_config(spec.configs[group[0]]))
+        counts[draw] = counts.get(draw, 0) + len(group)
+    return counts
