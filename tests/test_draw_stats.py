@@ -255,3 +255,20 @@ def test_runs_record_the_draw_they_made(tmp_path, capsys):
         {"flow": "central-path", "dim": 8, "sweep": {"per_class": [10, 2**22 + 1], "seeds": 3}}
     )
     assert _initial_draws(spec) == {"features": 3, "statistics": 3}
+
+
+def test_a_run_from_before_the_option_resumes_with_the_features_draw(tmp_path):
+    """A partial run whose config.toml predates `initial_draw` drew features at any size: its
+    resume keeps that draw, even above the size where `auto` now draws statistics; a file
+    that names its draw keeps it."""
+    from centralpath.cli.simulate import saved_config
+    from centralpath.simulate import SimulationConfig, initial_draw
+
+    big = 2**27 // (4 * 8) + 1  # C·N·p just above the features-draw limit
+    path = tmp_path / "config.toml"
+    path.write_text(f'flow = "central-path"\nclasses = 4\nper_class = {big}\ndim = 8\n')
+    assert initial_draw(SimulationConfig(flow="central-path", classes=4, per_class=big, dim=8)) \
+        == "statistics"
+    assert initial_draw(saved_config(path)) == "features"
+    path.write_text(path.read_text() + 'initial_draw = "statistics"\n')
+    assert initial_draw(saved_config(path)) == "statistics"

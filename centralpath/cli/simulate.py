@@ -40,9 +40,21 @@ def _set_precision(config) -> None:
     set_precision(config.precision)
 
 
+def saved_config(path):
+    """The configuration of an interrupted run, as it ran. A run started before `initial_draw`
+    existed drew its features whatever its size: its closed form must start from the state its
+    checkpoints continue, not from a statistics draw that `auto` would now choose."""
+    from .._run.rundir import load_config
+    from ..simulate import SimulationConfig
+
+    saved = load_config(path)
+    saved.setdefault("initial_draw", "features")
+    return SimulationConfig.from_mapping(saved, f"config file {path}")
+
+
 def run(args) -> int:
     from .._errors import require
-    from .._run.rundir import RunDir, default_run_path, load_config
+    from .._run.rundir import RunDir, default_run_path
     from ..simulate import SimulationConfig, distinct_gd_saves, initial_draw, simulate
     from ._common import check_resume_flags
 
@@ -57,8 +69,7 @@ def run(args) -> int:
         require(args.config is None, "--resume continues the saved configuration; drop --config")
         run_dir, _ = RunDir.reopen(args.resume, "simulate")
         with run_dir.running():  # a refusal keeps the partial run and releases its lock
-            path = run_dir.file("config.toml")
-            config = SimulationConfig.from_mapping(load_config(path), f"config file {path}")
+            config = saved_config(run_dir.file("config.toml"))
             check_resume_flags(args, config.as_dict(), keys, run_dir)
             _set_precision(config)
     else:
