@@ -71,7 +71,7 @@ CLOCK_STEPS = {
 
 #: The start e0 (`--from-epoch auto`): the first checkpoint from which L_⊥LS/L stays at most
 #: this at every later checkpoint …
-AUTO_PERP_REL = 0.1
+AUTO_PERP_REL = 0.2
 #: … with the training accuracy (where recorded) within this of its largest value: on its
 #: plateau (an MNIST-1D MLP dipped below 0.1 by chance at 42% training accuracy).
 AUTO_ACCURACY_PLATEAU = 0.01
@@ -195,7 +195,7 @@ def choose_from_epoch(measurement: Measurement, from_epoch="auto") -> tuple[int 
             perp is not None,
             f"--from-epoch auto needs L_perp/L (the start is where it stays <= "
             f"{AUTO_PERP_REL:g}), which needs the classifier W, b in the features file; save "
-            "them, or give --from-epoch N",
+            "them, give --from-epoch N, or fit the free time map with --fit",
         )
         # stays[k]: L_⊥LS/L ≤ threshold at k and at every later checkpoint.
         stays = np.flip(np.logical_and.accumulate(np.flip(perp <= AUTO_PERP_REL)))
@@ -1032,7 +1032,15 @@ def predict(
     target_level = (
         float(np.max(levels)) if np.any(np.isfinite(levels)) else float(np.max(target[known]))
     )
-    path = _trace_path(model_obj, target_level)
+    try:
+        path = _trace_path(model_obj, target_level)
+    except InputError as e:  # the model cannot start here: no prediction of this model
+        numbers = _empty_numbers(K)
+        v, reason = verdict(numbers, na or str(e), None)
+        return Prediction(
+            model, float(m.epochs[k0]), rule, clock, kappa, kappa_source, nan_k, nan_km,
+            nan_k, nan_k, nan_km, numbers, v, reason,
+        )  # fmt: skip
     notes = [model_obj.note] if model_obj.note else []
     if clock == "monotone":
         t_after, pooled = fit_monotone_clock(path, model_obj, target)
