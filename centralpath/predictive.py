@@ -12,7 +12,7 @@ no-change baseline ω(e) = ω(e0).
   class statistics (dead directions dropped, not whitened);
 - `ufm`: the UFM F1 from the measured W, b and statistics, λ_W = λ_H = λ_b = the weight decay.
 
-**Clocks** (`CLOCKS`):
+**Clocks** (`CLOCKS`; docs/guides/predict.md):
 
 - `monotone`: for each checkpoint after e0, the model time t_k* that minimises
   Σ_j (log ω̂_j(t) − log ω_j(e_k))² (found on a log-spaced grid of the model's own trajectory,
@@ -20,8 +20,14 @@ no-change baseline ω(e) = ω(e0).
   model); then the isotonic (non-decreasing) regression of t_k* over the checkpoints by
   pool-adjacent-violators, each t_k* weighted by Σ_j (∂ log ω̂_j/∂t)² at t_k* — the curvature of
   the same error, so that pooling minimises its quadratic approximation. t(e0) = 0.
-- `lr`: t(e) = κ · Σ_{e′=e0+1}^{e} lr(e′) · steps_per_epoch / (1 − momentum), one scalar κ, given
-  or fitted to minimise the same error summed over checkpoints (grid, spline, Gauss–Newton).
+- κ clocks (`KAPPA_CLOCKS`): t(e) = κ · Σ_{e′=e0+1}^{e} step(e′), one scalar κ, given or fitted
+  to minimise the same error summed over checkpoints (grid, spline, Gauss–Newton); the step is
+  η_eff = lr · steps_per_epoch / (1 − momentum) (`lr`), η_eff · the epoch's mean training loss
+  (`lr-loss`), η_eff · its mean squared feature gradient (`lr-grad`), lr/(1 − momentum) · loss
+  (`lr-loss-epoch`).
+- `speed` and `displacement`, no κ: the model time at which the model's centred class means
+  have travelled the network's path length (per-epoch record `class_mean_step`) or are as far
+  from e0 as the network's (`speed_matched_times`).
 
 **Scores** over the checkpoints after e0 and every j (a measured ω_j beyond float64 resolution,
 +inf, is left out: its value is not known; a predicted +inf where the measurement is finite counts
@@ -29,11 +35,14 @@ as an infinite error): `median_relative_error` = median |ω̂_j − ω_j|/ω_j;
 `baseline_relative_error`, the same for ω̂ = ω(e0); `skill` = 1 − median/baseline; the level
 error (of the geometric mean over j) and the shape error (of ω_j / that mean).
 
-**Verdict** (thresholds below, stated in the README): `not-applicable` when the network was
-trained with cross-entropy (`loss = "ce"`), or, without that key, when L_⊥LS/L ≥ 0.5 at every
-checkpoint after e0 (every checkpoint when there is none), or when no checkpoint reaches L_⊥LS/L ≤ 0.1 (`--from-epoch auto`), or when ω does
-not grow (the geometric mean at the last checkpoint is below 1.1× that at e0); otherwise
-`consistent` when median_relative_error ≤ 5% and skill ≥ 0.7, else `inconsistent`.
+**Verdict** (thresholds below, with the measurements that set them in docs/guides/predict.md):
+`not-applicable` when the network was trained with cross-entropy (`loss = "ce"`), or, without
+that key, when L_⊥LS/L ≥ 0.5 at every checkpoint after e0 (every checkpoint when there is none),
+or when there is no start (`choose_from_epoch`), or fewer than 4 scored checkpoints after it,
+or when ω does not grow (its trend over the scored window, `trend_growth`, below ×1.1), or when
+the model cannot start from the state; otherwise `consistent` when median_relative_error ≤ 5%,
+skill ≥ 0.85 and the NC1 factor (median of max(r, 1/r), r = NC1̂/NC1) ≤ 1.5, else
+`inconsistent`.
 """
 
 from __future__ import annotations

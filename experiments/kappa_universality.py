@@ -118,8 +118,6 @@ class Scored:
 
 
 def main(cfg: dict, out_root) -> Path:
-    import numpy as np
-
     from centralpath import predictive as pr
 
     out = Path(out_root) / cfg.get("name", "kappa_universality")
@@ -182,7 +180,9 @@ def main(cfg: dict, out_root) -> Path:
 
     print("\nstart (--from-epoch auto) and verdict-relevant facts per run:")
     for name, e in result["runs"].items():
-        print(f"  {name}: {e['start']}" + (f" | {e['not_applicable']}" if e["not_applicable"] else ""))
+        print(
+            f"  {name}: {e['start']}" + (f" | {e['not_applicable']}" if e["not_applicable"] else "")
+        )
     print("\nfitted on the run itself: kappa | median error of omega | skill | NC1 factor")
     for name, e in result["runs"].items():
         cells = []
@@ -201,7 +201,9 @@ def main(cfg: dict, out_root) -> Path:
     for clock in pr.KAPPA_CLOCKS:
         ks = [r.kappa[clock] for r in runs.values() if clock in r.kappa]
         if ks:
-            print(f"  {clock}: {len(ks)} runs, {min(ks):.3g}..{max(ks):.3g} (x{max(ks) / min(ks):.2f})")
+            print(
+                f"  {clock}: {len(ks)} runs, {min(ks):.3g}..{max(ks):.3g} (x{max(ks) / min(ks):.2f})"
+            )
             result.setdefault("spread", {})[clock] = [min(ks), max(ks)]
     print("\ncarried kappa: median error of omega | skill (target: <= 5% and >= 0.85)")
     for name, carried in result["carried"].items():
