@@ -1,9 +1,9 @@
 """Record statistics files from a PyTorch training loop, storing no features.
 
 ```python
-from centralpath.torch import StatsRecorder
+from centralpath.torch import TorchStatsRecorder
 
-recorder = StatsRecorder(model.fc)  # the final nn.Linear
+recorder = TorchStatsRecorder(model.fc)  # the final nn.Linear
 for epoch in ...:
     ...train one epoch...
     if epoch in capture_at:
@@ -83,8 +83,9 @@ class _DeviceMoments:
         return StatsAccumulator.from_arrays(*host.moments())
 
 
-class StatsRecorder(_Recorder):
-    """Class statistics of the input of `last_layer` at chosen epochs (module docstring).
+class TorchStatsRecorder(_Recorder):
+    """Class statistics of the input of `last_layer` at chosen epochs (module docstring): the
+    PyTorch counterpart of `centralpath.StatsRecorder`, which takes NumPy/JAX batches.
 
     `num_classes` defaults to the layer's `out_features`; `weight_decay` is λ in the paper's
     scale; `directory` writes each checkpoint to its own file as it is captured (see
@@ -101,7 +102,7 @@ class StatsRecorder(_Recorder):
     ):
         require(
             isinstance(last_layer, torch.nn.Linear),
-            f"StatsRecorder needs the final nn.Linear (its input is the features), got "
+            f"TorchStatsRecorder needs the final nn.Linear (its input is the features), got "
             f"{type(last_layer).__name__}",
         )
         super().__init__(
@@ -474,4 +475,7 @@ class FeatureRecorder:
         save_features(path, **self.arrays())
 
 
-__all__ = ["FeatureRecorder", "StatsRecorder"]
+#: The former name, kept so that existing training scripts keep working.
+StatsRecorder = TorchStatsRecorder
+
+__all__ = ["FeatureRecorder", "StatsRecorder", "TorchStatsRecorder"]
