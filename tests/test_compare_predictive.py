@@ -255,7 +255,7 @@ def test_no_growth_is_not_applicable_and_auto_says_where_it_starts():
     p = predict(_measurement(flat, perp=perp), lambda k: state, "closed-form")
     assert (
         p.from_epoch == 1.0
-        and "first checkpoint from which L_perp/L stays <= 0.1" in p.from_epoch_rule
+        and "first checkpoint from which L_perp/L stays <= 0.2" in p.from_epoch_rule
     )
     assert p.verdict == "not-applicable" and "does not grow" in p.reason
 
@@ -352,7 +352,7 @@ def test_cli_model_json_figures_and_redraw(tmp_path, capsys):
         capsys, "compare", path, "--model", "closed-form", "--json", js, "--out", out
     )
     assert code == 0, err
-    assert "first checkpoint from which L_perp/L stays <= 0.1" in stdout and "closed-form" in stdout
+    assert "first checkpoint from which L_perp/L stays <= 0.2" in stdout and "closed-form" in stdout
     summary = json.loads(js.read_text())
     for key in (
         "model",
