@@ -51,8 +51,8 @@ class Scored:
         import numpy as np
 
         from centralpath.measurement import predictive as pr
-        from centralpath.measurement._io import load_features
         from centralpath.measurement._initial_state import measured_state
+        from centralpath.measurement._io import load_features
         from centralpath.measurement.analysis import analyze
 
         self.name = path.stem

@@ -460,3 +460,17 @@ def test_cli_simulate_from_a_measured_state(tmp_path, capsys):
     ):
         code, _, err = _cli(capsys, *args, *bad, "--out", tmp_path / "x", "--quiet")
         assert code == 2 and len(err.strip().splitlines()) == 1 and words in err, err
+
+
+def test_cli_help_states_the_start_rule_in_force():
+    """The --from-epoch help quotes the start rule's thresholds (it once said 0.1 after the rule
+    became 0.2)."""
+    import argparse
+
+    from centralpath.cli import build_parser
+    from centralpath.measurement.predictive import AUTO_ACCURACY_PLATEAU, AUTO_PERP_REL
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    (action,) = [a for a in sub.choices["compare"]._actions if "--from-epoch" in a.option_strings]
+    assert f"stays <= {AUTO_PERP_REL:g}," in action.help
+    assert f"within {AUTO_ACCURACY_PLATEAU:g} of its largest" in action.help

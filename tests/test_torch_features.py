@@ -10,22 +10,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from test_training_record import _cli  # noqa: E402
+
 from centralpath._errors import InputError  # noqa: E402
 from centralpath.measurement._io import load_features  # noqa: E402
-from centralpath.cli import main  # noqa: E402
 from centralpath.networks import datasets as ds  # noqa: E402
 from centralpath.torch import FeatureRecorder  # noqa: E402
 
 nn = torch.nn
-
-
-def _cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _digits(per_class=20):

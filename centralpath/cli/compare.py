@@ -19,7 +19,11 @@ def register(p) -> None:
         help="features or statistics file (or folder of checkpoints) with K >= 2 checkpoints "
         "(schemas in docs/reference/file-formats.md; or `features` in --config)",
     )
-    p.add_argument("--json", metavar="OUT", help="also write the fit and the metrics as JSON")
+    p.add_argument(
+        "--json",
+        metavar="OUT",
+        help="also write the verdict, the scores and the metrics (with --fit: the fit) as JSON",
+    )
     p.add_argument(
         "--fit",
         action="store_true",
@@ -53,8 +57,8 @@ def register(p) -> None:
         dest="from_epoch",
         metavar="{auto,N}",
         help="start e0 of the prediction: auto (default; the first checkpoint from which "
-        "L_perp/L stays <= 0.1, with the training accuracy on its plateau) or an epoch of the "
-        "file",
+        "L_perp/L stays <= 0.2, with the training accuracy within 0.01 of its largest) or an "
+        "epoch of the file",
     )
     p.add_argument(
         "--clock",
