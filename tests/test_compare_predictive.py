@@ -474,3 +474,23 @@ def test_cli_help_states_the_start_rule_in_force():
     (action,) = [a for a in sub.choices["compare"]._actions if "--from-epoch" in a.option_strings]
     assert f"stays <= {AUTO_PERP_REL:g}," in action.help
     assert f"within {AUTO_ACCURACY_PLATEAU:g} of its largest" in action.help
+
+
+def test_cli_default_ladder_names_the_verdict_that_answers(tmp_path, capsys):
+    """Without --model every model runs; one line says which verdict is the answer (the central
+    path's, the JSON's top level) before each model's own."""
+    path = _shrinking_features(tmp_path / "f.npz")
+    js = tmp_path / "c.json"
+    code, stdout, err = _cli(capsys, "compare", path, "--json", js)
+    assert code == 0, err
+    summary = json.loads(js.read_text())
+    assert summary["model"] == "all" and summary["verdict_of"] == "central-path"
+    lines = stdout.splitlines()
+    headline = f"verdict: {summary['verdict']} (the central-path model's, the theory under test"
+    first = next(i for i, line in enumerate(lines) if line.startswith("verdict: "))
+    assert lines[first].startswith(headline)
+    assert [line.split(":")[0] for line in lines[first + 1 :] if not line.startswith(" ")] == [
+        "closed-form",
+        "central-path",
+        "ufm",
+    ]

@@ -322,6 +322,11 @@ def run_models(args, config: dict, ff, out) -> int:
             "baseline; nc1_factor: median max(r, 1/r) of NC1 predicted / measured (nc1_baseline: "
             "of NC1(e0)); '-': not scored (see the verdict)"
         )
+        if len(predictions) > 1:  # the ladder: say which model's verdict is the answer
+            print(
+                f"verdict: {summary['verdict']} (the {summary['verdict_of']} model's, the "
+                "theory under test; each model's below)"
+            )
         for p in predictions:
             print(f"{p.model}: {p.verdict}: {p.reason}")
             last = p.numbers.get("last")
