@@ -1,5 +1,5 @@
-"""experiments/kappa_universality.py runs end to end at a tiny size (its real run, ~20 min on
-two cores, is not part of the suite; its table is in docs/guides/predict.md)."""
+"""experiments/kappa_universality.py runs end to end at a tiny size (its real run, 28 min on
+two loaded cores, is not part of the suite; its table is in docs/guides/predict.md)."""
 
 import json
 
