@@ -320,7 +320,8 @@ def run_models(args, config: dict, ff, out) -> int:
             "errors: median |omega_j predicted - measured| / measured over the scored "
             "checkpoints; baseline: the same for no change from e0; skill = 1 - error / "
             "baseline; nc1_factor: median max(r, 1/r) of NC1 predicted / measured (nc1_baseline: "
-            "of NC1(e0)); '-': not scored (see the verdict)"
+            "of NC1(e0)); kappa: the clock's scale (- for a clock without one); other '-': not "
+            "scored (see the verdict)"
         )
         if len(predictions) > 1:  # the ladder: say which model's verdict is the answer
             print(
