@@ -246,6 +246,7 @@ def test_cross_entropy_is_not_applicable_with_and_without_the_loss_key():
     m = _measurement(_growing(), loss="mse", perp=far)
     p = predict(m, lambda k: state, "closed-form")
     assert p.verdict == "not-applicable" and p.from_epoch is None and "auto" in p.reason
+    assert "train longer" in p.reason and "--from-epoch N" in p.reason  # what would do
 
 
 def test_no_growth_is_not_applicable_and_auto_says_where_it_starts():

@@ -225,7 +225,8 @@ def choose_from_epoch(measurement: Measurement, from_epoch="auto") -> tuple[int 
             return None, (
                 f"auto: no checkpoint before the last from which L_perp/L stays <= "
                 f"{AUTO_PERP_REL:g}{accuracy_rule} (L_perp/L at the last: {perp[-1]:.2g}): "
-                "the network does not settle near the central path"
+                "the network does not settle near the central path; train longer (more "
+                "checkpoints after it settles), or pass --from-epoch N"
             )
         k = int(ok[0])
         return k, (
