@@ -360,7 +360,9 @@ def test_compare_and_plot_round_trip(tmp_path, capsys):
     path, times, _ = _flow_features(tmp_path)
     out = tmp_path / "cmp"
     js = tmp_path / "cmp.json"
-    code, stdout, err = _run(["compare", str(path), "--json", str(js), "--out", str(out)], capsys)
+    code, stdout, err = _run(
+        ["compare", str(path), "--fit", "--json", str(js), "--out", str(out)], capsys
+    )
     assert code == 0, err
     summary = json.loads(js.read_text())
     for key in ("a", "relative_error", "variance_explained", "drift_relative", "checkpoints"):
@@ -406,7 +408,7 @@ def test_compare_flags_an_inconsistent_trajectory(tmp_path, capsys):
     bad = tmp_path / "bad.npz"
     np.savez(bad, **data)
     js = tmp_path / "bad.json"
-    assert _run(["compare", str(bad), "--json", str(js), "--quiet"], capsys)[0] == 0
+    assert _run(["compare", str(bad), "--fit", "--json", str(js), "--quiet"], capsys)[0] == 0
     assert json.loads(js.read_text())["drift_relative"] > 1e-2
 
 

@@ -50,12 +50,14 @@ def _random_state(seed=0, dead=False) -> MeasuredState:
     return state, H, W, b
 
 
-def _measurement(omega, *, loss="mse", lr=None, perp=None) -> Measurement:
+def _measurement(omega, *, loss="mse", lr=None, perp=None, nc1=None) -> Measurement:
     K = len(omega)
     return Measurement(
         epochs=np.arange(K, dtype=float),
         omega=np.asarray(omega, float),
-        nc1=np.ones(K),
+        # NC1 = Σ_j 1/ω_j² for balanced classes (docs/theory.md §5): the measured NC1 that
+        # goes with these ω.
+        nc1=np.sum(1.0 / np.asarray(omega, float) ** 2, axis=1) if nc1 is None else nc1,
         perp_rel=np.zeros(K) if perp is None else np.asarray(perp, float),
         num_classes=C,
         per_class=float(N),
@@ -67,16 +69,24 @@ def _measurement(omega, *, loss="mse", lr=None, perp=None) -> Measurement:
     )
 
 
-def _flow_trajectory(state: MeasuredState, model: str, times):
-    """ω_j at `times` of the flow that `model` runs, from `state` (a solve of its own)."""
+def _flow_trajectory(state: MeasuredState, model: str, times, with_nc1: bool = False):
+    """ω_j (and NC1) at `times` of the flow that `model` runs, from `state` (a solve of its
+    own). NC1 = Σ_j 1/ω_j² for the closed form; the flows' Tr(Σ_W Σ_B^†)/C is not a
+    function of ω alone (Σ_W off the span of the class means counts too)."""
     if model == "closed-form":
         omega0 = np.asarray(cp.snr_singular_values(state.stats))
-        return np.asarray(cp.eigen_dynamics(omega0, C, float(N))(jnp.asarray(times)))
+        omega = np.asarray(cp.eigen_dynamics(omega0, C, float(N))(jnp.asarray(times)))
+        return (omega, np.sum(1.0 / omega**2, axis=1)) if with_nc1 else omega
     flow, y0 = initial_state(state, model)
     # The model's solver settings and number of save times: one compiled program for both.
     ts = _pad(np.asarray(times, float), _SAVES)
     tr = integrate(flow, y0, float(ts[-1]), ts=ts, max_steps=_MAX_STEPS)
-    return tr.snr()[np.searchsorted(ts, times)]
+    keep = np.searchsorted(ts, times)
+    if not with_nc1:
+        return tr.snr()[keep]
+    stats = tr.snapshots.stats
+    nc1 = [float(cp.nc1(jax.tree.map(lambda a, i=i: a[i], stats))) for i in keep]
+    return tr.snr()[keep], np.asarray(nc1)
 
 
 # The model times of the checkpoints: where ω grows by tens of per cent for each flow.
@@ -100,9 +110,9 @@ def test_matching_model_recovers_its_own_trajectory(tmp_path, model, start):
         state = measured_state(path)
         assert state.dropped == 1 and state.stats.dim == P
     times = TIMES[model]
-    omega = _flow_trajectory(state, model, times)
+    omega, nc1 = _flow_trajectory(state, model, times, with_nc1=True)
     assert omega[-1].min() > 1.2 * omega[0].max() or omega[-1].mean() > 1.2 * omega[0].mean()
-    m = _measurement(omega)
+    m = _measurement(omega, nc1=nc1)
     p = predict(m, lambda k: state, model, from_epoch=0, clock="monotone")
     assert_allclose(p.flow_time[1:], times[1:], rtol=TOL)
     assert_allclose(p.omega[1:], omega[1:], rtol=TOL)
@@ -236,13 +246,18 @@ def test_cross_entropy_is_not_applicable_with_and_without_the_loss_key():
     m = _measurement(_growing(), loss="mse", perp=far)
     p = predict(m, lambda k: state, "closed-form")
     assert p.verdict == "not-applicable" and p.from_epoch is None and "auto" in p.reason
+    assert "train longer" in p.reason and "--from-epoch N" in p.reason  # what would do
 
 
 def test_no_growth_is_not_applicable_and_auto_says_where_it_starts():
     state = _random_state()[0]
-    flat = np.outer(np.ones(4), [2.0, 1.0]) * np.array([1, 1.01, 1.02, 1.03])[:, None]
-    p = predict(_measurement(flat, perp=[0.3, 0.05, 0.01, 0.0]), lambda k: state, "closed-form")
-    assert p.from_epoch == 1.0 and "first checkpoint with L_perp/L <= 0.1" in p.from_epoch_rule
+    flat = np.outer(np.ones(7), [2.0, 1.0]) * (1 + 0.01 * np.arange(7))[:, None]
+    perp = [0.3, 0.05, 0.01, 0.0, 0.0, 0.0, 0.0]
+    p = predict(_measurement(flat, perp=perp), lambda k: state, "closed-form")
+    assert (
+        p.from_epoch == 1.0
+        and "first checkpoint from which L_perp/L stays <= 0.2" in p.from_epoch_rule
+    )
     assert p.verdict == "not-applicable" and "does not grow" in p.reason
 
 
@@ -263,7 +278,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     _one_line_error(lambda: run(clock="lr"), "learning_rate", "momentum", "steps_per_epoch")
     _one_line_error(lambda: run(from_epoch=7), "--from-epoch 7")
     _one_line_error(lambda: run(from_epoch=3), "last checkpoint")
-    _one_line_error(lambda: run(kappa=2.0), "--clock lr")
+    _one_line_error(lambda: run(kappa=2.0), "--clock lr-loss")
     _one_line_error(lambda: run(model="resnet"), "unknown model")
     _one_line_error(lambda: run(clock="wall"), "unknown clock")
     m_noW = Measurement(**{**m.__dict__, "perp_rel": None})
@@ -338,7 +353,7 @@ def test_cli_model_json_figures_and_redraw(tmp_path, capsys):
         capsys, "compare", path, "--model", "closed-form", "--json", js, "--out", out
     )
     assert code == 0, err
-    assert "first checkpoint with L_perp/L <= 0.1" in stdout and "closed-form" in stdout
+    assert "first checkpoint from which L_perp/L stays <= 0.2" in stdout and "closed-form" in stdout
     summary = json.loads(js.read_text())
     for key in (
         "model",
@@ -397,7 +412,7 @@ def test_cli_lr_clock_out_of_sample_and_cross_entropy(tmp_path, capsys):
     "extra, words",
     [
         (["--clock", "lr", "--kappa", "1", "--kappa-from", "x.json"], ["not both"]),
-        (["--kappa", "2"], ["--clock lr"]),
+        (["--kappa", "2"], ["--clock", "lr-loss"]),
         (["--clock", "lr", "--kappa", "-1"], ["--kappa"]),
         (["--from-epoch", "soon"], ["--from-epoch"]),
         (["--from-epoch", "2.5"], ["not a checkpoint epoch"]),
@@ -446,3 +461,37 @@ def test_cli_simulate_from_a_measured_state(tmp_path, capsys):
     ):
         code, _, err = _cli(capsys, *args, *bad, "--out", tmp_path / "x", "--quiet")
         assert code == 2 and len(err.strip().splitlines()) == 1 and words in err, err
+
+
+def test_cli_help_states_the_start_rule_in_force():
+    """The --from-epoch help quotes the start rule's thresholds (it once said 0.1 after the rule
+    became 0.2)."""
+    import argparse
+
+    from centralpath.cli import build_parser
+    from centralpath.measurement.predictive import AUTO_ACCURACY_PLATEAU, AUTO_PERP_REL
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    (action,) = [a for a in sub.choices["compare"]._actions if "--from-epoch" in a.option_strings]
+    assert f"stays <= {AUTO_PERP_REL:g}," in action.help
+    assert f"within {AUTO_ACCURACY_PLATEAU:g} of its largest" in action.help
+
+
+def test_cli_default_ladder_names_the_verdict_that_answers(tmp_path, capsys):
+    """Without --model every model runs; one line says which verdict is the answer (the central
+    path's, the JSON's top level) before each model's own."""
+    path = _shrinking_features(tmp_path / "f.npz")
+    js = tmp_path / "c.json"
+    code, stdout, err = _cli(capsys, "compare", path, "--json", js)
+    assert code == 0, err
+    summary = json.loads(js.read_text())
+    assert summary["model"] == "all" and summary["verdict_of"] == "central-path"
+    lines = stdout.splitlines()
+    headline = f"verdict: {summary['verdict']} (the central-path model's, the theory under test"
+    first = next(i for i, line in enumerate(lines) if line.startswith("verdict: "))
+    assert lines[first].startswith(headline)
+    assert [line.split(":")[0] for line in lines[first + 1 :] if not line.startswith(" ")] == [
+        "closed-form",
+        "central-path",
+        "ufm",
+    ]

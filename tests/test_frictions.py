@@ -48,7 +48,7 @@ def test_no_figures_folder_with_no_figures(tmp_path, capsys):
              labels=labels, epochs=np.arange(3))  # fmt: skip
     cmp = tmp_path / "cmp"
     code, _, err = _run(
-        ["compare", str(path), "--out", str(cmp), "--no-figures", "--quiet"], capsys
+        ["compare", str(path), "--fit", "--out", str(cmp), "--no-figures", "--quiet"], capsys
     )
     assert code == 0, err
     assert (cmp / "compare.json").is_file() and not (cmp / "figures").exists()

@@ -669,7 +669,8 @@ def _recipe_source() -> tuple[str, str]:
     from pathlib import Path
 
     guide = Path(__file__).resolve().parent.parent / "docs" / "guides" / "pytorch.md"
-    text = guide.read_text().split("# Measuring a PyTorch network", 1)[1].split("\n## ", 1)[0]
+    section = "## Without centralpath in the training environment"
+    text = guide.read_text().split(section, 1)[1].split("\n## ", 1)[0]
     code = text.split("```python\n", 1)[1].split("```", 1)[0]
     return text, code
 
@@ -690,7 +691,7 @@ def test_pytorch_recipe_document_is_dependency_free_python():
 
 
 def test_pytorch_recipe_document_class_matches(tmp_path):
-    """The FeatureRecorder of the PyTorch guide's recipe writes the same file as the function above."""
+    """The NumpyFeatureRecorder of the PyTorch guide's recipe writes the same file as the function above."""
     torch = pytest.importorskip("torch")
     namespace: dict = {}
     exec(_recipe_source()[1], namespace)  # the documentation's own code
@@ -700,7 +701,7 @@ def test_pytorch_recipe_document_class_matches(tmp_path):
     inputs = torch.randn(n, d)
     labels = np.repeat(np.arange(C), n // C)
     loader = [(inputs[i : i + 7], torch.as_tensor(labels[i : i + 7])) for i in range(0, n, 7)]
-    recorder = namespace["FeatureRecorder"](model[2], loss="mse")
+    recorder = namespace["NumpyFeatureRecorder"](model[2], loss="mse")
     states = []
     for epoch in range(2):
         states.append((epoch, {k: v.clone() for k, v in model.state_dict().items()}))

@@ -626,7 +626,7 @@ def test_compare_honours_config(tmp_path, capsys):
         epochs=np.array([0.0, 5.0, 50.0]),
     )
     toml = tmp_path / "cmp.toml"
-    toml.write_text(f'features = "{feats}"\nflow = "whitened"\nrtol = 1e-9\n')
+    toml.write_text(f'features = "{feats}"\nfit = true\nflow = "whitened"\nrtol = 1e-9\n')
     quiet = ["--quiet", "--no-figures"]
     code, err = _run(["compare", "--config", toml, "--out", tmp_path / "c1", *quiet], capsys)
     assert code == 0, err

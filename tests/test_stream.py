@@ -126,8 +126,8 @@ def test_statistics_file_equals_features_file(files, tmp_path, capsys):
         assert "features" not in f.files and f["sigma_w"].shape == (K, P, P)
     # compare takes it in place of the features file.
     c1, c2 = tmp_path / "c1.json", tmp_path / "c2.json"
-    assert main(["compare", str(files["stored"]), "--json", str(c1), "--quiet"]) == 0
-    assert main(["compare", str(stats_path), "--json", str(c2), "--quiet"]) == 0
+    assert main(["compare", str(files["stored"]), "--fit", "--json", str(c1), "--quiet"]) == 0
+    assert main(["compare", str(stats_path), "--fit", "--json", str(c2), "--quiet"]) == 0
     capsys.readouterr()
     s1, s2 = json.loads(c1.read_text()), json.loads(c2.read_text())
     np.testing.assert_allclose(s1["a"], s2["a"], rtol=1e-12)

@@ -228,7 +228,7 @@ def test_pytorch_recipe_writes_the_record_for_cross_entropy(tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.ReLU(), torch.nn.Linear(6, C))
     x, y = torch.randn(n, 5), np.repeat(np.arange(C), n // C)
     loader = [(x[i : i + 8], torch.as_tensor(y[i : i + 8])) for i in range(0, n, 8)]
-    recorder = namespace["FeatureRecorder"](model[2], loss="ce")
+    recorder = namespace["NumpyFeatureRecorder"](model[2], loss="ce")
     recorder.capture(model, loader, 0, test_loader=loader)
     recorder.save(
         tmp_path / "ce.npz",

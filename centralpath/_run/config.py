@@ -315,16 +315,21 @@ class TrainConfig(Config):
 class CompareConfig(Config):
     """The keys of a `compare` run's config.toml, which is a valid `--config` for compare (the
     flags are the command's own, with their choices; its checks are the command's, after the
-    features are known). None: not given (the file's weight decay, the fit instead of a model)."""
+    features are known). None: not given (the file's weight decay; every model, unless `fit`)."""
 
     command: ClassVar[str] = "compare"
 
     features: str | None = option(None, "features or statistics file", flag=False)
-    flow: str = option("renormalised", "closed form to fit", flag=False)
+    fit: bool = option(
+        False, "fit the closed form's free time map instead of predicting", flag=False
+    )
+    flow: str = option("renormalised", "closed form to fit (with fit)", flag=False)
     weight_decay: float | None = option(None, "ridge λ of the decomposition", flag=False)
     rtol: float = option(1e-10, "pseudo-inverse cutoff", flag=False)
-    model: str | None = option(None, "the model predicting ω_j", flag=False)
+    model: str | None = option(
+        None, "the model predicting ω_j and NC1 (None: all, unless fit)", flag=False
+    )
     from_epoch: str | float | None = option(None, "start e0 of the prediction", flag=False)
     clock: str | None = option(None, "epochs -> model time", flag=False)
-    kappa: float | None = option(None, "the lr clock's scale", flag=False)
+    kappa: float | None = option(None, "a κ clock's scale", flag=False)
     kappa_from: str | None = option(None, "compare JSON to read kappa from", flag=False)

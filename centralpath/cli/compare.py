@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from ._common import add_run_options, draw_figures, log
 
-HELP = "Compare a network's measured SNR dynamics with the closed-form theory (docs/theory.md §8)."
+HELP = (
+    "Does the theory predict my network? Each model runs forward from the network's own state "
+    "and is scored against the measured omega_j and NC1, with the no-change baseline and a "
+    "verdict (docs/guides/predict.md)."
+)
 EXAMPLE = "centralpath compare runs/train/features.npz --json compare.json --out runs/compare"
 
 
@@ -15,11 +19,23 @@ def register(p) -> None:
         help="features or statistics file (or folder of checkpoints) with K >= 2 checkpoints "
         "(schemas in docs/reference/file-formats.md; or `features` in --config)",
     )
-    p.add_argument("--json", metavar="OUT", help="also write the fit and the metrics as JSON")
+    p.add_argument(
+        "--json",
+        metavar="OUT",
+        help="also write the verdict, the scores and the metrics (with --fit: the fit) as JSON",
+    )
+    p.add_argument(
+        "--fit",
+        action="store_true",
+        default=None,
+        help="instead of predicting: fit the closed form's free time map to the whole run "
+        "(docs/theory.md §8; almost any growing omega fits, so this is no test of the theory)",
+    )
     p.add_argument(
         "--flow",
         choices=["renormalised", "whitened"],
-        help="closed form to fit: renormalised (F3, the paper's; default) or whitened (F3')",
+        help="with --fit, the closed form to fit: renormalised (F3, the paper's; default) or "
+        "whitened (F3')",
     )
     p.add_argument(
         "--weight-decay",
@@ -32,35 +48,46 @@ def register(p) -> None:
     p.add_argument(
         "--model",
         choices=["closed-form", "central-path", "ufm", "all"],
-        help="predict omega_j from the network's own state at e0 and score the prediction: "
+        help="the model predicting omega_j and NC1 from the network's own state at e0: "
         "closed-form (F3), central-path (ridge flow at the weight decay), ufm (from the "
-        "measured W, b), all (the ladder); without it, the §8 fit of the closed form",
+        "measured W, b), all (default: the ladder; the verdict is the central path's)",
     )
     p.add_argument(
         "--from-epoch",
         dest="from_epoch",
         metavar="{auto,N}",
-        help="start e0 of the prediction: auto (default; the first checkpoint with "
-        "L_perp/L <= 0.1) or an epoch of the file",
+        help="start e0 of the prediction: auto (default; the first checkpoint from which "
+        "L_perp/L stays <= 0.2, with the training accuracy within 0.01 of its largest) or an "
+        "epoch of the file",
     )
     p.add_argument(
         "--clock",
-        choices=["monotone", "lr"],
-        help="epochs -> model time: monotone (default; the best non-decreasing map, fitted) "
-        "or lr (t = kappa * sum of lr * steps_per_epoch / (1 - momentum))",
+        choices=["monotone", "lr", "lr-loss", "lr-grad", "lr-loss-epoch", "speed", "displacement"],
+        help="epochs -> model time: monotone (default; the best non-decreasing map, fitted); "
+        "t = kappa * sum over epochs of: lr (eta_eff = lr * steps_per_epoch / (1 - momentum)), "
+        "lr-loss (eta_eff * the epoch's mean training loss), lr-grad (eta_eff * its mean "
+        "squared feature gradient), lr-loss-epoch (lr / (1 - momentum) * loss, per epoch not "
+        "per step); speed (no kappa: the model's class means travel as far as the network's, "
+        "epoch by epoch); displacement (no kappa: as far from e0 as the network's at each "
+        "checkpoint). lr* and speed need the training record (docs/guides/predict.md)",
     )
-    p.add_argument("--kappa", type=float, help="the lr clock's scale (default: fitted to this run)")
+    p.add_argument(
+        "--kappa", type=float, help="a kappa clock's scale (default: fitted to this run)"
+    )
     p.add_argument(
         "--kappa-from",
         dest="kappa_from",
         metavar="COMPARE.json",
-        help="read kappa from another run's compare --clock lr --json (out-of-sample test)",
+        help="read kappa from another run's compare --clock CLOCK --json with the same clock "
+        "(the out-of-sample test)",
     )
     add_run_options(p)
 
 
 def run(args) -> int:
     import sys
+
+    import numpy as np
 
     from .._errors import require
     from .._run.config import CompareConfig
@@ -87,7 +114,13 @@ def run(args) -> int:
         or (isinstance(weight_decay, int | float) and not isinstance(weight_decay, bool)),
         f"weight_decay must be a number, got {weight_decay!r}",
     )
-    if config["model"] is not None:
+    fitting = bool(config["fit"])
+    require(
+        not (fitting and config["model"] is not None),
+        "--fit fits the free time map, --model predicts from the network's state; give one",
+    )
+    if not fitting:
+        config["model"] = config["model"] or "all"
         check_model_options(config)
     # Outputs are checked before the work: a bad path fails in a second, not after the fit.
     if args.json:
@@ -101,7 +134,7 @@ def run(args) -> int:
         f"{features} has {ff.num_checkpoints} checkpoint; comparing dynamics needs at least 2 "
         "(save features at several epochs)",
     )
-    if config["model"] is not None:
+    if not fitting:
         return run_models(args, config, ff, out)
     fit, results, summary = compare_features(ff, flow=flow, weight_decay=weight_decay, rtol=rtol)
     from ..measurement._report import least_squares_warning
@@ -120,6 +153,7 @@ def run(args) -> int:
     if out is not None:
         config = {
             "features": str(features),
+            "fit": True,
             "flow": flow,
             "weight_decay": ff.weight_decay if weight_decay is None else weight_decay,
             "rtol": rtol,
@@ -139,10 +173,19 @@ def run(args) -> int:
             for j in range(fit.a.shape[0])
         ]
         print(table(rows, ["j", "omega_first", "omega_last", "a_j", "rel_err"]))
+        exponent = (
+            f"{fit.nc1_exponent:.3g} (theory: -1/2)"
+            if np.isfinite(fit.nc1_exponent)
+            else "not measured (fewer than 3 late checkpoints with tau > 0)"
+        )
         print(
             f"variance of F(omega) explained: {fit.variance_explained:.4f}; "
             f"drift of F(omega_j) - F(omega_k) / max|tau|: {fit.drift_relative:.3g}; "
-            f"time map monotone: {fit.time_map_monotone}; NC1 exponent vs tau (late): {fit.nc1_exponent:.3g}"
+            f"time map monotone: {fit.time_map_monotone}; NC1 exponent vs tau (late): {exponent}"
+        )
+        print(
+            "note: the free time map is fitted to this run, so a good fit is no test; "
+            "`centralpath compare` without --fit predicts and gives a verdict"
         )
     return 0
 
@@ -171,14 +214,14 @@ def _write_run(out, config: dict, results: dict, summary: dict, args, *, inputs)
 def check_model_options(config: dict) -> None:
     """One-line refusals of the predictive options, before any work (`--model` given)."""
     from .._errors import InputError, require, require_real
-    from ..measurement.predictive import CLOCKS, MODELS
+    from ..measurement.predictive import CLOCKS, KAPPA_CLOCKS, MODELS
 
     model, clock = config["model"], config["clock"] or "monotone"
     require(
         model in (*MODELS, "all"),
         f"unknown model {model!r}; choose one of {', '.join(MODELS)}, or all",
     )
-    require(clock in CLOCKS, f"unknown clock {clock!r}; choose monotone or lr")
+    require(clock in CLOCKS, f"unknown clock {clock!r}; choose one of {', '.join(CLOCKS)}")
     fe = config["from_epoch"]
     if isinstance(fe, str) and fe != "auto":
         try:
@@ -192,18 +235,19 @@ def check_model_options(config: dict) -> None:
     kappa, source = config["kappa"], config["kappa_from"]
     require(
         kappa is None or source is None,
-        "give the lr clock's scale once: --kappa K or --kappa-from COMPARE.json, not both",
+        "give the clock's scale once: --kappa K or --kappa-from COMPARE.json, not both",
     )
     require(
-        (kappa is None and source is None) or clock == "lr",
-        "--kappa and --kappa-from set the lr clock's scale; add --clock lr",
+        (kappa is None and source is None) or clock in KAPPA_CLOCKS,
+        f"--kappa and --kappa-from set the scale of a clock with one; add --clock with one of "
+        f"{', '.join(KAPPA_CLOCKS)}",
     )
     if kappa is not None:
         require_real("--kappa", kappa, 0, lo_open=True)
         require(
             model != "all",
             "--kappa K is one model's time scale, and the models' times differ; with --model "
-            "all pass --kappa-from the JSON of another --model all --clock lr run",
+            "all pass --kappa-from the JSON of another --model all run with the same clock",
         )
     if source is not None:
         require(isinstance(source, str) and source, "--kappa-from needs a path to a JSON file")
@@ -272,6 +316,18 @@ def run_models(args, config: dict, ff, out) -> int:
         first = predictions[0]
         print(f"start e0: {first.from_epoch_rule}; clock: {first.clock}")
         print(table(ladder_rows(predictions), list(LADDER_COLUMNS)))
+        print(
+            "errors: median |omega_j predicted - measured| / measured over the scored "
+            "checkpoints; baseline: the same for no change from e0; skill = 1 - error / "
+            "baseline; nc1_factor: median max(r, 1/r) of NC1 predicted / measured (nc1_baseline: "
+            "of NC1(e0)); kappa: the clock's scale (- for a clock without one); other '-': not "
+            "scored (see the verdict)"
+        )
+        if len(predictions) > 1:  # the ladder: say which model's verdict is the answer
+            print(
+                f"verdict: {summary['verdict']} (the {summary['verdict_of']} model's, the "
+                "theory under test; each model's below)"
+            )
         for p in predictions:
             print(f"{p.model}: {p.verdict}: {p.reason}")
             last = p.numbers.get("last")

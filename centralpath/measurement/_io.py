@@ -24,6 +24,10 @@ PyTorch recipe (docs/guides/pytorch.md); read and checked by `load_features`, ne
 | `train_accuracy`  | float [K]           | training accuracy at each checkpoint, in [0, 1]        |
 | `test_accuracy`   | float [K]           | held-out accuracy at each checkpoint, in [0, 1]        |
 | `test_loss`       | float [K]           | held-out data loss (the training loss's kind) per checkpoint |
+| `epoch_loss`      | float [E]           | mean over epoch e's optimiser steps of the minibatch data loss (no weight decay): ½‖f(x) − y‖² summed over outputs, averaged over samples (MSE) or the mean cross-entropy |
+| `feature_grad_sq` | float [E]           | mean over epoch e's steps and samples of ‖∂ℓ_i/∂h_i‖² = ‖Wᵀ r_i‖², r_i = ∂ℓ_i/∂(W h_i + b) (per-sample loss ℓ_i, penultimate features h_i) |
+| `class_mean_step` | float [E]           | (1/C) Σ_c ‖(μ_c − μ_G)(e) − (μ_c − μ_G)(e − 1)‖²: the squared displacement of the centred class means over epoch e |
+| `feature_step`    | float [E]           | (1/n) Σ_i ‖h_i(e) − h_i(e − 1)‖² (`centralpath train` only: it evaluates every sample every epoch) |
 
 Other keys (`train_loss`, …) may be present; `load_features` never reads them.
 
@@ -49,6 +53,8 @@ from .._errors import InputError, require
 from .._run.resources import check_memory, check_work, format_bytes
 
 FEATURE_KEYS = ("features", "labels", "W", "b", "epochs", "weight_decay", "num_classes")
+#: The per-epoch record [E] a clock of the predictive compare reads (module docstring).
+EPOCH_RECORD_KEYS = ("epoch_loss", "feature_grad_sq", "class_mean_step", "feature_step")
 #: The optional record of the training (module docstring); shared with the predictive compare.
 TRAINING_KEYS = (
     "loss",
@@ -58,6 +64,7 @@ TRAINING_KEYS = (
     "train_accuracy",
     "test_accuracy",
     "test_loss",
+    *EPOCH_RECORD_KEYS,
 )
 LOSS_NAMES = ("mse", "ce")
 
@@ -387,6 +394,11 @@ class FeaturesFile:
     train_accuracy: np.ndarray | None = None  # [K]
     test_accuracy: np.ndarray | None = None  # [K]
     test_loss: np.ndarray | None = None  # [K]
+    # The per-epoch record (EPOCH_RECORD_KEYS), each [E] for epochs e = 1..E.
+    epoch_loss: np.ndarray | None = None
+    feature_grad_sq: np.ndarray | None = None
+    class_mean_step: np.ndarray | None = None
+    feature_step: np.ndarray | None = None
 
     @property
     def num_checkpoints(self) -> int:
@@ -560,6 +572,23 @@ def epochs_and_weight_decay(arrays, K: int, source: str) -> tuple[np.ndarray, fl
     return epochs, lam
 
 
+def _per_epoch(key: str, what: str, value, epochs: np.ndarray, source: str) -> np.ndarray:
+    """A per-epoch record [E] of finite values >= 0 reaching the last checkpoint's epoch."""
+    v = _as_float(key, np.atleast_1d(np.asarray(value)), source)
+    require(
+        v.ndim == 1 and bool(np.all(v >= 0)),
+        f"{source}: '{key}' must be [E] {what} >= 0 (epoch e = 1..E), got shape {v.shape}"
+        + (f" with minimum {v.min():g}" if v.ndim == 1 and v.size else ""),
+    )
+    last = float(np.max(epochs)) if epochs.size else 0.0
+    require(
+        v.size >= math.ceil(last),
+        f"{source}: '{key}' has {v.size} epochs but the checkpoints reach epoch "
+        f"{last:g}; save the value of every epoch up to the last checkpoint",
+    )
+    return v
+
+
 def _training_record(arrays: dict, K: int, epochs: np.ndarray, source: str) -> dict:
     """The optional keys that record how the network was trained (TRAINING_KEYS), checked."""
     out: dict[str, Any] = {}
@@ -573,20 +602,9 @@ def _training_record(arrays: dict, K: int, epochs: np.ndarray, source: str) -> d
             "values go in 'train_loss')",
         )
         out["loss"] = str(name)
-    if "learning_rate" in arrays:
-        lr = _as_float("learning_rate", np.atleast_1d(np.asarray(arrays["learning_rate"])), source)
-        require(
-            lr.ndim == 1 and bool(np.all(lr >= 0)),
-            f"{source}: 'learning_rate' must be [E] step sizes >= 0 (epoch e = 1..E), got shape "
-            f"{lr.shape}",
-        )
-        last = float(np.max(epochs)) if epochs.size else 0.0
-        require(
-            lr.size >= math.ceil(last),
-            f"{source}: 'learning_rate' has {lr.size} epochs but the checkpoints reach epoch "
-            f"{last:g}; save the rate of every epoch up to the last checkpoint",
-        )
-        out["learning_rate"] = lr
+    for key, what in (("learning_rate", "step sizes"), *((k, "values") for k in EPOCH_RECORD_KEYS)):
+        if key in arrays:
+            out[key] = _per_epoch(key, what, arrays[key], epochs, source)
     if "momentum" in arrays:
         mom = float(_as_float("momentum", _scalar("momentum", arrays["momentum"], source), source))
         require(0 <= mom < 1, f"{source}: 'momentum' must lie in [0, 1), got {mom}")

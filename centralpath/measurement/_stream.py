@@ -43,6 +43,7 @@ from ._io import (
     ANALYSIS_FLOP_PER_P3,
     ANALYSIS_PP_MATRICES,
     ANALYSIS_RECORD_BYTES,
+    EPOCH_RECORD_KEYS,
     FEATURE_KEYS,
     TRAINING_KEYS,
     FeaturesFile,
@@ -911,7 +912,7 @@ def _concatenated_record(parts, source) -> dict:
         given = [v for v in values if v is not None]
         if not given:
             continue
-        if key == "learning_rate":  # the rates of the longest record (files written as it grew)
+        if key in ("learning_rate", *EPOCH_RECORD_KEYS):  # the longest (written as it grew)
             out[key] = max(given, key=len)
             continue
         require(

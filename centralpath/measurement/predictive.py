@@ -12,7 +12,7 @@ no-change baseline ω(e) = ω(e0).
   class statistics (dead directions dropped, not whitened);
 - `ufm`: the UFM F1 from the measured W, b and statistics, λ_W = λ_H = λ_b = the weight decay.
 
-**Clocks** (`CLOCKS`):
+**Clocks** (`CLOCKS`; docs/guides/predict.md):
 
 - `monotone`: for each checkpoint after e0, the model time t_k* that minimises
   Σ_j (log ω̂_j(t) − log ω_j(e_k))² (found on a log-spaced grid of the model's own trajectory,
@@ -20,8 +20,14 @@ no-change baseline ω(e) = ω(e0).
   model); then the isotonic (non-decreasing) regression of t_k* over the checkpoints by
   pool-adjacent-violators, each t_k* weighted by Σ_j (∂ log ω̂_j/∂t)² at t_k* — the curvature of
   the same error, so that pooling minimises its quadratic approximation. t(e0) = 0.
-- `lr`: t(e) = κ · Σ_{e′=e0+1}^{e} lr(e′) · steps_per_epoch / (1 − momentum), one scalar κ, given
-  or fitted to minimise the same error summed over checkpoints (grid, spline, Gauss–Newton).
+- κ clocks (`KAPPA_CLOCKS`): t(e) = κ · Σ_{e′=e0+1}^{e} step(e′), one scalar κ, given or fitted
+  to minimise the same error summed over checkpoints (grid, spline, Gauss–Newton); the step is
+  η_eff = lr · steps_per_epoch / (1 − momentum) (`lr`), η_eff · the epoch's mean training loss
+  (`lr-loss`), η_eff · its mean squared feature gradient (`lr-grad`), lr/(1 − momentum) · loss
+  (`lr-loss-epoch`).
+- `speed` and `displacement`, no κ: the model time at which the model's centred class means
+  have travelled the network's path length (per-epoch record `class_mean_step`) or are as far
+  from e0 as the network's (`speed_matched_times`).
 
 **Scores** over the checkpoints after e0 and every j (a measured ω_j beyond float64 resolution,
 +inf, is left out: its value is not known; a predicted +inf where the measurement is finite counts
@@ -29,11 +35,14 @@ as an infinite error): `median_relative_error` = median |ω̂_j − ω_j|/ω_j;
 `baseline_relative_error`, the same for ω̂ = ω(e0); `skill` = 1 − median/baseline; the level
 error (of the geometric mean over j) and the shape error (of ω_j / that mean).
 
-**Verdict** (thresholds below, stated in docs/guides/predict.md): `not-applicable` when the network was
-trained with cross-entropy (`loss = "ce"`), or, without that key, when L_⊥LS/L ≥ 0.5 at every
-checkpoint after e0 (every checkpoint when there is none), or when no checkpoint reaches L_⊥LS/L ≤ 0.1 (`--from-epoch auto`), or when ω does
-not grow (the geometric mean at the last checkpoint is below 1.1× that at e0); otherwise
-`consistent` when median_relative_error ≤ 5% and skill ≥ 0.7, else `inconsistent`.
+**Verdict** (thresholds below, with the measurements that set them in docs/guides/predict.md):
+`not-applicable` when the network was trained with cross-entropy (`loss = "ce"`), or, without
+that key, when L_⊥LS/L ≥ 0.5 at every checkpoint after e0 (every checkpoint when there is none),
+or when there is no start (`choose_from_epoch`), or fewer than 4 scored checkpoints after it,
+or when ω does not grow (its trend over the scored window, `trend_growth`, below ×1.1), or when
+the model cannot start from the state; otherwise `consistent` when median_relative_error ≤ 5%,
+skill ≥ 0.85 and the NC1 factor (median of max(r, 1/r), r = NC1̂/NC1) ≤ 1.5, else
+`inconsistent`.
 """
 
 from __future__ import annotations
@@ -52,23 +61,51 @@ from .._linalg import DEFAULT_RTOL
 from ._report import FAR_FROM_LEAST_SQUARES
 
 MODELS = ("closed-form", "central-path", "ufm")
-CLOCKS = ("monotone", "lr")
+#: Clocks with one scale κ: t(e) = κ·S(e), S the sum over epochs e0 < e′ ≤ e of a step
+#: (`CLOCK_STEPS`); fitted, given (`--kappa`) or carried from another run (`--kappa-from`).
+KAPPA_CLOCKS = ("lr", "lr-loss", "lr-grad", "lr-loss-epoch")
+CLOCKS = ("monotone", *KAPPA_CLOCKS, "speed", "displacement")
+#: What each κ clock sums per epoch (η_eff = lr·steps_per_epoch/(1 − momentum), the epoch's
+#: total step of gradient descent; L the epoch's mean minibatch loss; |g|² the epoch's mean
+#: squared loss gradient per sample with respect to the features) and the record it needs.
+CLOCK_STEPS = {
+    "lr": ("eta_eff", ("learning_rate", "momentum", "steps_per_epoch")),
+    "lr-loss": ("eta_eff * L", ("learning_rate", "momentum", "steps_per_epoch", "epoch_loss")),
+    "lr-grad": (
+        "eta_eff * |g|^2",
+        ("learning_rate", "momentum", "steps_per_epoch", "feature_grad_sq"),
+    ),
+    "lr-loss-epoch": ("lr / (1 - momentum) * L", ("learning_rate", "momentum", "epoch_loss")),
+}
 
-#: `--from-epoch auto`: the first checkpoint at least this close to the central path.
-AUTO_PERP_REL = 0.1
-#: `consistent` needs both: the median relative error of ω_j at most this …
+#: The start e0 (`--from-epoch auto`): the first checkpoint from which L_⊥LS/L stays at most
+#: this at every later checkpoint …
+AUTO_PERP_REL = 0.2
+#: … with the training accuracy (where recorded) within this of its largest value: on its
+#: plateau (an MNIST-1D MLP dipped below 0.1 by chance at 42% training accuracy).
+AUTO_ACCURACY_PLATEAU = 0.01
+#: A verdict needs at least this many scored checkpoints after e0.
+MIN_SCORED_CHECKPOINTS = 4
+#: `consistent` needs all three: the median relative error of ω_j at most this …
 CONSISTENT_ERROR = 0.05
-#: … and at least this much of the no-change baseline's error removed.
-CONSISTENT_SKILL = 0.7
-#: No collapse to predict when the geometric mean of ω at the last checkpoint is below this
-#: multiple of its value at e0.
+#: … at least this much of the no-change baseline's error removed (0.7 let a control with the
+#: later half of a run reversed through at 0.706) …
+CONSISTENT_SKILL = 0.85
+#: … and the predicted NC1 within this factor of the measured (median over the scored
+#: checkpoints of max(r, 1/r), r = NC1̂/NC1).
+CONSISTENT_NC1_FACTOR = 1.5
+#: No collapse to predict when ω's trend over the scored window (least-squares line of the
+#: mean log ω_j against the epoch, from e0 to the last checkpoint) grows it by less than this.
 MIN_GROWTH = 1.1
 
 THRESHOLDS = {
     "auto_perp_rel": AUTO_PERP_REL,
+    "auto_accuracy_plateau": AUTO_ACCURACY_PLATEAU,
     "far_from_least_squares": FAR_FROM_LEAST_SQUARES,
+    "min_scored_checkpoints": MIN_SCORED_CHECKPOINTS,
     "consistent_error": CONSISTENT_ERROR,
     "consistent_skill": CONSISTENT_SKILL,
+    "consistent_nc1_factor": CONSISTENT_NC1_FACTOR,
     "min_growth": MIN_GROWTH,
 }
 
@@ -110,6 +147,10 @@ class Measurement:
     learning_rate: np.ndarray | None = None
     momentum: float | None = None
     steps_per_epoch: int | None = None
+    train_accuracy: np.ndarray | None = None
+    epoch_loss: np.ndarray | None = None
+    feature_grad_sq: np.ndarray | None = None
+    class_mean_step: np.ndarray | None = None
 
     @classmethod
     def from_records(cls, ff, records: list[dict], weight_decay: float | None = None):
@@ -125,7 +166,11 @@ class Measurement:
                 [r["loss_perp"] / r["loss"] if r["loss"] else 0.0 for r in records], float
             )
         omega = np.asarray([[np.inf if w is None else w for w in r["snr"]] for r in records], float)
-        lr = getattr(ff, "learning_rate", None)
+
+        def series(key):
+            v = getattr(ff, key, None)
+            return None if v is None else np.asarray(v, float)
+
         return cls(
             epochs=np.asarray([r["epoch"] for r in records], float),
             omega=omega,
@@ -135,32 +180,58 @@ class Measurement:
             per_class=float(counts.mean()),
             weight_decay=float(ff.weight_decay if weight_decay is None else weight_decay),
             loss=getattr(ff, "loss", None),
-            learning_rate=None if lr is None else np.asarray(lr, float),
+            learning_rate=series("learning_rate"),
             momentum=getattr(ff, "momentum", None),
             steps_per_epoch=getattr(ff, "steps_per_epoch", None),
+            train_accuracy=series("train_accuracy"),
+            epoch_loss=series("epoch_loss"),
+            feature_grad_sq=series("feature_grad_sq"),
+            class_mean_step=series("class_mean_step"),
         )
 
 
 def choose_from_epoch(measurement: Measurement, from_epoch="auto") -> tuple[int | None, str]:
-    """(index of e0 or None, how it was chosen). `auto`: the first checkpoint with
-    L_⊥LS/L ≤ `AUTO_PERP_REL`; None when there is none (the verdict is then not-applicable)."""
+    """(index of e0 or None, how it was chosen). `auto`: the first checkpoint before the last
+    from which L_⊥LS/L ≤ `AUTO_PERP_REL` at it and every later checkpoint, with the training
+    accuracy (where the file records it) within `AUTO_ACCURACY_PLATEAU` of its largest value.
+    Both conditions hold from some checkpoint on, so thinning the checkpoints moves the start
+    by at most one stored checkpoint. None when there is none (the verdict is then
+    not-applicable)."""
     epochs = measurement.epochs
     if from_epoch == "auto":
+        perp = measurement.perp_rel
         require(
-            measurement.perp_rel is not None,
-            "--from-epoch auto picks the first checkpoint with L_perp/L <= 0.1, which needs the "
-            "classifier W, b in the features file; save them, or give --from-epoch N",
+            perp is not None,
+            f"--from-epoch auto needs L_perp/L (the start is where it stays <= "
+            f"{AUTO_PERP_REL:g}), which needs the classifier W, b in the features file; save "
+            "them, give --from-epoch N, or fit the free time map with --fit",
         )
-        near = np.flatnonzero(measurement.perp_rel[:-1] <= AUTO_PERP_REL)
-        if not near.size:
+        # stays[k]: L_⊥LS/L ≤ threshold at k and at every later checkpoint.
+        stays = np.flip(np.logical_and.accumulate(np.flip(perp <= AUTO_PERP_REL)))
+        acc = measurement.train_accuracy
+        plateau = (
+            np.ones(len(epochs), bool)
+            if acc is None
+            else acc >= np.max(acc) - AUTO_ACCURACY_PLATEAU
+        )
+        ok = np.flatnonzero((stays & plateau)[:-1])
+        accuracy_rule = (
+            ""
+            if acc is None
+            else f" and training accuracy within {AUTO_ACCURACY_PLATEAU:g} of its largest "
+            f"({np.max(acc):.4g})"
+        )
+        if not ok.size:
             return None, (
-                f"auto: no checkpoint before the last has L_perp/L <= {AUTO_PERP_REL:g} (min "
-                f"{np.min(measurement.perp_rel):.2g}): the network never reaches the central path"
+                f"auto: no checkpoint before the last from which L_perp/L stays <= "
+                f"{AUTO_PERP_REL:g}{accuracy_rule} (L_perp/L at the last: {perp[-1]:.2g}): "
+                "the network does not settle near the central path; train longer (more "
+                "checkpoints after it settles), or pass --from-epoch N"
             )
-        k = int(near[0])
+        k = int(ok[0])
         return k, (
-            f"auto: epoch {epochs[k]:g} is the first checkpoint with L_perp/L <= "
-            f"{AUTO_PERP_REL:g} ({measurement.perp_rel[k]:.3g})"
+            f"auto: epoch {epochs[k]:g}, the first checkpoint from which L_perp/L stays <= "
+            f"{AUTO_PERP_REL:g} ({perp[k]:.3g} there){accuracy_rule}"
         )
     require_real("--from-epoch", from_epoch)
     hits = np.flatnonzero(np.isclose(epochs, float(from_epoch), rtol=0, atol=1e-9))
@@ -178,41 +249,73 @@ def choose_from_epoch(measurement: Measurement, from_epoch="auto") -> tuple[int 
     return k, f"given: epoch {epochs[k]:g}"
 
 
-def lr_clock_units(measurement: Measurement, k0: int) -> np.ndarray:
-    """S(e) = Σ_{e′=e0+1}^{e} lr(e′) · steps_per_epoch / (1 − momentum) at every checkpoint
-    (0 at e0 and before): the lr clock is t = κ·S. One-line refusal naming what is missing."""
+def clock_units(measurement: Measurement, k0: int, clock: str = "lr") -> np.ndarray:
+    """S(e) = Σ_{e′=e0+1}^{e} step(e′) at every checkpoint (0 at e0 and before) for a κ clock
+    (`CLOCK_STEPS`): t = κ·S. One-line refusal naming what is missing."""
     m = measurement
-    missing = [
-        k
-        for k, v in (
-            ("learning_rate", m.learning_rate),
-            ("momentum", m.momentum),
-            ("steps_per_epoch", m.steps_per_epoch),
-        )
-        if v is None
-    ]
+    what, needs = CLOCK_STEPS[clock]
+    missing = [k for k in needs if getattr(m, k) is None]
     require(
         not missing,
-        f"--clock lr needs the training record's {', '.join(missing)}, which the features file "
-        "lacks; train with centralpath train (it records them) or add them, or use --clock "
-        "monotone",
+        f"--clock {clock} (t = kappa * sum of {what}) needs the training record's "
+        f"{', '.join(missing)}, which the features file lacks; train with centralpath train or "
+        "the PyTorch FeatureRecorder (they record them), or use --clock monotone",
     )
     epochs = m.epochs
     require(
         bool(np.all(epochs == np.round(epochs))) and epochs[0] >= 0,
-        "--clock lr sums the learning rate over whole epochs, but the checkpoints' epochs are "
-        "not whole numbers >= 0; use --clock monotone",
+        f"--clock {clock} sums over whole epochs, but the checkpoints' epochs are not whole "
+        "numbers >= 0; use --clock monotone",
     )
-    E = len(m.learning_rate)
+    per_epoch = [k for k in needs if k in ("learning_rate", "epoch_loss", "feature_grad_sq")]
+    E = min(len(getattr(m, k)) for k in per_epoch)
     require(
         epochs[-1] <= E,
-        f"--clock lr needs the learning rate of every epoch up to {epochs[-1]:g}, but the file "
-        f"records {E}; re-save learning_rate, or use --clock monotone",
+        f"--clock {clock} needs the record of every epoch up to {epochs[-1]:g}, but the file "
+        f"records {E}; re-save {', '.join(per_epoch)}, or use --clock monotone",
     )
-    step = np.asarray(m.learning_rate, float) * float(m.steps_per_epoch) / (1.0 - float(m.momentum))
+    step = np.asarray(m.learning_rate[:E], float) / (1.0 - float(m.momentum))
+    if "steps_per_epoch" in needs:
+        step = step * float(m.steps_per_epoch)
+    if "epoch_loss" in needs:
+        step = step * m.epoch_loss[:E]
+    if "feature_grad_sq" in needs:
+        step = step * m.feature_grad_sq[:E]
     cumulative = np.concatenate([[0.0], np.cumsum(step)])  # cumulative[e] = Σ_{e′ ≤ e}
     S = cumulative[epochs.astype(int)] - cumulative[int(epochs[k0])]
     return np.where(np.arange(len(epochs)) > k0, S, 0.0)
+
+
+def lr_clock_units(measurement: Measurement, k0: int) -> np.ndarray:
+    """The lr clock's S(e) = Σ lr·steps_per_epoch/(1 − momentum) (`clock_units`)."""
+    return clock_units(measurement, k0, "lr")
+
+
+def measured_distance(measurement: Measurement, k0: int) -> np.ndarray:
+    """D(e) = Σ_{e′=e0+1}^{e} √class_mean_step(e′) at every checkpoint (0 at e0 and before):
+    the path length of the centred class means, epoch by epoch, that the speed clock matches."""
+    m = measurement
+    require(
+        m.class_mean_step is not None,
+        "--clock speed matches the distance the class means travel each epoch, which needs the "
+        "training record's class_mean_step; train with centralpath train or the PyTorch "
+        "FeatureRecorder (capturing epoch 0), or use another clock",
+    )
+    epochs = m.epochs
+    require(
+        bool(np.all(epochs == np.round(epochs))) and epochs[0] >= 0,
+        "--clock speed sums over whole epochs, but the checkpoints' epochs are not whole "
+        "numbers >= 0; use --clock monotone",
+    )
+    E = len(m.class_mean_step)
+    require(
+        epochs[-1] <= E,
+        f"--clock speed needs class_mean_step of every epoch up to {epochs[-1]:g}, but the "
+        f"file records {E}; re-save it, or use --clock monotone",
+    )
+    cumulative = np.concatenate([[0.0], np.cumsum(np.sqrt(m.class_mean_step))])
+    D = cumulative[epochs.astype(int)] - cumulative[int(epochs[k0])]
+    return np.where(np.arange(len(epochs)) > k0, D, 0.0)
 
 
 # --------------------------------------------------------------------------- models
@@ -276,8 +379,11 @@ class _FlowModel:
         top = float(np.linalg.norm(np.asarray(W, float), 2)) ** 2
         return n / top if top > 0 else 1.0
 
-    def evaluate(self, times, full: bool = False, resume: bool = False) -> dict:
-        """ω (and NC1, L_⊥LS/L) at `times` ≥ 0 (any order). The solve runs over the sorted
+    def evaluate(
+        self, times, full: bool = False, resume: bool = False, means: bool = False
+    ) -> dict:
+        """ω (and NC1, L_⊥LS/L; with `means` the centred class means [T, C, p]) at `times` ≥ 0
+        (any order). The solve runs over the sorted
         distinct times in chunks of `_SAVES` save times, each from the state where the last
         ended (one compiled program); `resume` starts from where the previous call ended (its
         times must not be earlier). Times past a failed solve are NaN, and `note` says why."""
@@ -290,6 +396,9 @@ class _FlowModel:
         out = {"omega": np.full((T, m), np.nan)}
         if full:
             out["nc1"], out["perp_rel"] = np.full(T, np.nan), np.full(T, np.nan)
+        if means:
+            p = self.flow.class_stats(self.y0).class_means.shape[0]
+            out["means"] = np.full((T, m + 1, p), np.nan)
         t_now, y = self._last if resume else (0.0, self.y0)
         require(uniq[0] >= t_now, "internal: a resumed solve cannot go back in time")
         start = 0
@@ -316,7 +425,7 @@ class _FlowModel:
                 at = "" if where is None else f" at t = {t_now + where:.3g}"
                 self.note = f"the {self.name} model's solve stopped{at}: {getattr(e, 'reason', e)}"
                 break
-            values = _snapshot_values(tr, full)
+            values = _snapshot_values(tr, full, means)
             keep = np.searchsorted(ts, rel)
             t1 = tr.final_state if rel[-1] > 0 else None
             for key in out:
@@ -340,8 +449,14 @@ def _pad(rel: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(pts, float)
 
 
-def _snapshot_values(tr, full: bool) -> dict:
+def _snapshot_values(tr, full: bool, means: bool = False) -> dict:
     out = {"omega": tr.snr()}
+    if means:
+        stats = tr.snapshots.stats
+        M = np.asarray(stats.class_means, float)  # [T, p, C]
+        counts = np.asarray(stats.counts, float)  # [T, C]
+        mu_G = np.einsum("tpc,tc->tp", M, counts) / counts.sum(1, keepdims=True)
+        out["means"] = np.transpose(M - mu_G[:, :, None], (0, 2, 1))
     if full:
         import jax
         import jax.numpy as jnp
@@ -566,6 +681,55 @@ def fit_monotone_clock(path: _Path, model, target: np.ndarray) -> tuple[np.ndarr
     return np.maximum(clock, 0.0), bool(np.any(clock != t_star))
 
 
+def measured_displacement(state_at, k0: int, K: int) -> np.ndarray:
+    """d(e) = √((1/C) Σ_c ‖(μ_c − μ_G)(e) − (μ_c − μ_G)(e0)‖²) at every checkpoint (0 at e0
+    and before), from each checkpoint's statistics mapped back to feature space."""
+
+    def centred(k):
+        st = state_at(k)
+        M = np.asarray(st.stats.class_means, float)
+        counts = np.asarray(st.stats.counts, float)
+        M = M - (M @ counts / counts.sum())[:, None]
+        return np.asarray(st.basis, float) @ M  # [p, C]
+
+    M0 = centred(k0)
+    out = np.zeros(K)
+    for k in range(k0 + 1, K):
+        out[k] = math.sqrt(float(np.mean(np.sum((centred(k) - M0) ** 2, axis=0))))
+    return out
+
+
+def speed_matched_times(
+    path: _Path, model, D: np.ndarray, *, net: bool = False
+) -> tuple[np.ndarray, str | None]:
+    """The κ-free clocks: the model times at which the model's centred class means have
+    travelled the measured distances D — `speed`: path length d(t) = Σ of
+    √((1/C) Σ_c ‖Δ(μ_c − μ_G)‖²) over the model's traced grid, the per-epoch record's own
+    definition, so that model and network move their class means equally fast epoch by epoch;
+    `displacement` (`net`): the net distance from e0, d(t) = √((1/C) Σ_c ‖M̃(t) − M̃(0)‖²)
+    (its running maximum, so that the map is monotone). (times, a note when D passes the
+    traced path's d)."""
+    require(
+        hasattr(model, "flow"),
+        f"--clock speed matches the class means' motion, which the {model.name} model does not "
+        "have (it evolves omega alone); use the central-path or ufm model",
+    )
+    M = model.evaluate(path.times, means=True)["means"]
+    if net:
+        d = np.sqrt(np.mean(np.sum((M - M[0]) ** 2, axis=-1), axis=-1))
+        d = np.maximum.accumulate(np.where(np.isfinite(d), d, 0.0))
+    else:
+        steps = np.sqrt(np.mean(np.sum(np.diff(M, axis=0) ** 2, axis=-1), axis=-1))
+        d = np.concatenate([[0.0], np.cumsum(np.where(np.isfinite(steps), steps, 0.0))])
+    note = None
+    if D.max() > d[-1]:
+        note = (
+            f"the measured class means travel {D.max():.3g}, beyond the {model.name} model's "
+            f"{d[-1]:.3g} over its traced path: later checkpoints are held at its end"
+        )
+    return np.interp(D, d, path.times), note
+
+
 def fit_kappa(path: _Path, model, target: np.ndarray, S: np.ndarray) -> float:
     """κ minimising Σ_k Σ_j (log ω̂_j(κ S_k) − target_kj)² (S > 0 at the checkpoints after
     e0): a scan of log κ over the model's grid, the spline (bounded Brent), then Gauss–Newton
@@ -674,14 +838,46 @@ def applicability(measurement: Measurement, k0: int | None, why_no_start: str) -
         )
     if k0 is None:
         return why_no_start
-    level, _ = _level_shape(m.omega[[k0, -1]])
-    if np.all(np.isfinite(level)) and level[1] < MIN_GROWTH * level[0]:
+    scored = len(m.epochs) - 1 - k0
+    if scored < MIN_SCORED_CHECKPOINTS:
         return (
-            f"omega does not grow after epoch {m.epochs[k0]:g} (geometric mean x"
-            f"{level[1] / level[0]:.3g} by epoch {m.epochs[-1]:g}, below x{MIN_GROWTH:g}): "
-            "there is no collapse to predict"
+            f"only {scored} checkpoint(s) after the start (epoch {m.epochs[k0]:g}) to score; a "
+            f"verdict needs at least {MIN_SCORED_CHECKPOINTS}: save more checkpoints after it "
+            "(e.g. a larger --num-checkpoints, or train longer) or start earlier with "
+            "--from-epoch"
+        )
+    growth = trend_growth(m.epochs[k0:], m.omega[k0:])
+    if growth is not None and growth < MIN_GROWTH:
+        return (
+            f"omega does not grow after epoch {m.epochs[k0]:g} (its trend over the "
+            f"{scored + 1} checkpoints to epoch {m.epochs[-1]:g} grows the geometric mean "
+            f"x{growth:.3g}, below x{MIN_GROWTH:g}): there is no collapse to predict"
         )
     return None
+
+
+def trend_growth(epochs: np.ndarray, omega: np.ndarray) -> float | None:
+    """The growth of ω's geometric mean over the window by its trend: exp(slope·span) of the
+    least-squares line of mean_j log ω_j against the epoch (None without two finite levels).
+    A trend, unlike last against first, is not decided by one checkpoint."""
+    level, _ = _level_shape(omega)
+    ok = np.isfinite(level) & (level > 0)
+    if np.count_nonzero(ok) < 2:
+        return None
+    e, y = np.asarray(epochs, float)[ok], np.log(level[ok])
+    if np.ptp(e) == 0:
+        return None
+    slope = np.polyfit(e, y, 1)[0]
+    return float(np.exp(slope * (np.max(epochs) - np.min(epochs))))
+
+
+def nc1_factor(predicted: np.ndarray, measured: np.ndarray) -> float:
+    """Median over checkpoints of max(r, 1/r), r = NC1̂/NC1 (NaN where neither is known)."""
+    p, q = np.asarray(predicted, float), np.asarray(measured, float)
+    ok = np.isfinite(p) & np.isfinite(q) & (p > 0) & (q > 0)
+    if not np.any(ok):
+        return float("nan")
+    return float(np.median(np.exp(np.abs(np.log(p[ok] / q[ok])))))
 
 
 def verdict(summary: dict, not_applicable: str | None, from_epoch: float | None) -> tuple[str, str]:
@@ -689,17 +885,24 @@ def verdict(summary: dict, not_applicable: str | None, from_epoch: float | None)
     if not_applicable is not None:
         return "not-applicable", not_applicable
     err, skill = summary["median_relative_error"], summary["skill"]
+    factor = summary.get("nc1_factor", float("nan"))
     n = summary["checkpoints_compared"]
     where = f"over {n} checkpoint(s) after epoch {from_epoch:g}"
     if not (math.isfinite(err) and math.isfinite(skill)):
         return "inconsistent", f"the model predicts no finite omega {where}"
     ok_err, ok_skill = err <= CONSISTENT_ERROR, skill >= CONSISTENT_SKILL
-    text = (
-        f"median relative error {100 * err:.2f}% {'<=' if ok_err else '>'} "
-        f"{100 * CONSISTENT_ERROR:g}% and skill {skill:.3f} {'>=' if ok_skill else '<'} "
-        f"{CONSISTENT_SKILL:g} {where}"
+    ok_nc1 = math.isfinite(factor) and factor <= CONSISTENT_NC1_FACTOR
+    nc1_text = (
+        f"NC1 within x{factor:.3g} {'<=' if ok_nc1 else '>'} x{CONSISTENT_NC1_FACTOR:g}"
+        if math.isfinite(factor)
+        else "no NC1 to compare (the model or the measurement has none)"
     )
-    return ("consistent" if ok_err and ok_skill else "inconsistent"), text
+    text = (
+        f"median relative error of omega {100 * err:.2f}% {'<=' if ok_err else '>'} "
+        f"{100 * CONSISTENT_ERROR:g}%, skill {skill:.3f} {'>=' if ok_skill else '<'} "
+        f"{CONSISTENT_SKILL:g}, {nc1_text} {where}"
+    )
+    return ("consistent" if ok_err and ok_skill and ok_nc1 else "inconsistent"), text
 
 
 # --------------------------------------------------------------------------- the comparison
@@ -779,24 +982,37 @@ def predict(
     """Run `model` from e0 and score it against `measurement` (module docstring).
 
     - `state_at(k)`: the `MeasuredState` of checkpoint k (`measured_state(source, index=k)`).
-    - `from_epoch`: `"auto"` or an epoch of the file; `clock`: `"monotone"` or `"lr"`.
-    - `kappa`: the lr clock's scale, given (else fitted); `kappa_source` says where it came from.
+    - `from_epoch`: `"auto"` or an epoch of the file; `clock`: one of `CLOCKS`.
+    - `kappa`: a κ clock's scale, given (else fitted); `kappa_source` says where it came from.
     - `lam`: the central path's ridge / the UFM's decays (default: the file's weight decay).
     """
     m = measurement
     require(model in MODELS, f"unknown model {model!r}; choose one of {', '.join(MODELS)}, or all")
-    require(clock in CLOCKS, f"unknown clock {clock!r}; choose monotone or lr")
+    require(clock in CLOCKS, f"unknown clock {clock!r}; choose one of {', '.join(CLOCKS)}")
     require(
-        kappa is None or clock == "lr",
-        "--kappa and --kappa-from set the lr clock's scale; add --clock lr, or drop them",
+        kappa is None or clock in KAPPA_CLOCKS,
+        f"--kappa and --kappa-from set the scale of a clock with one ({', '.join(KAPPA_CLOCKS)}); "
+        "add --clock lr-loss (or another), or drop them",
     )
     if kappa is not None:
         require_real("--kappa", kappa, 0, lo_open=True)
     K, mdim = m.omega.shape
     k0, rule = choose_from_epoch(m, from_epoch)
-    S = lr_clock_units(m, k0) if clock == "lr" and k0 is not None else None
+    S = clock_units(m, k0, clock) if clock in KAPPA_CLOCKS and k0 is not None else None
+    D = measured_distance(m, k0) if clock == "speed" and k0 is not None else None
+    if clock == "displacement" and k0 is not None:
+        D = measured_displacement(state_at, k0, K)
     na = applicability(m, k0, rule)
     nan_k, nan_km = np.full(K, np.nan), np.full((K, mdim), np.nan)
+    if k0 is not None and clock in ("speed", "displacement") and model == "closed-form":
+        k0, na = (
+            None,
+            na
+            or (
+                "the closed form evolves omega alone: it has no class means whose speed the speed "
+                "clock could match (the central-path and ufm models have)"
+            ),
+        )
     if k0 is None:
         numbers = _empty_numbers(K)
         v, reason = verdict(numbers, na, None)
@@ -826,12 +1042,24 @@ def predict(
     target_level = (
         float(np.max(levels)) if np.any(np.isfinite(levels)) else float(np.max(target[known]))
     )
-    path = _trace_path(model_obj, target_level)
+    try:
+        path = _trace_path(model_obj, target_level)
+    except InputError as e:  # the model cannot start here: no prediction of this model
+        numbers = _empty_numbers(K)
+        v, reason = verdict(numbers, na or str(e), None)
+        return Prediction(
+            model, float(m.epochs[k0]), rule, clock, kappa, kappa_source, nan_k, nan_km,
+            nan_k, nan_k, nan_km, numbers, v, reason,
+        )  # fmt: skip
     notes = [model_obj.note] if model_obj.note else []
     if clock == "monotone":
         t_after, pooled = fit_monotone_clock(path, model_obj, target)
         if pooled:
             notes.append("the best times were not monotone: adjacent checkpoints were pooled")
+    elif clock in ("speed", "displacement"):
+        t_after, note = speed_matched_times(path, model_obj, D[after], net=clock == "displacement")
+        if note:
+            notes.append(note)
     else:
         if kappa is None:
             kappa = fit_kappa(path, model_obj, target, S[after])
@@ -854,8 +1082,13 @@ def predict(
     rel[after] = relative_errors(omega[after], m.omega[after])
     numbers = scores(omega[after], m.omega[after], m.omega[k0])
     numbers["checkpoints_compared"] = int(len(after))
-    numbers["growth"] = _growth(m.omega[k0], m.omega[-1])
+    numbers["growth"] = trend_growth(m.epochs[k0:], m.omega[k0:])
     numbers["nc1_median_relative_error"] = _median(relative_errors(nc1[after], m.nc1[after]))
+    numbers["nc1_baseline_relative_error"] = _median(
+        relative_errors(np.full(len(after), m.nc1[k0]), m.nc1[after])
+    )
+    numbers["nc1_factor"] = nc1_factor(nc1[after], m.nc1[after])
+    numbers["nc1_baseline_factor"] = nc1_factor(np.full(len(after), m.nc1[k0]), m.nc1[after])
     numbers["last"] = _last_checkpoint(m, omega[-1], nc1[-1], perp[-1])
     v, reason = verdict(numbers, na, float(m.epochs[k0]))
     return Prediction(
@@ -899,11 +1132,6 @@ def _last_checkpoint(m: Measurement, omega, nc1, perp) -> dict:
     }
 
 
-def _growth(first: np.ndarray, last: np.ndarray) -> float | None:
-    level, _ = _level_shape(np.stack([first, last]))
-    return float(level[1] / level[0]) if np.all(np.isfinite(level)) else None
-
-
 def _empty_numbers(K: int) -> dict:
     keys = (
         "median_relative_error",
@@ -917,7 +1145,13 @@ def _empty_numbers(K: int) -> dict:
     )
     out: dict[str, Any] = {k: float("nan") for k in keys}
     out.update(values_compared=0, values_beyond_resolution=0, checkpoints_compared=0, growth=None)
-    out.update(nc1_median_relative_error=float("nan"), last=None)
+    out.update(
+        nc1_median_relative_error=float("nan"),
+        nc1_baseline_relative_error=float("nan"),
+        nc1_factor=float("nan"),
+        nc1_baseline_factor=float("nan"),
+        last=None,
+    )
     return out
 
 
@@ -958,8 +1192,12 @@ def compare_models(
     for name in models:
         k, source = (float(kappa), "given") if kappa is not None else (None, None)
         if kappa_from is not None:
-            require(clock == "lr", "--kappa-from sets the lr clock's scale; add --clock lr")
-            k, source = read_kappa(kappa_from, name)
+            require(
+                clock in KAPPA_CLOCKS,
+                "--kappa-from sets the scale of a clock with one; add --clock lr-loss (or "
+                f"another of {', '.join(KAPPA_CLOCKS)})",
+            )
+            k, source = read_kappa(kappa_from, name, clock)
         predictions.append(
             predict(
                 measurement,
@@ -1025,6 +1263,9 @@ def ladder_rows(predictions: list[Prediction]) -> list[dict]:
     def num(x):
         return "-" if x is None or not math.isfinite(x) else f"{x:.3f}"
 
+    def factor(x):
+        return "-" if x is None or not math.isfinite(x) else f"x{x:.3g}"
+
     return [
         {
             "model": p.model,
@@ -1033,6 +1274,8 @@ def ladder_rows(predictions: list[Prediction]) -> list[dict]:
             "skill": num(p.numbers["skill"]),
             "level_error": pct(p.numbers["level_relative_error"]),
             "shape_error": pct(p.numbers["shape_relative_error"]),
+            "nc1_factor": factor(p.numbers.get("nc1_factor")),
+            "nc1_baseline": factor(p.numbers.get("nc1_baseline_factor")),
             "kappa": "-" if p.kappa is None else f"{p.kappa:.4g}",
             "verdict": p.verdict,
         }
@@ -1047,6 +1290,8 @@ LADDER_COLUMNS = (
     "skill",
     "level_error",
     "shape_error",
+    "nc1_factor",
+    "nc1_baseline",
     "kappa",
     "verdict",
 )
@@ -1081,8 +1326,9 @@ def ladder_markdown(summaries: list[dict]) -> list[str]:
         )
     lines += [
         "",
-        f"consistent: median error ≤ {100 * CONSISTENT_ERROR:g}% and skill ≥ "
-        f"{CONSISTENT_SKILL:g} (skill = 1 − error / baseline error).",
+        f"consistent: median error ≤ {100 * CONSISTENT_ERROR:g}%, skill ≥ "
+        f"{CONSISTENT_SKILL:g} (skill = 1 − error / baseline error) and NC1 within a factor "
+        f"{CONSISTENT_NC1_FACTOR:g} of the measured.",
     ]
     return lines
 
@@ -1151,9 +1397,9 @@ def check_kappa_time(kappa: float, S: np.ndarray, source: str | None) -> None:
         )
 
 
-def read_kappa(path, model: str) -> tuple[float, str]:
-    """κ of `model` from another run's `compare --clock lr --json` output (the out-of-sample
-    test): its top level, or its `models` list when it ran --model all."""
+def read_kappa(path, model: str, clock: str = "lr") -> tuple[float, str]:
+    """κ of `model` and `clock` from another run's `compare --clock CLOCK --json` output (the
+    out-of-sample test): its top level, or its `models` list when it ran --model all."""
     from ._io import read_json
 
     data = read_json(path, "--kappa-from", fix="pass a compare --json output")
@@ -1162,9 +1408,10 @@ def read_kappa(path, model: str) -> tuple[float, str]:
     for entry in entries:
         if isinstance(entry, dict) and entry.get("model") == model:
             require(
-                entry.get("clock") == "lr",
-                f"--kappa-from {path} used --clock {entry.get('clock')}, which has no kappa; "
-                "pass the JSON of a compare --clock lr run",
+                entry.get("clock") == clock,
+                f"--kappa-from {path} used --clock {entry.get('clock')}, not --clock {clock}: "
+                f"each clock's kappa has its own units; pass the JSON of a compare --clock "
+                f"{clock} run",
             )
             k = entry.get("kappa")
             require(
@@ -1173,19 +1420,21 @@ def read_kappa(path, model: str) -> tuple[float, str]:
                 and math.isfinite(k)
                 and k > 0,
                 f"--kappa-from {path} has no finite kappa > 0 for model {model} (it says "
-                f"{k!r}); pass the JSON of a compare --clock lr run that fitted one",
+                f"{k!r}); pass the JSON of a compare --clock {clock} run that fitted one",
             )
             return float(k), f"from {path}"
     found = sorted({str(e.get("model")) for e in entries if isinstance(e, dict)})
     raise InputError(
         f"--kappa-from {path} has no kappa for model {model} (it has: "
-        f"{', '.join(found) or 'none'}); run compare --model {model} --clock lr --json on the "
-        "other run first"
+        f"{', '.join(found) or 'none'}); run compare --model {model} --clock {clock} --json on "
+        "the other run first"
     )
 
 
 __all__ = [
     "CLOCKS",
+    "CLOCK_STEPS",
+    "KAPPA_CLOCKS",
     "LADDER_COLUMNS",
     "MODELS",
     "THRESHOLDS",

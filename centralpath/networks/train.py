@@ -38,7 +38,14 @@ from .._run.config import (
     TrainConfig as TrainConfig,
     validate_training as validate,
 )
-from ..measurement._io import atomic_path, load_npz, save_features, save_npz, write_json
+from ..measurement._io import (
+    EPOCH_RECORD_KEYS,
+    atomic_path,
+    load_npz,
+    save_features,
+    save_npz,
+    write_json,
+)
 from .datasets import Dataset
 
 # --------------------------------------------------------------------------- losses
@@ -152,16 +159,38 @@ def _train_epoch(
 
         def batch_loss(p):
             logits, new_mstate = _forward_batch(eqx.combine(p, static), mstate, inputs[idx])
-            return loss_fn(logits, labels[idx], num_classes), new_mstate
+            return loss_fn(logits, labels[idx], num_classes), (new_mstate, logits)
 
-        (value, mstate), grads = jax.value_and_grad(batch_loss, has_aux=True)(params)
+        (value, (mstate, logits)), grads = jax.value_and_grad(batch_loss, has_aux=True)(params)
+        # ∂ℓ_i/∂h_i = Wᵀ r_i with r_i = ∂ℓ_i/∂z_i (z = W h + b): B times the batch mean's
+        # gradient in z, since the batch loss is the mean of the per-sample losses ℓ_i.
+        r = jax.grad(lambda z: loss_fn(z, labels[idx], num_classes))(logits) * idx.shape[0]
+        g = r @ eqx.combine(params, static).classifier.weight
+        grad_sq = jnp.mean(jnp.sum(g * g, axis=-1))
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, mstate), value
+        return (optax.apply_updates(params, updates), opt_state, mstate), (value, grad_sq)
 
-    (params, opt_state, mstate), losses = jax.lax.scan(
+    (params, opt_state, mstate), (losses, grad_sq) = jax.lax.scan(
         step, (params, opt_state, mstate), order.reshape(num_batches, batch_size)
     )
-    return eqx.combine(params, static), mstate, opt_state, losses
+    return eqx.combine(params, static), mstate, opt_state, losses, grad_sq
+
+
+@functools.partial(jax.jit, static_argnames="num_classes")
+def _centred_class_means(H, labels, num_classes: int):
+    """M̃ [C, p]: the class means minus the global mean, μ_c − μ_G."""
+    one_hot = jax.nn.one_hot(labels, num_classes, dtype=H.dtype)
+    means = (one_hot.T @ H) / jnp.sum(one_hot, axis=0)[:, None]
+    return means - jnp.mean(H, axis=0)
+
+
+@jax.jit
+def _steps(H, H_prev, M, M_prev):
+    """(class_mean_step, feature_step) of one epoch (the features file's per-epoch record)."""
+    return (
+        jnp.mean(jnp.sum((M - M_prev) ** 2, axis=-1)),
+        jnp.mean(jnp.sum((H - H_prev) ** 2, axis=-1)),
+    )
 
 
 @eqx.filter_jit
@@ -182,7 +211,8 @@ def epoch_learning_rates(schedule: optax.Schedule, epochs: int, steps_per_epoch:
     for first in range(0, epochs, per_chunk):
         count = min(per_chunk, epochs - first)
         steps = np.arange(first * steps_per_epoch, (first + count) * steps_per_epoch)
-        rates = np.asarray(schedule(jnp.asarray(steps)), dtype=np.float64)
+        # A constant schedule returns one scalar whatever the steps: broadcast it.
+        rates = np.broadcast_to(np.asarray(schedule(jnp.asarray(steps)), np.float64), steps.shape)
         out.append(rates.reshape(count, steps_per_epoch).mean(axis=1))
     return np.concatenate(out)
 
@@ -215,6 +245,11 @@ class Training:
     - `labels` [n], `num_classes`, `weight_decay` (λ in the paper's scale), `loss_name`.
     - `history_loss`, `history_accuracy` [E + 1]: the same after every epoch, index 0 = before.
     - `learning_rate` [E]: the mean step size of epoch e = 1..E; `momentum`; `steps_per_epoch`.
+    - `epoch_record`: the per-epoch record of epochs e = 1..E (the features file's keys):
+      `epoch_loss` (mean minibatch data loss over the epoch's steps), `feature_grad_sq` (mean
+      ‖∂ℓ_i/∂h_i‖² over its steps and samples), `class_mean_step` and `feature_step` (squared
+      displacement of the centred class means and of the features over the epoch, from the
+      evaluation of the whole training set that ends every epoch).
     - `resumed_from`: the epoch a resumed run continued from (0 for a fresh run).
     - `model_state`: the batch-norm running statistics of a stateful model (ResNet18), else None.
     """
@@ -242,6 +277,7 @@ class Training:
     # Class statistics per capture instead of features (`capture_statistics`): the arrays of a
     # statistics file, stacked over the captures.
     stats: dict[str, np.ndarray] | None = None
+    epoch_record: dict[str, np.ndarray] | None = None
 
     @property
     def first_zero_error_epoch(self) -> int | None:
@@ -269,6 +305,8 @@ class Training:
         if self.learning_rate is not None:
             out["learning_rate"] = np.asarray(self.learning_rate, np.float64)
             out["steps_per_epoch"] = np.int64(self.steps_per_epoch)
+        if self.epoch_record is not None:
+            out.update({k: np.asarray(v, np.float64) for k, v in self.epoch_record.items()})
         if self.test_accuracy is not None:
             out["test_accuracy"] = self.test_accuracy
             out["test_loss"] = self.test_loss
@@ -503,6 +541,7 @@ def fit(
         "key": np.asarray(_raw_key(key), np.uint32),
         "history_loss": np.full(epochs + 1, np.nan),
         "history_accuracy": np.full(epochs + 1, np.nan),
+        "epoch_record": {k: np.full(epochs, np.nan) for k in EPOCH_RECORD_KEYS},
     }
     captures: dict[int, dict] = {}
     store = None
@@ -548,12 +587,16 @@ def fit(
     model, mstate, opt_state = state["model"], state["model_state"], state["opt_state"]
     raw_key = jnp.asarray(state["key"], dtype=jnp.uint32)
     hist_loss, hist_acc = state["history_loss"].copy(), state["history_accuracy"].copy()
+    record = {k: np.array(v) for k, v in state["epoch_record"].items()}
+    # The features at the start (recomputed on a resume: evaluation is deterministic), from
+    # which the first epoch's displacements are measured.
+    H, value, accuracy = _evaluate(model, mstate, inputs, labels, **eval_kw)
+    H_prev, M_prev = H, _centred_class_means(H, labels, C)
     if start == 0 and 0 not in captures:
-        H, value, accuracy = _evaluate(model, mstate, inputs, labels, **eval_kw)
         hist_loss[0], hist_acc[0] = float(value), float(accuracy)
         capture(0, H, model, value, accuracy)
         if store is not None:
-            store.save(_pack(model, mstate, opt_state, 0, raw_key, hist_loss, hist_acc))
+            store.save(_pack(model, mstate, opt_state, 0, raw_key, hist_loss, hist_acc, record))
 
     from .._run.progress import progress as progress_bar
 
@@ -561,10 +604,17 @@ def fit(
     try:
         for epoch in range(start + 1, epochs + 1):
             raw_key, sub = jax.random.split(raw_key)
-            model, mstate, opt_state, batch_losses = _train_epoch(
+            model, mstate, opt_state, batch_losses, grad_sq = _train_epoch(
                 model, mstate, opt_state, sub, inputs, labels, **train_kw
             )
             H, value, accuracy = _evaluate(model, mstate, inputs, labels, **eval_kw)
+            M = _centred_class_means(H, labels, C)
+            mean_step, feature_step = _steps(H, H_prev, M, M_prev)
+            H_prev, M_prev = H, M
+            record["epoch_loss"][epoch - 1] = float(jnp.mean(batch_losses))
+            record["feature_grad_sq"][epoch - 1] = float(jnp.mean(grad_sq))
+            record["class_mean_step"][epoch - 1] = float(mean_step)
+            record["feature_step"][epoch - 1] = float(feature_step)
             value, accuracy = float(value), float(accuracy)
             if not (math.isfinite(value) and bool(jnp.all(jnp.isfinite(batch_losses)))):
                 raise NumericalError(
@@ -576,7 +626,9 @@ def fit(
             if epoch in plan or first_zero_error:
                 capture(epoch, H, model, value, accuracy)
             if store is not None and (epoch % save_every == 0 or epoch == epochs):
-                store.save(_pack(model, mstate, opt_state, epoch, raw_key, hist_loss, hist_acc))
+                store.save(
+                    _pack(model, mstate, opt_state, epoch, raw_key, hist_loss, hist_acc, record)
+                )
             if on_epoch is not None:
                 on_epoch(epoch, value, accuracy)
             bar.set_postfix(loss=f"{value:.4g}", acc=f"{accuracy:.4f}", refresh=False)
@@ -607,6 +659,7 @@ def fit(
         momentum=float(momentum),
         steps_per_epoch=steps_per_epoch,
         model_state=mstate,
+        epoch_record=record,
         stats={k: stack(k) for k in _STATISTICS_KEYS if k in captures[order[0]]}
         if as_stats
         else None,
@@ -619,7 +672,7 @@ def _raw_key(key):
     return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
 
 
-def _pack(model, mstate, opt_state, epoch, raw_key, hist_loss, hist_acc) -> dict:
+def _pack(model, mstate, opt_state, epoch, raw_key, hist_loss, hist_acc, record) -> dict:
     return {
         "model": model,
         "model_state": mstate,
@@ -628,6 +681,7 @@ def _pack(model, mstate, opt_state, epoch, raw_key, hist_loss, hist_acc) -> dict
         "key": np.asarray(raw_key, np.uint32),
         "history_loss": hist_loss,
         "history_accuracy": hist_acc,
+        "epoch_record": record,
     }
 
 

@@ -1,8 +1,8 @@
 # %% [markdown]
 # # Does the theory predict the network?
 #
-# A fit with a free time per checkpoint absorbs anything; a prediction does not. `compare
-# --model` starts each model (the closed form, the central-path flow, the unconstrained-features
+# A fit with a free time per checkpoint absorbs anything; a prediction does not. `compare`
+# starts each model (the closed form, the central-path flow, the unconstrained-features
 # model) from the network's own state at a checkpoint e0, runs it forward, and scores it against
 # the ω_j the network reaches later and against the no-change baseline
 # ([the guide](../guides/predict.md)).
@@ -55,4 +55,5 @@ fig  # a notebook shows the last expression
 
 # %% [markdown]
 # The command line does the same and writes the JSON and the figures:
-# `centralpath compare features.npz --model all --json compare.json --out compare`.
+# `centralpath compare features.npz --json compare.json --out compare` (every model by
+# default; the verdict that answers is the central path's).

@@ -1,0 +1,227 @@
+"""Does any clock carry its scale κ across networks, seeds and data sets? (docs/guides/predict.md)
+
+Trains MSE networks offline on CPU (every [[runs]] of the TOML: data set × model × seed, SGD with
+momentum and weight decay, the same schedule), starts the central-path model at each run's
+stable start (`--from-epoch auto`), and for every clock:
+
+- fits κ on the run (κ clocks) or uses none (`speed`, `displacement`, `monotone` is the fitted
+  reference), and scores the prediction (median relative error of ω_j, skill against no change,
+  NC1 factor);
+- predicts every run with κ carried from the run of the *other network* on the same data set and
+  seed, from the *same network on the other data set*, and from the *other seed*, and scores it.
+
+Prints one table per quantity and writes `kappa.json` with every number into
+`<out>/kappa_universality/` (`--out DIR`, default runs/). The model path from e0 is traced once
+per run; each clock then costs one solve at its checkpoint times.
+
+    python experiments/kappa_universality.py [experiments/kappa_universality.toml] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from _runner import enable_x64, parse_args
+
+CLOCKS = ("monotone", "lr", "lr-loss", "lr-grad", "lr-loss-epoch", "speed", "displacement")
+
+
+def train(spec: dict, common: dict, folder: Path) -> Path:
+    """One run's features file (cached in `folder`: a rerun reuses what was trained)."""
+    from centralpath.networks.train import DEFAULTS, train_from_config
+
+    name = f"{spec['dataset']}-{spec['model']}-s{spec['seed']}"
+    path = folder / f"{name}.npz"
+    if not path.exists():
+        t = time.perf_counter()
+        training = train_from_config({**DEFAULTS, **common, **spec, "num_checkpoints": 40})
+        training.save_features(path)
+        print(f"trained {name} in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    return path
+
+
+class Scored:
+    """A run's central-path model from its start, its traced path, and its measurement."""
+
+    def __init__(self, path: Path):
+        import numpy as np
+
+        from centralpath.measurement import predictive as pr
+        from centralpath.measurement._initial_state import measured_state
+        from centralpath.measurement._io import load_features
+        from centralpath.measurement.analysis import analyze
+
+        self.name = path.stem
+        ff = load_features(path)
+        self.m = m = pr.Measurement.from_records(ff, analyze(ff))
+        self.k0, self.rule = pr.choose_from_epoch(m)
+        self.reason = pr.applicability(m, self.k0, self.rule)
+        self.kappa: dict[str, float] = {}
+        if self.k0 is None:
+            return
+        states: dict = {}
+
+        def state_at(k):
+            if k not in states:
+                states[k] = measured_state(ff, index=k)
+            return states[k]
+
+        self.state_at = state_at
+        self.after = np.arange(self.k0 + 1, len(m.epochs))
+        with np.errstate(divide="ignore"):
+            self.target = np.log(m.omega[self.after])
+        level = np.mean(self.target, axis=1)
+        try:
+            self.model = pr.build_model("central-path", state_at(self.k0), m)
+            self.path = pr._trace_path(self.model, float(np.max(level[np.isfinite(level)])))
+        except ValueError as e:  # the model cannot start here: the run is not scored
+            self.k0, self.reason = None, str(e)
+
+    def units(self, clock: str):
+        from centralpath.measurement import predictive as pr
+
+        if clock in pr.KAPPA_CLOCKS:
+            return pr.clock_units(self.m, self.k0, clock)[self.after]
+        if clock == "speed":
+            return pr.measured_distance(self.m, self.k0)[self.after]
+        return pr.measured_displacement(self.state_at, self.k0, len(self.m.epochs))[self.after]
+
+    def times(self, clock: str, kappa: float | None = None):
+        """The model times of the scored checkpoints under `clock` (κ fitted when None)."""
+        from centralpath.measurement import predictive as pr
+
+        if clock == "monotone":
+            return pr.fit_monotone_clock(self.path, self.model, self.target)[0]
+        if clock in ("speed", "displacement"):
+            return pr.speed_matched_times(
+                self.path, self.model, self.units(clock), net=clock == "displacement"
+            )[0]
+        S = self.units(clock)
+        if kappa is None:
+            kappa = self.kappa[clock] = pr.fit_kappa(self.path, self.model, self.target, S)
+        return kappa * S
+
+    def score(self, t) -> dict:
+        import numpy as np
+
+        from centralpath.measurement import predictive as pr
+
+        m, k0, after = self.m, self.k0, self.after
+        values = self.model.evaluate(np.asarray(t, float), full=True)
+        out = pr.scores(values["omega"], m.omega[after], m.omega[k0])
+        out["nc1_factor"] = pr.nc1_factor(values["nc1"], m.nc1[after])
+        return out
+
+
+def main(cfg: dict, out_root) -> Path:
+    from centralpath.measurement import predictive as pr
+
+    out = Path(out_root) / cfg.get("name", "kappa_universality")
+    folder = out / "features"
+    folder.mkdir(parents=True, exist_ok=True)
+    specs = cfg["runs"]
+    paths = [train(spec, cfg.get("training", {}), folder) for spec in specs]
+    runs = {}
+    for spec, path in zip(specs, paths, strict=True):
+        t = time.perf_counter()
+        r = Scored(path)
+        r.spec = spec
+        runs[r.name] = r
+        print(f"traced {r.name} in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    result: dict = {"runs": {}, "carried": {}, "thresholds": dict(pr.THRESHOLDS)}
+    for r in runs.values():
+        entry = {"start": r.rule, "not_applicable": r.reason, "fitted": {}}
+        if r.k0 is not None:
+            for clock in CLOCKS:
+                try:
+                    entry["fitted"][clock] = r.score(r.times(clock))
+                    entry["fitted"][clock]["kappa"] = r.kappa.get(clock)
+                except ValueError as e:  # a clock the record cannot drive: say so
+                    entry["fitted"][clock] = {"error": str(e)}
+        result["runs"][r.name] = entry
+
+    def partner(r, **change):
+        spec = {**r.spec, **change}
+        return runs.get(f"{spec['dataset']}-{spec['model']}-s{spec['seed']}")
+
+    datasets = sorted({s["dataset"] for s in specs})
+    models = sorted({s["model"] for s in specs})
+    seeds = sorted({s["seed"] for s in specs})
+
+    def other(values, v):
+        rest = [x for x in values if x != v]
+        return rest[0] if rest else None
+
+    for r in runs.values():
+        if r.k0 is None:
+            continue
+        sources = {
+            "other network": partner(r, model=other(models, r.spec["model"])),
+            "other data set": partner(r, dataset=other(datasets, r.spec["dataset"])),
+            "other seed": partner(r, seed=other(seeds, r.spec["seed"])),
+        }
+        carried = {}
+        for clock in pr.KAPPA_CLOCKS:
+            for how, src in sources.items():
+                kappa = None if src is None else src.kappa.get(clock)
+                if kappa is None or clock not in r.kappa:
+                    continue
+                s = r.score(r.times(clock, kappa))
+                carried[f"{clock} from {how}"] = {"source": src.name, "kappa": kappa, **s}
+        result["carried"][r.name] = carried
+
+    # --------------------------------------------------------------- the tables
+    def pct(x):
+        return "-" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
+
+    print("\nstart (--from-epoch auto) and verdict-relevant facts per run:")
+    for name, e in result["runs"].items():
+        print(
+            f"  {name}: {e['start']}" + (f" | {e['not_applicable']}" if e["not_applicable"] else "")
+        )
+    print("\nfitted on the run itself: kappa | median error of omega | skill | NC1 factor")
+    for name, e in result["runs"].items():
+        cells = []
+        for clock in CLOCKS:
+            f = e["fitted"].get(clock)
+            if not f or "error" in f:
+                cells.append(f"{clock}: -")
+                continue
+            k = "" if f.get("kappa") is None else f"k={f['kappa']:.3g} "
+            cells.append(
+                f"{clock}: {k}{pct(f['median_relative_error'])} s={f['skill']:.2f} "
+                f"nc1x{f['nc1_factor']:.2f}"
+            )
+        print(f"  {name}: " + "; ".join(cells))
+    print("\nkappa spread over the runs (max/min of the fitted kappa):")
+    for clock in pr.KAPPA_CLOCKS:
+        ks = [r.kappa[clock] for r in runs.values() if clock in r.kappa]
+        if ks:
+            print(
+                f"  {clock}: {len(ks)} runs, {min(ks):.3g}..{max(ks):.3g} (x{max(ks) / min(ks):.2f})"
+            )
+            result.setdefault("spread", {})[clock] = [min(ks), max(ks)]
+    print("\ncarried kappa: median error of omega | skill (target: <= 5% and >= 0.85)")
+    for name, carried in result["carried"].items():
+        for key, s in carried.items():
+            ok = (
+                s["median_relative_error"] <= pr.CONSISTENT_ERROR
+                and s["skill"] >= pr.CONSISTENT_SKILL
+            )
+            print(
+                f"  {name} <- {key} ({s['source']}, k={s['kappa']:.3g}): "
+                f"{pct(s['median_relative_error'])}, skill {s['skill']:.2f}"
+                + ("  [meets target]" if ok else "")
+            )
+    with open(out / "kappa.json", "w") as fh:
+        json.dump(result, fh, indent=1, default=lambda x: None if x != x else float(x))
+    return out
+
+
+if __name__ == "__main__":
+    enable_x64()
+    print(main(*parse_args(__file__, sys.argv)))
