@@ -189,7 +189,6 @@ def run_demo(
         from .measurement.compare import compare_features
         from .networks.train import train_from_config
 
-        tcfg = tcfg.as_dict()
         training = train_from_config(tcfg, state_dir=run_path / "state", progress=progress)
         features_path = run_path / "features.npz"
         training.save_features(features_path)
@@ -208,10 +207,10 @@ def run_demo(
         if e0 is not None and e0 in epochs:
             drop = float(nc1[int(np.flatnonzero(epochs == e0)[0])] / nc1[-1])
         summary["training"] = {
-            "dataset": tcfg["dataset"],
-            "model": tcfg["model"],
-            "epochs": int(tcfg["epochs"]),
-            "weight_decay": float(tcfg["weight_decay"]),
+            "dataset": tcfg.dataset,
+            "model": tcfg.model,
+            "epochs": int(tcfg.epochs),
+            "weight_decay": float(tcfg.weight_decay),
             "final_train_accuracy": float(training.accuracy[-1]),
             "final_test_accuracy": None
             if training.test_accuracy is None

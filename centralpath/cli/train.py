@@ -55,7 +55,7 @@ def run(args) -> int:
     def load(config):
         data = load_configured_dataset(config)
         require(
-            data.num_samples // min(config["batch_size"], data.num_samples) >= 1,
+            data.num_samples // min(config.batch_size, data.num_samples) >= 1,
             "the dataset is empty after subsampling; raise --per-class",
         )
         return data
@@ -65,14 +65,14 @@ def run(args) -> int:
         with run_dir.running():  # a bad dataset keeps the partial run and releases its lock
             data = load(config)
     else:
-        config = TrainConfig.resolve(args, config_path=args.config).as_dict()
+        config = TrainConfig.resolve(args, config_path=args.config)
         # Load the data before creating any directory: a bad dataset leaves nothing behind.
         data = load(config)
-        dataset = config["dataset"]
+        dataset = config.dataset
         run_dir = RunDir(
             args.out or default_run_path("train"),
             "train",
-            config,
+            config.as_dict(),
             overwrite=args.overwrite,
             resumable=True,
             inputs=[args.config, dataset[4:] if dataset.startswith("npz:") else None],
@@ -259,6 +259,6 @@ def _reopen(args):
             **TrainConfig.parse(load_config(path), f"config file {path}"),
         }
         check_resume_flags(args, saved, saved, run_dir)
-        config = TrainConfig(**saved).as_dict()  # validated on construction
-    run_dir.config = config
+        config = TrainConfig(**saved)  # validated on construction
+    run_dir.config = config.as_dict()
     return run_dir, config

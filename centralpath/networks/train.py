@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -699,30 +699,30 @@ def _is_int(x) -> bool:
     return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
 
-def load_configured_dataset(config: dict[str, Any]) -> Dataset:
+def load_configured_dataset(config: TrainConfig) -> Dataset:
     """The configuration's dataset, with the network it asks for checked against it
     (`check_resources`): a refusal comes before any model is built or directory made."""
     from .datasets import load_dataset
 
     data = load_dataset(
-        config["dataset"],
-        per_class=config["per_class"] or None,
-        standardised=config["standardise"],
-        seed=config["seed"],
-        test_fraction=config["test_fraction"],
+        config.dataset,
+        per_class=config.per_class or None,
+        standardised=config.standardise,
+        seed=config.seed,
+        test_fraction=config.test_fraction,
     )
     check_resources(config, data)
     return data
 
 
-def _layers(config: dict[str, Any], input_shape: tuple[int, ...], C: int):
+def _layers(config: TrainConfig, input_shape: tuple[int, ...], C: int):
     """(parameters, multiply-adds per sample, activations per sample, the width feeding the
     features layer) of the model `make_model` would build, computed from sizes alone."""
-    if config["model"] == "resnet18":
-        return _resnet_layers(int(config["resnet_width"]), input_shape, C)
-    widths = [int(w) for w in config["widths"]]
+    if config.model == "resnet18":
+        return _resnet_layers(int(config.resnet_width), input_shape, C)
+    widths = [int(w) for w in config.widths]
     p = widths[-1]
-    if config["model"] == "mlp":
+    if config.model == "mlp":
         dims = [math.prod(input_shape), *widths]
         macs = sum(a * b for a, b in zip(dims, dims[1:], strict=False)) + p * C
         params = sum((a + 1) * b for a, b in zip(dims, dims[1:], strict=False)) + (p + 1) * C
@@ -733,7 +733,7 @@ def _layers(config: dict[str, Any], input_shape: tuple[int, ...], C: int):
         in_ch, spatial = 1, list(input_shape)
     params = macs = acts = 0
     kernel = 3 ** len(spatial)
-    for out_ch in (int(c) for c in config["channels"]):
+    for out_ch in (int(c) for c in config.channels):
         size = math.prod(spatial)
         params += kernel * in_ch * out_ch + out_ch
         macs += kernel * in_ch * out_ch * size
@@ -778,14 +778,14 @@ def _resnet_layers(width: int, input_shape: tuple[int, ...], C: int):
     return params + (p + 1) * C, macs + p * C, acts + p + C, p
 
 
-def feature_dimension(config: dict[str, Any]) -> int:
+def feature_dimension(config: TrainConfig) -> int:
     """p, the width of the features the model of `config` captures."""
-    if config["model"] == "resnet18":
-        return 8 * int(config["resnet_width"])
-    return int(config["widths"][-1])
+    if config.model == "resnet18":
+        return 8 * int(config.resnet_width)
+    return int(config.widths[-1])
 
 
-def check_resources(config: dict[str, Any], data: Dataset) -> None:
+def check_resources(config: TrainConfig, data: Dataset) -> None:
     """Refuse, before a model is built, a network that cannot collapse on this data (features
     narrower than C − 1) or whose training, captures and analysis would exceed the memory or
     work limits (`centralpath._run.resources`)."""
@@ -794,14 +794,14 @@ def check_resources(config: dict[str, Any], data: Dataset) -> None:
 
     C, n, m = data.num_classes, data.num_samples, data.num_test_samples
     shape = tuple(int(s) for s in data.input_shape)
-    if config["model"] == "cnn":
+    if config.model == "cnn":
         require(
             1 <= len(shape) <= 3,
             f"the CNN takes samples of shape [L], [H, W] or [channels, H, W], got {list(shape)}; "
             "use --model mlp",
         )
     p = feature_dimension(config)
-    resnet = config["model"] == "resnet18"
+    resnet = config.model == "resnet18"
     if resnet:
         require(
             1 <= len(shape) <= 3,
@@ -820,17 +820,17 @@ def check_resources(config: dict[str, Any], data: Dataset) -> None:
         + ("(p = 8 × --resnet-width)" if resnet else "(the last of --widths)"),
     )
     params, macs, acts, feeding = _layers(config, shape, C)
-    if config["model"] == "cnn":
+    if config.model == "cnn":
         # The features are a dense layer of the last convolution's output: fewer numbers than
         # C - 1 there and the C class means cannot take C - 1 independent directions.
         require(
             feeding >= C - 1,
             f"the CNN's convolutions end in {feeding} values per sample (last of --channels "
-            f"{config['channels'][-1]} × the pooled image), below C-1 = {C - 1}; the features "
+            f"{config.channels[-1]} × the pooled image), below C-1 = {C - 1}; the features "
             "cannot hold C-1 class directions — raise the last of --channels",
         )
-    K = len(capture_epochs(int(config["epochs"]), int(config["num_checkpoints"]))) + 1
-    batch = min(int(config["batch_size"]), n)
+    K = len(capture_epochs(int(config.epochs), int(config.num_checkpoints))) + 1
+    batch = min(int(config.batch_size), n)
     chunk = min(4096, n)
     analysis_bytes, analysis_flop = analysis_cost(K, n, p, C, itemsize=4, w_itemsize=4)
     captured = 4 * 2 * K * (n * p + C * p + C)  # the captures, and their stack
@@ -847,10 +847,10 @@ def check_resources(config: dict[str, Any], data: Dataset) -> None:
         + captured
         + analysis_bytes  # features file written, read back and analysed
     )
-    epochs = int(config["epochs"])
+    epochs = int(config.epochs)
     # 6 per MAC to train, 2 to evaluate; the test set is evaluated at every capture.
     flop = 8 * epochs * n * macs + 2 * K * m * macs + K * analysis_flop
-    model = {"mlp": "an MLP", "cnn": "a CNN", "resnet18": "a ResNet18"}[config["model"]]
+    model = {"mlp": "an MLP", "cnn": "a CNN", "resnet18": "a ResNet18"}[config.model]
     source = f"training {model} with p = {p} on {data.name} (n = {n}, input {list(shape)})"
     fix = (
         "use narrower --widths, fewer --channels or a smaller --resnet-width, fewer "
@@ -864,31 +864,43 @@ def check_resources(config: dict[str, Any], data: Dataset) -> None:
 
 
 def train_from_config(
-    config: dict[str, Any], *, data: Dataset | None = None, state_dir=None, progress: bool = False
+    config: TrainConfig | Mapping[str, Any],
+    *,
+    data: Dataset | None = None,
+    state_dir=None,
+    progress: bool = False,
 ) -> Training:
-    """`fit` with the options of a configuration dict (keys of `DEFAULTS`; `centralpath train`)."""
+    """`fit` with the data and network a `TrainConfig` names (`centralpath train`). A dict of
+    its keys is typed once here (the defaults for keys not given; an unknown key refused),
+    before any data is loaded."""
     from .models import make_model
 
-    typed = TrainConfig(**config)  # validated on construction, before any data is loaded
+    if not isinstance(config, TrainConfig):
+        require(
+            isinstance(config, Mapping),
+            f"a training configuration is a TrainConfig or a dict of its keys, got "
+            f"{type(config).__name__}",
+        )
+        config = TrainConfig.from_mapping(config, "training configuration")
     if data is None:
         data = load_configured_dataset(config)
     else:
         check_resources(config, data)
-    model_key, train_key = jax.random.split(jax.random.PRNGKey(config["seed"]))
+    model_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
     model = make_model(
-        config["model"],
+        config.model,
         data.input_shape,
         data.num_classes,
-        widths=config["widths"],
-        channels=config["channels"],
-        resnet_width=config["resnet_width"],
+        widths=config.widths,
+        channels=config.channels,
+        resnet_width=config.resnet_width,
         key=model_key,
     )
     model, model_state = model if isinstance(model, tuple) else (model, None)
     return fit(
         model,
         data,
-        typed,
+        config,
         model_state=model_state,
         key=train_key,
         state_dir=state_dir,
