@@ -421,14 +421,19 @@ def _as_float(name: str, a: np.ndarray, source: str) -> np.ndarray:
         np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer),
         f"{source}: '{name}' must be a numeric array, got dtype {a.dtype}; save it as float32 or float64",
     )
-    out = a.astype(np.float64)
-    if out.size and not np.all(np.isfinite(out)):
-        bad = int(out.size - np.count_nonzero(np.isfinite(out)))
+    return require_finite(name, a.astype(np.float64), source)
+
+
+def require_finite(name: str, a: np.ndarray, source: str, checkpoint: int | None = None):
+    """`a` itself, or one line naming the key (and the checkpoint) that holds NaN or Inf."""
+    if a.size and not np.all(np.isfinite(a)):
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        where = "" if checkpoint is None else f" at checkpoint {checkpoint}"
         raise InputError(
-            f"{source}: '{name}' holds {bad} non-finite value(s) (NaN or Inf); "
+            f"{source}: '{name}' holds {bad} non-finite value(s) (NaN or Inf){where}; "
             "the run likely diverged — drop those checkpoints or re-save finite values"
         )
-    return out
+    return a
 
 
 def validate_features_arrays(

@@ -404,16 +404,6 @@ class Checkpoint:
     feature_spread: float | None = None
 
 
-def _finite(name: str, a: np.ndarray, source: str, k: int) -> np.ndarray:
-    if a.size and not np.all(np.isfinite(a)):
-        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
-        raise InputError(
-            f"{source}: '{name}' holds {bad} non-finite value(s) (NaN or Inf) at checkpoint {k}; "
-            "the run likely diverged — drop those checkpoints or re-save finite values"
-        )
-    return a
-
-
 @dataclass
 class StreamedFeatures:
     """A features file read lazily: the metadata of `FeaturesFile` (labels, epochs, λ, the
@@ -481,7 +471,7 @@ class StreamedFeatures:
         parts = [HostMoments(C, p, syrk_threads=1 if threads > 1 else None) for _ in range(threads)]
         W = b = nc4 = None
         if self.W is not None:
-            W = _finite("W", self.W.block(k), self.source, k)
+            W = _io.require_finite("W", self.W.block(k), self.source, k)
             b = np.asarray(self.meta.b[k], np.float64)
             nc4 = FoldedNC4(W, b, n)
         stop = threading.Event()
@@ -496,7 +486,7 @@ class StreamedFeatures:
                 # The column ranges (in the file's dtype) show NaN and Inf: finiteness, the
                 # magnitude and the spread in two reductions of the chunk.
                 if not (np.all(np.isfinite(moments.lo)) and np.all(np.isfinite(moments.hi))):
-                    _finite("features", np.asarray(chunk, np.float64), self.source, k)
+                    _io.require_finite("features", np.asarray(chunk, np.float64), self.source, k)
                 if nc4 is not None:
                     nc4.score(X, blocks[i], starts[i], moments, j)
                 del chunk, X  # a memory-mapped chunk is unmapped here
@@ -612,14 +602,14 @@ class StatsFile:
 
     def checkpoint(self, k: int, rows: int | None = None) -> Checkpoint:
         counts = self.counts[k]
-        sigma = _finite("sigma_w", self.sigma_w.block(k), self.source, k)
+        sigma = _io.require_finite("sigma_w", self.sigma_w.block(k), self.source, k)
         _io.check_covariance("sigma_w", sigma, k, self.source)
-        means = _finite("class_means", self.class_means.block(k), self.source, k)
+        means = _io.require_finite("class_means", self.class_means.block(k), self.source, k)
         n = float(counts.sum())
         acc = StatsAccumulator.from_arrays(counts, means, sigma * n)
         W = b = None
         if self.W is not None:
-            W = _finite("W", self.W.block(k), self.source, k)
+            W = _io.require_finite("W", self.W.block(k), self.source, k)
             b = np.asarray(self.b[k], np.float64)
             if self.nc4_mismatches is not None:
                 acc = StatsAccumulator.from_arrays(
