@@ -170,8 +170,9 @@ def analyze(
     - `ff`: a path (a features file, a statistics file, or a folder of per-checkpoint files:
       read streamed, as the command line does), a `FeaturesFile` of `load_features` (features
       in memory), or a streamed source of `open_source`. Streamed, the memory is
-      O(rows·p + p² + C·p) whatever n and K, NC4 is counted in a second pass over each
-      checkpoint's chunks, and ω_j come from the statistics alone (resolved down to ~1e-14 of
+      O(rows·p + p² + C·p) whatever n and K, NC4 is counted in the same pass over each
+      checkpoint's chunks (reading again only the samples whose decision the final class
+      means could change), and ω_j come from the statistics alone (resolved down to ~1e-14 of
       the total variance instead of ~1e-20 with the samples in memory).
     - `weight_decay`: λ of the loss decomposition (paper scale); the file's `weight_decay`
       unless given — docs/theory.md §7½: with λ = 0 the least-squares classifier of real
