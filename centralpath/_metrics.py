@@ -33,8 +33,7 @@ def _between_pinv_trace(stats: ClassStats, rtol: float) -> Float[Array, ""]:
     rule of `_linalg.psd_pinv` applied to Σ_B: keep s_k²/C > rtol·max_k s_k²/C, i.e.
     s_k² > rtol·max s². Σ_B's null space, which an eigendecomposition of the p×p matrix returns as
     eigenvalues of ±eps·λ_max, comes out of the SVD as s ~ eps·s_max (s² ~ eps²·s_max²): cut
-    either way. u_k from the SVD of M̄ are accurate to eps·s_max/s_k, not (eps·s_max/s_k)² as
-    from the eigenvectors of M̄ M̄ᵀ.
+    either way.
     """
     U, s, _ = jnp.linalg.svd(stats.centred_means, full_matrices=False)
     s2 = s**2
@@ -221,7 +220,8 @@ def _snr_in_frame(M_F, S_F, live, dtype, floor):
     scaled-frame eigenvectors are X = L⁻ᵀ U (xᵀ S x = 1). Where S is not numerically positive
     definite (features collapsed beyond the dtype's resolution) Cholesky fails and the
     eigendecomposition S = P diag(ρ) Pᵀ, with ρ clamped at the smallest normal number, gives
-    Z = ρ^{-1/2} Pᵀ (M_F/d) — the same ω, X where both exist (Zᵀ Z = (M_F/d)ᵀ S⁻¹ (M_F/d)).
+    Z = ρ^{-1/2} Pᵀ (M_F/d): where both exist, the same ω and X up to the signs of its columns
+    (Zᵀ Z = (M_F/d)ᵀ S⁻¹ (M_F/d) either way).
     `floor` is the variance (in the Σ_T-whitened frame) below which a diagonal entry is noise:
     scaling by 1/√noise would only amplify rounding, so such directions are scaled by the floor
     and their error estimate flags them.
