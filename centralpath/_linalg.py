@@ -55,6 +55,52 @@ def live_whitening(
     return V * jnp.where(live, 1.0 / jnp.sqrt(jnp.where(live, s, 1.0)), 0.0), live
 
 
+def live_frame_whitening(
+    sigma_t: Float[Array, "p p"], rtol: float = DEFAULT_RTOL
+) -> tuple[Float[Array, "p p"], Bool[Array, " p"]]:
+    """A whitening with `live_whitening`'s live directions, by Cholesky where that is certain.
+
+    Returns `(T, live)` with Tᵀ Σ_T T = I on the live columns and zero columns elsewhere, like
+    `live_whitening`, whose T it equals up to an orthogonal change of basis of the live columns
+    (any such T serves the SNR's collapse frame, which diagonalises Tᵀ Σ_W T next). Cholesky
+    (Σ_T = L Lᵀ, T = L⁻ᵀ: ~p³ flops with the triangular inverse, against ~9p³ and ~25 ms at p = 512
+    for `eigh`) is used when it provably finds the same live directions as the eigenvalue rule
+    `s > rtol·max s`:
+
+    - rows of Σ_T that are exactly zero (units that never vary, e.g. dead ReLUs) are eigenvectors
+      of eigenvalue 0 — dead under the rule — and are set aside (identity there, zero columns);
+    - on the rest, λ_min ≥ 1/‖L⁻¹‖_F² and λ_max ≤ tr Σ_T, so 1/‖L⁻¹‖_F² > 2·rtol·tr Σ_T certifies
+      that every other direction is live (the factor 2 is far above eigh's rounding of λ_min,
+      ~p·eps·λ_max against rtol·λ_max ≥ 100·eps·λ_max).
+
+    Otherwise (a unit that is constant up to rounding, Σ_T nearly singular, p > n − 1) the
+    eigendecomposition decides, as `live_whitening` does.
+    """
+    import jax
+    import jax.scipy.linalg as jsl
+
+    p = sigma_t.shape[0]
+    dtype = sigma_t.dtype
+    eye = jnp.eye(p, dtype=dtype)
+    varies = jnp.any(sigma_t != 0, axis=1)
+    both = varies[:, None] & varies[None, :]
+    S = jnp.where(both, 0.5 * (sigma_t + sigma_t.T), eye)
+    L_inv = jsl.solve_triangular(jnp.linalg.cholesky(S), eye, lower=True)
+    # L is block diagonal over (varying, constant) units, so L⁻¹'s varying block is that of Σ_T's.
+    inv_norm2 = jnp.sum(jnp.where(both, L_inv**2, 0.0))
+    certain = (
+        jnp.all(jnp.isfinite(L_inv))
+        & jnp.any(varies)
+        & (1.0 / inv_norm2 > 2.0 * effective_rtol(rtol, dtype) * jnp.trace(sigma_t))
+    )
+    return jax.lax.cond(
+        certain,
+        lambda _: (jnp.where(varies[None, :], L_inv.T, 0.0), varies),
+        lambda _: live_whitening(sigma_t, rtol),
+        None,
+    )
+
+
 def psd_right_solve(
     K: Float[Array, "p p"],
     R: Float[Array, "C p"],

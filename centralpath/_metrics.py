@@ -16,7 +16,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ._errors import InputError, is_concrete, require
 from ._float64 import float64
-from ._linalg import DEFAULT_RTOL, effective_rtol, live_whitening
+from ._linalg import DEFAULT_RTOL, effective_rtol, live_frame_whitening, live_whitening
 from ._repr import numeric_repr
 from ._stats import ClassStats
 
@@ -25,13 +25,23 @@ NC1_VARIANTS: tuple[str, ...] = ("paper", "notebook", "pinv", "trace_ratio")
 
 
 def _between_pinv_trace(stats: ClassStats, rtol: float) -> Float[Array, ""]:
-    """Tr(Σ_W Σ_B^†) with Σ_B^† over the eigenpairs above rtol·max (the rank of M̄)."""
-    s, V = jnp.linalg.eigh(stats.sigma_b)
-    keep = s > effective_rtol(rtol, s.dtype) * jnp.max(s)
-    inv = jnp.where(keep, 1.0 / jnp.where(keep, s, 1.0), 0.0)
-    # Each v_kᵀ Σ_W v_k is a variance (≥ 0); rounding can make a collapsed one a tiny negative
+    """Tr(Σ_W Σ_B^†) with Σ_B^† over the eigenpairs of Σ_B above rtol·max (the rank of M̄).
+
+    Σ_B = (1/C) M̄ M̄ᵀ has rank ≤ C − 1: from the thin SVD M̄ = U diag(s) Vᵀ (p×C) its eigenpairs
+    are (s_k²/C, u_k), so Σ_B^† = Σ_k (C/s_k²) u_k u_kᵀ and Tr(Σ_W Σ_B^†) = C Σ_k u_kᵀ Σ_W u_k / s_k²
+    — O(p² C), no p×p eigendecomposition (~25 ms at p = 512). The cut-off is the pseudo-inverse
+    rule of `_linalg.psd_pinv` applied to Σ_B: keep s_k²/C > rtol·max_k s_k²/C, i.e.
+    s_k² > rtol·max s². Σ_B's null space, which an eigendecomposition of the p×p matrix returns as
+    eigenvalues of ±eps·λ_max, comes out of the SVD as s ~ eps·s_max (s² ~ eps²·s_max²): cut
+    either way.
+    """
+    U, s, _ = jnp.linalg.svd(stats.centred_means, full_matrices=False)
+    s2 = s**2
+    keep = s2 > effective_rtol(rtol, s.dtype) * jnp.max(s2)
+    inv = jnp.where(keep, stats.num_classes / jnp.where(keep, s2, 1.0), 0.0)
+    # Each u_kᵀ Σ_W u_k is a variance (≥ 0); rounding can make a collapsed one a tiny negative
     # number (NC1 = −1e-60 was printed), so clamp each at 0.
-    within = jnp.maximum(jnp.einsum("pk,pq,qk->k", V, stats.sigma_w, V), 0.0)
+    within = jnp.maximum(jnp.sum(U * (stats.sigma_w @ U), axis=0), 0.0)
     return jnp.sum(inv * within)
 
 
@@ -188,7 +198,9 @@ class _SNRFrame(eqx.Module):
 
 
 def _snr_frame(stats: ClassStats, rtol: float) -> _SNRFrame:
-    T, live = live_whitening(stats.sigma_t, rtol)
+    # The frame's one p×p eigendecomposition; the whitening is a Cholesky factorisation where
+    # that finds the same live directions (`live_frame_whitening`).
+    T, live = live_frame_whitening(stats.sigma_t, rtol)
     Sw = T.T @ stats.sigma_w @ T
     both = live[:, None] & live[None, :]
     # Dead coordinates get 2·I: above the live spectrum (Σ_W ≤ Σ_T ⇒ σ ≤ 1), so eigh never mixes
@@ -201,23 +213,41 @@ def _snr_frame(stats: ClassStats, rtol: float) -> _SNRFrame:
 def _snr_in_frame(M_F, S_F, live, dtype, floor):
     """ω and, per j, the unit vectors needed for its error estimate, from M̄ and Σ_W in frame F.
 
-    Σ_W in the frame is scaled to unit diagonal before it is factorised: a symmetric
-    eigensolver (like Cholesky) is accurate relative to the diagonal of the matrix it is given,
-    so a direction whose within-class variance is 1e-10 of the rest keeps its digits.
+    Σ_W in the frame is scaled to unit diagonal before it is factorised: Cholesky (like a
+    symmetric eigensolver) is backward stable relative to the diagonal of the matrix it is
+    given, so a direction whose within-class variance is 1e-10 of the rest keeps its digits.
+    With S = L Lᵀ the scaled Σ_W, ω are the singular values of Z = L⁻¹ (M_F/d) and the
+    scaled-frame eigenvectors are X = L⁻ᵀ U (xᵀ S x = 1). Where S is not numerically positive
+    definite (features collapsed beyond the dtype's resolution) Cholesky fails and the
+    eigendecomposition S = P diag(ρ) Pᵀ, with ρ clamped at the smallest normal number, gives
+    Z = ρ^{-1/2} Pᵀ (M_F/d): where both exist, the same ω and X up to the signs of its columns
+    (Zᵀ Z = (M_F/d)ᵀ S⁻¹ (M_F/d) either way).
     `floor` is the variance (in the Σ_T-whitened frame) below which a diagonal entry is noise:
     scaling by 1/√noise would only amplify rounding, so such directions are scaled by the floor
     and their error estimate flags them.
     """
+    import jax.scipy.linalg as jsl
+
     tiny = jnp.finfo(dtype).tiny
     eye = jnp.eye(S_F.shape[0], dtype=dtype)
     S_F = jnp.where(live[:, None] & live[None, :], S_F, eye)
     M_F = jnp.where(live[:, None], M_F, 0.0)
     d = jnp.sqrt(jnp.maximum(jnp.diagonal(S_F), floor))
-    rho, P = jnp.linalg.eigh(S_F / (d[:, None] * d[None, :]))
-    inv_sqrt_rho = 1.0 / jnp.sqrt(jnp.maximum(rho, tiny))
-    Z = inv_sqrt_rho[:, None] * (P.T @ (M_F / d[:, None]))
-    U, omega, _ = jnp.linalg.svd(Z, full_matrices=False)
-    X = P @ (inv_sqrt_rho[:, None] * U)  # scaled-frame eigenvectors: xᵀ S x = 1
+    S = S_F / (d[:, None] * d[None, :])
+    M_d = M_F / d[:, None]
+    L = jnp.linalg.cholesky(S)
+
+    def by_cholesky(_):
+        U, omega, _ = jnp.linalg.svd(jsl.solve_triangular(L, M_d, lower=True), full_matrices=False)
+        return omega, jsl.solve_triangular(L.T, U, lower=False)
+
+    def by_eigh(_):
+        rho, P = jnp.linalg.eigh(S)
+        inv_sqrt_rho = 1.0 / jnp.sqrt(jnp.maximum(rho, tiny))
+        U, omega, _ = jnp.linalg.svd(inv_sqrt_rho[:, None] * (P.T @ M_d), full_matrices=False)
+        return omega, P @ (inv_sqrt_rho[:, None] * U)
+
+    omega, X = jax.lax.cond(jnp.all(jnp.isfinite(L)), by_cholesky, by_eigh, None)
     Y = X / d[:, None]  # frame-F generalised eigenvectors: yᵀ Σ_F y = 1
     return omega, X, Y
 
@@ -251,8 +281,9 @@ class _CholeskySNR(eqx.Module):
 def _snr_by_cholesky(stats: ClassStats, rtol: float, accuracy) -> _CholeskySNR:
     """ω_j from Σ_W = L Lᵀ: the singular values of Z = L⁻¹ M̄, with y_j = L⁻ᵀ u_j the
     Σ_W-normalised generalised eigenvectors (u_j: Z's left singular vectors). One Cholesky
-    factorisation and one triangular inverse (~p³/2 flops) against the frame's three p×p
-    eigendecompositions.
+    factorisation and one triangular inverse (~p³/2 flops) against the frame's p×p
+    eigendecomposition (and its two Cholesky factorisations, or two more eigendecompositions
+    where those do not apply).
 
     Its rounding, in the error model of `_snr_solve`: Cholesky and the triangular solves are
     backward stable relative to the diagonal, |δΣ_ab| ≤ (p + 1)·eps·√(Σ_aa Σ_bb) each, so
@@ -324,7 +355,7 @@ def _snr_solve(
             return from_stats(_snr_frame(stats, rtol))
         # Σ_W known only to `accuracy` (an ODE solve's state): a Cholesky solve resolves ω_j as
         # well as the frame whenever its rounding is a small part of that uncertainty, at a
-        # tenth of the cost (the frame's three p×p eigendecompositions were ~90 ms of each of
+        # fraction of the cost (the frame's p×p eigendecomposition alone is ~25 ms of each of
         # `simulate`'s snapshots at p = 512).
         cheap = _snr_by_cholesky(stats, rtol, accuracy)
         return jax.lax.cond(
@@ -427,6 +458,13 @@ def snr_singular_values(
     invertible affine map of the features.
     """
     omega, err = _snr_solve(stats, rtol, features, labels, accuracy, frame_scatter)
+    return _resolved_snr(stats, rtol, omega, err, resolution)
+
+
+def _resolved_snr(stats: ClassStats, rtol: float, omega, err, resolution=SNR_RESOLUTION):
+    """ω_j as reported, from `_snr_solve`'s (ω, error of ω²): +inf beyond `resolution`, 0 where
+    the class means coincide. Separate so that a caller that also needs the errors (a streamed
+    analysis deciding whether to go back to the samples) solves once."""
     # Coinciding class means leave M̄ with rank < C − 1: those ω_j are 0, and a relative error
     # of 0 means nothing — report them as 0, not as unresolved.
     mbar_sv = jnp.linalg.svd(stats.centred_means, compute_uv=False)[: stats.num_classes - 1]
@@ -535,6 +573,11 @@ def collapse_metrics(
         accuracy=accuracy,
         frame_scatter=frame_scatter,
     )
+    return _collapse_metrics(stats, W, rtol, snr)
+
+
+def _collapse_metrics(stats: ClassStats, W, rtol: float, snr) -> CollapseMetrics:
+    """`collapse_metrics` with the SNR singular values already computed (`snr`)."""
     return CollapseMetrics(
         nc1=nc1(stats, rtol=rtol),
         nc2_equinorm_means=nc2_equinorm_means(stats),

@@ -9,6 +9,12 @@ Workloads: the renormalised flow at the simulate defaults (C = 4, N = 10, p = 8,
 NC1 falls below ~1e-6 float32 resolves only rounding noise). Reported: the largest relative
 error of ω_j and NC1 at t_end over the seeds.
 
+An ω_j whose estimated error in float32 exceeds 1% is reported +inf by the library ("beyond
+the resolution of the dtype", `SNR_RESOLUTION`), never as a finite value: at t_end = 100 the
+reduced UFM of seed 2 has ω_1 = 263 (float64), whose float32 estimate is 1.1% (its actual
+error 2.4e-4: the estimate is a bound). Such values are counted, not compared; every finite
+float32 value must be within 1% of float64's, and float64 must resolve them all.
+
     python experiments/bench_precision.py
 """
 
@@ -106,14 +112,21 @@ def main(cfg: dict | None = None) -> dict:
             if key not in r64[name]:
                 continue
             a, b = np.asarray(r64[name][key], float), np.asarray(r32[name][key], float)
-            err = float(np.max(np.abs(b - a) / np.abs(a)))
+            assert np.all(np.isfinite(a)), f"float64 {name} {key} is not finite: {a}"
+            # +inf: the library's verdict that float32 cannot resolve this ω_j (module docstring).
+            beyond = np.isposinf(b)
+            assert np.all(np.isfinite(b) | beyond), f"float32 {name} {key}: {b}"
+            assert not np.all(beyond), f"float32 resolves no value of {name} {key}"
+            err = float(np.max(np.abs(b - a)[~beyond] / np.abs(a)[~beyond]))
             checks[f"{name} {key}"] = err
+            checks[f"{name} {key} beyond float32 resolution"] = int(np.sum(beyond))
             how = "closed form" if key.startswith("closed") else f"GD, up to {steps} steps"
+            if np.any(beyond):
+                how += f"; {int(np.sum(beyond))} of {b.size} beyond float32's resolution (+inf)"
             rows.append(
                 _bench.row(f"{name} {key}(t_end): float32 rel. error", None, value=err, note=how)
             )
-    for key, err in checks.items():
-        assert err < 1e-2, f"float32 {key} is off by {err:.2e}: more than rounding"
+            assert err < 1e-2, f"float32 {name} {key} is off by {err:.2e}: more than rounding"
     return {"name": "precision", "rows": rows, "checks": checks}
 
 

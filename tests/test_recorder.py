@@ -136,3 +136,56 @@ def test_train_captures_statistics_instead_of_features(tmp_path):
     assert tr.capture_statistics(31, 50_000, 512)  # CIFAR-10 size: 3.2 GB of features
     with pytest.raises(InputError, match="unknown capture"):
         tr.capture_statistics(3, 10, 10, "everything")
+
+
+def numpy_nc4(H, y, W, b):
+    """NC4 written out in NumPy: classifier decision against the nearest class mean."""
+    means = np.stack([H[y == c].mean(axis=0) for c in range(W.shape[0])])
+    nearest = np.argmin(((H[:, None, :] - means[None]) ** 2).sum(-1), axis=1)
+    return float(np.mean(np.argmax(H @ W.T + b, axis=1) != nearest))
+
+
+def counted(batches):
+    """A function of fresh batch iterators that counts how often it is called."""
+    calls = []
+
+    def fresh():
+        calls.append(1)
+        return iter(batches())
+
+    return fresh, calls
+
+
+def test_nc4_folded_into_the_first_pass():
+    """Separated classes (as late in training): no sample's nearest mean can change with the
+    final means, so NC4 comes from the statistics' pass, the batches are gone over once, and
+    the count is exact."""
+    rng = np.random.default_rng(2)
+    y = rng.permutation(np.arange(600) % C)
+    H = rng.normal(size=(600, P)) + 20.0 * np.eye(C, P)[y]
+    W, b = rng.normal(size=(C, P)), rng.normal(size=C)
+    fresh, calls = counted(lambda: [(H[i : i + 100], y[i : i + 100]) for i in range(0, 600, 100)])
+    ck = cp.checkpoint_of(fresh, C, W=W, b=b)
+    expected = numpy_nc4(H, y, W, b)
+    assert 0 < expected < 1
+    assert ck.acc.nc4() == expected and len(calls) == 1
+
+
+def test_nc4_goes_over_the_batches_again_when_a_decision_could_change():
+    """The first batch holds one class (no provisional mean for the others), and the batches
+    come in another order the second time: the second pass counts every sample, exactly."""
+    H, y, W, b = run(3, K=1, n=400)
+    H, W, b = H[0], W[0], b[0]
+    order = np.argsort(y != 0, kind="stable")  # class 0 first
+    H, y = H[order], y[order]
+    rng = np.random.default_rng(0)
+
+    def batches():
+        starts = list(range(0, 400, 50))
+        if calls:  # the second time, in another order
+            rng.shuffle(starts)
+        return [(H[i : i + 50], y[i : i + 50]) for i in starts]
+
+    fresh, calls = counted(batches)
+    ck = cp.checkpoint_of(fresh, C, W=W, b=b)
+    assert ck.acc.nc4() == numpy_nc4(H, y, W, b) and len(calls) == 2

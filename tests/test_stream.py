@@ -356,7 +356,7 @@ def test_nc4_folded_into_the_first_pass_rechecks_what_the_final_means_change(
 def test_streamed_checkpoint_solves_the_snr_and_least_squares_once():
     """The metrics and the SNR's resolution test (`snr_needs_samples`) of a streamed checkpoint
     are one compiled program whose LAPACK calls are those of the metrics alone: the SNR's
-    eigendecompositions and the least-squares factorisation run once, not once per use."""
+    factorisations and the least-squares factorisation run once, not once per use."""
     import re
     from collections import Counter
 

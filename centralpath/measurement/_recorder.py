@@ -3,9 +3,11 @@
 A checkpoint of a statistics file needs K·(p² + C·p) numbers, not the n·p of its features:
 `ArrayStatsRecorder.capture` takes one evaluation pass over the training set in batches (NumPy or
 JAX arrays; PyTorch: `centralpath.torch.TorchStatsRecorder`), accumulates the class statistics
-(`StatsAccumulator`'s float64 moments), and, given the classifier, counts NC4 in a second pass
-against the final class means. `save` writes the statistics file that `centralpath analyze`
-and `compare` read in place of a features file.
+(`StatsAccumulator`'s float64 moments), and, given the classifier, counts NC4 in the same pass
+(`FoldedNC4`: each sample's decision against provisional class means, kept when the final
+means provably cannot change it), going over the batches a second time only when some decision
+could change. `save` writes the statistics file that `centralpath analyze` and `compare` read
+in place of a features file.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from .._errors import require
 from .._float64 import float64
 from .._run.runtime import single_threaded_blas
-from ._accumulate import HostMoments, StatsAccumulator
+from ._accumulate import ClassBlocks, FoldedNC4, HostMoments, StatsAccumulator
 from ._stream import Checkpoint, StatsWriter, open_source, save_stats
 
 
@@ -33,13 +35,24 @@ def _on_host(x) -> bool:
 
 
 class _Pass:
-    """One checkpoint's first pass: moments and the features' range, batch by batch."""
+    """One checkpoint's first pass: moments, the features' range and, given the classifier
+    (W, b: float64), each host sample's NC4 decision against provisional means, batch by batch."""
 
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int, W=None, b=None):
         self.C = num_classes
+        self.W, self.b = W, b
         self.host: HostMoments | None = None
         self.device: StatsAccumulator | None = None
         self.lo = self.hi = None
+        self.scored: list[tuple[FoldedNC4, np.ndarray]] = []  # per chunk, with its labels
+
+    def _check_classifier(self, p: int) -> None:
+        if self.W is not None:
+            require(
+                self.W.shape == (self.C, p) and self.b.shape == (self.C,),
+                f"W must be [C, p] = [{self.C}, {p}] and b [C], got {self.W.shape} and "
+                f"{self.b.shape}",
+            )
 
     def add(self, features, labels) -> None:
         require(
@@ -63,14 +76,22 @@ class _Pass:
                 "right number of classes",
             )
             if self.host is None:
+                self._check_classifier(p)
                 self.host = HostMoments(self.C, p)
             rows = max(64, (8 << 20) // (8 * p))
             with single_threaded_blas():  # the SYRK takes the user's threads, nothing else
                 for start in range(0, features.shape[0], rows):
-                    self.host.add(features[start : start + rows], labels[start : start + rows])
+                    chunk_labels = labels[start : start + rows]
+                    blocks = ClassBlocks(chunk_labels, self.C)
+                    X = self.host.add(features[start : start + rows], blocks=blocks)
+                    if self.W is not None:  # a thin product on the centred rows in cache
+                        nc4 = FoldedNC4(self.W, self.b, X.shape[0])
+                        nc4.score(X, blocks, 0, self.host)
+                        self.scored.append((nc4, chunk_labels))
             lo, hi = features.min(axis=0), features.max(axis=0)
         else:
             if self.device is None:
+                self._check_classifier(p)
                 self.device = StatsAccumulator.zeros(self.C, p, backend="jax")
             self.device = self.device.update(features, labels)
             lo, hi = (np.asarray(v) for v in jax.device_get((features.min(0), features.max(0))))
@@ -92,6 +113,20 @@ class _Pass:
         for part in parts[1:]:
             acc = acc.merge(part)
         return acc
+
+    def folded_nc4(self, means: np.ndarray) -> float | None:
+        """NC4 mismatches from this pass's decisions when the final `means` change none of them
+        (`FoldedNC4.to_recheck` finds no sample to decide again); None when some sample must be
+        decided again, or some batch was accumulated on an accelerator: then a second pass
+        counts them all (whatever order the batches come in the second time)."""
+        if self.device is not None or self.host is None:
+            return None
+        missed = 0
+        for nc4, labels in self.scored:
+            if nc4.to_recheck([self.host], means, labels).size:
+                return None
+            missed += int(np.count_nonzero(nc4.mismatch))
+        return float(missed)
 
     def feature_range(self) -> tuple[float, float]:
         return (
@@ -131,29 +166,32 @@ def checkpoint_of(batches, num_classes: int, *, W=None, b=None, epoch: float = 0
     """The `Checkpoint` (statistics, NC4 count, features' range) of one evaluation pass.
 
     `batches`: an iterable of (features [m, p], labels [m]) that can be iterated twice when W
-    is given (a list, or a callable returning a fresh iterator), or one (features, labels)
-    pair of whole arrays.
+    is given (a list, or a callable returning a fresh iterator; NC4 goes over them again only
+    when a sample's nearest class mean could change with the final means — usually never once
+    the classes separate), or one (features, labels) pair of whole arrays.
     """
     if isinstance(batches, tuple) and len(batches) == 2 and np.ndim(batches[0]) == 2:
         batches = [batches]
-    first = _iterate(batches)
-    one = _Pass(num_classes)
-    for features, labels in first:
-        one.add(features, labels)
-    acc = one.accumulator()
     if W is not None:
         W = np.asarray(W, np.float64)
         b = np.zeros(num_classes) if b is None else np.asarray(b, np.float64)
         require(
-            W.shape == (num_classes, acc.dim) and b.shape == (num_classes,),
-            f"W must be [C, p] = [{num_classes}, {acc.dim}] and b [C], got {W.shape} and {b.shape}",
-        )
-        require(
             _reiterable(batches),
-            "NC4 needs a second pass over the batches: pass a list, or a function that returns "
-            "a fresh iterator of them",
+            "NC4 may need a second pass over the batches: pass a list, or a function that "
+            "returns a fresh iterator of them",
         )
-        acc = _count_nc4(acc, _iterate(batches), W, b)
+    one = _Pass(num_classes, W, b)
+    for features, labels in _iterate(batches):
+        one.add(features, labels)
+    acc = one.accumulator()
+    if W is not None:
+        missed = one.folded_nc4(acc.means)
+        if missed is None:
+            acc = _count_nc4(acc, _iterate(batches), W, b)
+        else:
+            acc = StatsAccumulator.from_arrays(
+                acc.counts, acc.means, acc.scatter, missed, float(np.sum(acc.counts))
+            )
     big, spread = one.feature_range()
     return Checkpoint(float(epoch), acc, W, b, big, spread)
 

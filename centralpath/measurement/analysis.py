@@ -23,7 +23,14 @@ from .._float64 import float64, float64_process
 from .._least_squares import least_squares_classifier
 from .._linalg import DEFAULT_RTOL
 from .._loss import least_squares_loss_terms, loss_decomposition
-from .._metrics import _REFINE_ABOVE, _snr_solve, collapse_metrics, nc4
+from .._metrics import (
+    _REFINE_ABOVE,
+    _collapse_metrics,
+    _resolved_snr,
+    _snr_solve,
+    nc4,
+    snr_singular_values,
+)
 from .._quantities import RECORD_KEYS as RECORD_KEYS
 from .._stats import ClassStats, _class_stats, validate_labelled_features
 from ._io import FeaturesFile
@@ -66,14 +73,19 @@ def _coinciding_means(stats) -> jax.Array:
     return jnp.min(off_diagonal) <= COINCIDING_MEANS * scale
 
 
-def _from_stats(stats, W, b, lam, rtol: float, features=None, labels=None, frame_scatter=None):
+def _from_stats(
+    stats, W, b, lam, rtol: float, features=None, labels=None, frame_scatter=None, snr=None
+):
     """Every record value but NC4 from the class statistics (and the classifier). With the
     samples at hand (`features`, `labels`) ω_j are resolved from the deviations when Σ_W alone
-    cannot (docs/theory.md §7½); streamed checkpoints use the statistics alone."""
+    cannot (docs/theory.md §7½); streamed checkpoints use the statistics alone. `snr`: ω_j
+    already solved for by the caller."""
     out = {}
-    m = collapse_metrics(
-        stats, W, rtol=rtol, features=features, labels=labels, frame_scatter=frame_scatter
-    )
+    if snr is None:
+        snr = snr_singular_values(
+            stats, rtol=rtol, features=features, labels=labels, frame_scatter=frame_scatter
+        )
+    m = _collapse_metrics(stats, W, rtol, snr)
     out.update(
         nc1=m.nc1,
         nc2_equinorm_means=m.nc2_equinorm_means,
@@ -123,11 +135,13 @@ _checkpoint_from_stats = eqx.filter_jit(_from_stats)
 
 @eqx.filter_jit
 def _checkpoint_and_resolution(stats, W, b, lam, rtol: float):
-    """`_from_stats` and whether ω_j need the samples (`snr_needs_samples`), in one program:
-    XLA computes the SNR solve they share (three p×p eigendecompositions) once."""
-    _, err = _snr_solve(stats, rtol)
+    """`_from_stats` and whether ω_j need the samples (`snr_needs_samples`), from one SNR
+    solve (its branches, Cholesky or eigendecomposition, are chosen at run time: XLA would not
+    merge two copies of them)."""
+    omega, err = _snr_solve(stats, rtol)
     needs = jnp.max(jnp.where(jnp.isfinite(err), err, jnp.inf)) > _REFINE_ABOVE
-    return _from_stats(stats, W, b, lam, rtol), needs
+    snr = _resolved_snr(stats, rtol, omega, err)
+    return _from_stats(stats, W, b, lam, rtol, snr=snr), needs
 
 
 def _record(epoch: float, out: dict) -> dict:
@@ -156,8 +170,9 @@ def analyze(
     - `ff`: a path (a features file, a statistics file, or a folder of per-checkpoint files:
       read streamed, as the command line does), a `FeaturesFile` of `load_features` (features
       in memory), or a streamed source of `open_source`. Streamed, the memory is
-      O(rows·p + p² + C·p) whatever n and K, NC4 is counted in a second pass over each
-      checkpoint's chunks, and ω_j come from the statistics alone (resolved down to ~1e-14 of
+      O(rows·p + p² + C·p) whatever n and K, NC4 is counted in the same pass over each
+      checkpoint's chunks (reading again only the samples whose decision the final class
+      means could change), and ω_j come from the statistics alone (resolved down to ~1e-14 of
       the total variance instead of ~1e-20 with the samples in memory).
     - `weight_decay`: λ of the loss decomposition (paper scale); the file's `weight_decay`
       unless given — docs/theory.md §7½: with λ = 0 the least-squares classifier of real
