@@ -40,7 +40,7 @@ PROFILES: dict[str, dict[str, dict]] = {
         "reduced": dict(per_class=500, dim=64, steps=10, repeats=3),
         "closed_form": dict(splits=((100_000, 1), (1_000, 100)), repeats=3),
         "roofline": dict(steps=20, repeats=5, matmul_n=1024, copy_mb=64),
-        "ensemble": dict(seeds=200, loop_seeds=200, simulate_seeds=3, t_end=50.0),
+        "ensemble": dict(seeds=200, loop_seeds=200, simulate_seeds=3, t_end=40.0),
         "sharding": dict(seeds=64, ode_seeds=16, repeats=3),
         "cold_start": dict(runs=3),
         "precision": dict(seeds=3),
@@ -75,7 +75,7 @@ PROFILES: dict[str, dict[str, dict]] = {
             classes=3, per_class=20, dim=16, steps=2, block=20, repeats=1, matmul_n=64, copy_mb=1
         ),
         "ensemble": dict(
-            seeds=4, loop_seeds=2, simulate_seeds=1, dim=4, t_end=5.0, repeats=1, target=None
+            seeds=4, loop_seeds=2, simulate_seeds=1, dim=4, t_end=4.0, repeats=1, target=None
         ),
         "sharding": dict(
             seeds=4, ode_seeds=2, dim=4, t_end=5.0, ode_t_end=2.0, repeats=1, target=None

@@ -48,6 +48,7 @@ def tiny_result(name: str) -> dict:
     return result
 
 
+@pytest.mark.slow  # each benchmark end to end at tiny sizes (~2-5 s each)
 @pytest.mark.parametrize("name", list(_params()))
 def test_benchmark_runs_and_its_checks_hold(name):
     result = tiny_result(name)

@@ -121,6 +121,7 @@ def _controls(arrays, k0: int) -> dict[str, dict]:
     return {"reversed": reversed_, "shuffled": shuffled, "rotated": rotated}
 
 
+@pytest.mark.slow  # scores three controls with every model (~6 s)
 def test_controls_are_never_consistent(runs, tmp_path):
     ff, m = _measurement(runs[0])
     k0, _ = choose_from_epoch(m)

@@ -45,6 +45,7 @@ def tiny_run(tmp_path_factory):
     return _load().main(TINY, out_root=out, log=lambda s: None)
 
 
+@pytest.mark.slow  # the tiny run trains two networks (~6 s)
 def test_paper_figures_smoke(tiny_run):
     out = tiny_run
     results = dict(np.load(out / "results.npz"))
@@ -64,6 +65,7 @@ def test_paper_figures_smoke(tiny_run):
     assert stems == {"paper_set"} | {spec[0] for spec in paper.PAPER_PANELS}
 
 
+@pytest.mark.slow  # shares the tiny run
 def test_every_panel_draws_every_run(tiny_run):
     results = dict(np.load(tiny_run / "results.npz"))
     fig = paper.figure_paper_set(results)

@@ -264,6 +264,7 @@ def test_resume_skips_done_groups_and_gives_identical_output(tmp_path, monkeypat
     assert (out / "config.toml").read_text() == (full / "config.toml").read_text()
 
 
+@pytest.mark.slow  # a child compiling the sweep for 1 and 4 devices (~11 s)
 def test_sharded_over_four_host_devices_equals_unsharded(run, tmp_path):
     """The same sweep on 4 host devices and on 1, in one child compiled as users' programs are
     (tests/_compile.py): the GD objective bit for bit, every quantity to 1e-12 — and to 1e-12
@@ -298,7 +299,7 @@ def test_sharded_over_four_host_devices_equals_unsharded(run, tmp_path):
         np.testing.assert_array_equal(a[key]["gd/objective"], b[key]["gd/objective"])
 
 
-@pytest.mark.slow  # ~20 s of compiles; its UFM sibling above and the sharded test keep devices in the quick tier
+@pytest.mark.slow  # ~20 s of compiles; tests/test_accumulate.py keeps 4 host devices in the quick tier
 def test_two_and_four_devices_give_bitwise_identical_tables(tmp_path):
     """The central-path flow (least-squares solves in every step) by GD and by the shared
     vector ODE: every number the same bit for bit on 2 devices and on 4, where each device

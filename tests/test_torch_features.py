@@ -133,6 +133,7 @@ def test_bad_labels_are_refused_in_one_line(labels, message):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow  # trains, then analyze and compare in full (~8 s)
 def test_analyze_and_compare_accept_the_file(recorded, capsys, tmp_path):
     _, path, _, _ = recorded
     code, out, err = _cli(
