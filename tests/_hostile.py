@@ -51,7 +51,13 @@ import centralpath.cli  # what `python -m centralpath.cli` imports before readin
 warnings.filterwarnings("ignore", message=".*fork.*")  # Python >= 3.12 warns of any thread
 usage = resource.getrusage(resource.RUSAGE_SELF)
 startup = usage.ru_utime + usage.ru_stime
-startup_peak = usage.ru_maxrss
+# The imports' high-water mark. Not ru_maxrss: Linux keeps it across execve, so it would carry
+# the peak of the pytest worker that started this server (1.9 GB after other test files).
+try:
+    with open("/proc/self/status") as status:
+        startup_peak = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    startup_peak = usage.ru_maxrss
 requests, replies = sys.stdin, sys.stdout
 replies.write(json.dumps({"ready": True}) + "\n")
 replies.flush()
