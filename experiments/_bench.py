@@ -192,3 +192,17 @@ def max_rel_diff(a: list[dict], b: list[dict], *, noise: float = 1e-10) -> float
                 continue
             worst = max(worst, float(np.nanmax(np.abs(x - y))) / scale)
     return worst
+
+
+def standalone(doc: str | None) -> None:
+    """The command line of a benchmark run by itself: `--help` prints what it measures, and any
+    argument is refused (sizes and profiles are `bench_all.py`'s), so that a mistyped option
+    never starts a minute-long run."""
+    import argparse
+
+    argparse.ArgumentParser(
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="profiles, a subset and JSON output: python experiments/bench_all.py --help",
+    ).parse_args()
+

@@ -116,5 +116,6 @@ def main(cfg: dict | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    _bench.standalone(__doc__)
     _bench.enable_x64()
     print(_bench.report(main()))

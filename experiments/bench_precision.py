@@ -140,5 +140,6 @@ if __name__ == "__main__":
         saved = dict(np.load(sys.argv[2]))
         print(json.dumps(_evaluate(json.loads(sys.argv[3]), saved)[0]))
     else:
+        _bench.standalone(__doc__)
         _bench.enable_x64()
         print(_bench.report(main()))

@@ -334,4 +334,5 @@ def main(cfg: dict | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    _bench.standalone(__doc__)
     print(_bench.report(main()))

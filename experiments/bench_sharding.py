@@ -155,4 +155,5 @@ if __name__ == "__main__":
         jax.config.update("jax_enable_x64", True)
         print(json.dumps(_child(child_cfg)))
     else:
+        _bench.standalone(__doc__)
         print(_bench.report(main()))

@@ -135,3 +135,30 @@ def test_one_pass_kernel_names_a_class_count_it_cannot_take(roofline_kernel):
         jax.block_until_ready(
             roofline_kernel.kernel_step(z(C, p), z(C), z(n, p), z(n, C), 0.1, 0, 0)
         )
+
+
+@pytest.mark.parametrize(
+    "script", sorted(p.name for p in EXPERIMENTS.glob("bench_*.py") if p.name != "bench_all.py")
+)
+def test_a_benchmark_script_answers_help_and_refuses_what_it_does_not_take(script):
+    """`--help` prints what the benchmark measures without running it; a mistyped option is
+    refused (exit 2) instead of starting a minute-long run."""
+    import subprocess
+
+    path = EXPERIMENTS / script
+    first_line = _docstring_first_line(path)
+    shown = subprocess.run(
+        [sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "".join(first_line.split()) in "".join(shown.stdout.split())  # however it wraps
+    wrong = subprocess.run(
+        [sys.executable, str(path), "--bogus"], capture_output=True, text=True, timeout=60
+    )
+    assert wrong.returncode == 2 and "--bogus" in wrong.stderr
+
+
+def _docstring_first_line(path: Path) -> str:
+    import ast
+
+    return ast.get_docstring(ast.parse(path.read_text())).splitlines()[0].strip()
