@@ -33,6 +33,26 @@ def _check_run_dir(path, series):
     return results
 
 
+
+def test_simulate_says_when_omega_has_not_moved(tmp_path, capsys):
+    """A run too short for its N (ω_j within 1% of their start) says so with the fix; a run
+    whose ω_j grow does not."""
+    base = ["simulate", "--flow", "renormalised", "--classes", "3", "--per-class", "4", "--dim",
+            "3", "--num-saves", "6", "--methods", "ode", "--no-figures"]  # fmt: skip
+    code, stdout, err = _run([*base, "--t-end", "1e-4", "--out", str(tmp_path / "early")], capsys)
+    assert code == 0, err
+    note = [line for line in (stdout + err).splitlines() if line.startswith("note: omega_j")]
+    assert len(note) == 1 and "raise --t-end" in note[0] and "N = 4" in note[0], stdout + err
+    results = dict(np.load(tmp_path / "early" / "results.npz"))
+    moved = np.max(np.abs(results["closed_form/snr"][-1] / results["closed_form/snr"][0] - 1))
+    assert moved < 0.01
+    code, stdout, err = _run([*base, "--t-end", "1e4", "--out", str(tmp_path / "grown")], capsys)
+    assert code == 0, err
+    assert "note: omega_j" not in stdout + err
+    results = dict(np.load(tmp_path / "grown" / "results.npz"))
+    assert np.max(results["closed_form/snr"][-1] / results["closed_form/snr"][0]) > 1.01
+
+
 @pytest.mark.parametrize("flow", ["renormalised", "whitened", "central-path", "ufm"])
 def test_simulate_each_flow(tmp_path, capsys, flow):
     out = tmp_path / flow

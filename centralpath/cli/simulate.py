@@ -107,5 +107,31 @@ def run(args) -> int:
                 f"{series:>12}: t = {results[f'{series}/times'][-1]:.4g}  NC1 = {results[f'{series}/nc1'][-1]:.4g}  "
                 f"omega = {', '.join(f'{w:.4g}' for w in results[f'{series}/snr'][-1])}"
             )
+    moved = omega_moved(results)
+    if moved is not None and moved < STILL:
+        emit(
+            f"note: omega_j moved by at most {100 * moved:.2g}% over the run: a flow's clock slows as "
+            f"N grows (N = {config.per_class}), so t-end = {config.t_end:g} is early; raise "
+            "--t-end (see 'choosing --t-end' in centralpath simulate --help)"
+        )
     print(path)
     return 0
+
+
+#: Below this largest relative change of ω_j over a run, its figures are flat lines: the output
+#: says so, with the fix, rather than leave a reader to take them for a stalled solver.
+STILL = 0.01
+
+
+def omega_moved(results) -> float | None:
+    """max_j |ω_j(t_end)/ω_j(0) − 1| of the first series of the run (None where not finite)."""
+    import numpy as np
+
+    for series in ("closed_form", "ode", "gd"):
+        snr = results.get(f"{series}/snr")
+        if snr is not None and len(snr) > 1:
+            first, last = np.asarray(snr[0], float), np.asarray(snr[-1], float)
+            if not (np.all(np.isfinite(first)) and np.all(np.isfinite(last)) and np.all(first > 0)):
+                return None
+            return float(np.max(np.abs(last / first - 1)))
+    return None
