@@ -270,21 +270,8 @@ def test_sharded_over_four_host_devices_equals_unsharded(run, tmp_path):
     (tests/_compile.py): the GD objective bit for bit, every quantity to 1e-12 — and to 1e-12
     of this process's run too."""
     files, outs = run
-    env = _child_env(host_devices=4, default_compile=True)
     out = {d: tmp_path / f"devices-{d}" for d in ("1", "4")}
-    script = (
-        "import sys; from centralpath.cli import main; "
-        "sys.exit(max(main(['sweep', sys.argv[1], '--out', out, '--devices', d, '--quiet']) "
-        "for d, out in (('1', sys.argv[2]), ('4', sys.argv[3]))))"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(files["ufm"]), str(out["1"]), str(out["4"])],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
+    _sweep_in_child(files["ufm"], out, host_devices=4, default_compile=True)
     import json
 
     assert json.loads((out["4"] / "metadata.json").read_text())["mesh_devices"] == 4
@@ -309,25 +296,36 @@ def test_two_and_four_devices_give_bitwise_identical_tables(tmp_path):
     text = text.replace('flow = ["renormalised", "ufm"]', 'flow = ["central-path"]')
     path = tmp_path / "cp.toml"
     path.write_text(text)
-    outs = {d: tmp_path / f"d{d}" for d in (2, 4)}
+    two, four = _tables_on_two_and_four_devices(path, tmp_path, default_compile=False)
+    assert two == four
+    quantities = {row.split(",")[-3] for row in two.splitlines()[1:]}
+    assert {"gd/objective", "ode/objective", "ode/nc1", "gd/loss_perp"} <= quantities
+
+
+def _sweep_in_child(path, outs: dict, *, host_devices: int, default_compile: bool) -> None:
+    """Run the sweep `path` once per device count in one child process with that many host
+    devices: `outs` maps each count (e.g. "2") to its output directory."""
     script = (
         "import sys; from centralpath.cli import main; "
         "sys.exit(max(main(['sweep', sys.argv[1], '--out', out, '--devices', d, '--quiet']) "
-        "for d, out in (('2', sys.argv[2]), ('4', sys.argv[3]))))"
+        "for d, out in zip(sys.argv[2::2], sys.argv[3::2])))"
     )
-    env = _child_env(host_devices=4)
+    pairs = [str(x) for d, out in outs.items() for x in (d, out)]
     proc = subprocess.run(
-        [sys.executable, "-c", script, str(path), str(outs[2]), str(outs[4])],
-        env=env,
+        [sys.executable, "-c", script, str(path), *pairs],
+        env=_child_env(host_devices=host_devices, default_compile=default_compile),
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
-    two, four = (outs[d] / "results.csv" for d in (2, 4))
-    assert two.read_text() == four.read_text()
-    quantities = {row.split(",")[-3] for row in two.read_text().splitlines()[1:]}
-    assert {"gd/objective", "ode/objective", "ode/nc1", "gd/loss_perp"} <= quantities
+
+
+def _tables_on_two_and_four_devices(path, tmp_path, *, default_compile: bool):
+    """results.csv of the sweep `path` run on 2 and on 4 host devices, in one child process."""
+    outs = {d: tmp_path / f"d{d}" for d in ("2", "4")}
+    _sweep_in_child(path, outs, host_devices=4, default_compile=default_compile)
+    return tuple((outs[d] / "results.csv").read_text() for d in ("2", "4"))
 
 
 # The full-feature UFM with one configuration per device on 4 devices: under the command
@@ -354,23 +352,9 @@ def test_one_configuration_per_device_gives_the_bits_of_two(tmp_path):
     each), compiled as the command line compiles for its users: the same table bit for bit."""
     path = tmp_path / "ufm.toml"
     path.write_text(ONE_PER_DEVICE_UFM)
-    outs = {d: tmp_path / f"d{d}" for d in (2, 4)}
-    script = (
-        "import sys; from centralpath.cli import main; "
-        "sys.exit(max(main(['sweep', sys.argv[1], '--out', out, '--devices', d, '--quiet']) "
-        "for d, out in (('2', sys.argv[2]), ('4', sys.argv[3]))))"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(path), str(outs[2]), str(outs[4])],
-        env=_child_env(host_devices=4, default_compile=True),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    two, four = (outs[d] / "results.csv" for d in (2, 4))
-    assert two.read_text() == four.read_text()
-    quantities = {row.split(",")[-3] for row in two.read_text().splitlines()[1:]}
+    two, four = _tables_on_two_and_four_devices(path, tmp_path, default_compile=True)
+    assert two == four
+    quantities = {row.split(",")[-3] for row in two.splitlines()[1:]}
     assert {"gd/objective", "gd/nc1", "gd/nc3", "gd/snr"} <= quantities
 
 
@@ -438,19 +422,7 @@ def test_two_process_sweep_equals_one_process(run, tmp_path):
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
     one = {d: tmp_path / f"one-process-{d}" for d in ("1", "2")}
-    script = (
-        "import sys; from centralpath.cli import main; "
-        "sys.exit(max(main(['sweep', sys.argv[1], '--out', out, '--devices', d, '--quiet']) "
-        "for d, out in (('1', sys.argv[2]), ('2', sys.argv[3]))))"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(files["ufm"]), str(one["1"]), str(one["2"])],
-        env=_child_env(host_devices=2, default_compile=True),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
+    _sweep_in_child(files["ufm"], one, host_devices=2, default_compile=True)
     import json
 
     assert json.loads((out / "metadata.json").read_text())["mesh_devices"] == 2
