@@ -24,7 +24,9 @@ from centralpath.measurement.predictive import (
     _SAVES,
     Measurement,
     _pad,
+    choose_from_epoch,
     isotonic,
+    perp_trend,
     predict,
     read_kappa,
     relative_errors,
@@ -249,6 +251,38 @@ def test_cross_entropy_is_not_applicable_with_and_without_the_loss_key():
     assert "train longer" in p.reason and "--from-epoch N" in p.reason  # what would do
 
 
+def test_the_start_is_where_the_trend_of_perp_falls_to_the_threshold():
+    """perp_trend is the closest non-increasing sequence in log: a rise pools with the values
+    before it at their geometric mean. The start is where that trend first reaches 0.2, not
+    where the raw L_perp/L dips once or stops crossing back."""
+    perp = np.array([0.5, 0.1, 0.4, 0.3, 0.15, 0.25, 0.1, 0.1])
+    trend = perp_trend(perp)
+    # Pool-adjacent-violators by hand, in log: 0.1 < 0.4 pool to √0.04 = 0.2, then with 0.3
+    # (0.2 < 0.3) to ∛0.012; 0.15 < 0.25 pool to √0.0375; the rest is already non-increasing.
+    expected = [0.5, *[0.012 ** (1 / 3)] * 3, *[0.0375**0.5] * 2, 0.1, 0.1]
+    assert_allclose(trend, expected, rtol=1e-13)
+    assert np.all(np.diff(trend) <= 0)
+    omega = np.outer(np.ones(len(perp)), [2.0, 1.0]) * np.exp(0.3 * np.arange(len(perp)))[:, None]
+    k, rule = choose_from_epoch(_measurement(omega, perp=perp))
+    # The raw values dip to 0.1 at epoch 1 and cross 0.2 for the last time after epoch 5: the
+    # trend (0.229 through epoch 3, then 0.194) reaches 0.2 at epoch 4.
+    assert k == 4, rule
+    assert "trend of L_perp/L" in rule and "0.194 there, 0.15 measured" in rule
+    # A classifier exactly least-squares (L_perp = 0) is the smallest trend, not a NaN.
+    assert np.all(np.isfinite(np.log(perp_trend(np.array([0.3, 0.0, 0.0])))))
+
+
+def test_the_start_waits_for_the_accuracy_plateau_from_there_on():
+    """A trend below 0.2 while the training accuracy is still climbing, or before a relapse,
+    is not the start."""
+    perp = np.full(8, 0.05)
+    omega = np.outer(np.ones(8), [2.0, 1.0]) * np.exp(0.3 * np.arange(8))[:, None]
+    m = _measurement(omega, perp=perp)
+    m = Measurement(**{**vars(m), "train_accuracy": np.array([0.4, 0.8, 1, 0.95, 1, 1, 1, 1])})
+    k, rule = choose_from_epoch(m)
+    assert k == 4 and "within 0.01 of its largest (1) from there on" in rule, rule
+
+
 def test_no_growth_is_not_applicable_and_auto_says_where_it_starts():
     state = _random_state()[0]
     flat = np.outer(np.ones(7), [2.0, 1.0]) * (1 + 0.01 * np.arange(7))[:, None]
@@ -256,7 +290,7 @@ def test_no_growth_is_not_applicable_and_auto_says_where_it_starts():
     p = predict(_measurement(flat, perp=perp), lambda k: state, "closed-form")
     assert (
         p.from_epoch == 1.0
-        and "first checkpoint from which L_perp/L stays <= 0.2" in p.from_epoch_rule
+        and "first checkpoint at which the trend of L_perp/L" in p.from_epoch_rule
     )
     assert p.verdict == "not-applicable" and "does not grow" in p.reason
 
@@ -353,7 +387,7 @@ def test_cli_model_json_figures_and_redraw(tmp_path, capsys):
         capsys, "compare", path, "--model", "closed-form", "--json", js, "--out", out
     )
     assert code == 0, err
-    assert "first checkpoint from which L_perp/L stays <= 0.2" in stdout and "closed-form" in stdout
+    assert "first checkpoint at which the trend of L_perp/L" in stdout and "closed-form" in stdout
     summary = json.loads(js.read_text())
     for key in (
         "model",
@@ -473,7 +507,7 @@ def test_cli_help_states_the_start_rule_in_force():
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     (action,) = [a for a in sub.choices["compare"]._actions if "--from-epoch" in a.option_strings]
-    assert f"stays <= {AUTO_PERP_REL:g}," in action.help
+    assert f"non-increasing fit) is <= {AUTO_PERP_REL:g}," in action.help
     assert f"within {AUTO_ACCURACY_PLATEAU:g} of its largest" in action.help
 
 

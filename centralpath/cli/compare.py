@@ -56,9 +56,9 @@ def register(p) -> None:
         "--from-epoch",
         dest="from_epoch",
         metavar="{auto,N}",
-        help="start e0 of the prediction: auto (default; the first checkpoint from which "
-        "L_perp/L stays <= 0.2, with the training accuracy within 0.01 of its largest) or an "
-        "epoch of the file",
+        help="start e0 of the prediction: auto (default; the first checkpoint at which the "
+        "trend of L_perp/L (its non-increasing fit) is <= 0.2, with the training accuracy "
+        "within 0.01 of its largest from there on) or an epoch of the file",
     )
     p.add_argument(
         "--clock",
