@@ -27,7 +27,14 @@ def load_cfg(script: str, argv: list[str]) -> dict:
 
 
 def parse_args(script: str, argv: list[str]) -> tuple[dict, Path]:
-    """(config, output root) from `script [CONFIG.toml] [--out DIR | --out=DIR]`."""
+    """(config, output root) from `script [CONFIG.toml] [--out DIR | --out=DIR]`; `-h`/`--help`
+    prints the script's docstring and the usage line, and exits 0."""
+    if any(a in ("-h", "--help") for a in argv[1:]):
+        import ast
+
+        doc = ast.get_docstring(ast.parse(Path(script).read_text())) or ""
+        print(f"{doc}\n\nusage: python {Path(script).name} [CONFIG.toml] [--out DIR]")
+        raise SystemExit(0)
     rest, out = [argv[0]], DEFAULT_OUT
     args = iter(argv[1:])
     for a in args:

@@ -112,3 +112,20 @@ def test_scripts_write_to_runs_unless_told_and_never_to_the_reference_figures(tm
         )
         assert ignored.returncode == 0, "runs/ must be ignored by git"
     assert "--out" in (EXPERIMENTS / "regenerate_figures.py").read_text()
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(p.stem for p in EXPERIMENTS.glob("*.py") if "parse_args(__file__" in p.read_text()),
+)
+def test_experiment_answers_help(name, capsys):
+    """`--help` prints the script's docstring and usage and exits 0 (it was read as the path of a
+    config file: a FileNotFoundError traceback)."""
+    runner = _load("_runner")
+    script = str(EXPERIMENTS / f"{name}.py")
+    with pytest.raises(SystemExit) as exit_:
+        runner.parse_args(script, [script, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: python {name}.py [CONFIG.toml] [--out DIR]" in out
+    assert out.split("\n")[0] == _load(name).__doc__.strip().split("\n")[0]
