@@ -10,9 +10,10 @@ stable start (`--from-epoch auto`), and for every clock:
 - predicts every run with κ carried from the run of the *other network* on the same data set and
   seed, from the *same network on the other data set*, and from the *other seed*, and scores it.
 
-Prints one table per quantity and writes `kappa.json` with every number into
-`<out>/kappa_universality/` (`--out DIR`, default runs/). The model path from e0 is traced once
-per run; each clock then costs one solve at its checkpoint times.
+Prints one table per quantity and writes `kappa.json` with every number, and `kappa.md` with the
+tables of docs/guides/predict.md, into `<out>/kappa_universality/` (`--out DIR`, default runs/).
+The model path from e0 is traced once per run; each clock then costs one solve at its checkpoint
+times.
 
     python experiments/kappa_universality.py [experiments/kappa_universality.toml] [--out DIR]
 """
@@ -219,7 +220,66 @@ def main(cfg: dict, out_root) -> Path:
             )
     with open(out / "kappa.json", "w") as fh:
         json.dump(result, fh, indent=1, default=lambda x: None if x != x else float(x))
+    (out / "kappa.md").write_text(markdown(result))
     return out
+
+
+def markdown(result: dict) -> str:
+    """The two tables of docs/guides/predict.md ("Does κ carry?"), as this run measured them:
+    fitted on each run, and carried to it from its partners."""
+
+    def cell(s):
+        if not s or "error" in s:
+            return "– / –"
+        err, skill = s["median_relative_error"], s["skill"]
+        if err is None or not math.isfinite(err):
+            return "– / –"
+        text = f"{100 * err:.1f}% / {skill:.2f}"
+        return f"**{text}**" if err <= 0.05 and skill >= 0.85 else text
+
+    def kappa(s):
+        return "–" if not s or s.get("kappa") is None else f"{s['kappa']:.3g}"
+
+    lines = [
+        "| run | start e0 | κ lr | κ lr-loss | κ lr-grad | fitted: monotone | fitted: lr | "
+        "fitted: lr-loss | speed (= displacement) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, e in result["runs"].items():
+        start = e["start"].split(",")[0].removeprefix("auto: ")
+        why = e["not_applicable"] or ""
+        label = name + (" (not-applicable: ω grows < ×1.1)" if "does not grow" in why else "")
+        label += " (not-applicable)" if why and "does not grow" not in why else ""
+        f = e["fitted"]
+        lines.append(
+            f"| {label} | {start} | {kappa(f.get('lr'))} | {kappa(f.get('lr-loss'))} | "
+            f"{kappa(f.get('lr-grad'))} | {cell(f.get('monotone'))} | {cell(f.get('lr'))} | "
+            f"{cell(f.get('lr-loss'))} | {cell(f.get('speed'))} |"
+        )
+    columns = [
+        ("lr", "other network"),
+        ("lr-loss", "other network"),
+        ("lr-grad", "other network"),
+        ("lr", "other seed"),
+        ("lr-loss", "other seed"),
+        ("lr", "other data set"),
+        ("lr-loss", "other data set"),
+    ]
+    lines += [
+        "",
+        "| run | " + " | ".join(f"{c} ← {h}" for c, h in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for name, carried in result["carried"].items():
+        cells = [cell(carried.get(f"{c} from {h}")) for c, h in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for clock, (lo, hi) in result.get("spread", {}).items():
+        lines.append(
+            f"- κ spread of `{clock}` over the {len(result['runs'])} runs: {lo:.3g}..{hi:.3g} "
+            f"(×{hi / lo:.1f})"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

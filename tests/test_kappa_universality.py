@@ -1,4 +1,4 @@
-"""experiments/kappa_universality.py runs end to end at a tiny size (its real run, 28 min on
+"""experiments/kappa_universality.py runs end to end at a tiny size (its real run, 5.5 min on
 two loaded cores, is not part of the suite; its table is in docs/guides/predict.md)."""
 
 import json
@@ -36,5 +36,12 @@ def test_kappa_universality_smoke(tmp_path, capsys):
         assert entry["start"].startswith("auto:")
         assert entry["not_applicable"] or entry["fitted"]
     assert (out / "features" / "digits-mlp-s0.npz").is_file()
+    # The docs' tables as this run measured them: one row per run in the fitted table, one per
+    # scored run in the carried table (none is scored at six epochs).
+    table = (out / "kappa.md").read_text()
+    assert table.startswith("| run | start e0 | κ lr |")
+    assert sum(line.startswith("| digits-") for line in table.splitlines()) == 2 + len(
+        result["carried"]
+    )
     printed = capsys.readouterr().out
     assert "fitted on the run itself" in printed and "carried kappa" in printed
