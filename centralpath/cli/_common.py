@@ -16,6 +16,29 @@ def add_run_options(p) -> None:
     p.add_argument("--no-figures", action="store_true", help="skip drawing figures")
 
 
+#: The κ clocks (`predictive.KAPPA_CLOCKS`) as both `compare --clock` and `simulate --from
+#: --clock` state them: one text, so the two commands cannot describe a clock differently.
+KAPPA_CLOCKS_HELP = (
+    "t = kappa * sum over epochs of: lr (eta_eff = lr * steps_per_epoch / (1 - momentum)), "
+    "lr-loss (eta_eff * the epoch's mean training loss), lr-grad (eta_eff * its mean "
+    "squared feature gradient), lr-loss-epoch (lr / (1 - momentum) * loss, per epoch not "
+    "per step)"
+)
+
+
+def add_kappa_options(p, *, kappa_default: str) -> None:
+    """`--kappa K` and `--kappa-from COMPARE.json`, the scale of a κ clock: compare's and
+    `simulate --from`'s, one definition (`kappa_default`: what the command does without them)."""
+    p.add_argument("--kappa", type=float, help=f"a kappa clock's scale ({kappa_default})")
+    p.add_argument(
+        "--kappa-from",
+        dest="kappa_from",
+        metavar="COMPARE.json",
+        help="read kappa from another run's compare --clock CLOCK --json with the same clock "
+        "(the out-of-sample test)",
+    )
+
+
 def positive_int(text: str) -> int:
     import argparse
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_run_options, draw_figures, log
+from ._common import KAPPA_CLOCKS_HELP, add_kappa_options, add_run_options, draw_figures, log
 
 HELP = (
     "Does the theory predict my network? Each model runs forward from the network's own state "
@@ -64,23 +64,11 @@ def register(p) -> None:
         "--clock",
         choices=["monotone", "lr", "lr-loss", "lr-grad", "lr-loss-epoch", "speed", "displacement"],
         help="epochs -> model time: monotone (default; the best non-decreasing map, fitted); "
-        "t = kappa * sum over epochs of: lr (eta_eff = lr * steps_per_epoch / (1 - momentum)), "
-        "lr-loss (eta_eff * the epoch's mean training loss), lr-grad (eta_eff * its mean "
-        "squared feature gradient), lr-loss-epoch (lr / (1 - momentum) * loss, per epoch not "
-        "per step); speed (no kappa: the model's class means travel as far as the network's, "
-        "epoch by epoch); displacement (no kappa: as far from e0 as the network's at each "
+        f"{KAPPA_CLOCKS_HELP}; speed (no kappa: the model's class means travel as far as the "
+        "network's, epoch by epoch); displacement (no kappa: as far from e0 as the network's at each "
         "checkpoint). lr* and speed need the training record (docs/guides/predict.md)",
     )
-    p.add_argument(
-        "--kappa", type=float, help="a kappa clock's scale (default: fitted to this run)"
-    )
-    p.add_argument(
-        "--kappa-from",
-        dest="kappa_from",
-        metavar="COMPARE.json",
-        help="read kappa from another run's compare --clock CLOCK --json with the same clock "
-        "(the out-of-sample test)",
-    )
+    add_kappa_options(p, kappa_default="default: fitted to this run")
     add_run_options(p)
 
 

@@ -59,10 +59,11 @@ def run(args) -> int:
     from ._common import check_resume_flags
 
     enable_compilation_cache()
-    if getattr(args, "from_features", None):
-        from ._simulate_from import run_from
+    from ._simulate_from import refuse_without_from, run_from
 
+    if getattr(args, "from_features", None):
         return run_from(args)
+    refuse_without_from(args)
     # A run's own config.toml is a valid --config for another run: the same keys.
     keys = SimulationConfig.defaults()
     if args.resume:

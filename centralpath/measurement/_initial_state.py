@@ -252,27 +252,44 @@ def simulate_measured(
     measured: MeasuredState,
     flow: str,
     *,
-    t_end: float,
+    t_end: float | None = None,
     num_saves: int = 40,
+    ts=None,
     lam=None,
     rtol: float = 1e-10,
     atol: float = 1e-12,
     max_steps: int = 200_000,
 ) -> dict[str, np.ndarray]:
     """The ODE of `flow` from a measured state (`initial_state`), saved at 0 and `num_saves` − 1
-    log-spaced times up to `t_end`: the flat results of `simulate` (`ode/…`, and `closed_form/…`
-    from the measured ω for the renormalised flows, with N the mean class size)."""
+    log-spaced times up to `t_end`, or at the times `ts` (≥ 0, non-decreasing, last > 0: a
+    clock's times of the network's checkpoints, `simulate --from --clock`): the flat results of
+    `simulate` (`ode/…`, and `closed_form/…` from the measured ω for the renormalised flows,
+    with N the mean class size), one row per save time."""
     from .._integrate import integrate
     from .._metrics import snr_singular_values
     from .._series import closed_form_series, save_times, series
 
-    require_real("t-end", t_end, 0, lo_open=True)
-    ts = save_times(float(t_end), int(num_saves))
+    require((t_end is None) != (ts is None), "internal: give the save times by t_end or ts")
+    if ts is None:
+        require_real("t-end", t_end, 0, lo_open=True)
+        ts = save_times(float(t_end), int(num_saves))
+    ts = np.asarray(ts, dtype=np.float64)
+    require(
+        ts.ndim == 1 and ts.size >= 2 and bool(np.all(np.isfinite(ts))) and ts[0] >= 0,
+        "internal: save times must be finite, >= 0, at least 2",
+    )
+    require(bool(np.all(np.diff(ts) >= 0)), "internal: save times must not decrease")
+    require(bool(ts[-1] > 0), "the save times all are t = 0: there is no time to run the flow")
+    # A clock stands still over an epoch whose step is 0 (lr = 0): those checkpoints share a
+    # time, and the solver takes each distinct time once.
+    distinct, row = np.unique(ts, return_inverse=True)
     f, y0 = initial_state(measured, flow, lam=lam)
-    tr = integrate(f, y0, float(t_end), ts=ts, rtol=rtol, atol=atol, max_steps=max_steps)
+    tr = integrate(
+        f, y0, float(distinct[-1]), ts=distinct, rtol=rtol, atol=atol, max_steps=max_steps
+    )
     metrics = tr.metrics()
     del metrics["nc4"]  # moment-reduced: NC4 needs the samples
-    results = series("ode", np.asarray(tr.times), metrics)
+    results = series("ode", ts, {k: np.asarray(v)[row] for k, v in metrics.items()})
     results["ode/status"] = np.asarray(0)
     if flow in ("renormalised", "whitened"):
         omega0 = np.asarray(snr_singular_values(f.class_stats(y0)), float)

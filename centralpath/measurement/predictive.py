@@ -61,6 +61,11 @@ from .._linalg import DEFAULT_RTOL
 from ._report import FAR_FROM_LEAST_SQUARES
 
 MODELS = ("closed-form", "central-path", "ufm")
+#: The model of `MODELS` whose time each flow of `simulate --from` (`MEASURED_FLOWS`) runs on, so
+#: that a κ fitted by compare carries to it: the central path and the UFM are the same flows;
+#: the renormalised flow from the whitened state moves ω_j exactly as F3's closed form does
+#: (docs/theory.md §6). The whitened flow F3′ is no model of compare's: it has no κ.
+FLOW_MODELS = {"central-path": "central-path", "ufm": "ufm", "renormalised": "closed-form"}
 #: Clocks with one scale κ: t(e) = κ·S(e), S the sum over epochs e0 < e′ ≤ e of a step
 #: (`CLOCK_STEPS`); fitted, given (`--kappa`) or carried from another run (`--kappa-from`).
 KAPPA_CLOCKS = ("lr", "lr-loss", "lr-grad", "lr-loss-epoch")
@@ -205,21 +210,29 @@ def perp_trend(perp_rel: np.ndarray) -> np.ndarray:
     return np.exp(-isotonic(-logs, np.ones(len(logs))))
 
 
-def choose_from_epoch(measurement: Measurement, from_epoch="auto") -> tuple[int | None, str]:
+def choose_from_epoch(
+    measurement: Measurement,
+    from_epoch="auto",
+    *,
+    flag: str = "--from-epoch",
+    alternative: str | None = "fit the free time map with --fit",
+) -> tuple[int | None, str]:
     """(index of e0 or None, how it was chosen). `auto`: the first checkpoint before the last at
     which the trend of L_⊥LS/L (`perp_trend`) is at most `AUTO_PERP_REL`, with the training
     accuracy (where the file records it) within `AUTO_ACCURACY_PLATEAU` of its largest value at
     it and every later checkpoint. Both conditions hold from some checkpoint on, so thinning the
     checkpoints moves the start by at most one stored checkpoint (tested). None when there is
-    none (the verdict is then not-applicable)."""
+    none (the verdict is then not-applicable). `flag` names the option that gave `from_epoch` in
+    the messages (compare's `--from-epoch`, `simulate --from`'s `--epoch`); `alternative`:
+    another way out, if any."""
     epochs = measurement.epochs
     if from_epoch == "auto":
         perp = measurement.perp_rel
         require(
             perp is not None,
-            f"--from-epoch auto needs L_perp/L (the start is where its trend falls to "
-            f"{AUTO_PERP_REL:g}), which needs the classifier W, b in the features file; save "
-            "them, give --from-epoch N, or fit the free time map with --fit",
+            f"{flag} auto needs L_perp/L (the start is where its trend falls to "
+            f"{AUTO_PERP_REL:g}), which needs the classifier W, b in the features file; save them"
+            + (f", give {flag} N, or {alternative}" if alternative else f", or give {flag} N"),
         )
         trend = perp_trend(perp)
         settled = trend <= AUTO_PERP_REL  # non-increasing: once true, true at every later one
@@ -243,7 +256,7 @@ def choose_from_epoch(measurement: Measurement, from_epoch="auto") -> tuple[int 
                 f"auto: no checkpoint before the last at which the trend of L_perp/L is <= "
                 f"{AUTO_PERP_REL:g}{accuracy_rule} (the trend at the last: {trend[-1]:.2g}): "
                 "the network does not settle near the central path; train longer (more "
-                "checkpoints after it settles), or pass --from-epoch N"
+                f"checkpoints after it settles), or pass {flag} N"
             )
         k = int(ok[0])
         return k, (
@@ -251,25 +264,28 @@ def choose_from_epoch(measurement: Measurement, from_epoch="auto") -> tuple[int 
             f"(its non-increasing fit) is <= {AUTO_PERP_REL:g} ({trend[k]:.3g} there, "
             f"{perp[k]:.3g} measured){accuracy_rule}"
         )
-    require_real("--from-epoch", from_epoch)
+    require_real(flag, from_epoch)
     hits = np.flatnonzero(np.isclose(epochs, float(from_epoch), rtol=0, atol=1e-9))
     require(
         hits.size > 0,
-        f"--from-epoch {float(from_epoch):g} is not a checkpoint epoch of the file (its epochs "
+        f"{flag} {float(from_epoch):g} is not a checkpoint epoch of the file (its epochs "
         f"run {epochs[0]:g}..{epochs[-1]:g}); pass one of them, or auto",
     )
     k = int(hits[0])
     require(
         k < len(epochs) - 1,
-        f"--from-epoch {epochs[k]:g} is the last checkpoint: nothing after it to predict; pass "
+        f"{flag} {epochs[k]:g} is the last checkpoint: nothing after it to predict; pass "
         "an earlier epoch, or auto",
     )
     return k, f"given: epoch {epochs[k]:g}"
 
 
-def clock_units(measurement: Measurement, k0: int, clock: str = "lr") -> np.ndarray:
+def clock_units(
+    measurement: Measurement, k0: int, clock: str = "lr", *, instead: str = "use --clock monotone"
+) -> np.ndarray:
     """S(e) = Σ_{e′=e0+1}^{e} step(e′) at every checkpoint (0 at e0 and before) for a κ clock
-    (`CLOCK_STEPS`): t = κ·S. One-line refusal naming what is missing."""
+    (`CLOCK_STEPS`): t = κ·S. One-line refusal naming what is missing, and `instead`: what the
+    command offers without the record."""
     m = measurement
     what, needs = CLOCK_STEPS[clock]
     missing = [k for k in needs if getattr(m, k) is None]
@@ -277,20 +293,20 @@ def clock_units(measurement: Measurement, k0: int, clock: str = "lr") -> np.ndar
         not missing,
         f"--clock {clock} (t = kappa * sum of {what}) needs the training record's "
         f"{', '.join(missing)}, which the features file lacks; train with centralpath train or "
-        "the PyTorch FeatureRecorder (they record them), or use --clock monotone",
+        f"the PyTorch FeatureRecorder (they record them), or {instead}",
     )
     epochs = m.epochs
     require(
         bool(np.all(epochs == np.round(epochs))) and epochs[0] >= 0,
         f"--clock {clock} sums over whole epochs, but the checkpoints' epochs are not whole "
-        "numbers >= 0; use --clock monotone",
+        f"numbers >= 0; {instead}",
     )
     per_epoch = [k for k in needs if k in ("learning_rate", "epoch_loss", "feature_grad_sq")]
     E = min(len(getattr(m, k)) for k in per_epoch)
     require(
         epochs[-1] <= E,
         f"--clock {clock} needs the record of every epoch up to {epochs[-1]:g}, but the file "
-        f"records {E}; re-save {', '.join(per_epoch)}, or use --clock monotone",
+        f"records {E}; re-save {', '.join(per_epoch)}, or {instead}",
     )
     step = np.asarray(m.learning_rate[:E], float) / (1.0 - float(m.momentum))
     if "steps_per_epoch" in needs:
@@ -1452,6 +1468,7 @@ def read_kappa(path, model: str, clock: str = "lr") -> tuple[float, str]:
 __all__ = [
     "CLOCKS",
     "CLOCK_STEPS",
+    "FLOW_MODELS",
     "KAPPA_CLOCKS",
     "LADDER_COLUMNS",
     "MODELS",
