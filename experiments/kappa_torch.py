@@ -166,8 +166,14 @@ def step_sizes(config, data):
 def train_torch(config, path: Path, jax_features: Path) -> dict:
     """Train the MLP with PyTorch and write its features file; what the table needs of it."""
     import numpy as np
-    import torch
-    from torch import nn
+
+    try:
+        import torch
+        from torch import nn
+    except ImportError:
+        raise SystemExit(
+            'kappa_torch.py trains with PyTorch: pip install "centralpath[torch]"'
+        ) from None
 
     from centralpath.networks.datasets import load_dataset
     from centralpath.torch import FeatureRecorder
@@ -271,6 +277,11 @@ def main(cfg: dict, out_root, kappa_json=None) -> Path:
     common = cfg.get("training", {})
     runs, meta = {}, {}
     for spec in cfg["runs"]:
+        if spec.get("model", "mlp") != "mlp":
+            raise SystemExit(
+                f"kappa_torch.py: a run asks for model {spec['model']!r}; this script trains the "
+                "MLP of the JAX runs only: drop model from its [[runs]]"
+            )
         config = TrainConfig.from_mapping(
             {**DEFAULTS, "num_checkpoints": 40, **common, **spec, "model": "mlp"},
             "kappa_torch.toml's [training] and [[runs]]",
