@@ -392,7 +392,7 @@ def main(cfg: dict, out_root, kappa_json=None) -> Path:
         f"\nmedian error of omega | skill | NC1 factor (meets target: error <= "
         f"{100 * pr.CONSISTENT_ERROR:g}% and skill >= {pr.CONSISTENT_SKILL:g})"
     )
-    head = f"  {'run':<22} {'kappa':<32} {'clock':<14} {'value':>9} {'error':>7} "
+    head = f"  {'run':<22} {'kappa':<38} {'clock':<14} {'value':>9} {'error':>7} "
     print(head + f"{'skill':>6} {'NC1x':>6}")
     for name, e in result["runs"].items():
         rows = [("fitted on the torch run", c, f) for c, f in e["fitted"].items()]
@@ -402,14 +402,14 @@ def main(cfg: dict, out_root, kappa_json=None) -> Path:
         ]
         for how, clock, s in rows:
             if "error" in s:
-                print(f"  {name:<22} {how:<32} {clock:<14} {'-':>9} (no score: {s['error']})")
+                print(f"  {name:<22} {how:<38} {clock:<14} {'-':>9} (no score: {s['error']})")
                 continue
             ok = (
                 s["median_relative_error"] <= pr.CONSISTENT_ERROR
                 and s["skill"] >= pr.CONSISTENT_SKILL
             )
             print(
-                f"  {name:<22} {how:<32} {clock:<14} {num(s.get('kappa'), '.3g'):>9} "
+                f"  {name:<22} {how:<38} {clock:<14} {num(s.get('kappa'), '.3g'):>9} "
                 f"{pct(s['median_relative_error']):>7} {num(s['skill'], '.2f'):>6} "
                 f"{num(s['nc1_factor'], '.2f'):>6}" + ("  meets target" if ok else "")
             )

@@ -23,7 +23,7 @@ TRAINING = {
 
 
 # Slow: it trains two JAX networks (compiling their epochs) and a PyTorch one, and traces the
-# central-path model for each scored run (~20 s on a loaded core).
+# central-path model for each scored run (7-16 s on a loaded core).
 @pytest.mark.slow
 def test_kappa_torch_smoke(tmp_path, capsys):
     jax_cfg = {
