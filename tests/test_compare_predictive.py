@@ -24,6 +24,7 @@ from centralpath.measurement.predictive import (
     _SAVES,
     Measurement,
     _pad,
+    beside,
     choose_from_epoch,
     isotonic,
     perp_trend,
@@ -31,6 +32,7 @@ from centralpath.measurement.predictive import (
     read_kappa,
     relative_errors,
     scores,
+    verdict,
 )
 
 C, N, P = 3, 20, 4
@@ -529,3 +531,24 @@ def test_cli_default_ladder_names_the_verdict_that_answers(tmp_path, capsys):
         "central-path",
         "ufm",
     ]
+
+
+def test_a_number_beside_its_threshold_never_prints_as_the_threshold():
+    """A skill of 0.8497 printed to three decimals is "0.850", and "skill 0.850 < 0.85" was
+    printed for a real run: the verdict's numbers get the decimals that show which side they
+    are on."""
+    assert beside(0.8497, 0.85, 3) == "0.8497"
+    assert beside(0.84999999, 0.85, 3) == "0.84999999"
+    assert beside(0.8, 0.85, 3) == "0.800"
+    assert beside(0.85, 0.85, 3) == "0.850"  # equal: >= holds and reads so
+    assert beside(0.049996, 0.05, 2, 100) == "4.9996"
+    summary = {
+        "median_relative_error": 0.0395,
+        "skill": 0.8497,
+        "nc1_factor": 1.4999,
+        "checkpoints_compared": 8,
+    }
+    v, text = verdict(summary, None, 19.0)
+    assert v == "inconsistent"
+    assert "skill 0.8497 < 0.85" in text and "NC1 within x1.4999 <= x1.5" in text, text
+    assert "3.95% <= 5%" in text, text

@@ -914,6 +914,18 @@ def nc1_factor(predicted: np.ndarray, measured: np.ndarray) -> float:
     return float(np.median(np.exp(np.abs(np.log(p[ok] / q[ok])))))
 
 
+def beside(x: float, threshold: float, decimals: int, scale: float = 1.0) -> str:
+    """x·scale with `decimals` decimals, or more where fewer would print the threshold itself:
+    a skill of 0.8497 against 0.85 reads "0.8497 < 0.85", never "0.850 < 0.85"."""
+    if not math.isfinite(x):
+        return f"{x * scale}"
+    while decimals < 12 and x != threshold and round(x * scale, decimals) == round(
+        threshold * scale, decimals
+    ):
+        decimals += 1
+    return f"{x * scale:.{decimals}f}"
+
+
 def verdict(summary: dict, not_applicable: str | None, from_epoch: float | None) -> tuple[str, str]:
     """(verdict, one-line reason) with the thresholds of the module docstring."""
     if not_applicable is not None:
@@ -927,13 +939,15 @@ def verdict(summary: dict, not_applicable: str | None, from_epoch: float | None)
     ok_err, ok_skill = err <= CONSISTENT_ERROR, skill >= CONSISTENT_SKILL
     ok_nc1 = math.isfinite(factor) and factor <= CONSISTENT_NC1_FACTOR
     nc1_text = (
-        f"NC1 within x{factor:.3g} {'<=' if ok_nc1 else '>'} x{CONSISTENT_NC1_FACTOR:g}"
+        f"NC1 within x{beside(factor, CONSISTENT_NC1_FACTOR, 2)} {'<=' if ok_nc1 else '>'} "
+        f"x{CONSISTENT_NC1_FACTOR:g}"
         if math.isfinite(factor)
         else "no NC1 to compare (the model or the measurement has none)"
     )
     text = (
-        f"median relative error of omega {100 * err:.2f}% {'<=' if ok_err else '>'} "
-        f"{100 * CONSISTENT_ERROR:g}%, skill {skill:.3f} {'>=' if ok_skill else '<'} "
+        f"median relative error of omega {beside(err, CONSISTENT_ERROR, 2, 100)}% "
+        f"{'<=' if ok_err else '>'} {100 * CONSISTENT_ERROR:g}%, skill "
+        f"{beside(skill, CONSISTENT_SKILL, 3)} {'>=' if ok_skill else '<'} "
         f"{CONSISTENT_SKILL:g}, {nc1_text} {where}"
     )
     return ("consistent" if ok_err and ok_skill and ok_nc1 else "inconsistent"), text
@@ -1295,7 +1309,7 @@ def ladder_rows(predictions: list[Prediction]) -> list[dict]:
         return "-" if x is None or not math.isfinite(x) else f"{100 * x:.2f}%"
 
     def num(x):
-        return "-" if x is None or not math.isfinite(x) else f"{x:.3f}"
+        return "-" if x is None or not math.isfinite(x) else beside(x, CONSISTENT_SKILL, 3)
 
     def factor(x):
         return "-" if x is None or not math.isfinite(x) else f"x{x:.3g}"
@@ -1384,9 +1398,9 @@ def report_numbers(predictions: list[Prediction]) -> dict:
         err, skill = p.numbers["median_relative_error"], p.numbers["skill"]
         if not math.isfinite(err):
             return p.verdict
-        shown = f"median error {100 * err:.2f}%"
+        shown = f"median error {beside(err, CONSISTENT_ERROR, 2, 100)}%"
         if math.isfinite(skill):
-            shown += f", skill {skill:.3f}"
+            shown += f", skill {beside(skill, CONSISTENT_SKILL, 3)}"
         return f"{shown}: {p.verdict}"
 
     lead = next((p for p in predictions if p.model == "central-path"), predictions[0])
