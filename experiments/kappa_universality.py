@@ -118,6 +118,51 @@ class Scored:
         return out
 
 
+#: Per-checkpoint members of a features file (sliced to a window of checkpoints); the
+#: per-epoch record (learning_rate, epoch_loss, ...) stays whole: the clocks index it by epoch.
+PER_CHECKPOINT = ("features", "W", "b", "epochs", "train_accuracy", "test_accuracy", "test_loss")
+
+
+def phase_kappas(path: Path, start_epoch: float | None) -> list[dict]:
+    """κ of the lr clock fitted within each constant-learning-rate phase of the run: the
+    central path started at the phase's first checkpoint (the run's automatic start, for the
+    phase that holds it) and scored up to its last checkpoint before the next change. If the lr
+    clock were the network's clock, κ would be one number across the phases."""
+    import numpy as np
+
+    from centralpath.measurement._io import validate_features_arrays
+    from centralpath.measurement.predictive import compare_models
+
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    epochs, lr = arrays["epochs"].astype(float), arrays["learning_rate"].astype(float)
+    # Epoch e (1-based) trains with lr[e - 1]; a phase ends at the epoch after which lr changes.
+    ends = [int(e) for e in np.flatnonzero(np.diff(lr) != 0) + 1] + [int(epochs[-1])]
+    out, begin = [], 0.0
+    for end in ends:
+        first = begin if start_epoch is None or start_epoch < begin else max(begin, start_epoch)
+        keep = np.flatnonzero((epochs >= first) & (epochs <= end))
+        entry = {"epochs": [begin, end], "lr": float(lr[int(begin)]), "start": None, "kappa": None}
+        if start_epoch is not None and start_epoch <= end and len(keep) >= 3:
+            window = {k: (v[keep] if k in PER_CHECKPOINT else v) for k, v in arrays.items()}
+            ff = validate_features_arrays(window, path.name)
+            _, _, (p,) = compare_models(
+                ff, ["central-path"], from_epoch=float(epochs[keep[0]]), clock="lr"
+            )
+            entry.update(
+                start=float(epochs[keep[0]]),
+                last=float(epochs[keep[-1]]),
+                kappa=p.kappa,
+                median_relative_error=p.numbers["median_relative_error"],
+                skill=p.numbers["skill"],
+                growth=p.numbers.get("growth"),
+                checkpoints=int(len(keep) - 1),
+            )
+        out.append(entry)
+        begin = float(end)
+    return out
+
+
 def main(cfg: dict, out_root) -> Path:
     from centralpath.measurement import predictive as pr
 
@@ -130,7 +175,7 @@ def main(cfg: dict, out_root) -> Path:
     for spec, path in zip(specs, paths, strict=True):
         t = time.perf_counter()
         r = Scored(path)
-        r.spec = spec
+        r.spec, r.path_on_disk = spec, path
         runs[r.name] = r
         print(f"traced {r.name} in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     result: dict = {"runs": {}, "carried": {}, "thresholds": dict(pr.THRESHOLDS)}
@@ -174,6 +219,10 @@ def main(cfg: dict, out_root) -> Path:
                 s = r.score(r.times(clock, kappa))
                 carried[f"{clock} from {how}"] = {"source": src.name, "kappa": kappa, **s}
         result["carried"][r.name] = carried
+    result["phases"] = {
+        r.name: phase_kappas(r.path_on_disk, None if r.k0 is None else float(r.m.epochs[r.k0]))
+        for r in runs.values()
+    }
 
     # --------------------------------------------------------------- the tables
     def pct(x):
@@ -218,6 +267,18 @@ def main(cfg: dict, out_root) -> Path:
                 f"{pct(s['median_relative_error'])}, skill {s['skill']:.2f}"
                 + ("  [meets target]" if ok else "")
             )
+    print(
+        "\nkappa of the lr clock fitted within each constant-lr phase (from the automatic start):"
+    )
+    for name, phases in result["phases"].items():
+        cells = [
+            f"epochs {ph['start']:g}-{ph['last']:g} (lr {ph['lr']:g}): k={ph['kappa']:.3g} "
+            f"{pct(ph['median_relative_error'])} over {ph['checkpoints']}, omega x{ph['growth']:.2f}"
+            if ph.get("kappa") is not None
+            else f"epochs {ph['epochs'][0]:g}-{ph['epochs'][1]:g} (lr {ph['lr']:g}): -"
+            for ph in phases
+        ]
+        print(f"  {name}: " + "; ".join(cells))
     with open(out / "kappa.json", "w") as fh:
         json.dump(result, fh, indent=1, default=lambda x: None if x != x else float(x))
     (out / "kappa.md").write_text(markdown(result))
@@ -273,6 +334,23 @@ def markdown(result: dict) -> str:
     for name, carried in result["carried"].items():
         cells = [cell(carried.get(f"{c} from {h}")) for c, h in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    phases = result.get("phases", {})
+    if phases:
+        count = max(len(v) for v in phases.values())
+        first = next(v for v in phases.values() if len(v) == count)
+        heads = [
+            f"lr {ph['lr']:g} (epochs {ph['epochs'][0]:g}–{ph['epochs'][1]:g})" for ph in first
+        ]
+        lines += ["", "| run | " + " | ".join(heads) + " |", "|---" * (count + 1) + "|"]
+        for name, v in phases.items():
+            cells = [
+                f"{ph['kappa']:.3g} ({100 * ph['median_relative_error']:.1f}%, ω ×"
+                f"{ph['growth']:.2f}, {ph['start']:g}–{ph['last']:g})"
+                if ph.get("kappa") is not None
+                else "–"
+                for ph in v
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
     for clock, (lo, hi) in result.get("spread", {}).items():
         lines.append(

@@ -42,6 +42,25 @@ def test_kappa_universality_smoke(tmp_path, capsys):
     assert table.startswith("| run | start e0 | κ lr |")
     assert sum(line.startswith("| digits-") for line in table.splitlines()) == 2 + len(
         result["carried"]
-    )
+    ) + len(result["phases"])
+    # A constant learning rate is one phase, over the whole run; unscored without a start.
+    for name, phases in result["phases"].items():
+        assert [ph["epochs"] for ph in phases] == [[0.0, 6]], name
+        assert phases[0]["kappa"] is None or result["runs"][name]["fitted"], name
     printed = capsys.readouterr().out
     assert "fitted on the run itself" in printed and "carried kappa" in printed
+
+
+def test_phases_follow_the_schedule(tmp_path):
+    """A step schedule (÷10 at 1/3 and 2/3 of training) gives three phases, split at the epochs
+    after which the learning rate changes, each with its own rate."""
+    tiny = {
+        **TINY,
+        "training": {**TINY["training"], "schedule": "step"},
+        "runs": [{"dataset": "digits", "model": "mlp", "seed": 0, "per_class": 10}],
+    }
+    out = _load("kappa_universality").main(tiny, tmp_path)
+    (phases,) = json.loads((out / "kappa.json").read_text())["phases"].values()
+    assert [ph["epochs"] for ph in phases] == [[0.0, 2], [2.0, 4], [4.0, 6]]
+    lrs = [ph["lr"] for ph in phases]
+    assert lrs[0] / lrs[1] == pytest.approx(10) and lrs[1] / lrs[2] == pytest.approx(10)
