@@ -175,17 +175,10 @@ def train_torch(config, path: Path, jax_features: Path) -> dict:
             'kappa_torch.py trains with PyTorch: pip install "centralpath[torch]"'
         ) from None
 
-    from centralpath.networks.datasets import load_dataset
+    from centralpath.networks.train import load_configured_dataset
     from centralpath.torch import FeatureRecorder
 
-    # The same images the JAX trainer trains on (`load_configured_dataset`'s call).
-    data = load_dataset(
-        config.dataset,
-        per_class=config.per_class or None,
-        standardised=config.standardise,
-        seed=config.seed,
-        test_fraction=config.test_fraction,
-    )
+    data = load_configured_dataset(config)  # the images the JAX trainer trains on
     epochs_at, from_jax = plan(config, data, jax_features)
     C, n = data.num_classes, data.num_samples
     batch = min(config.batch_size, n)

@@ -6,20 +6,12 @@ import json
 import numpy as np
 import pytest
 from test_experiments import _load
+from test_kappa_universality import TINY
 
 pytest.importorskip("centralpath.networks")
 pytest.importorskip("torch")
 
-TRAINING = {
-    "loss": "mse",
-    "epochs": 6,
-    "lr": 0.1,
-    "batch_size": 20,
-    "schedule": "constant",
-    "widths": [32],
-    "channels": [4],
-    "test_fraction": 0.0,
-}
+TRAINING = TINY["training"]  # the κ experiment's smoke configuration
 
 
 # Slow: it trains two JAX networks (compiling their epochs) and a PyTorch one, and traces the
