@@ -26,14 +26,18 @@ def load_cfg(script: str, argv: list[str]) -> dict:
     return tomllib.loads(path.read_text())
 
 
-def parse_args(script: str, argv: list[str]) -> tuple[dict, Path]:
+def parse_args(script: str, argv: list[str], more: str = "") -> tuple[dict, Path]:
     """(config, output root) from `script [CONFIG.toml] [--out DIR | --out=DIR]`; `-h`/`--help`
-    prints the script's docstring and the usage line, and exits 0."""
+    prints the script's docstring and the usage line (with `more`, the script's own options),
+    and exits 0."""
     if any(a in ("-h", "--help") for a in argv[1:]):
         import ast
 
         doc = ast.get_docstring(ast.parse(Path(script).read_text())) or ""
-        print(f"{doc}\n\nusage: python {Path(script).name} [CONFIG.toml] [--out DIR]")
+        usage = f"usage: python {Path(script).name} [CONFIG.toml] [--out DIR]" + (
+            f" {more}" if more else ""
+        )
+        print(f"{doc}\n\n{usage}")
         raise SystemExit(0)
     rest, out = [argv[0]], DEFAULT_OUT
     args = iter(argv[1:])

@@ -431,5 +431,5 @@ def _finite(x):
 if __name__ == "__main__":
     enable_x64()
     argv, kappa_json = split_kappa_json(sys.argv)
-    cfg, out = parse_args(__file__, argv)
+    cfg, out = parse_args(__file__, argv, "[--kappa-json KAPPA.json]")
     print(main(cfg, out, None if kappa_json is None else Path(kappa_json)))
