@@ -75,7 +75,14 @@ def test_an_interrupt_while_the_program_starts_is_one_line_and_130(tmp_path):
     import signal
     import time
 
-    code = "import sys, centralpath_launch; sys.exit(centralpath_launch.main())"
+    # The dispositions of a program started from an interactive shell: a worker process running
+    # this test may pass an ignored signal down (a background job's), and the launcher rightly
+    # leaves an ignored signal ignored.
+    code = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "signal.signal(signal.SIGTERM, signal.SIG_DFL); "
+        "import centralpath_launch; sys.exit(centralpath_launch.main())"
+    )
     args = ["simulate", "--out", str(tmp_path / "run"), "--quiet", "--no-figures"]
     for sig in (signal.SIGINT, signal.SIGTERM):
         proc = subprocess.Popen(
