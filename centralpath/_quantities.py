@@ -125,7 +125,11 @@ FIGURE_KEYS: tuple[str, ...] = _in_order(("collapse", "loss"), "figure")
 RECORD_FROM_FILE: tuple[str, ...] = tuple(q.name for q in RECORD_EXTRAS if q.group == "training")
 #: Every key of a record of `analyze --json`: the record, the derived keys, the file's keys.
 JSON_RECORD_KEYS: tuple[str, ...] = (
-    *RECORD_KEYS, "etf_distance", "ls_singular", "perp_rel", *RECORD_FROM_FILE
+    *RECORD_KEYS,
+    "etf_distance",
+    "ls_singular",
+    "perp_rel",
+    *RECORD_FROM_FILE,
 )
 
 

@@ -205,4 +205,3 @@ def standalone(doc: str | None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="profiles, a subset and JSON output: python experiments/bench_all.py --help",
     ).parse_args()
-

@@ -33,7 +33,6 @@ def _check_run_dir(path, series):
     return results
 
 
-
 def test_simulate_says_when_omega_has_not_moved(tmp_path, capsys):
     """A run too short for its N (ω_j within 1% of their start) says so with the fix; a run
     whose ω_j grow does not."""

@@ -267,8 +267,10 @@ def test_a_run_from_before_the_option_resumes_with_the_features_draw(tmp_path):
     big = 2**27 // (4 * 8) + 1  # C·N·p just above the features-draw limit
     path = tmp_path / "config.toml"
     path.write_text(f'flow = "central-path"\nclasses = 4\nper_class = {big}\ndim = 8\n')
-    assert initial_draw(SimulationConfig(flow="central-path", classes=4, per_class=big, dim=8)) \
+    assert (
+        initial_draw(SimulationConfig(flow="central-path", classes=4, per_class=big, dim=8))
         == "statistics"
+    )
     assert initial_draw(saved_config(path)) == "features"
     path.write_text(path.read_text() + 'initial_draw = "statistics"\n')
     assert initial_draw(saved_config(path)) == "statistics"

@@ -72,8 +72,9 @@ def test_schema_is_valid_draft_2020_12():
 def test_analyze_json_matches_its_schema_key_for_key(tmp_path, with_classifier):
     """What `analyze --json` writes validates, and its records carry exactly the declared keys in
     the declared order (a key written but not declared, or declared but not written, fails)."""
-    data = _analyze_json(tmp_path, _two_checkpoint_file(tmp_path / "f.npz",
-                                                        with_classifier=with_classifier))
+    data = _analyze_json(
+        tmp_path, _two_checkpoint_file(tmp_path / "f.npz", with_classifier=with_classifier)
+    )
     jsonschema.validate(data, record_schema())
     assert len(data["checkpoints"]) == 2
     for record in data["checkpoints"]:

@@ -919,8 +919,10 @@ def beside(x: float, threshold: float, decimals: int, scale: float = 1.0) -> str
     a skill of 0.8497 against 0.85 reads "0.8497 < 0.85", never "0.850 < 0.85"."""
     if not math.isfinite(x):
         return f"{x * scale}"
-    while decimals < 12 and x != threshold and round(x * scale, decimals) == round(
-        threshold * scale, decimals
+    while (
+        decimals < 12
+        and x != threshold
+        and round(x * scale, decimals) == round(threshold * scale, decimals)
     ):
         decimals += 1
     return f"{x * scale:.{decimals}f}"
