@@ -511,6 +511,9 @@ def test_cli_help_states_the_start_rule_in_force():
     (action,) = [a for a in sub.choices["compare"]._actions if "--from-epoch" in a.option_strings]
     assert f"non-increasing fit) is <= {AUTO_PERP_REL:g}," in action.help
     assert f"within {AUTO_ACCURACY_PLATEAU:g} of its largest" in action.help
+    # simulate --from --epoch auto is the same start.
+    (epoch,) = [a for a in sub.choices["simulate"]._actions if "--epoch" in a.option_strings]
+    assert f"trend of L_perp/L is <= {AUTO_PERP_REL:g}," in epoch.help
 
 
 def test_cli_default_ladder_names_the_verdict_that_answers(tmp_path, capsys):

@@ -40,7 +40,7 @@ def add_from_options(p) -> None:
         type=_epoch,
         metavar="{auto,E}",
         help="with --from: the checkpoint's epoch, or auto (compare's automatic start: the first "
-        "checkpoint from which L_perp/L stays small, docs/guides/predict.md); default: the "
+        "checkpoint where the trend of L_perp/L is <= 0.2, docs/guides/predict.md); default: the "
         "last checkpoint, and with --clock auto (a clock needs checkpoints after the start, so "
         "E must be before the last)",
     )
