@@ -62,7 +62,7 @@ def live_frame_whitening(
 
     Returns `(T, live)` with Tᵀ Σ_T T = I on the live columns and zero columns elsewhere, like
     `live_whitening`, whose T it equals up to an orthogonal change of basis of the live columns
-    (any such T serves the SNR's collapse frame, which diagonalises Tᵀ Σ_W T next). Cholesky
+    (any such T serves the SNR's collapse frame, which is built on Tᵀ M̄ next). Cholesky
     (Σ_T = L Lᵀ, T = L⁻ᵀ: ~p³ flops with the triangular inverse, against ~9p³ and ~25 ms at p = 512
     for `eigh`) is used when it provably finds the same live directions as the eigenvalue rule
     `s > rtol·max s`:

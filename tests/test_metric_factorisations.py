@@ -166,3 +166,30 @@ def test_in_frame_factorisation(positive_definite):
     assert_allclose(omega, want, rtol=1e-12 if positive_definite else 1e-6)
     assert_allclose(np.sum(np.asarray(X) ** 2, 0), np.sum(X_want**2, 0), rtol=1e-10)
     assert_allclose(np.asarray(Y), np.asarray(X) / d[:, None], rtol=1e-15)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_collapse_frame_whitens_and_splits_off_the_means(case):
+    """The frame F (a complete QR of the whitened means, then a C×C eigendecomposition): on its
+    live columns Fᵀ Σ_T F = I; Fᵀ Σ_W F is diagonal on the first C columns, which span the
+    whitened means, and the identity off them (Σ_T = Σ_W + Σ_B there); the means have no
+    component off them; dead columns are zero. Checked with NumPy's statistics, to rounding."""
+    from centralpath._metrics import snr_frame
+
+    H, y, C = CASES[case]()
+    Mbar, sigma_w, sigma_t = numpy_statistics(H, y, C)
+    stats = cp.class_stats(jnp.asarray(H, jnp.float64), jnp.asarray(y), C)
+    frame = snr_frame(stats)
+    F, live = np.asarray(frame.F), np.asarray(frame.live)
+    n_live = int(live.sum())
+    assert np.array_equal(live, np.arange(len(live)) < n_live)
+    assert np.all(F[:, ~live] == 0.0)
+    L = F[:, live]
+    scale = np.abs(L.T @ sigma_t @ L).max()
+    assert_allclose(L.T @ sigma_t @ L, np.eye(n_live), atol=1e-10 * scale)
+    S = L.T @ sigma_w @ L
+    off = S - np.diag(np.diag(S))
+    assert np.abs(off[:C, :C]).max() <= 1e-10 and np.abs(off[:C, C:]).max() <= 1e-10
+    assert_allclose(S[C:, C:], np.eye(n_live - C), atol=1e-10)
+    means = L.T @ Mbar
+    assert np.abs(means[C:]).max() <= 1e-10 * np.abs(means).max()
