@@ -39,6 +39,25 @@ def add_kappa_options(p, *, kappa_default: str) -> None:
     )
 
 
+def check_kappa_scale(kappa, kappa_from, clock: str | None) -> None:
+    """One-line refusals of `add_kappa_options`' values, compare's and `simulate --from`'s
+    alike: one scale at most, only with a κ clock, κ > 0."""
+    from .._errors import require, require_real
+    from ..measurement.predictive import KAPPA_CLOCKS
+
+    require(
+        kappa is None or kappa_from is None,
+        "give the clock's scale once: --kappa K or --kappa-from COMPARE.json, not both",
+    )
+    require(
+        (kappa is None and kappa_from is None) or clock in KAPPA_CLOCKS,
+        f"--kappa and --kappa-from set the scale of a clock with one; add --clock with one of "
+        f"{', '.join(KAPPA_CLOCKS)}",
+    )
+    if kappa is not None:
+        require_real("--kappa", kappa, 0, lo_open=True)
+
+
 def positive_int(text: str) -> int:
     import argparse
 

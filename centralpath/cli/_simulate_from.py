@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._common import KAPPA_CLOCKS_HELP, add_kappa_options
+from ._common import KAPPA_CLOCKS_HELP, add_kappa_options, check_kappa_scale
 
 
 def _epoch(text: str):
@@ -198,16 +198,12 @@ def run_from(args) -> int:
 def _check_clock_options(args, flow: str) -> str | None:
     """The clock of `--clock` (None without one), after one-line refusals of what does not go
     with it — before any work, so that a refusal writes nothing."""
-    from .._errors import require, require_real
+    from .._errors import require
     from ..measurement.predictive import CLOCKS, FLOW_MODELS, KAPPA_CLOCKS
 
     clock = args.clock
     if clock is None:
-        require(
-            args.kappa is None and args.kappa_from is None,
-            f"--kappa and --kappa-from set the scale of a clock; add --clock with one of "
-            f"{', '.join(KAPPA_CLOCKS)}",
-        )
+        check_kappa_scale(args.kappa, args.kappa_from, clock)
         return None
     require(
         clock in CLOCKS,
@@ -229,18 +225,13 @@ def _check_clock_options(args, flow: str) -> str | None:
         f"--clock sets the save times (the network's checkpoints from --epoch on); drop "
         f"{' and '.join(given)}",
     )
-    require(
-        args.kappa is None or args.kappa_from is None,
-        "give the clock's scale once: --kappa K or --kappa-from COMPARE.json, not both",
-    )
+    check_kappa_scale(args.kappa, args.kappa_from, clock)
     require(
         args.kappa is not None or args.kappa_from is not None,
         f"--clock {clock} needs its scale: pass --kappa K, or --kappa-from the JSON of a "
         f"compare --clock {clock} --json run",
     )
-    if args.kappa is not None:
-        require_real("--kappa", args.kappa, 0, lo_open=True)
-    else:
+    if args.kappa is None:
         choices = ", ".join(FLOW_MODELS)
         require(
             flow in FLOW_MODELS,

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from ._common import KAPPA_CLOCKS_HELP, add_kappa_options, add_run_options, draw_figures, log
+from ._common import (
+    KAPPA_CLOCKS_HELP,
+    add_kappa_options,
+    add_run_options,
+    check_kappa_scale,
+    draw_figures,
+    log,
+)
 
 HELP = (
     "Does the theory predict my network? Each model runs forward from the network's own state "
@@ -202,7 +209,7 @@ def _write_run(out, config: dict, results: dict, summary: dict, args, *, inputs)
 def check_model_options(config: dict) -> None:
     """One-line refusals of the predictive options, before any work (`--model` given)."""
     from .._errors import InputError, require, require_real
-    from ..measurement.predictive import CLOCKS, KAPPA_CLOCKS, MODELS
+    from ..measurement.predictive import CLOCKS, MODELS
 
     model, clock = config["model"], config["clock"] or "monotone"
     require(
@@ -221,17 +228,8 @@ def check_model_options(config: dict) -> None:
     config["from_epoch"] = "auto" if fe is None else fe
     config["clock"] = clock
     kappa, source = config["kappa"], config["kappa_from"]
-    require(
-        kappa is None or source is None,
-        "give the clock's scale once: --kappa K or --kappa-from COMPARE.json, not both",
-    )
-    require(
-        (kappa is None and source is None) or clock in KAPPA_CLOCKS,
-        f"--kappa and --kappa-from set the scale of a clock with one; add --clock with one of "
-        f"{', '.join(KAPPA_CLOCKS)}",
-    )
+    check_kappa_scale(kappa, source, clock)
     if kappa is not None:
-        require_real("--kappa", kappa, 0, lo_open=True)
         require(
             model != "all",
             "--kappa K is one model's time scale, and the models' times differ; with --model "
