@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from _runner import ROOT, enable_x64, parse_args
-from kappa_universality import Scored
+from kappa_universality import Scored, meets_target
 
 #: The fitted monotone clock is the reference (no κ); the others are the κ clocks.
 FITTED = ("monotone", "lr", "lr-loss", "lr-grad", "lr-loss-epoch")
@@ -397,10 +397,7 @@ def main(cfg: dict, out_root, kappa_json=None) -> Path:
             if "error" in s:
                 print(f"  {name:<22} {how:<38} {clock:<14} {'-':>9} (no score: {s['error']})")
                 continue
-            ok = (
-                s["median_relative_error"] <= pr.CONSISTENT_ERROR
-                and s["skill"] >= pr.CONSISTENT_SKILL
-            )
+            ok = meets_target(s)
             print(
                 f"  {name:<22} {how:<38} {clock:<14} {num(s.get('kappa'), '.3g'):>9} "
                 f"{pct(s['median_relative_error']):>7} {num(s['skill'], '.2f'):>6} "

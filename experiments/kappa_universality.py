@@ -118,6 +118,15 @@ class Scored:
         return out
 
 
+def meets_target(score: dict) -> bool:
+    """The issue's target for a prediction: median error of ω and skill within compare's
+    `consistent` thresholds (`CONSISTENT_ERROR`, `CONSISTENT_SKILL`)."""
+    from centralpath.measurement import predictive as pr
+
+    err, skill = score["median_relative_error"], score["skill"]
+    return bool(err <= pr.CONSISTENT_ERROR and skill >= pr.CONSISTENT_SKILL)
+
+
 #: Per-checkpoint members of a features file (sliced to a window of checkpoints); the
 #: per-epoch record (learning_rate, epoch_loss, ...) stays whole: the clocks index it by epoch.
 PER_CHECKPOINT = ("features", "W", "b", "epochs", "train_accuracy", "test_accuracy", "test_loss")
@@ -255,13 +264,13 @@ def main(cfg: dict, out_root) -> Path:
                 f"  {clock}: {len(ks)} runs, {min(ks):.3g}..{max(ks):.3g} (x{max(ks) / min(ks):.2f})"
             )
             result.setdefault("spread", {})[clock] = [min(ks), max(ks)]
-    print("\ncarried kappa: median error of omega | skill (target: <= 5% and >= 0.85)")
+    print(
+        f"\ncarried kappa: median error of omega | skill (target: <= "
+        f"{100 * pr.CONSISTENT_ERROR:g}% and >= {pr.CONSISTENT_SKILL:g})"
+    )
     for name, carried in result["carried"].items():
         for key, s in carried.items():
-            ok = (
-                s["median_relative_error"] <= pr.CONSISTENT_ERROR
-                and s["skill"] >= pr.CONSISTENT_SKILL
-            )
+            ok = meets_target(s)
             print(
                 f"  {name} <- {key} ({s['source']}, k={s['kappa']:.3g}): "
                 f"{pct(s['median_relative_error'])}, skill {s['skill']:.2f}"
@@ -286,8 +295,8 @@ def main(cfg: dict, out_root) -> Path:
 
 
 def markdown(result: dict) -> str:
-    """The two tables of docs/guides/predict.md ("Does κ carry?"), as this run measured them:
-    fitted on each run, and carried to it from its partners."""
+    """The tables of docs/guides/predict.md ("Does κ carry?"), as this run measured them: fitted
+    on each run, carried to it from its partners, and κ_lr within each constant-lr phase."""
 
     def cell(s):
         if not s or "error" in s:
@@ -296,7 +305,7 @@ def markdown(result: dict) -> str:
         if err is None or not math.isfinite(err):
             return "– / –"
         text = f"{100 * err:.1f}% / {skill:.2f}"
-        return f"**{text}**" if err <= 0.05 and skill >= 0.85 else text
+        return f"**{text}**" if meets_target(s) else text
 
     def kappa(s):
         return "–" if not s or s.get("kappa") is None else f"{s['kappa']:.3g}"
