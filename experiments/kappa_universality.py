@@ -149,7 +149,7 @@ def phase_kappas(path: Path, start_epoch: float | None) -> list[dict]:
     ends = [int(e) for e in np.flatnonzero(np.diff(lr) != 0) + 1] + [int(epochs[-1])]
     out, begin = [], 0.0
     for end in ends:
-        first = begin if start_epoch is None or start_epoch < begin else max(begin, start_epoch)
+        first = begin if start_epoch is None else max(begin, start_epoch)
         keep = np.flatnonzero((epochs >= first) & (epochs <= end))
         entry = {"epochs": [begin, end], "lr": float(lr[int(begin)]), "start": None, "kappa": None}
         if start_epoch is not None and start_epoch <= end and len(keep) >= 3:
