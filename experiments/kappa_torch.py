@@ -128,11 +128,12 @@ def plan(config, data, jax_features: Path) -> tuple[list[int], bool]:
             for k in ("epochs", "learning_rate", "weight_decay", "momentum", "steps_per_epoch")
             if k in f.files
         }
+    eta = step_sizes(config, data).reshape(config.epochs, -1)  # [epochs, steps per epoch]
     ours = {
-        "learning_rate": step_sizes(config, data).reshape(config.epochs, -1).mean(1),
+        "learning_rate": eta.mean(1),
         "weight_decay": config.weight_decay,
         "momentum": config.momentum,
-        "steps_per_epoch": data.num_samples // min(config.batch_size, data.num_samples),
+        "steps_per_epoch": eta.shape[1],
     }
     for key, value in ours.items():
         theirs = jax.get(key)
